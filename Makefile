@@ -1,0 +1,63 @@
+# pktstat-bpf for Telegraf and OpenTelemetry.
+# Each area adds its own targets from its .mk file; this file holds the
+# targets a newcomer runs: run, test, build, bench, generate, deps.
+
+GO ?= go
+CLANG ?= clang-19
+BUILD := $(CURDIR)/build
+export PATH := $(HOME)/go/bin:$(PATH)
+
+# Filled in by the included area makefiles.
+DEPS_TARGETS :=
+BUILD_TARGETS :=
+TEST_TARGETS :=
+BENCH_TARGETS :=
+
+-include telegrafplugin/telegraf.mk
+-include otelreceiver/otelcol.mk
+-include vmtest/vmtest.mk
+-include bench/bench.mk
+
+.PHONY: all run test build bench generate check-generate deps deps-core test-core test-unit lint
+
+all: build
+
+## run: the project's main job on its built-in default (the collector on the default-route interface)
+run: $(RUN_TARGET)
+
+## test: every test, BPF included; fails instead of skipping when BPF is unavailable
+test: export PKTSTAT_REQUIRE_BPF = 1
+test: deps check-generate test-core $(TEST_TARGETS)
+
+## build: the collector distribution, Telegraf with the plugin, and the execd shim
+build: $(BUILD_TARGETS)
+
+## bench: per-packet BPF cost, drain and conversion cost, end-to-end throughput
+bench: $(BENCH_TARGETS)
+
+## deps: install what building and testing need (Debian packages, Go tools)
+deps: deps-core $(DEPS_TARGETS)
+
+deps-core:
+	@command -v $(CLANG) >/dev/null && command -v bpftool >/dev/null && command -v ip >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			clang-19 llvm-19 bpftool iproute2 >/dev/null; }
+
+## generate: rebuild vmlinux.h and the bpf2go bindings with clang-19
+generate:
+	cd bpf && BPF2GO_CC=$(CLANG) BPF2GO_STRIP=llvm-strip-19 $(GO) generate ./...
+
+## check-generate: fail if the committed generated files differ from a fresh `make generate`
+check-generate: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "generated files in bpf/ are stale: run 'make generate' and commit" >&2; exit 1; }
+
+## test-core: unit, BPF_PROG_TEST_RUN and real-attachment tests of bpf/ and core/
+test-core:
+	$(GO) test -count=1 -p 1 ./...
+
+## test-unit: the tests that need no privileges
+test-unit:
+	PKTSTAT_REQUIRE_BPF= $(GO) test -count=1 -short ./...
+
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^.*## /  /'

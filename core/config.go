@@ -1,0 +1,150 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"time"
+)
+
+// Mode selects the kernel hook that counts packets.
+type Mode string
+
+const (
+	// ModeTC attaches to TC ingress and egress (TCX on kernels >= 6.6, clsact/cls_bpf before).
+	ModeTC Mode = "tc"
+	// ModeXDP attaches to XDP; it sees ingress only.
+	ModeXDP Mode = "xdp"
+	// ModeCgroup attaches cgroup_skb ingress and egress to a cgroup v2 directory.
+	ModeCgroup Mode = "cgroup"
+	// ModeKprobe hooks the kernel's socket send and receive paths (fentry or kprobes).
+	ModeKprobe Mode = "kprobe"
+)
+
+// XDP attach modes, as in the xdp_mode config key.
+const (
+	XDPAuto    = "auto"
+	XDPGeneric = "generic"
+	XDPNative  = "native"
+	XDPOffload = "offload"
+)
+
+// Defaults applied by Config.withDefaults.
+const (
+	DefaultMaxFlows    = 131072
+	DefaultIdleTimeout = 2 * time.Minute
+	// MinMaxFlows keeps the kernel table large enough to be useful; smaller
+	// values are rejected rather than silently raised.
+	MinMaxFlows = 16
+	// MaxMaxFlows bounds kernel memory: a per-CPU table costs about
+	// max_flows * (possible CPUs * 24 + 100) bytes.
+	MaxMaxFlows = 1 << 24
+)
+
+// Config says what to count and where. The zero value, after defaults, counts
+// TC ingress and egress on the interface of the default route.
+type Config struct {
+	// Mode is the capture hook; empty means tc.
+	Mode Mode
+	// Interfaces are interface names or path.Match globs ("eth*"). Empty
+	// means the interface of the IPv4 (else IPv6) default route. Unused in
+	// cgroup and kprobe modes.
+	Interfaces []string
+	// XDPMode is auto, generic, native or offload; empty means auto.
+	XDPMode string
+	// CgroupPath is the cgroup v2 directory for cgroup mode; empty means the
+	// root of the cgroup2 mount found in /proc/mounts.
+	CgroupPath string
+	// MaxFlows is the size of the kernel flow table; empty means 131072.
+	// Packets of flows that do not fit are counted in overflow records.
+	MaxFlows int
+	// IdleTimeout removes a flow from the kernel table after it has carried
+	// no packet for this long; its final counts are reported once, marked
+	// Expired. Zero means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// NetNS is an optional path to a network namespace (for example
+	// /var/run/netns/blue or /proc/PID/ns/net) whose interfaces are
+	// watched and attached instead of the caller's own.
+	NetNS string
+	// Logger receives attach/detach events; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate checks the configuration without touching the system.
+func (c Config) Validate() error {
+	var errs []error
+	switch c.Mode {
+	case "", ModeTC, ModeXDP, ModeCgroup, ModeKprobe:
+	default:
+		errs = append(errs, fmt.Errorf("mode %q is not one of tc, xdp, cgroup, kprobe", c.Mode))
+	}
+	switch c.XDPMode {
+	case "", XDPAuto, XDPGeneric, XDPNative, XDPOffload:
+	default:
+		errs = append(errs, fmt.Errorf("xdp_mode %q is not one of auto, generic, native, offload", c.XDPMode))
+	}
+	if c.XDPMode != "" && c.XDPMode != XDPAuto && c.Mode != ModeXDP {
+		errs = append(errs, fmt.Errorf("xdp_mode %q is set but mode is %q: set mode = \"xdp\" or remove xdp_mode", c.XDPMode, c.effectiveMode()))
+	}
+	for _, name := range c.Interfaces {
+		if name == "" {
+			errs = append(errs, errors.New("interfaces: empty interface name"))
+			continue
+		}
+		if _, err := path.Match(name, ""); err != nil {
+			errs = append(errs, fmt.Errorf("interfaces: bad glob %q: %w", name, err))
+		}
+		if len(name) > 15 && !hasGlobMeta(name) {
+			errs = append(errs, fmt.Errorf("interfaces: %q is longer than the kernel's 15-character interface name limit", name))
+		}
+	}
+	if len(c.Interfaces) > 0 && (c.Mode == ModeCgroup || c.Mode == ModeKprobe) {
+		errs = append(errs, fmt.Errorf("interfaces is set but mode %q counts per socket, not per interface: remove interfaces or use mode tc or xdp", c.Mode))
+	}
+	if c.CgroupPath != "" && c.Mode != ModeCgroup {
+		errs = append(errs, fmt.Errorf("cgroup_path is set but mode is %q: set mode = \"cgroup\" or remove cgroup_path", c.effectiveMode()))
+	}
+	if c.MaxFlows != 0 && (c.MaxFlows < MinMaxFlows || c.MaxFlows > MaxMaxFlows) {
+		errs = append(errs, fmt.Errorf("max_flows %d is out of range [%d, %d]", c.MaxFlows, MinMaxFlows, MaxMaxFlows))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("idle timeout %s is negative", c.IdleTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) effectiveMode() Mode {
+	if c.Mode == "" {
+		return ModeTC
+	}
+	return c.Mode
+}
+
+// withDefaults returns c with every empty field set to its default.
+func (c Config) withDefaults() Config {
+	c.Mode = c.effectiveMode()
+	if c.XDPMode == "" {
+		c.XDPMode = XDPAuto
+	}
+	if c.MaxFlows == 0 {
+		c.MaxFlows = DefaultMaxFlows
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func hasGlobMeta(s string) bool {
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', '\\':
+			return true
+		}
+	}
+	return false
+}

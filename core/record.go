@@ -1,0 +1,189 @@
+package core
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Direction is the way a packet crossed the hook.
+type Direction uint8
+
+const (
+	// Ingress: received by the host (TC ingress, XDP, cgroup ingress, socket receive).
+	Ingress Direction = 0
+	// Egress: sent by the host.
+	Egress Direction = 1
+)
+
+// String returns "ingress" or "egress", the Telegraf tag values.
+func (d Direction) String() string {
+	if d == Egress {
+		return "egress"
+	}
+	return "ingress"
+}
+
+// OTelString returns "receive" or "transmit", the network.io.direction values.
+func (d Direction) OTelString() string {
+	if d == Egress {
+		return "transmit"
+	}
+	return "receive"
+}
+
+// Flags describe how far a packet was parsed.
+type Flags uint8
+
+const (
+	// FlagFragment: a non-first IP fragment; ports are 0.
+	FlagFragment Flags = 1 << 0
+	// FlagTruncated: a header was cut short or malformed; fields past it are 0.
+	FlagTruncated Flags = 1 << 1
+)
+
+// EtherType values that name the network layer of a flow.
+const (
+	EtherTypeIPv4 = 0x0800
+	EtherTypeARP  = 0x0806
+	EtherTypeIPv6 = 0x86dd
+)
+
+// FlowKey identifies one flow. It is comparable and used as a map key.
+type FlowKey struct {
+	Ifindex   uint32
+	Direction Direction
+	// EtherType is the network protocol (0x0800, 0x86dd, 0x0806, ...).
+	EtherType uint16
+	// VLAN is the outer 802.1Q/802.1ad VLAN id, 0 when untagged.
+	VLAN uint16
+	// Proto is the IP protocol number (6 tcp, 17 udp, 1 icmp, 58 ipv6-icmp, ...),
+	// 0 for non-IP flows.
+	Proto   uint8
+	SrcAddr netip.Addr
+	DstAddr netip.Addr
+	// SrcPort and DstPort are transport ports for tcp, udp, udplite and
+	// sctp. For other protocols they carry the protocol's own identifiers:
+	// icmp and ipv6-icmp type/code, gre flags+version/protocol, esp and ah
+	// SPI high/low 16 bits, ospf version/type, arp 0/operation. See the
+	// accessor methods.
+	SrcPort uint16
+	DstPort uint16
+	Flags   Flags
+	// Cgroup mode only.
+	CgroupID uint64
+	PID      uint32
+	Comm     string
+}
+
+// Record is one flow's counters at a Read.
+type Record struct {
+	FlowKey
+	// Interface is the name of Ifindex when the flow was seen.
+	Interface string
+	// CgroupPath is the path of CgroupID below the cgroup2 mount, when known.
+	CgroupPath string
+
+	// Packets and Bytes are cumulative since StartTime.
+	Packets uint64
+	Bytes   uint64
+	// DeltaPackets and DeltaBytes are the increase since the previous Read.
+	DeltaPackets uint64
+	DeltaBytes   uint64
+
+	// StartTime is when the kernel first saw the flow (the series start).
+	StartTime time.Time
+	// LastSeen is the time of the last Read at which the counters grew.
+	LastSeen time.Time
+
+	// Overflow marks the record that counts packets of flows that did not
+	// fit in the kernel table, per interface and direction (Ifindex 0 is
+	// the last-resort total when even the overflow table was full).
+	Overflow bool
+	// Expired marks a flow's final report: it was idle for the idle timeout
+	// and was removed from the kernel table. If it returns it starts a new
+	// series with a new StartTime.
+	Expired bool
+}
+
+// IPVersion is 4, 6 or 0 for non-IP flows.
+func (k FlowKey) IPVersion() int {
+	switch k.EtherType {
+	case EtherTypeIPv4:
+		return 4
+	case EtherTypeIPv6:
+		return 6
+	}
+	return 0
+}
+
+// HasPorts reports whether SrcPort and DstPort are transport ports.
+func (k FlowKey) HasPorts() bool {
+	if k.IPVersion() == 0 {
+		return false
+	}
+	switch k.Proto {
+	case ProtoTCP, ProtoUDP, ProtoUDPLite, ProtoSCTP:
+		return true
+	}
+	return false
+}
+
+// ICMPTypeCode returns the ICMP or ICMPv6 type and code.
+func (k FlowKey) ICMPTypeCode() (typ, code uint8, ok bool) {
+	if k.Proto != ProtoICMP && k.Proto != ProtoICMPv6 || k.IPVersion() == 0 {
+		return 0, 0, false
+	}
+	return uint8(k.SrcPort), uint8(k.DstPort), true
+}
+
+// SPI returns the IPsec security parameter index of an esp or ah flow.
+func (k FlowKey) SPI() (uint32, bool) {
+	if k.Proto != ProtoESP && k.Proto != ProtoAH || k.IPVersion() == 0 {
+		return 0, false
+	}
+	return uint32(k.SrcPort)<<16 | uint32(k.DstPort), true
+}
+
+// ARPOp returns the ARP operation (1 request, 2 reply).
+func (k FlowKey) ARPOp() (uint16, bool) {
+	if k.EtherType != EtherTypeARP {
+		return 0, false
+	}
+	return k.DstPort, true
+}
+
+// Health is core's report on itself.
+type Health struct {
+	// ActiveFlows is the number of flows in the kernel table.
+	ActiveFlows int
+	// Capacity is the kernel table size (max_flows).
+	Capacity int
+	// OverflowPackets and OverflowBytes are cumulative counts of packets
+	// that did not fit in the flow table (they are also in the Overflow records).
+	OverflowPackets uint64
+	OverflowBytes   uint64
+	// ExpiredFlows counts flows removed for idleness since Start.
+	ExpiredFlows uint64
+	// DrainDuration is how long the last Read took.
+	DrainDuration time.Duration
+	// Hooks lists every attachment, one per interface and hook.
+	Hooks []HookState
+}
+
+// HookState is one attachment point.
+type HookState struct {
+	// Target is an interface name or a cgroup path.
+	Target string
+	// Hook is for example "tcx/ingress", "tc/egress" (legacy), "xdp/generic", "cgroup_skb/egress".
+	Hook     string
+	Attached bool
+	// Error is why it is not attached, if it is not.
+	Error string
+}
+
+// Snapshot is the result of one Read.
+type Snapshot struct {
+	Time    time.Time
+	Records []Record
+	Health  Health
+}

@@ -1,0 +1,3 @@
+module github.com/pktstat-bpf/pktstat-bpf
+
+go 1.26
