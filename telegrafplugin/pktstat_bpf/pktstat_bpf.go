@@ -1,0 +1,237 @@
+// Package pktstat_bpf is the Telegraf input that reports the per-flow packet
+// and byte counters of pktstat-bpf's kernel programs.
+package pktstat_bpf
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/config"
+	"github.com/influxdata/telegraf/plugins/inputs"
+
+	"github.com/pktstat-bpf/pktstat-bpf/core"
+)
+
+//go:embed sample.conf
+var sampleConfig string
+
+// stopDrainTimeout bounds the final drain in Stop so that a stuck kernel
+// read cannot hang Telegraf's shutdown.
+const stopDrainTimeout = 5 * time.Second
+
+// flowSource is what the plugin needs from core; tests inject a fake.
+type flowSource interface {
+	Start(ctx context.Context) error
+	Read(ctx context.Context) (core.Snapshot, error)
+	Close() error
+}
+
+// PktstatBPF is the pktstat_bpf input.
+type PktstatBPF struct {
+	Mode         string          `toml:"mode"`
+	Interfaces   []string        `toml:"interfaces"`
+	XDPMode      string          `toml:"xdp_mode"`
+	CgroupPath   string          `toml:"cgroup_path"`
+	MaxFlows     int             `toml:"max_flows"`
+	IdleTimeout  config.Duration `toml:"idle_timeout"`
+	NetNS        string          `toml:"netns"`
+	OptionalTags []string        `toml:"optional_tags"`
+	Log          telegraf.Logger `toml:"-"`
+
+	newSource func(core.Config) (flowSource, error)
+	cfg       core.Config
+	tags      optionalTags
+
+	// mu serialises Gather and the final drain in Stop: core's Read may be
+	// called from one goroutine at a time.
+	mu         sync.Mutex
+	src        flowSource
+	acc        telegraf.Accumulator
+	cancel     context.CancelFunc
+	ctx        context.Context
+	hookErrors map[string]string
+}
+
+var _ telegraf.ServiceInput = (*PktstatBPF)(nil)
+
+func (*PktstatBPF) SampleConfig() string {
+	return sampleConfig
+}
+
+// Init validates the configuration; it touches neither the kernel nor the
+// file system.
+func (p *PktstatBPF) Init() error {
+	var errs []error
+	// core names this setting "idle timeout"; check it here so the message
+	// names the key the user wrote, and keep it out of core's check.
+	idle := time.Duration(p.IdleTimeout)
+	if idle < 0 {
+		errs = append(errs, fmt.Errorf("idle_timeout %s is negative: set a positive duration or remove it for the default %s",
+			idle, core.DefaultIdleTimeout))
+		idle = 0
+	}
+	if p.NetNS != "" && !filepath.IsAbs(p.NetNS) {
+		errs = append(errs, fmt.Errorf("netns %q is not an absolute path: use for example /var/run/netns/NAME or /proc/PID/ns/net", p.NetNS))
+	}
+	tags, err := parseOptionalTags(p.OptionalTags, core.Mode(p.Mode))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	cfg := core.Config{
+		Mode:        core.Mode(p.Mode),
+		Interfaces:  p.Interfaces,
+		XDPMode:     p.XDPMode,
+		CgroupPath:  p.CgroupPath,
+		MaxFlows:    p.MaxFlows,
+		IdleTimeout: idle,
+		NetNS:       p.NetNS,
+	}
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if p.Log != nil {
+		cfg.Logger = newSlogLogger(p.Log)
+	}
+	p.cfg = cfg
+	p.tags = tags
+	if p.newSource == nil {
+		p.newSource = newCoreSource
+	}
+	return nil
+}
+
+func newCoreSource(cfg core.Config) (flowSource, error) {
+	c, err := core.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Start loads and attaches the kernel programs once; Gather only drains.
+func (p *PktstatBPF) Start(acc telegraf.Accumulator) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	src, err := p.newSource(p.cfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := src.Start(ctx); err != nil {
+		cancel()
+		src.Close()
+		return err
+	}
+	p.src, p.acc, p.ctx, p.cancel = src, acc, ctx, cancel
+	p.hookErrors = make(map[string]string)
+	p.Log.Infof("counting started: mode %s, %s", modeName(p.cfg.Mode), p.targetDescription())
+	return nil
+}
+
+// Gather drains the kernel tables and emits one metric per flow.
+func (p *PktstatBPF) Gather(acc telegraf.Accumulator) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.src == nil {
+		return errors.New("gather: input not started")
+	}
+	return p.drain(p.ctx, acc)
+}
+
+// Stop drains one last time, so the counts of the last partial interval
+// reach the outputs (this is also what `telegraf --once` reports for
+// traffic seen after start), then detaches everything.
+func (p *PktstatBPF) Stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.src == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, stopDrainTimeout)
+	if err := p.drain(ctx, p.acc); err != nil {
+		p.Log.Errorf("final drain: %v", err)
+	}
+	cancel()
+	p.cancel()
+	if err := p.src.Close(); err != nil {
+		p.Log.Errorf("detach: %v", err)
+	}
+	p.src = nil
+}
+
+func (p *PktstatBPF) drain(ctx context.Context, acc telegraf.Accumulator) error {
+	snap, err := p.src.Read(ctx)
+	if err != nil {
+		return fmt.Errorf("drain flow table: %w", err)
+	}
+	p.reportHookErrors(snap.Health.Hooks)
+	addFlowMetrics(acc, snap, p.tags)
+	addInternalMetric(acc, snap, modeName(p.cfg.Mode))
+	return nil
+}
+
+// reportHookErrors logs each hook that failed to attach once per distinct
+// error, rather than on every interval.
+func (p *PktstatBPF) reportHookErrors(hooks []core.HookState) {
+	for _, h := range hooks {
+		key := h.Target + " " + h.Hook
+		if h.Attached {
+			delete(p.hookErrors, key)
+			continue
+		}
+		if p.hookErrors[key] != h.Error {
+			p.hookErrors[key] = h.Error
+			p.Log.Warnf("%s on %s is not attached: %s", h.Hook, h.Target, h.Error)
+		}
+	}
+}
+
+func (p *PktstatBPF) targetDescription() string {
+	var s string
+	switch p.cfg.Mode {
+	case core.ModeCgroup:
+		s = "cgroup " + orDefault(p.cfg.CgroupPath, "root of the cgroup2 mount")
+	case core.ModeKprobe:
+		s = "all sockets"
+	default:
+		if len(p.cfg.Interfaces) == 0 {
+			s = "interface of the default route"
+		} else {
+			s = "interfaces " + strings.Join(p.cfg.Interfaces, ", ")
+		}
+	}
+	if p.cfg.NetNS != "" {
+		s += " in netns " + p.cfg.NetNS
+	}
+	return s
+}
+
+func modeName(m core.Mode) string {
+	if m == "" {
+		return string(core.ModeTC)
+	}
+	return string(m)
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func init() {
+	inputs.Add("pktstat_bpf", func() telegraf.Input {
+		return &PktstatBPF{}
+	})
+}
