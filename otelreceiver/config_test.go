@@ -1,0 +1,102 @@
+package pktstatbpfreceiver
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.opentelemetry.io/collector/confmap"
+
+	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
+)
+
+// loadConfig reads one receiver config from testdata/config.yaml the way the
+// collector does: defaults first, then the user's keys on top.
+func loadConfig(t *testing.T, id component.ID) *Config {
+	t.Helper()
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+	sub, err := cm.Sub(id.String())
+	require.NoError(t, err)
+	cfg := NewFactory().CreateDefaultConfig().(*Config)
+	require.NoError(t, sub.Unmarshal(cfg))
+	return cfg
+}
+
+func TestLoadConfig(t *testing.T) {
+	def := loadConfig(t, component.NewID(metadata.Type))
+	require.NoError(t, confmap.Validate(def))
+	assert.Equal(t, createDefaultConfig(), def)
+	assert.Equal(t, 10*time.Second, def.CollectionInterval)
+	assert.Equal(t, "tc", def.Mode)
+	assert.Equal(t, "cumulative", def.Temporality)
+	assert.Equal(t, 131072, def.MaxFlows)
+	assert.Equal(t, 2*time.Minute, def.IdleTimeout)
+
+	custom := loadConfig(t, component.NewIDWithName(metadata.Type, "custom"))
+	require.NoError(t, confmap.Validate(custom))
+	want := createDefaultConfig().(*Config)
+	want.CollectionInterval = 30 * time.Second
+	want.Mode = "xdp"
+	want.Interfaces = []string{"veth0", "eth*"}
+	want.XDPMode = "generic"
+	want.MaxFlows = 4096
+	want.IdleTimeout = 30 * time.Second
+	want.NetNS = "/var/run/netns/blue"
+	want.Temporality = "delta"
+	want.Metrics.NetworkFlowBytes.Attributes = []string{"network.interface.name", "network.io.direction", "process.pid"}
+	want.Metrics.NetworkFlowPackets.Enabled = false
+	want.Metrics.PktstatbpfDrainDuration.Enabled = false
+	want.ResourceAttributes.HostName.Enabled = false
+	assert.Equal(t, want, custom)
+}
+
+func TestConfigValidateErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		want string
+	}{
+		{"bad_mode", `mode "ebpf" is not one of tc, xdp, cgroup, kprobe`},
+		{"bad_xdp_mode", `xdp_mode "turbo" is not one of auto, generic, native, offload`},
+		{"xdp_mode_without_xdp", `xdp_mode "native" is set but mode is "tc": set mode = "xdp" or remove xdp_mode`},
+		{"empty_interface", `interfaces: empty interface name`},
+		{"bad_glob", `interfaces: bad glob "eth[": syntax error in pattern`},
+		{"long_interface", `interfaces: "averyveryverylongname" is longer than the kernel's 15-character interface name limit`},
+		{"interfaces_in_cgroup", `interfaces is set but mode "cgroup" counts per socket, not per interface: remove interfaces or use mode tc or xdp`},
+		{"cgroup_path_without_cgroup", `cgroup_path is set but mode is "tc": set mode = "cgroup" or remove cgroup_path`},
+		{"max_flows_too_small", `max_flows 8 is out of range [16, 16777216]`},
+		{"max_flows_too_large", `max_flows 100000000 is out of range [16, 16777216]`},
+		{"negative_idle_timeout", `idle timeout -5s is negative`},
+		{"relative_netns", `netns "blue" is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net`},
+		{"bad_temporality", `temporality "gauge" is not one of cumulative, delta`},
+		{"bad_collection_interval", `"collection_interval": requires positive value`},
+		{"unknown_attribute", `metrics::network.flow.bytes::attributes: unknown attribute "src_ip": choose from ` +
+			`network.interface.name, network.io.direction, network.type, network.transport, source.address, source.port, ` +
+			`destination.address, destination.port, process.pid, process.executable.name, container.id, ` +
+			`network.protocol.name, pktstatbpf.vlan.id, pktstatbpf.icmp.type, pktstatbpf.icmp.code`},
+		{"repeated_attribute", `metrics::network.flow.packets::attributes: "source.port" is listed twice`},
+		{"two_errors", "mode \"ebpf\" is not one of tc, xdp, cgroup, kprobe\ntemporality \"gauge\" is not one of cumulative, delta"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := loadConfig(t, component.NewIDWithName(metadata.Type, tc.name))
+			err := confmap.Validate(cfg)
+			require.Error(t, err)
+			// xconfmap prefixes the path of a nested config; the receiver's
+			// own text must follow unchanged.
+			assert.Regexp(t, `(^|: )`+regexpQuote(tc.want)+`$`, err.Error())
+		})
+	}
+}
+
+func TestConfigRejectsUnknownKey(t *testing.T) {
+	cm := confmapFromMap(map[string]any{"mode": "tc", "interface": "eth0"})
+	cfg := createDefaultConfig()
+	err := cm.Unmarshal(cfg)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "invalid keys: interface")
+}

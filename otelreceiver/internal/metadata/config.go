@@ -1,0 +1,136 @@
+package metadata
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Metric names.
+const (
+	MetricNetworkFlowBytes          = "network.flow.bytes"
+	MetricNetworkFlowPackets        = "network.flow.packets"
+	MetricPktstatbpfFlowsActive     = "pktstatbpf.flows.active"
+	MetricPktstatbpfFlowsCapacity   = "pktstatbpf.flows.capacity"
+	MetricPktstatbpfFlowsExpired    = "pktstatbpf.flows.expired"
+	MetricPktstatbpfOverflowPackets = "pktstatbpf.overflow.packets"
+	MetricPktstatbpfOverflowBytes   = "pktstatbpf.overflow.bytes"
+	MetricPktstatbpfDrainDuration   = "pktstatbpf.drain.duration"
+	MetricPktstatbpfHooksAttached   = "pktstatbpf.hooks.attached"
+)
+
+// Resource attribute names.
+const (
+	ResourceAttrHostName    = "host.name"
+	ResourceAttrCaptureMode = "pktstatbpf.capture.mode"
+)
+
+// MetricConfig turns a metric on or off.
+type MetricConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+}
+
+// FlowMetricConfig is a MetricConfig for the per-flow metrics, which also
+// choose their attributes: flows that differ only in attributes left out are
+// summed into one series, so totals are kept.
+type FlowMetricConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+	// Attributes lists the recorded attributes; empty means the defaults.
+	Attributes []string `mapstructure:"attributes"`
+}
+
+// Selection returns the attributes this metric records.
+func (c FlowMetricConfig) Selection() (AttributeSelection, error) {
+	if len(c.Attributes) == 0 {
+		return NewAttributeSelection(DefaultFlowAttributes)
+	}
+	return NewAttributeSelection(c.Attributes)
+}
+
+// MetricsConfig holds one entry per metric.
+type MetricsConfig struct {
+	NetworkFlowBytes          FlowMetricConfig `mapstructure:"network.flow.bytes"`
+	NetworkFlowPackets        FlowMetricConfig `mapstructure:"network.flow.packets"`
+	PktstatbpfFlowsActive     MetricConfig     `mapstructure:"pktstatbpf.flows.active"`
+	PktstatbpfFlowsCapacity   MetricConfig     `mapstructure:"pktstatbpf.flows.capacity"`
+	PktstatbpfFlowsExpired    MetricConfig     `mapstructure:"pktstatbpf.flows.expired"`
+	PktstatbpfOverflowPackets MetricConfig     `mapstructure:"pktstatbpf.overflow.packets"`
+	PktstatbpfOverflowBytes   MetricConfig     `mapstructure:"pktstatbpf.overflow.bytes"`
+	PktstatbpfDrainDuration   MetricConfig     `mapstructure:"pktstatbpf.drain.duration"`
+	PktstatbpfHooksAttached   MetricConfig     `mapstructure:"pktstatbpf.hooks.attached"`
+}
+
+// DefaultMetricsConfig enables every metric; the flow metrics record
+// DefaultFlowAttributes.
+func DefaultMetricsConfig() MetricsConfig {
+	return MetricsConfig{
+		NetworkFlowBytes:          FlowMetricConfig{Enabled: true},
+		NetworkFlowPackets:        FlowMetricConfig{Enabled: true},
+		PktstatbpfFlowsActive:     MetricConfig{Enabled: true},
+		PktstatbpfFlowsCapacity:   MetricConfig{Enabled: true},
+		PktstatbpfFlowsExpired:    MetricConfig{Enabled: true},
+		PktstatbpfOverflowPackets: MetricConfig{Enabled: true},
+		PktstatbpfOverflowBytes:   MetricConfig{Enabled: true},
+		PktstatbpfDrainDuration:   MetricConfig{Enabled: true},
+		PktstatbpfHooksAttached:   MetricConfig{Enabled: true},
+	}
+}
+
+// ResourceAttributeConfig turns a resource attribute on or off.
+type ResourceAttributeConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+}
+
+// ResourceAttributesConfig holds one entry per resource attribute.
+type ResourceAttributesConfig struct {
+	HostName    ResourceAttributeConfig `mapstructure:"host.name"`
+	CaptureMode ResourceAttributeConfig `mapstructure:"pktstatbpf.capture.mode"`
+}
+
+// DefaultResourceAttributesConfig enables every resource attribute.
+func DefaultResourceAttributesConfig() ResourceAttributesConfig {
+	return ResourceAttributesConfig{
+		HostName:    ResourceAttributeConfig{Enabled: true},
+		CaptureMode: ResourceAttributeConfig{Enabled: true},
+	}
+}
+
+// MetricsBuilderConfig is the `metrics` and `resource_attributes` part of the
+// receiver config.
+type MetricsBuilderConfig struct {
+	Metrics            MetricsConfig            `mapstructure:"metrics"`
+	ResourceAttributes ResourceAttributesConfig `mapstructure:"resource_attributes"`
+}
+
+// DefaultMetricsBuilderConfig returns the defaults of every metric and
+// resource attribute.
+func DefaultMetricsBuilderConfig() MetricsBuilderConfig {
+	return MetricsBuilderConfig{
+		Metrics:            DefaultMetricsConfig(),
+		ResourceAttributes: DefaultResourceAttributesConfig(),
+	}
+}
+
+// Validate rejects unknown or repeated attribute names in the flow metrics'
+// attribute lists.
+func (c MetricsBuilderConfig) Validate() error {
+	var errs []error
+	for _, m := range []struct {
+		name string
+		cfg  FlowMetricConfig
+	}{
+		{MetricNetworkFlowBytes, c.Metrics.NetworkFlowBytes},
+		{MetricNetworkFlowPackets, c.Metrics.NetworkFlowPackets},
+	} {
+		if _, err := m.cfg.Selection(); err != nil {
+			errs = append(errs, fmt.Errorf("metrics::%s::attributes: %w", m.name, err))
+		}
+		seen := map[string]bool{}
+		for _, a := range m.cfg.Attributes {
+			if seen[a] {
+				errs = append(errs, fmt.Errorf("metrics::%s::attributes: %q is listed twice", m.name, a))
+			}
+			seen[a] = true
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,236 @@
+package pktstatbpfreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver"
+	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
+
+	"github.com/pktstat-bpf/pktstat-bpf/core"
+	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
+)
+
+// series is one output data point stream: the flows whose selected
+// attributes are equal, summed.
+type series struct {
+	attrs metadata.FlowAttributes
+	// start is the earliest StartTime of the flows in the series.
+	start time.Time
+	// total is the cumulative count since start.
+	total uint64
+	// window is the count since the previous scrape.
+	window uint64
+	// touched: some record of this scrape belongs to the series.
+	touched bool
+	// live: some non-expired record of this scrape belongs to the series.
+	live bool
+}
+
+// seriesSet accumulates one flow metric. Counts are summed from the records'
+// deltas rather than copied from their cumulative values, because a series
+// can hold several flows (attributes deselected) whose members come and go.
+type seriesSet struct {
+	selection metadata.AttributeSelection
+	series    map[metadata.FlowAttributes]*series
+}
+
+func newSeriesSet(sel metadata.AttributeSelection) *seriesSet {
+	return &seriesSet{selection: sel, series: map[metadata.FlowAttributes]*series{}}
+}
+
+func (ss *seriesSet) add(a metadata.FlowAttributes, start time.Time, delta uint64, expired bool) {
+	key := ss.selection.Select(a)
+	s := ss.series[key]
+	if s == nil {
+		s = &series{attrs: key, start: start}
+		ss.series[key] = s
+	} else if start.Before(s.start) {
+		s.start = start
+	}
+	s.total += delta
+	s.window += delta
+	s.touched = true
+	s.live = s.live || !expired
+}
+
+// flush calls record for every point of this scrape and then forgets the
+// series whose flows all expired or vanished, so a flow that returns starts
+// a new series with a new start time instead of resuming an old count.
+func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, val int64, a metadata.FlowAttributes)) {
+	ts := pcommon.NewTimestampFromTime(now)
+	for key, s := range ss.series {
+		switch {
+		case !s.touched:
+			// No record at all: the source lost the flows without an
+			// Expired report (it only happens if core restarted the
+			// table); the series ended at the previous scrape.
+		case delta:
+			if s.window > 0 {
+				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), s.attrs)
+			}
+		default:
+			record(pcommon.NewTimestampFromTime(s.start), ts, int64(s.total), s.attrs)
+		}
+		if !s.live {
+			delete(ss.series, key)
+			continue
+		}
+		s.window, s.touched, s.live = 0, false, false
+	}
+}
+
+// flowScraper drains the source on each scrape and converts the snapshot.
+type flowScraper struct {
+	cfg       *Config
+	settings  receiver.Settings
+	next      consumer.Metrics
+	newSource newSourceFunc
+	now       func() time.Time
+	hostName  string
+
+	mu        sync.Mutex
+	src       flowSource
+	mb        *metadata.MetricsBuilder
+	bytes     *seriesSet
+	packets   *seriesSet
+	startTime time.Time
+	prevEnd   time.Time
+}
+
+func newFlowScraper(cfg *Config, set receiver.Settings, next consumer.Metrics, newSource newSourceFunc) (*flowScraper, error) {
+	temporality := pmetric.AggregationTemporalityCumulative
+	if cfg.Temporality == TemporalityDelta {
+		temporality = pmetric.AggregationTemporalityDelta
+	}
+	mb, err := metadata.NewMetricsBuilder(cfg.MetricsBuilderConfig, set, metadata.WithFlowTemporality(temporality))
+	if err != nil {
+		return nil, err
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		set.Logger.Warn("host.name left empty: reading the host name failed", zap.Error(err))
+	}
+	return &flowScraper{
+		cfg:       cfg,
+		settings:  set,
+		next:      next,
+		newSource: newSource,
+		now:       time.Now,
+		hostName:  host,
+		mb:        mb,
+		bytes:     newSeriesSet(mb.NetworkFlowBytesSelection()),
+		packets:   newSeriesSet(mb.NetworkFlowPacketsSelection()),
+	}, nil
+}
+
+// start attaches the kernel programs.
+func (s *flowScraper) start(ctx context.Context, _ component.Host) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	logger := zapslog.NewHandler(s.settings.Logger.Core())
+	src, err := s.newSource(s.cfg.coreConfig(slogLogger(logger)))
+	if err != nil {
+		return fmt.Errorf("create flow source: %w", err)
+	}
+	if err := src.Start(ctx); err != nil {
+		return errors.Join(fmt.Errorf("start flow capture (mode %s): %w", s.cfg.captureMode(), err), src.Close())
+	}
+	s.src = src
+	s.startTime = s.now()
+	s.prevEnd = s.startTime
+	return nil
+}
+
+// scrape drains the source and converts what it returned.
+func (s *flowScraper) scrape(ctx context.Context) (pmetric.Metrics, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.src == nil {
+		return pmetric.NewMetrics(), errors.New("scrape flows: receiver not started")
+	}
+	snap, err := s.src.Read(ctx)
+	if err != nil {
+		return pmetric.NewMetrics(), fmt.Errorf("read flows: %w", err)
+	}
+	return s.convert(snap), nil
+}
+
+// convert turns one snapshot into metrics and advances the series state.
+func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
+	now := snap.Time
+	if now.IsZero() {
+		now = s.now()
+	}
+	for i := range snap.Records {
+		r := &snap.Records[i]
+		a := flowAttributes(r)
+		start := r.StartTime
+		if start.IsZero() || start.After(now) {
+			start = s.prevEnd
+		}
+		s.bytes.add(a, start, r.DeltaBytes, r.Expired)
+		s.packets.add(a, start, r.DeltaPackets, r.Expired)
+	}
+	delta := s.cfg.Temporality == TemporalityDelta
+	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordNetworkFlowBytesDataPoint)
+	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordNetworkFlowPacketsDataPoint)
+
+	ts := pcommon.NewTimestampFromTime(now)
+	start := pcommon.NewTimestampFromTime(s.startTime)
+	h := snap.Health
+	s.mb.RecordPktstatbpfFlowsActiveDataPoint(ts, int64(h.ActiveFlows))
+	s.mb.RecordPktstatbpfFlowsCapacityDataPoint(ts, int64(h.Capacity))
+	s.mb.RecordPktstatbpfFlowsExpiredDataPoint(start, ts, int64(h.ExpiredFlows))
+	s.mb.RecordPktstatbpfOverflowPacketsDataPoint(start, ts, int64(h.OverflowPackets))
+	s.mb.RecordPktstatbpfOverflowBytesDataPoint(start, ts, int64(h.OverflowBytes))
+	s.mb.RecordPktstatbpfDrainDurationDataPoint(ts, h.DrainDuration.Seconds())
+	attached := 0
+	for _, hook := range h.Hooks {
+		if hook.Attached {
+			attached++
+		}
+	}
+	s.mb.RecordPktstatbpfHooksAttachedDataPoint(ts, int64(attached))
+	s.prevEnd = now
+
+	rb := metadata.NewResourceBuilder(s.cfg.ResourceAttributes)
+	rb.SetHostName(s.hostName)
+	rb.SetCaptureMode(s.cfg.captureMode())
+	return s.mb.Emit(metadata.WithResource(rb.Emit()))
+}
+
+// shutdown sends the counts of the last, partial interval and detaches. The
+// scraper controller has stopped its loop before calling it, and the
+// collector shuts receivers down before the processors and exporters they
+// feed, so the final metrics still reach the pipeline.
+func (s *flowScraper) shutdown(ctx context.Context) error {
+	md, err := s.scrape(ctx)
+	var errs []error
+	switch {
+	case s.src == nil:
+		return nil
+	case err != nil:
+		errs = append(errs, fmt.Errorf("flush last interval: %w", err))
+	case md.DataPointCount() > 0:
+		if err := s.next.ConsumeMetrics(ctx, md); err != nil {
+			errs = append(errs, fmt.Errorf("flush last interval: %w", err))
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.src.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("stop flow capture: %w", err))
+	}
+	s.src = nil
+	return errors.Join(errs...)
+}
