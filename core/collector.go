@@ -6,21 +6,51 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"net/netip"
+	"path/filepath"
+	"strings"
 	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/pktstat-bpf/pktstat-bpf/bpf"
 )
 
 // ErrNotSupported is wrapped by errors caused by a kernel that lacks a
 // program type, attach type or helper a mode needs.
-var ErrNotSupported = errors.New("not supported by this kernel")
+var ErrNotSupported = ebpf.ErrNotSupported
 
 // Collector owns the kernel objects of one capture. Start attaches, Read
 // drains, Close detaches. Read may be called from one goroutine at a time.
 type Collector struct {
 	cfg Config
 
-	mu      sync.Mutex
+	mu      sync.Mutex // guards the lifecycle and Read
 	started bool
 	closed  bool
+
+	ns     *nsContext
+	ifaces *ifaceSet // tc and xdp
+	hooks  []*hook   // cgroup
+
+	flowObjs   *bpf.FlowObjects
+	cgroupObjs *bpf.CgroupObjects
+
+	flows    *table[bpf.FlowFlowKey]
+	cgFlows  *table[bpf.CgroupCgroupFlowKey]
+	overflow *table[bpf.FlowOverflowKey]
+	ovTotal  *ebpf.Map
+	ovBuf    []counters
+	cgroups  *cgroupResolver
+	comms    map[[16]int8]string
+
+	records  []Record
+	expired  uint64
+	lastRead time.Time
 }
 
 // New validates cfg and returns a Collector that has not touched the kernel yet.
@@ -36,16 +66,327 @@ func (c *Collector) Config() Config { return c.cfg }
 
 // Start loads the kernel programs and attaches them. It returns an error that
 // says what to do when a privilege, kernel feature or interface is missing.
-func (c *Collector) Start(ctx context.Context) error {
-	return fmt.Errorf("start: %w", ErrNotSupported)
+// On error nothing stays attached.
+func (c *Collector) Start(ctx context.Context) (err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errors.New("start: collector is closed")
+	}
+	if c.started {
+		return errors.New("start: already started")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps: %w: run as root or set LimitMEMLOCK=infinity", err)
+	}
+	defer func() {
+		if err != nil {
+			c.release()
+		}
+	}()
+	switch c.cfg.Mode {
+	case ModeTC, ModeXDP:
+		err = c.startInterfaces()
+	case ModeCgroup:
+		err = c.startCgroup()
+	case ModeKprobe:
+		err = fmt.Errorf("mode kprobe: %w: the kprobe/fentry mode is not part of this build yet; use mode = \"cgroup\" for per-process counts", ErrNotSupported)
+	}
+	if err != nil {
+		return err
+	}
+	c.started = true
+	c.lastRead = time.Now()
+	return nil
+}
+
+func (c *Collector) startInterfaces() error {
+	spec, err := bpf.LoadFlow()
+	if err != nil {
+		return fmt.Errorf("load flow object spec: %w", err)
+	}
+	spec.Maps[bpf.FlowMapFlows].MaxEntries = uint32(c.cfg.MaxFlows)
+	objs := &bpf.FlowObjects{}
+	if err := spec.LoadAndAssign(objs, nil); err != nil {
+		return explainLoad("tc/xdp programs", err)
+	}
+	c.flowObjs = objs
+	if c.flows, err = newTable[bpf.FlowFlowKey](objs.Flows); err != nil {
+		return err
+	}
+	if err := c.startOverflow(objs.FlowsOverflow, objs.FlowsOverflowTotal); err != nil {
+		return err
+	}
+	if c.ns, err = openNS(c.cfg.NetNS); err != nil {
+		return err
+	}
+	patterns := c.cfg.Interfaces
+	if len(patterns) == 0 {
+		name, err := defaultRouteInterface(c.ns)
+		if err != nil {
+			return err
+		}
+		patterns = []string{name}
+	}
+	attach := func(ifindex int, name string) ([]*hook, error) {
+		return attachTC(c.ns, objs.TcIngress, objs.TcEgress, ifindex, name)
+	}
+	if c.cfg.Mode == ModeXDP {
+		c.cfg.Logger.Info("pktstat-bpf: xdp mode counts ingress only; use mode tc for egress too")
+		attach = func(ifindex int, name string) ([]*hook, error) {
+			return attachXDP(c.ns, objs.XdpIngress, ifindex, name, c.cfg.XDPMode)
+		}
+	}
+	c.ifaces = &ifaceSet{ns: c.ns, patterns: patterns, attach: attach, log: c.cfg.Logger}
+	return c.ifaces.start()
+}
+
+func (c *Collector) startOverflow(m, total *ebpf.Map) error {
+	var err error
+	c.overflow, err = newTable[bpf.FlowOverflowKey](m)
+	if err != nil {
+		return err
+	}
+	c.ovTotal = total
+	c.ovBuf = make([]counters, c.overflow.ncpu)
+	return nil
+}
+
+func (c *Collector) startCgroup() error {
+	mount, err := cgroup2Mount()
+	if err != nil {
+		return err
+	}
+	cgPath := c.cfg.CgroupPath
+	if cgPath == "" {
+		cgPath = mount
+	}
+	cgPath = filepath.Clean(cgPath)
+	rel, ok := strings.CutPrefix(cgPath, mount)
+	if !ok || (rel != "" && !strings.HasPrefix(rel, "/")) {
+		return fmt.Errorf("cgroup_path %s is not below the cgroup2 mount %s", cgPath, mount)
+	}
+	if rel == "" {
+		rel = "/"
+	}
+	c.cgroups = &cgroupResolver{root: mount}
+
+	spec, err := bpf.LoadCgroup()
+	if err != nil {
+		return fmt.Errorf("load cgroup object spec: %w", err)
+	}
+	spec.Maps[bpf.CgroupMapCgroupFlows].MaxEntries = uint32(c.cfg.MaxFlows)
+	objs := &bpf.CgroupObjects{}
+	if err := spec.LoadAndAssign(objs, nil); err != nil {
+		return explainLoad("cgroup programs", err)
+	}
+	c.cgroupObjs = objs
+	if c.cgFlows, err = newTable[bpf.CgroupCgroupFlowKey](objs.CgroupFlows); err != nil {
+		return err
+	}
+	if err := c.startOverflow(objs.FlowsOverflow, objs.FlowsOverflowTotal); err != nil {
+		return err
+	}
+	// Owners first, so packets of sockets created from now on are attributed.
+	for _, a := range []struct {
+		prog     *ebpf.Program
+		attach   ebpf.AttachType
+		kind     string
+		optional bool
+	}{
+		{objs.SockCreate, ebpf.AttachCGroupInetSockCreate, "cgroup/sock_create", false},
+		// sock_release needs Linux 5.9; without it the LRU owner map ages out entries.
+		{objs.SockRelease, ebpf.AttachCgroupInetSockRelease, "cgroup/sock_release", true},
+		{objs.CgroupIngress, ebpf.AttachCGroupInetIngress, "cgroup_skb/ingress", false},
+		{objs.CgroupEgress, ebpf.AttachCGroupInetEgress, "cgroup_skb/egress", false},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgPath, Attach: a.attach, Program: a.prog})
+		if err != nil {
+			if a.optional {
+				c.cfg.Logger.Warn("pktstat-bpf: optional hook not attached", "hook", a.kind, "err", err)
+				continue
+			}
+			if isNotExist(err) {
+				return fmt.Errorf("attach %s to %s: cgroup directory not found: %w", a.kind, cgPath, err)
+			}
+			return needPrivilege(fmt.Sprintf("attach %s to %s", a.kind, cgPath), err)
+		}
+		c.hooks = append(c.hooks, &hook{target: cgPath, kind: a.kind, link: l})
+	}
+	n, err := seedSocketOwners(objs.SockOwners, rel)
+	if err != nil {
+		c.cfg.Logger.Warn("pktstat-bpf: existing sockets not attributed", "err", err)
+	}
+	c.cfg.Logger.Info("pktstat-bpf: attached", "cgroup", cgPath, "existing_sockets_attributed", n)
+	return nil
 }
 
 // Read drains the kernel tables and returns every active flow, the overflow
-// records and the flows that expired since the previous Read.
+// records and the flows that expired since the previous Read. The returned
+// records are valid until the next Read.
 func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
-	return Snapshot{}, errors.New("read: collector not started")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.started || c.closed {
+		return Snapshot{}, errors.New("read: collector is not running (call Start first)")
+	}
+	if err := ctx.Err(); err != nil {
+		return Snapshot{}, err
+	}
+	t0 := time.Now()
+	clock := readClock()
+	now := clock.wall
+	c.records = c.records[:0]
+	var active int
+	var err error
+	if c.flows != nil {
+		active, err = c.flows.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.FlowFlowKey, st *flowState, dp, db uint64, expired bool) {
+			c.emit(decodeKey(k), st, dp, db, expired, false)
+		})
+	} else {
+		active, err = c.cgFlows.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.CgroupCgroupFlowKey, st *flowState, dp, db uint64, expired bool) {
+			fk := decodeKey(bpf.FlowFlowKey(k.Flow))
+			fk.CgroupID, fk.PID, fk.Comm = k.CgroupId, k.Pid, c.comm(k.Comm)
+			c.emit(fk, st, dp, db, expired, false)
+		})
+	}
+	if err != nil {
+		return Snapshot{}, err
+	}
+	h := Health{ActiveFlows: active, Capacity: c.cfg.MaxFlows}
+	// Overflow entries never expire: there are few, and they are the
+	// evidence that max_flows is too small.
+	if _, err := c.overflow.drain(now, clock, math.MaxInt64, func(k bpf.FlowOverflowKey, st *flowState, dp, db uint64, expired bool) {
+		c.emit(FlowKey{Ifindex: k.Ifindex, Direction: Direction(k.Direction)}, st, dp, db, expired, true)
+		h.OverflowPackets += st.packets
+		h.OverflowBytes += st.bytes
+	}); err != nil {
+		return Snapshot{}, err
+	}
+	var zero uint32
+	if err := c.ovTotal.Lookup(&zero, c.ovBuf); err != nil {
+		return Snapshot{}, fmt.Errorf("read overflow total: %w", err)
+	}
+	if p, b, _ := sum(c.ovBuf); p > 0 {
+		c.records = append(c.records, Record{Overflow: true, Packets: p, Bytes: b, StartTime: c.lastRead, LastSeen: now})
+		h.OverflowPackets += p
+		h.OverflowBytes += b
+	}
+	for i := range c.records {
+		if c.records[i].Expired {
+			c.expired++
+		}
+	}
+	h.ExpiredFlows = c.expired
+	h.DrainDuration = time.Since(t0)
+	if c.ifaces != nil {
+		h.Hooks = c.ifaces.states()
+	}
+	for _, hk := range c.hooks {
+		h.Hooks = append(h.Hooks, HookState{Target: hk.target, Hook: hk.kind, Attached: true})
+	}
+	return Snapshot{Time: now, Records: c.records, Health: h}, nil
+}
+
+func (c *Collector) emit(k FlowKey, st *flowState, dp, db uint64, expired, overflow bool) {
+	r := Record{
+		FlowKey:      k,
+		Packets:      st.packets,
+		Bytes:        st.bytes,
+		DeltaPackets: dp,
+		DeltaBytes:   db,
+		StartTime:    st.start,
+		LastSeen:     st.lastSeen,
+		Overflow:     overflow,
+		Expired:      expired,
+	}
+	if c.ifaces != nil {
+		r.Interface = c.ifaces.name(int(k.Ifindex))
+	}
+	if c.cgroups != nil {
+		r.CgroupPath = c.cgroups.path(k.CgroupID)
+	}
+	c.records = append(c.records, r)
+}
+
+// comm interns process names: many flows share a few.
+func (c *Collector) comm(raw [16]int8) string {
+	if raw[0] == 0 {
+		return ""
+	}
+	if s, ok := c.comms[raw]; ok {
+		return s
+	}
+	if c.comms == nil {
+		c.comms = map[[16]int8]string{}
+	}
+	s := commString(raw)
+	c.comms[raw] = s
+	return s
+}
+
+func decodeKey(k bpf.FlowFlowKey) FlowKey {
+	fk := FlowKey{
+		Ifindex:   k.Ifindex,
+		Direction: Direction(k.Direction),
+		EtherType: k.EthProto,
+		VLAN:      k.VlanId,
+		Proto:     k.IpProto,
+		SrcPort:   k.SrcPort,
+		DstPort:   k.DstPort,
+		Flags:     Flags(k.Flags),
+	}
+	switch k.EthProto {
+	case EtherTypeIPv4, EtherTypeARP:
+		if k.EthProto == EtherTypeIPv4 || k.SrcAddr != [16]byte{} || k.DstAddr != [16]byte{} {
+			fk.SrcAddr = netip.AddrFrom4([4]byte(k.SrcAddr[:4]))
+			fk.DstAddr = netip.AddrFrom4([4]byte(k.DstAddr[:4]))
+		}
+	case EtherTypeIPv6:
+		fk.SrcAddr = netip.AddrFrom16(k.SrcAddr)
+		fk.DstAddr = netip.AddrFrom16(k.DstAddr)
+	}
+	if fk.Flags&FlagTruncated != 0 && fk.IPVersion() != 0 && k.SrcAddr == [16]byte{} && k.DstAddr == [16]byte{} {
+		// The IP header itself was short: there are no addresses.
+		fk.SrcAddr, fk.DstAddr = netip.Addr{}, netip.Addr{}
+	}
+	return fk
 }
 
 // Close detaches every program and releases every kernel object. It is safe
 // to call more than once.
-func (c *Collector) Close() error { return nil }
+func (c *Collector) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	return c.release()
+}
+
+func (c *Collector) release() error {
+	var errs []error
+	if c.ifaces != nil {
+		errs = append(errs, c.ifaces.stop())
+		c.ifaces = nil
+	}
+	errs = append(errs, closeHooks(c.hooks))
+	c.hooks = nil
+	if c.flowObjs != nil {
+		errs = append(errs, c.flowObjs.Close())
+		c.flowObjs = nil
+	}
+	if c.cgroupObjs != nil {
+		errs = append(errs, c.cgroupObjs.Close())
+		c.cgroupObjs = nil
+	}
+	if c.ns != nil {
+		c.ns.close()
+		c.ns = nil
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0-only) */
+/* Types shared by the kernel programs and user space (bpf2go turns them into Go). */
+#ifndef PKTSTAT_FLOW_H
+#define PKTSTAT_FLOW_H
+
+enum flow_direction {
+	FLOW_INGRESS = 0,
+	FLOW_EGRESS = 1,
+};
+
+enum flow_flags {
+	FLOW_F_FRAGMENT = 1 << 0,  /* non-first IP fragment: no ports */
+	FLOW_F_TRUNCATED = 1 << 1, /* a header was short or malformed: fields past it are 0 */
+};
+
+/*
+ * One flow as the TC and XDP programs key it: 48 bytes, no implicit padding.
+ * IPv4 and ARP addresses take the first 4 bytes of the address fields; the
+ * EtherType says which family the addresses are. Ports carry protocol
+ * identifiers for port-less protocols (ICMP type/code, GRE flags/protocol,
+ * ESP/AH SPI halves, OSPF version/type, ARP 0/operation).
+ */
+struct flow_key {
+	__u8 src_addr[16];
+	__u8 dst_addr[16];
+	__u32 ifindex;
+	__u16 src_port;
+	__u16 dst_port;
+	__u16 eth_proto; /* host byte order */
+	__u16 vlan_id;   /* outer VLAN id, 0 if untagged */
+	__u8 ip_proto;
+	__u8 direction;
+	__u8 flags;
+	__u8 _pad;
+};
+
+/* Per-CPU counters of one flow. first_seen_ns is set only on the CPU that created the entry. */
+struct flow_counters {
+	__u64 packets;
+	__u64 bytes;
+	__u64 first_seen_ns; /* bpf_ktime_get_ns() at insertion */
+};
+
+/* Packets of flows that found the flow table full, per interface and direction. */
+struct overflow_key {
+	__u32 ifindex;
+	__u8 direction;
+	__u8 _pad[3];
+};
+
+/* Cgroup mode adds the socket's cgroup and owner to the key. */
+struct cgroup_flow_key {
+	struct flow_key flow;
+	__u64 cgroup_id;
+	__u32 pid;
+	char comm[16];
+	__u8 _pad[4];
+};
+
+/* The process that created a socket, keyed by socket cookie. */
+struct sock_owner {
+	__u32 pid;
+	char comm[16];
+};
+
+#endif /* PKTSTAT_FLOW_H */

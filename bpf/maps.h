@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0-only) */
+/* Maps shared by every capture mode. Sizes are set from Go before loading. */
+#ifndef PKTSTAT_MAPS_H
+#define PKTSTAT_MAPS_H
+
+#include "flow.h"
+
+/* Packets that found the flow table full, per interface and direction. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct overflow_key);
+	__type(value, struct flow_counters);
+} flows_overflow SEC(".maps");
+
+/* Last resort when even flows_overflow is full: one total, so nothing is lost. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_counters);
+} flows_overflow_total SEC(".maps");
+
+/*
+ * Counters are per CPU, so plain increments are enough: a program runs with
+ * migration disabled and no other CPU writes this CPU's copy.
+ */
+static __always_inline void bump(struct flow_counters *c, __u64 len)
+{
+	c->packets++;
+	c->bytes += len;
+}
+
+static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 len)
+{
+	struct overflow_key okey = { .ifindex = ifindex, .direction = direction };
+	struct flow_counters *c = bpf_map_lookup_elem(&flows_overflow, &okey);
+	if (c) {
+		bump(c, len);
+		return;
+	}
+	struct flow_counters init = { .packets = 1, .bytes = len, .first_seen_ns = bpf_ktime_get_ns() };
+	long err = bpf_map_update_elem(&flows_overflow, &okey, &init, BPF_NOEXIST);
+	if (!err)
+		return;
+	if (err == -EEXIST) {
+		c = bpf_map_lookup_elem(&flows_overflow, &okey);
+		if (c) {
+			bump(c, len);
+			return;
+		}
+	}
+	__u32 zero = 0;
+	c = bpf_map_lookup_elem(&flows_overflow_total, &zero);
+	if (c)
+		bump(c, len);
+}
+
+/*
+ * count_flow adds one packet to key's entry in map, creating it if needed.
+ * A full table never drops a packet from the totals: it goes to overflow.
+ */
+static __always_inline void count_flow(void *map, const void *key, __u32 ifindex, __u8 direction, __u64 len)
+{
+	struct flow_counters *c = bpf_map_lookup_elem(map, key);
+	if (c) {
+		bump(c, len);
+		return;
+	}
+	struct flow_counters init = { .packets = 1, .bytes = len, .first_seen_ns = bpf_ktime_get_ns() };
+	long err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
+	if (!err)
+		return;
+	if (err == -EEXIST) {
+		/* Another CPU created it between our lookup and update. */
+		c = bpf_map_lookup_elem(map, key);
+		if (c) {
+			bump(c, len);
+			return;
+		}
+	}
+	count_overflow(ifindex, direction, len);
+}
+
+#endif /* PKTSTAT_MAPS_H */

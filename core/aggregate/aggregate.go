@@ -1,0 +1,492 @@
+// Package aggregate turns the flow records of each core Read into the series
+// an operator asked for (chosen dimensions, folded ports, CIDR groups, top-N
+// and a series cap) while keeping totals exact and cumulative counters
+// monotonic.
+//
+// Every packet and byte of an input delta lands in exactly one output series:
+// its key's own series, the single "other" series, or, for the kernel's
+// overflow records, an overflow series that no cap or top-N ever touches.
+// So for every call, the output's DeltaPackets and DeltaBytes sum to the
+// input's.
+//
+// Output counters are built from the records' deltas, not their cumulative
+// counts, because a series sums flows that come and go: a flow reports its
+// final counts once with Expired set and then vanishes, and a key can move
+// between its own series and "other" from one interval to the next. A series
+// only ever adds deltas, so neither can make it go backwards. A series that
+// has not grown for series_idle_timeout, or that max_series pushes out, is
+// no longer reported; if its key grows again it is a new series with a later
+// StartTime, never a silent reset.
+package aggregate
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/pktstat-bpf/pktstat-bpf/core"
+)
+
+// Kind tells a flow series from the two synthetic ones.
+type Kind uint8
+
+const (
+	// KindFlow is the series of one key.
+	KindFlow Kind = iota
+	// KindOther sums the keys that top_n or max_series left out; its Key
+	// is zero.
+	KindOther
+	// KindOverflow carries core's overflow records (packets of flows that
+	// did not fit in the kernel table); its Key has only Interface and
+	// Direction, when those dimensions are kept.
+	KindOverflow
+)
+
+// Series is one output time series at one Aggregate call.
+type Series struct {
+	Kind Kind
+	Key
+	// Packets and Bytes are cumulative since StartTime.
+	Packets uint64
+	Bytes   uint64
+	// DeltaPackets and DeltaBytes are the increase in this call; zero for
+	// a series kept alive without growth.
+	DeltaPackets uint64
+	DeltaBytes   uint64
+	// StartTime is when counting for this series began: the earliest
+	// StartTime of the flows that created it, but never before the
+	// previous call, whose deltas a new series does not include.
+	StartTime time.Time
+}
+
+// Aggregator keeps the per-series state across calls. It is not safe for
+// concurrent use; one plugin instance owns one Aggregator.
+type Aggregator struct {
+	keyer       *keyer
+	dims        []Dimension
+	keepIface   bool
+	keepDir     bool
+	topN        int
+	maxSeries   int
+	idleTimeout time.Duration
+
+	flows    table
+	overflow table
+	other    entry
+
+	epoch uint64
+	prev  time.Time
+
+	// Reused between calls so that a steady stream of flows allocates
+	// nothing.
+	cand, overCand, heap, idle []int32
+	out                        []Series
+}
+
+// New validates cfg and returns an Aggregator with no series yet.
+func New(cfg Config) (*Aggregator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("aggregation config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	kr := newKeyer(cfg)
+	var dims dimSet
+	for _, d := range cfg.Dimensions {
+		dims |= dimBit(d)
+	}
+	return &Aggregator{
+		keyer:       kr,
+		dims:        dims.list(),
+		keepIface:   kr.iface,
+		keepDir:     kr.dir,
+		topN:        cfg.TopN,
+		maxSeries:   cfg.MaxSeries,
+		idleTimeout: time.Duration(cfg.SeriesIdleTimeout),
+		flows:       newTable(),
+		overflow:    newTable(),
+	}, nil
+}
+
+// Dimensions lists the kept dimensions in a fixed order: the tags or
+// attributes each flow series carries.
+func (a *Aggregator) Dimensions() []Dimension { return slices.Clone(a.dims) }
+
+// Aggregate folds one Read's records into series. now is the Read's time
+// (core.Snapshot.Time) and must not go backwards between calls; pass every
+// snapshot, from the first, or the deltas of the skipped ones are lost. The
+// result lists the flow series in a stable order, then the other series,
+// then the overflow series; it is reused by the next call.
+func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
+	a.epoch++
+	clear(a.keyer.identities)
+	a.cand, a.overCand = a.cand[:0], a.overCand[:0]
+	for i := range records {
+		r := &records[i]
+		if r.DeltaPackets == 0 && r.DeltaBytes == 0 {
+			// An idle flow changes no series; skipping it keeps a large,
+			// mostly quiet table cheap.
+			continue
+		}
+		if r.Overflow {
+			var k Key
+			if a.keepIface {
+				k.Interface = r.Interface
+			}
+			if a.keepDir {
+				k.Direction = r.Direction
+			}
+			a.overCand = a.overflow.accumulate(k, r, a.epoch, now, a.overCand)
+			continue
+		}
+		a.cand = a.flows.accumulate(a.keyer.key(r), r, a.epoch, now, a.cand)
+	}
+
+	a.choose()
+	a.other.dPackets, a.other.dBytes, a.other.minStart = 0, 0, time.Time{}
+	for _, i := range a.cand {
+		e := &a.flows.entries[i]
+		if e.chosen == a.epoch {
+			a.grow(e, now)
+			continue
+		}
+		a.other.dPackets += e.dPackets
+		a.other.dBytes += e.dBytes
+		a.other.minStart = minTime(a.other.minStart, e.minStart)
+	}
+	if a.other.dPackets != 0 || a.other.dBytes != 0 {
+		a.grow(&a.other, now)
+	}
+	for _, i := range a.overCand {
+		a.grow(&a.overflow.entries[i], now)
+	}
+
+	a.retire(now)
+	a.prev = now
+	return a.emit()
+}
+
+// choose marks the candidates that get their own series in this call.
+func (a *Aggregator) choose() {
+	n := len(a.cand)
+	limit := n
+	if a.topN > 0 && a.topN < limit {
+		limit = a.topN
+	}
+	if a.maxSeries > 0 {
+		other := 0
+		if limit < n {
+			other = 1
+		}
+		// The other series takes one of the max_series slots as soon as
+		// anything is left out.
+		if limit+other > a.maxSeries {
+			limit = a.maxSeries - 1
+		}
+	}
+	if limit >= n {
+		for _, i := range a.cand {
+			a.flows.entries[i].chosen = a.epoch
+		}
+		return
+	}
+	// A bounded min-heap whose root is the weakest of the kept keys: one
+	// comparison for most candidates, and O(n log limit) at worst.
+	h := a.heap[:0]
+	worse := func(x, y int32) bool { return a.ranksBefore(y, x) }
+	for _, c := range a.cand {
+		if len(h) < limit {
+			h = append(h, c)
+			siftUp(h, len(h)-1, worse)
+			continue
+		}
+		if limit > 0 && a.ranksBefore(c, h[0]) {
+			h[0] = c
+			siftDown(h, 0, worse)
+		}
+	}
+	for _, i := range h {
+		a.flows.entries[i].chosen = a.epoch
+	}
+	a.heap = h
+}
+
+// ranksBefore orders candidates by bytes, then packets, then prefers a key
+// that already has a series (less churn), then the key itself so that ties
+// are decided the same way every time.
+func (a *Aggregator) ranksBefore(x, y int32) bool {
+	ex, ey := &a.flows.entries[x], &a.flows.entries[y]
+	if ex.dBytes != ey.dBytes {
+		return ex.dBytes > ey.dBytes
+	}
+	if ex.dPackets != ey.dPackets {
+		return ex.dPackets > ey.dPackets
+	}
+	if ex.live != ey.live {
+		return ex.live
+	}
+	return compareKeys(&ex.key, &ey.key) < 0
+}
+
+func siftUp(h []int32, i int, less func(x, y int32) bool) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !less(h[i], h[p]) {
+			return
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func siftDown(h []int32, i int, less func(x, y int32) bool) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && less(h[r], h[l]) {
+			m = r
+		}
+		if !less(h[m], h[i]) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+// grow adds this call's delta to a series, starting it if it is not live.
+func (a *Aggregator) grow(e *entry, now time.Time) {
+	if !e.live {
+		e.live = true
+		e.start = a.seriesStart(e.minStart, e.start, now)
+		e.packets, e.bytes = 0, 0
+	}
+	e.packets += e.dPackets
+	e.bytes += e.dBytes
+	e.lastGrowth = now
+	e.grew = a.epoch
+}
+
+// seriesStart picks the StartTime of a new series. A series restarted for a
+// key that had one before must get a later start, because consumers of
+// cumulative data tell a reset from a regression by the start time alone.
+func (a *Aggregator) seriesStart(minStart, previous, now time.Time) time.Time {
+	s := minStart
+	if !a.prev.IsZero() && (s.IsZero() || s.Before(a.prev)) {
+		s = a.prev
+	}
+	if s.IsZero() {
+		s = now
+	}
+	if !previous.IsZero() && !s.After(previous) {
+		s = previous.Add(time.Nanosecond)
+	}
+	return s
+}
+
+// retire ends series idle for longer than series_idle_timeout, makes
+// max_series hold for the idle ones that remain, and forgets keys that have
+// been neither reported nor active for that long.
+func (a *Aggregator) retire(now time.Time) {
+	reported := 0
+	idle := a.idle[:0]
+	for i := range a.flows.entries {
+		e := &a.flows.entries[i]
+		if e.free {
+			continue
+		}
+		switch {
+		case e.live && e.grew == a.epoch:
+			reported++
+		case e.live && now.Sub(e.lastGrowth) > a.idleTimeout:
+			e.live = false
+		case e.live:
+			idle = append(idle, int32(i))
+		}
+		if !e.live && now.Sub(e.lastActive) > a.idleTimeout {
+			a.flows.release(int32(i))
+		}
+	}
+	const otherIdx = -1
+	switch {
+	case a.other.live && a.other.grew == a.epoch:
+		reported++
+	case a.other.live && now.Sub(a.other.lastGrowth) > a.idleTimeout:
+		a.other.live = false
+	case a.other.live:
+		idle = append(idle, otherIdx)
+	}
+	a.idle = idle
+
+	if a.maxSeries > 0 && reported+len(idle) > a.maxSeries {
+		// Series with growth already fill at most max_series; idle ones
+		// get what is left, most recently grown first.
+		get := func(i int32) *entry {
+			if i == otherIdx {
+				return &a.other
+			}
+			return &a.flows.entries[i]
+		}
+		slices.SortFunc(idle, func(x, y int32) int {
+			if c := get(y).lastGrowth.Compare(get(x).lastGrowth); c != 0 {
+				return c
+			}
+			return cmp.Compare(x, y)
+		})
+		for _, i := range idle[max(a.maxSeries-reported, 0):] {
+			get(i).live = false
+		}
+	}
+
+	for i := range a.overflow.entries {
+		e := &a.overflow.entries[i]
+		if e.free {
+			continue
+		}
+		if e.live && e.grew != a.epoch && now.Sub(e.lastGrowth) > a.idleTimeout {
+			e.live = false
+		}
+		if !e.live {
+			a.overflow.release(int32(i))
+		}
+	}
+}
+
+func (a *Aggregator) emit() []Series {
+	out := a.out[:0]
+	for i := range a.flows.entries {
+		if e := &a.flows.entries[i]; !e.free && e.live {
+			out = append(out, a.series(KindFlow, e))
+		}
+	}
+	if a.other.live {
+		out = append(out, a.series(KindOther, &a.other))
+	}
+	for i := range a.overflow.entries {
+		if e := &a.overflow.entries[i]; !e.free && e.live {
+			out = append(out, a.series(KindOverflow, e))
+		}
+	}
+	a.out = out
+	return out
+}
+
+func (a *Aggregator) series(kind Kind, e *entry) Series {
+	s := Series{Kind: kind, Key: e.key, Packets: e.packets, Bytes: e.bytes, StartTime: e.start}
+	if e.grew == a.epoch {
+		s.DeltaPackets, s.DeltaBytes = e.dPackets, e.dBytes
+	}
+	return s
+}
+
+// entry is one key's state, live (reported) or not.
+type entry struct {
+	key  Key
+	free bool
+	live bool
+
+	packets, bytes uint64
+	start          time.Time
+	lastGrowth     time.Time
+	// lastActive is the last call in which the key had a delta, whether it
+	// went to its own series or to other; the entry is kept that long so a
+	// key flapping around the top-N edge does not churn the map.
+	lastActive time.Time
+
+	// This call's scratch, valid when touched == the Aggregator's epoch.
+	touched          uint64
+	chosen           uint64
+	grew             uint64
+	dPackets, dBytes uint64
+	minStart         time.Time
+}
+
+// table indexes entries by key; freed slots are reused so that entries never
+// move and indices stay valid for the whole call.
+type table struct {
+	index   map[Key]int32
+	entries []entry
+	free    []int32
+}
+
+func newTable() table { return table{index: map[Key]int32{}} }
+
+// accumulate adds r's delta to k's entry and returns cand with the entry's
+// index appended the first time k is touched in this call.
+func (t *table) accumulate(k Key, r *core.Record, epoch uint64, now time.Time, cand []int32) []int32 {
+	i, ok := t.index[k]
+	if !ok {
+		if n := len(t.free); n > 0 {
+			i = t.free[n-1]
+			t.free = t.free[:n-1]
+			t.entries[i] = entry{key: k}
+		} else {
+			i = int32(len(t.entries))
+			t.entries = append(t.entries, entry{key: k})
+		}
+		t.index[k] = i
+	}
+	e := &t.entries[i]
+	if e.touched != epoch {
+		e.touched = epoch
+		e.dPackets, e.dBytes = 0, 0
+		e.minStart = r.StartTime
+		e.lastActive = now
+		cand = append(cand, i)
+	}
+	e.dPackets += r.DeltaPackets
+	e.dBytes += r.DeltaBytes
+	e.minStart = minTime(e.minStart, r.StartTime)
+	return cand
+}
+
+func (t *table) release(i int32) {
+	delete(t.index, t.entries[i].key)
+	t.entries[i] = entry{free: true}
+	t.free = append(t.free, i)
+}
+
+// minTime ignores zero times, which stand for "unknown".
+func minTime(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// compareKeys is a total order on keys, used only to break ranking ties.
+func compareKeys(x, y *Key) int {
+	return cmp.Or(
+		cmp.Compare(x.Interface, y.Interface),
+		cmp.Compare(x.Direction, y.Direction),
+		cmp.Compare(x.IPVersion, y.IPVersion),
+		cmp.Compare(x.Transport, y.Transport),
+		x.SrcAddr.Compare(y.SrcAddr),
+		cmp.Compare(x.SrcGroup, y.SrcGroup),
+		x.DstAddr.Compare(y.DstAddr),
+		cmp.Compare(x.DstGroup, y.DstGroup),
+		cmp.Compare(x.SrcPort, y.SrcPort),
+		cmp.Compare(x.DstPort, y.DstPort),
+		compareBool(x.SrcPortFolded, y.SrcPortFolded),
+		compareBool(x.DstPortFolded, y.DstPortFolded),
+		cmp.Compare(x.VLAN, y.VLAN),
+		cmp.Compare(x.PID, y.PID),
+		cmp.Compare(x.Comm, y.Comm),
+		cmp.Compare(x.Cgroup, y.Cgroup),
+		cmp.Compare(x.ContainerID, y.ContainerID),
+		cmp.Compare(x.PodUID, y.PodUID),
+	)
+}
+
+func compareBool(x, y bool) int {
+	switch {
+	case x == y:
+		return 0
+	case !x:
+		return -1
+	}
+	return 1
+}

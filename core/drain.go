@@ -1,0 +1,158 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/pktstat-bpf/pktstat-bpf/bpf"
+)
+
+// counters is the kernel's per-CPU value layout (struct flow_counters); the
+// cgroup object's generated type has the same layout.
+type counters = bpf.FlowFlowCounters
+
+// batchSize is how many entries one BPF_MAP_LOOKUP_BATCH call returns.
+const batchSize = 4096
+
+// flowState is what user space remembers of one kernel entry.
+type flowState struct {
+	kernelStart uint64 // first_seen_ns of the kernel entry: a new value means a new entry
+	packets     uint64 // cumulative, as of the last drain
+	bytes       uint64
+	start       time.Time
+	lastSeen    time.Time // last drain at which the counters grew
+	gen         uint64    // drain generation that last saw the entry
+}
+
+// table drains one per-CPU flow map keyed by K.
+type table[K comparable] struct {
+	m     *ebpf.Map
+	ncpu  int
+	keys  []K
+	vals  []counters
+	state map[K]*flowState
+	gen   uint64
+}
+
+func newTable[K comparable](m *ebpf.Map) (*table[K], error) {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count possible CPUs: %w", err)
+	}
+	return &table[K]{
+		m:     m,
+		ncpu:  ncpu,
+		keys:  make([]K, batchSize),
+		vals:  make([]counters, batchSize*ncpu),
+		state: map[K]*flowState{},
+	}, nil
+}
+
+// sum adds one entry's per-CPU values; the entry's start is the earliest
+// first_seen_ns any CPU recorded (only the creating CPU records one).
+func sum(vals []counters) (packets, bytes, start uint64) {
+	for i := range vals {
+		packets += vals[i].Packets
+		bytes += vals[i].Bytes
+		if fs := vals[i].FirstSeenNs; fs != 0 && (start == 0 || fs < start) {
+			start = fs
+		}
+	}
+	return packets, bytes, start
+}
+
+// emitFunc receives each flow's state and the growth since the previous drain.
+type emitFunc[K comparable] func(key K, st *flowState, dPackets, dBytes uint64, expired bool)
+
+// drain reads every entry, updates the state, emits each flow, and removes
+// (with a final emit) flows idle for longer than idle. It returns the
+// number of entries in the kernel table.
+func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emit emitFunc[K]) (int, error) {
+	t.gen++
+	active := 0
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := t.m.BatchLookup(&cursor, t.keys, t.vals, nil)
+		for i := 0; i < n; i++ {
+			active++
+			p, b, ks := sum(t.vals[i*t.ncpu : (i+1)*t.ncpu])
+			t.update(t.keys[i], p, b, ks, now, clock, emit)
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return active, fmt.Errorf("drain %s: %w", t.m.String(), err)
+		}
+	}
+	perCPU := t.vals[:t.ncpu]
+	for key, st := range t.state {
+		switch {
+		case st.gen != t.gen:
+			// Gone from the kernel table without us: report what we had.
+			emit(key, st, 0, 0, true)
+			delete(t.state, key)
+		case now.Sub(st.lastSeen) >= idle:
+			dp, db := uint64(0), uint64(0)
+			if err := t.m.LookupAndDelete(&key, perCPU); err == nil {
+				p, b, _ := sum(perCPU)
+				dp, db = p-st.packets, b-st.bytes
+				st.packets, st.bytes = p, b
+			} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+				// Kernels before 5.14 cannot look up and delete per-CPU
+				// hash entries at once; the window between is one idle flow's.
+				if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) {
+					_ = t.m.Delete(&key)
+				} else {
+					return active, fmt.Errorf("expire flow in %s: %w", t.m.String(), err)
+				}
+			}
+			active--
+			emit(key, st, dp, db, true)
+			delete(t.state, key)
+		}
+	}
+	return active, nil
+}
+
+func (t *table[K]) update(key K, p, b, ks uint64, now time.Time, clock monoClock, emit emitFunc[K]) {
+	st, ok := t.state[key]
+	if ok && st.kernelStart != ks {
+		// The entry was removed and created again: a new series.
+		ok = false
+	}
+	if !ok {
+		st = &flowState{kernelStart: ks, start: clock.toTime(ks), lastSeen: now}
+		t.state[key] = st
+	}
+	dp, db := p-st.packets, b-st.bytes
+	if dp > 0 {
+		st.lastSeen = now
+	}
+	st.packets, st.bytes = p, b
+	st.gen = t.gen
+	emit(key, st, dp, db, false)
+}
+
+// monoClock converts bpf_ktime_get_ns (CLOCK_MONOTONIC) to wall time.
+type monoClock struct {
+	wall time.Time
+	mono int64
+}
+
+func readClock() monoClock {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return monoClock{wall: time.Now(), mono: ts.Nano()}
+}
+
+func (c monoClock) toTime(ns uint64) time.Time {
+	if ns == 0 {
+		return c.wall
+	}
+	return c.wall.Add(time.Duration(int64(ns) - c.mono))
+}
