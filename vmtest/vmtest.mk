@@ -3,7 +3,7 @@
 # (no TCX before 6.6), kprobes and fentry. See vmtest/README.md.
 
 # Root-module package patterns whose test binaries run in the guest; missing directories are skipped.
-VMTEST_PKGS ?= ./core/... ./bpf/...
+VMTEST_PKGS ?= ./core/... ./bpf/... ./internal/...
 # The harness's self-test (vmtest module), run in the same guest.
 VMTEST_SELF_PKGS ?= ./guestcheck
 # Extra flags for every test binary, e.g. VMTEST_RUN='-test.run=TestLegacyTC'.
@@ -15,11 +15,15 @@ VMTEST_TEST_TIMEOUT ?= 10m
 VMTEST_MEM ?= 1536
 VMTEST_SMP ?= 2
 # Kernel modules (from the same kernel package) loaded at boot, dependencies added automatically.
-VMTEST_MODULES ?= veth sch_ingress cls_bpf act_bpf
+# sch_ingress also provides clsact; xfrm_user and nfnetlink are there because
+# vishvananda/netlink opens XFRM and netfilter sockets for every handle and fails without them.
+VMTEST_MODULES ?= veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink
 # Host programs copied with their shared libraries (busybox's ip and tc lack netns and bpf).
 VMTEST_HOST_BINS ?= ip tc
 # 1: start a shell in the guest before the tests (interactive; no timeout).
 VMTEST_SHELL ?=
+# Extra kernel command line, e.g. VMTEST_APPEND=loglevel=7 to see boot messages.
+VMTEST_APPEND ?=
 # Pin a kernel package, e.g. linux-image-6.1.0-56-cloud-amd64-unsigned (default: newest apt offers).
 VMTEST_KERNEL_PKG ?=
 
@@ -30,7 +34,7 @@ VMTEST_ENV = GO='$(GO)' VMTEST_DIR='$(BUILD)/vmtest' VMTEST_PKGS='$(VMTEST_PKGS)
 	VMTEST_SELF_PKGS='$(VMTEST_SELF_PKGS)' VMTEST_RUN='$(VMTEST_RUN)' VMTEST_TIMEOUT='$(VMTEST_TIMEOUT)' \
 	VMTEST_TEST_TIMEOUT='$(VMTEST_TEST_TIMEOUT)' VMTEST_MEM='$(VMTEST_MEM)' VMTEST_SMP='$(VMTEST_SMP)' \
 	VMTEST_MODULES='$(VMTEST_MODULES)' VMTEST_HOST_BINS='$(VMTEST_HOST_BINS)' VMTEST_SHELL='$(VMTEST_SHELL)' \
-	VMTEST_KERNEL_PKG='$(VMTEST_KERNEL_PKG)'
+	VMTEST_KERNEL_PKG='$(VMTEST_KERNEL_PKG)' VMTEST_APPEND='$(VMTEST_APPEND)'
 
 .PHONY: vmtest deps-vmtest vmtest-boot
 

@@ -16,9 +16,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 GO=${GO:-go}
 VMTEST_DIR=${VMTEST_DIR:-$root/build/vmtest}
-VMTEST_PKGS=${VMTEST_PKGS:-./core/... ./bpf/...}
+VMTEST_PKGS=${VMTEST_PKGS:-./core/... ./bpf/... ./internal/...}
 VMTEST_SELF_PKGS=${VMTEST_SELF_PKGS:-./guestcheck}
-VMTEST_MODULES=${VMTEST_MODULES:-veth sch_ingress cls_bpf act_bpf}
+VMTEST_MODULES=${VMTEST_MODULES:-veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink}
 VMTEST_HOST_BINS=${VMTEST_HOST_BINS:-ip tc}
 VMTEST_RUN=${VMTEST_RUN:-}
 VMTEST_SHELL=${VMTEST_SHELL:-}
@@ -226,7 +226,7 @@ cmd_boot() {
 	local kdir=$1 vmlinuz status=0 tmo
 	vmlinuz=$(ls "$kdir"/boot/vmlinuz-*)
 	local qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp "$VMTEST_SMP" -m "$VMTEST_MEM"
-		-nographic -no-reboot -kernel "$vmlinuz" -initrd "$initramfs"
+		-nographic -no-reboot -nic none -kernel "$vmlinuz" -initrd "$initramfs"
 		-append "console=ttyS0 panic=-1 quiet $VMTEST_APPEND")
 	local start end
 	start=$(date +%s.%N)
@@ -278,7 +278,7 @@ report() {
 	local cases
 	cases=$(awk '/--- PASS/{p++} /--- FAIL/{f++} /--- SKIP/{s++} END{printf "%d passed, %d failed, %d skipped", p, f, s}' "$log")
 	say "test cases (with subtests): $cases"
-	say "wall ${wall}s from qemu start to power-off, qemu exit status $status"
+	say "wall ${wall}s from qemu start to exit, qemu exit status $status"
 	echo "vmtest: $passed passed, $failed failed"
 	if ((failed > 0 || ${#problems[@]} > 0)); then
 		for line in "${problems[@]}"; do say "ERROR: $line"; done
