@@ -84,7 +84,9 @@ func (s *ifaceSet) start() error {
 
 	updates := make(chan netlink.LinkUpdate, 64)
 	opts := netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) { s.log.Warn("pktstat-bpf: link event subscription failed; new interfaces will not be attached", "err", err) },
+		ErrorCallback: func(err error) {
+			s.log.Warn("pktstat-bpf: link event subscription failed; new interfaces will not be attached", "err", err)
+		},
 	}
 	if s.ns.path != "" {
 		h := s.ns.handle

@@ -117,4 +117,3 @@ func commString(c [16]int8) string {
 	}
 	return string(b)
 }
-
