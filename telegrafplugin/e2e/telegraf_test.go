@@ -1,0 +1,83 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
+)
+
+// Long enough for the test to send its traffic between Telegraf's first
+// gather and its stop, whose final drain holds the totals.
+const onceWait = 8
+
+// TestTelegrafOnce runs build/telegraf --once inside namespace A with the
+// input compiled in and reads the flows from its file output.
+func TestTelegrafOnce(t *testing.T) {
+	nettest.RequireBPF(t)
+	telegrafBin := requireBinary(t, "telegraf")
+	p := nettest.NewPair(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "metrics.out")
+	conf := filepath.Join(dir, "telegraf.conf")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`
+[agent]
+  omit_hostname = true
+  interval = "1h"
+  flush_interval = "1h"
+
+[[inputs.pktstat_bpf]]
+  mode = "tc"
+  interfaces = [%q]
+
+[[outputs.file]]
+  files = [%q]
+  data_format = "influx"
+  influx_uint_support = true
+`, p.IfA, out)), 0o600))
+
+	proc := startProcess(t, nil, "ip", "netns", "exec", p.NSA, telegrafBin,
+		"--config", conf, "--once", "--test-wait", fmt.Sprint(onceWait))
+	proc.waitLog(t, "counting started", 60*time.Second)
+	flows := []flow{
+		{n: 100, payload: 200, srcPort: 40001, dstPort: 50001},
+		{n: 37, payload: 1000, srcPort: 40002, dstPort: 50002, v6: true},
+	}
+	link := sendAll(t, p, flows)
+	proc.wait(t, onceWait*time.Second+60*time.Second)
+
+	data, err := os.ReadFile(out)
+	require.NoError(t, err)
+	ms := parseLines(t, data)
+	requireCounted(t, p, ms, flows, link, false)
+
+	internal := lastSeries(ms, "pktstat_bpf_internal", map[string]string{"mode": "tc"})
+	require.NotNil(t, internal, "no pktstat_bpf_internal metric in:\n%s", dump(ms))
+	attached, _ := internal.GetField("hooks_attached")
+	failed, _ := internal.GetField("hooks_failed")
+	require.Equal(t, []interface{}{int64(2), int64(0)}, []interface{}{attached, failed},
+		"tc mode on one interface attaches ingress and egress")
+}
+
+// TestTelegrafPluginsList checks that the build lists the input.
+func TestTelegrafPluginsList(t *testing.T) {
+	telegrafBin := requireBinary(t, "telegraf")
+	out, err := execOutput(telegrafBin, "plugins", "inputs")
+	require.NoError(t, err, out)
+	require.Contains(t, "\n"+out, "\ninputs.pktstat_bpf\n")
+}
+
+// TestTelegrafRejectsUnknownKey checks Telegraf's own loader on the built binary.
+func TestTelegrafRejectsUnknownKey(t *testing.T) {
+	telegrafBin := requireBinary(t, "telegraf")
+	conf := filepath.Join(t.TempDir(), "telegraf.conf")
+	require.NoError(t, os.WriteFile(conf, []byte("[[inputs.pktstat_bpf]]\n  max_flow = 10\n"), 0o600))
+	out, err := execOutput(telegrafBin, "--config", conf, "--test")
+	require.Error(t, err)
+	require.Contains(t, out, `plugin inputs.pktstat_bpf: line 1: configuration specified the fields ["max_flow"], but they were not used`)
+}
