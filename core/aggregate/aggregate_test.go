@@ -1,0 +1,544 @@
+package aggregate
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pktstat-bpf/pktstat-bpf/core"
+)
+
+var t0 = time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+
+func at(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+
+// rec is a record whose delta is its whole count, as on a flow's first Read.
+func rec(fk core.FlowKey, packets, bytes uint64, start time.Time) core.Record {
+	return core.Record{
+		FlowKey: fk, Interface: "eth0",
+		Packets: packets, Bytes: bytes, DeltaPackets: packets, DeltaBytes: bytes,
+		StartTime: start, LastSeen: start,
+	}
+}
+
+// next is the same flow one Read later, dp packets and db bytes bigger.
+func next(r core.Record, dp, db uint64, now time.Time) core.Record {
+	r.Packets += dp
+	r.Bytes += db
+	r.DeltaPackets, r.DeltaBytes = dp, db
+	if dp != 0 || db != 0 {
+		r.LastSeen = now
+	}
+	return r
+}
+
+func mustNew(t testing.TB, cfg Config) *Aggregator {
+	t.Helper()
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func checkConserved(t *testing.T, in []core.Record, out []Series) {
+	t.Helper()
+	var ip, ib, op, ob uint64
+	for _, r := range in {
+		ip += r.DeltaPackets
+		ib += r.DeltaBytes
+	}
+	for _, s := range out {
+		op += s.DeltaPackets
+		ob += s.DeltaBytes
+	}
+	if ip != op || ib != ob {
+		t.Errorf("totals not conserved: in %d packets %d bytes, out %d packets %d bytes", ip, ib, op, ob)
+	}
+}
+
+func checkSeries(t *testing.T, got, want []Series) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Errorf("series\n got %s\nwant %s", dump(got), dump(want))
+	}
+}
+
+func dump(ss []Series) string {
+	var b strings.Builder
+	for _, s := range ss {
+		fmt.Fprintf(&b, "\n  kind=%d %s:%d->%s:%d(f%t,%t) if=%q cum=%d/%d delta=%d/%d start=%s",
+			s.Kind, s.SrcIP(), s.SrcPort, s.DstIP(), s.DstPort, s.SrcPortFolded, s.DstPortFolded, s.Interface,
+			s.Packets, s.Bytes, s.DeltaPackets, s.DeltaBytes, s.StartTime.Sub(t0))
+	}
+	return b.String()
+}
+
+func TestDroppedAndFoldedPartsAreSummed(t *testing.T) {
+	a := mustNew(t, Config{
+		Dimensions: []Dimension{DimDstIP, DimSrcPort, DimDstPort},
+		FoldPorts:  FoldEphemeral,
+	})
+	in := []core.Record{
+		rec(tcp4("10.0.0.2", 50001, "10.0.0.1", 443), 10, 1000, at(-30)),
+		rec(tcp4("10.0.0.3", 50002, "10.0.0.1", 443), 20, 2000, at(-20)),
+		rec(tcp4("10.0.0.4", 50003, "10.0.0.1", 80), 1, 60, at(-10)),
+		rec(tcp4("10.0.0.5", 60000, "10.0.0.1", 443), 3, 300, at(-40)),
+	}
+	out := a.Aggregate(at(0), in)
+	dst := netip.MustParseAddr("10.0.0.1")
+	checkSeries(t, out, []Series{
+		{Key: Key{DstAddr: dst, SrcPortFolded: true, DstPort: 443}, Packets: 33, Bytes: 3300, DeltaPackets: 33, DeltaBytes: 3300, StartTime: at(-40)},
+		{Key: Key{DstAddr: dst, SrcPortFolded: true, DstPort: 80}, Packets: 1, Bytes: 60, DeltaPackets: 1, DeltaBytes: 60, StartTime: at(-10)},
+	})
+	checkConserved(t, in, out)
+	if got := a.Dimensions(); !slices.Equal(got, []Dimension{DimDstIP, DimSrcPort, DimDstPort}) {
+		t.Errorf("Dimensions() = %v", got)
+	}
+}
+
+func TestGroupsAreSummed(t *testing.T) {
+	a := mustNew(t, Config{
+		Dimensions:       []Dimension{DimSrcIP, DimDstIP},
+		CIDRGroups:       []CIDRGroup{{"office", "10.1.0.0/16"}, {"servers", "10.9.0.0/24"}},
+		UngroupedAsOther: true,
+	})
+	in := []core.Record{
+		rec(tcp4("10.1.0.5", 1, "10.9.0.1", 443), 1, 100, at(-5)),
+		rec(tcp4("10.1.7.5", 2, "10.9.0.2", 443), 2, 200, at(-5)),
+		rec(tcp4("192.0.2.1", 3, "10.9.0.3", 22), 4, 400, at(-5)),
+		rec(tcp4("198.51.100.1", 4, "10.9.0.3", 22), 8, 800, at(-5)),
+	}
+	out := a.Aggregate(at(0), in)
+	checkSeries(t, out, []Series{
+		{Key: Key{SrcGroup: "office", DstGroup: "servers"}, Packets: 3, Bytes: 300, DeltaPackets: 3, DeltaBytes: 300, StartTime: at(-5)},
+		{Key: Key{SrcGroup: Other, DstGroup: "servers"}, Packets: 12, Bytes: 1200, DeltaPackets: 12, DeltaBytes: 1200, StartTime: at(-5)},
+	})
+	checkConserved(t, in, out)
+}
+
+func TestTopN(t *testing.T) {
+	a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}, TopN: 2})
+	flows := []core.Record{
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 1), 5, 500, at(-10)),
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 2), 4, 400, at(-10)),
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 3), 3, 300, at(-10)),
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 4), 2, 200, at(-10)),
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 5), 1, 100, at(-10)),
+	}
+	out := a.Aggregate(at(0), flows)
+	checkSeries(t, out, []Series{
+		{Key: Key{DstPort: 1}, Packets: 5, Bytes: 500, DeltaPackets: 5, DeltaBytes: 500, StartTime: at(-10)},
+		{Key: Key{DstPort: 2}, Packets: 4, Bytes: 400, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(-10)},
+		{Kind: KindOther, Packets: 6, Bytes: 600, DeltaPackets: 6, DeltaBytes: 600, StartTime: at(-10)},
+	})
+	checkConserved(t, flows, out)
+
+	// Port 4 jumps to the top, port 1 falls out: port 1's series stays at
+	// its total (no growth) and its new bytes go to other; port 4's new
+	// series counts from the previous call, so its start is at(0).
+	in := []core.Record{
+		next(flows[0], 1, 10, at(10)),
+		next(flows[1], 4, 400, at(10)),
+		next(flows[2], 0, 0, at(10)),
+		next(flows[3], 10, 1000, at(10)),
+		next(flows[4], 1, 100, at(10)),
+	}
+	out = a.Aggregate(at(10), in)
+	checkSeries(t, out, []Series{
+		{Key: Key{DstPort: 1}, Packets: 5, Bytes: 500, StartTime: at(-10)},
+		{Key: Key{DstPort: 2}, Packets: 8, Bytes: 800, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(-10)},
+		{Key: Key{DstPort: 4}, Packets: 10, Bytes: 1000, DeltaPackets: 10, DeltaBytes: 1000, StartTime: at(0)},
+		{Kind: KindOther, Packets: 8, Bytes: 710, DeltaPackets: 2, DeltaBytes: 110, StartTime: at(-10)},
+	})
+	checkConserved(t, in, out)
+}
+
+func TestTopNTies(t *testing.T) {
+	a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}, TopN: 1})
+	first := []core.Record{
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 9), 1, 100, at(-1)),
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 8), 1, 50, at(-1)),
+	}
+	a.Aggregate(at(0), first)
+	// Equal bytes and packets: the key that already has a series keeps
+	// it, although port 8 sorts first.
+	in := []core.Record{next(first[0], 1, 70, at(10)), next(first[1], 1, 70, at(10))}
+	out := a.Aggregate(at(10), in)
+	if out[0].DstPort != 9 || out[0].DeltaBytes != 70 {
+		t.Errorf("tie went to the key without a series: %s", dump(out))
+	}
+	// Neither has a series: the lower key wins, whatever the input order.
+	for _, order := range [][]uint16{{7, 6}, {6, 7}} {
+		a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}, TopN: 1})
+		var in []core.Record
+		for _, p := range order {
+			in = append(in, rec(tcp4("10.0.0.2", 1, "10.0.0.1", p), 1, 100, at(-1)))
+		}
+		if out := a.Aggregate(at(0), in); out[0].Kind != KindFlow || out[0].DstPort != 6 {
+			t.Errorf("order %v: %s", order, dump(out))
+		}
+	}
+}
+
+func TestMaxSeries(t *testing.T) {
+	a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}, MaxSeries: 3})
+	var flows []core.Record
+	for p := uint16(1); p <= 5; p++ {
+		flows = append(flows, rec(tcp4("10.0.0.2", 1, "10.0.0.1", p), uint64(p), 100*uint64(p), at(-10)))
+	}
+	out := a.Aggregate(at(0), flows)
+	checkSeries(t, out, []Series{
+		{Key: Key{DstPort: 4}, Packets: 4, Bytes: 400, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(-10)},
+		{Key: Key{DstPort: 5}, Packets: 5, Bytes: 500, DeltaPackets: 5, DeltaBytes: 500, StartTime: at(-10)},
+		{Kind: KindOther, Packets: 6, Bytes: 600, DeltaPackets: 6, DeltaBytes: 600, StartTime: at(-10)},
+	})
+	checkConserved(t, flows, out)
+
+	// Only port 1 grows. Its new series, idle ports 4 and 5 and idle other
+	// would make four; the three idle ones all last grew at at(0), so the
+	// tie keeps other and the key seen first (port 4). Flow series are
+	// listed in the order their keys were first seen.
+	in := []core.Record{next(flows[0], 7, 7000, at(10))}
+	out = a.Aggregate(at(10), in)
+	checkSeries(t, out, []Series{
+		{Key: Key{DstPort: 1}, Packets: 7, Bytes: 7000, DeltaPackets: 7, DeltaBytes: 7000, StartTime: at(0)},
+		{Key: Key{DstPort: 4}, Packets: 4, Bytes: 400, StartTime: at(-10)},
+		{Kind: KindOther, Packets: 6, Bytes: 600, StartTime: at(-10)},
+	})
+	checkConserved(t, in, out)
+
+	// Port 5 grows again: it was pushed out, so it is a new series with a
+	// later start and a count from zero, not a regression of the old one.
+	// Port 4, idle longest, now makes way for it.
+	in = []core.Record{next(flows[4], 1, 10, at(20))}
+	out = a.Aggregate(at(20), in)
+	checkSeries(t, out, []Series{
+		{Key: Key{DstPort: 1}, Packets: 7, Bytes: 7000, StartTime: at(0)},
+		{Key: Key{DstPort: 5}, Packets: 1, Bytes: 10, DeltaPackets: 1, DeltaBytes: 10, StartTime: at(10)},
+		{Kind: KindOther, Packets: 6, Bytes: 600, StartTime: at(-10)},
+	})
+}
+
+func TestMaxSeriesOne(t *testing.T) {
+	a := mustNew(t, Config{MaxSeries: 1})
+	in := []core.Record{
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 1), 1, 100, at(-3)),
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 2), 2, 200, at(-2)),
+	}
+	out := a.Aggregate(at(0), in)
+	checkSeries(t, out, []Series{{Kind: KindOther, Packets: 3, Bytes: 300, DeltaPackets: 3, DeltaBytes: 300, StartTime: at(-3)}})
+}
+
+func TestTopNWithinMaxSeries(t *testing.T) {
+	// top_n 10 asks for more than max_series 4 allows: 3 flows and other.
+	a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}, TopN: 10, MaxSeries: 4})
+	var in []core.Record
+	for p := uint16(1); p <= 20; p++ {
+		in = append(in, rec(tcp4("10.0.0.2", 1, "10.0.0.1", p), 1, 10*uint64(p), at(-1)))
+	}
+	out := a.Aggregate(at(0), in)
+	var ports []uint16
+	for _, s := range out {
+		if s.Kind == KindFlow {
+			ports = append(ports, s.DstPort)
+		}
+	}
+	slices.Sort(ports)
+	if len(out) != 4 || !slices.Equal(ports, []uint16{18, 19, 20}) || out[3].Kind != KindOther || out[3].DeltaBytes != 10*(17*18/2) {
+		t.Errorf("got %s", dump(out))
+	}
+	checkConserved(t, in, out)
+}
+
+func TestOverflowPassesThrough(t *testing.T) {
+	a := mustNew(t, Config{Dimensions: []Dimension{DimDirection, DimDstPort}, TopN: 1, MaxSeries: 2})
+	over := func(iface string, dir core.Direction, p, b uint64) core.Record {
+		return core.Record{
+			FlowKey: core.FlowKey{Direction: dir}, Interface: iface, Overflow: true,
+			Packets: p, Bytes: b, DeltaPackets: p, DeltaBytes: b, StartTime: at(-60),
+		}
+	}
+	in := []core.Record{
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 1), 1, 100, at(-1)),
+		over("eth0", core.Ingress, 1000, 64000),
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 2), 2, 200, at(-1)),
+		over("eth1", core.Ingress, 10, 640),
+		over("eth0", core.Egress, 5, 500),
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 3), 3, 300, at(-1)),
+	}
+	out := a.Aggregate(at(0), in)
+	// interface is not a dimension, so eth0 and eth1 ingress overflow are
+	// one series; neither top_n nor max_series touches them.
+	checkSeries(t, out, []Series{
+		{Key: Key{Direction: core.Egress, DstPort: 3}, Packets: 3, Bytes: 300, DeltaPackets: 3, DeltaBytes: 300, StartTime: at(-1)},
+		{Kind: KindOther, Packets: 3, Bytes: 300, DeltaPackets: 3, DeltaBytes: 300, StartTime: at(-1)},
+		{Kind: KindOverflow, Key: Key{Direction: core.Ingress}, Packets: 1010, Bytes: 64640, DeltaPackets: 1010, DeltaBytes: 64640, StartTime: at(-60)},
+		{Kind: KindOverflow, Key: Key{Direction: core.Egress}, Packets: 5, Bytes: 500, DeltaPackets: 5, DeltaBytes: 500, StartTime: at(-60)},
+	})
+	checkConserved(t, in, out)
+}
+
+func TestIdleSeriesLifetime(t *testing.T) {
+	a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}, SeriesIdleTimeout: Duration(30 * time.Second)})
+	f := rec(tcp4("10.0.0.2", 1, "10.0.0.1", 443), 2, 200, at(-5))
+	a.Aggregate(at(0), []core.Record{f})
+	// Reported without growth until the timeout, also when the flow's
+	// record keeps coming with zero deltas.
+	for _, sec := range []int{10, 20, 30} {
+		f = next(f, 0, 0, at(sec))
+		out := a.Aggregate(at(sec), []core.Record{f})
+		checkSeries(t, out, []Series{{Key: Key{DstPort: 443}, Packets: 2, Bytes: 200, StartTime: at(-5)}})
+	}
+	if out := a.Aggregate(at(40), nil); len(out) != 0 {
+		t.Fatalf("series idle for 40s with a 30s timeout is still reported: %s", dump(out))
+	}
+	// The same flow grows again: a new series that counts from at(40),
+	// not the old one restarting at the same start time.
+	f = next(f, 1, 50, at(50))
+	out := a.Aggregate(at(50), []core.Record{f})
+	checkSeries(t, out, []Series{{Key: Key{DstPort: 443}, Packets: 1, Bytes: 50, DeltaPackets: 1, DeltaBytes: 50, StartTime: at(40)}})
+}
+
+func TestExpiredMemberKeepsSeriesMonotonic(t *testing.T) {
+	a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}})
+	long := rec(tcp4("10.0.0.2", 50000, "10.0.0.1", 443), 10, 10000, at(-20))
+	short := rec(tcp4("10.0.0.3", 50001, "10.0.0.1", 443), 50, 50000, at(-10))
+	a.Aggregate(at(0), []core.Record{long, short})
+
+	// The short flow's final report (expired), then it is gone. Summing
+	// the members' cumulative counts would drop from 60000 to 10100 bytes.
+	short = next(short, 5, 5000, at(10))
+	short.Expired = true
+	long = next(long, 1, 100, at(10))
+	out := a.Aggregate(at(10), []core.Record{long, short})
+	checkSeries(t, out, []Series{{Key: Key{DstPort: 443}, Packets: 66, Bytes: 65100, DeltaPackets: 6, DeltaBytes: 5100, StartTime: at(-20)}})
+
+	long = next(long, 1, 100, at(20))
+	out = a.Aggregate(at(20), []core.Record{long})
+	checkSeries(t, out, []Series{{Key: Key{DstPort: 443}, Packets: 67, Bytes: 65200, DeltaPackets: 1, DeltaBytes: 100, StartTime: at(-20)}})
+}
+
+func TestStartTimeOfANewSeries(t *testing.T) {
+	a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}})
+	// Zero StartTime means unknown: the first call falls back to now.
+	out := a.Aggregate(at(0), []core.Record{rec(tcp4("10.0.0.2", 1, "10.0.0.1", 1), 1, 1, time.Time{})})
+	if out[0].StartTime != at(0) {
+		t.Errorf("unknown start on the first call: %s", out[0].StartTime.Sub(t0))
+	}
+	// A flow first seen within the interval keeps its own start time.
+	out = a.Aggregate(at(10), []core.Record{rec(tcp4("10.0.0.2", 1, "10.0.0.1", 2), 1, 1, at(7))})
+	if out[1].StartTime != at(7) {
+		t.Errorf("new flow start: %s", out[1].StartTime.Sub(t0))
+	}
+}
+
+func TestRestartOnAClockThatDidNotAdvance(t *testing.T) {
+	// Three Reads in one tick of a coarse clock: the key's second series
+	// must still start after its first, or it would look like a regression.
+	a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}, MaxSeries: 2})
+	port := func(p uint16, bytes uint64) core.Record {
+		return rec(tcp4("10.0.0.2", 1, "10.0.0.1", p), 1, bytes, at(0))
+	}
+	a.Aggregate(at(0), []core.Record{port(1, 10)})
+	// Port 2 takes a slot, port 3 goes to other, idle port 1 is pushed out.
+	a.Aggregate(at(0), []core.Record{port(2, 500), port(3, 400)})
+	out := a.Aggregate(at(0), []core.Record{port(1, 900)})
+	if out[0].DstPort != 1 || out[0].Bytes != 900 || out[0].StartTime != at(0).Add(time.Nanosecond) {
+		t.Errorf("restarted series: %s", dump(out))
+	}
+}
+
+// kernel imitates core's flow table: flows appear, grow, idle, expire with
+// one final report, and come back as new flows with new start times.
+type kernel struct {
+	rng   *rand.Rand
+	flows map[core.FlowKey]*core.Record
+	idle  map[core.FlowKey]int
+	sent  [2]uint64
+}
+
+func (k *kernel) read(now time.Time) []core.Record {
+	var out []core.Record
+	// A small key space makes flows collide after folding and grouping
+	// and makes expired flows come back.
+	for range 1 + k.rng.IntN(12) {
+		fk := tcp4(
+			fmt.Sprintf("10.%d.0.%d", k.rng.IntN(3), 1+k.rng.IntN(6)), uint16(30000+k.rng.IntN(6)*5000),
+			fmt.Sprintf("10.%d.0.1", k.rng.IntN(3)), []uint16{22, 80, 443, 53000}[k.rng.IntN(4)])
+		if _, ok := k.flows[fk]; !ok {
+			r := core.Record{FlowKey: fk, Interface: "eth0", StartTime: now.Add(-time.Duration(k.rng.IntN(9)) * time.Second)}
+			k.flows[fk] = &r
+		}
+	}
+	for fk, r := range k.flows {
+		r.DeltaPackets, r.DeltaBytes, r.Expired = 0, 0, false
+		if k.rng.IntN(3) > 0 {
+			p := uint64(1 + k.rng.IntN(20))
+			// Heavy-tailed sizes so top-N membership churns.
+			b := p * uint64(60+k.rng.IntN(1400)) * uint64(1+k.rng.IntN(3)*k.rng.IntN(30))
+			r.Packets += p
+			r.Bytes += b
+			r.DeltaPackets, r.DeltaBytes = p, b
+			r.LastSeen = now
+			k.sent[0] += p
+			k.sent[1] += b
+			k.idle[fk] = 0
+		} else if k.idle[fk]++; k.idle[fk] >= 3 {
+			r.Expired = true
+			delete(k.flows, fk)
+			delete(k.idle, fk)
+		}
+		out = append(out, *r)
+	}
+	if k.rng.IntN(4) == 0 {
+		p := uint64(1 + k.rng.IntN(100))
+		out = append(out, core.Record{Interface: "eth0", Overflow: true, DeltaPackets: p, DeltaBytes: 64 * p, StartTime: t0})
+		k.sent[0] += p
+		k.sent[1] += 64 * p
+	}
+	// Core gives no order guarantee; neither may the aggregator need one.
+	k.rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+func TestChurnAcrossIntervals(t *testing.T) {
+	configs := map[string]Config{
+		"five-tuple":  {},
+		"top 3":       {Dimensions: []Dimension{DimSrcIP, DimDstIP, DimDstPort}, TopN: 3, SeriesIdleTimeout: Duration(40 * time.Second)},
+		"max 4":       {MaxSeries: 4},
+		"top and max": {TopN: 5, MaxSeries: 3, SeriesIdleTimeout: Duration(25 * time.Second)},
+		"folded groups top": {
+			Dimensions: []Dimension{DimSrcIP, DimDstIP, DimSrcPort, DimDstPort}, FoldPorts: FoldEphemeral,
+			CIDRGroups: []CIDRGroup{{"net0", "10.0.0.0/16"}, {"net1", "10.1.0.0/16"}}, TopN: 2,
+		},
+		"higher, short timeout": {FoldPorts: FoldHigher, SeriesIdleTimeout: Duration(15 * time.Second), MaxSeries: 6},
+	}
+	type id struct {
+		Kind
+		Key
+	}
+	type last struct {
+		start          time.Time
+		packets, bytes uint64
+	}
+	for name, cfg := range configs {
+		t.Run(name, func(t *testing.T) {
+			a := mustNew(t, cfg)
+			k := &kernel{rng: rand.New(rand.NewPCG(1, uint64(len(name)))), flows: map[core.FlowKey]*core.Record{}, idle: map[core.FlowKey]int{}}
+			seen := map[id]last{}
+			// Each series run ends at its last cumulative value; their sum
+			// is everything that was counted.
+			final := map[id]last{}
+			var counted [2]uint64
+			for step := range 300 {
+				now := at(10 * step)
+				in := k.read(now)
+				out := a.Aggregate(now, in)
+				checkConserved(t, in, out)
+
+				flows, growing := 0, 0
+				ids := map[id]bool{}
+				for _, s := range out {
+					sid := id{s.Kind, s.Key}
+					if ids[sid] {
+						t.Fatalf("step %d: two series with key %+v", step, sid)
+					}
+					ids[sid] = true
+					if s.Kind != KindOverflow {
+						flows++
+					}
+					if s.Kind == KindFlow && s.DeltaBytes+s.DeltaPackets > 0 {
+						growing++
+					}
+					prev, ok := seen[sid]
+					switch {
+					case !ok || s.StartTime != prev.start:
+						if ok && !s.StartTime.After(prev.start) {
+							t.Fatalf("step %d: %+v restarted at %s, not after %s", step, sid, s.StartTime, prev.start)
+						}
+						if ok {
+							counted[0] += prev.packets
+							counted[1] += prev.bytes
+						}
+						prev = last{start: s.StartTime}
+					case s.Packets < prev.packets || s.Bytes < prev.bytes:
+						t.Fatalf("step %d: %+v went backwards: %d/%d after %d/%d", step, sid, s.Packets, s.Bytes, prev.packets, prev.bytes)
+					}
+					if s.Packets-prev.packets != s.DeltaPackets || s.Bytes-prev.bytes != s.DeltaBytes {
+						t.Fatalf("step %d: %+v cumulative %d/%d after %d/%d does not match delta %d/%d",
+							step, sid, s.Packets, s.Bytes, prev.packets, prev.bytes, s.DeltaPackets, s.DeltaBytes)
+					}
+					if s.StartTime.After(now) {
+						t.Fatalf("step %d: %+v starts in the future", step, sid)
+					}
+					seen[sid] = last{s.StartTime, s.Packets, s.Bytes}
+					final[sid] = seen[sid]
+				}
+				if cfg.MaxSeries > 0 && flows > cfg.MaxSeries {
+					t.Fatalf("step %d: %d series over max_series %d", step, flows, cfg.MaxSeries)
+				}
+				if cfg.TopN > 0 && growing > cfg.TopN {
+					t.Fatalf("step %d: %d growing flow series over top_n %d", step, growing, cfg.TopN)
+				}
+			}
+			for _, l := range final {
+				counted[0] += l.packets
+				counted[1] += l.bytes
+			}
+			if counted != k.sent {
+				t.Errorf("series runs add up to %v packets/bytes, the kernel counted %v", counted, k.sent)
+			}
+		})
+	}
+}
+
+// benchRecords is a full kernel table (the default max_flows) of distinct
+// TCP flows from 4096 clients to 32 servers, each with a delta.
+func benchRecords() []core.Record {
+	const n = 131072
+	rs := make([]core.Record, n)
+	for i := range rs {
+		src := netip.AddrFrom4([4]byte{10, 1, byte(i >> 13), byte(i >> 5)})
+		dst := netip.AddrFrom4([4]byte{10, 9, 0, byte(i % 32)})
+		fk := core.FlowKey{
+			Ifindex: 2, Direction: core.Direction(i & 1), EtherType: core.EtherTypeIPv4, Proto: core.ProtoTCP,
+			SrcAddr: src, SrcPort: uint16(32768 + i%28000), DstAddr: dst, DstPort: []uint16{443, 80, 22, 5432}[i%4],
+		}
+		rs[i] = rec(fk, uint64(1+i%7), uint64(60+i%1400), t0)
+	}
+	return rs
+}
+
+func BenchmarkAggregate(b *testing.B) {
+	configs := []struct {
+		name string
+		cfg  Config
+	}{
+		{"five-tuple", Config{}},
+		{"folded-grouped", Config{
+			Dimensions: []Dimension{DimInterface, DimDirection, DimSrcIP, DimDstIP, DimSrcPort, DimDstPort},
+			FoldPorts:  FoldEphemeral, CIDRGroups: []CIDRGroup{{"clients", "10.1.0.0/16"}, {"servers", "10.9.0.0/24"}},
+		}},
+		{"top-100", Config{TopN: 100}},
+		{"max-10000", Config{MaxSeries: 10000}},
+	}
+	records := benchRecords()
+	for _, c := range configs {
+		b.Run(c.name, func(b *testing.B) {
+			a := mustNew(b, c.cfg)
+			a.Aggregate(t0, records) // steady state: every key already known
+			step := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				step++
+				a.Aggregate(at(step), records)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(records)), "ns/record")
+		})
+	}
+}
