@@ -214,11 +214,16 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 // collector shuts receivers down before the processors and exporters they
 // feed, so the final metrics still reach the pipeline.
 func (s *flowScraper) shutdown(ctx context.Context) error {
-	md, err := s.scrape(ctx)
-	var errs []error
-	switch {
-	case s.src == nil:
+	s.mu.Lock()
+	started := s.src != nil
+	s.mu.Unlock()
+	if !started {
+		// Start failed or never ran: there is nothing to flush or close.
 		return nil
+	}
+	var errs []error
+	md, err := s.scrape(ctx)
+	switch {
 	case err != nil:
 		errs = append(errs, fmt.Errorf("flush last interval: %w", err))
 	case md.DataPointCount() > 0:

@@ -1,0 +1,348 @@
+package pktstatbpfreceiver
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/golden"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+
+	"github.com/pktstat-bpf/pktstat-bpf/core"
+	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/scrape from the current output")
+
+// newTestScraper returns a started scraper over f with the clock at t0.
+func newTestScraper(t *testing.T, f *fakeSource, edit func(*Config)) *flowScraper {
+	t.Helper()
+	cfg := createDefaultConfig().(*Config)
+	if edit != nil {
+		edit(cfg)
+	}
+	require.NoError(t, cfg.Validate())
+	s, err := newFlowScraper(cfg, receivertest.NewNopSettings(metadata.Type), consumertest.NewNop(), f.newSource)
+	require.NoError(t, err)
+	s.now = func() time.Time { return t0 }
+	s.hostName = "testhost"
+	require.NoError(t, s.start(context.Background(), componenttest.NewNopHost()))
+	return s
+}
+
+func scrapeN(t *testing.T, s *flowScraper, n int) []pmetric.Metrics {
+	t.Helper()
+	out := make([]pmetric.Metrics, n)
+	for i := range out {
+		md, err := s.scrape(context.Background())
+		require.NoError(t, err)
+		out[i] = md
+	}
+	return out
+}
+
+func compareGolden(t *testing.T, name string, got pmetric.Metrics) {
+	t.Helper()
+	path := filepath.Join("testdata", "scrape", name+".yaml")
+	if *update {
+		require.NoError(t, golden.WriteMetrics(t, path, got, golden.SkipMetricTimestampNormalization()))
+	}
+	want, err := golden.ReadMetrics(path)
+	require.NoError(t, err)
+	require.NoError(t, pmetrictest.CompareMetrics(want, got,
+		pmetrictest.IgnoreMetricDataPointsOrder(),
+		pmetrictest.IgnoreMetricsOrder(),
+	))
+}
+
+// mixedSnapshot has one flow of each attribute shape the receiver must map,
+// and both kinds of overflow record.
+func mixedSnapshot() core.Snapshot {
+	tcp6 := core.FlowKey{
+		Ifindex: 7, Direction: core.Egress, EtherType: core.EtherTypeIPv6, Proto: core.ProtoTCP,
+		SrcAddr: netip.MustParseAddr("2001:db8::1"), DstAddr: netip.MustParseAddr("2001:db8::2"),
+		SrcPort: 40000, DstPort: 443,
+	}
+	icmp4 := core.FlowKey{
+		Ifindex: 7, Direction: core.Ingress, EtherType: core.EtherTypeIPv4, Proto: core.ProtoICMP,
+		SrcAddr: netip.MustParseAddr("192.0.2.2"), DstAddr: netip.MustParseAddr("192.0.2.1"),
+		SrcPort: 8, DstPort: 0, VLAN: 42,
+	}
+	arp := core.FlowKey{Ifindex: 7, Direction: core.Ingress, EtherType: core.EtherTypeARP, DstPort: 1}
+	ovIn := core.FlowKey{Ifindex: 7, Direction: core.Ingress}
+	ovAll := core.FlowKey{Direction: core.Egress}
+	overflow := func(k core.FlowKey, iface string, p, b uint64) core.Record {
+		r := rec(k, at(-60), 0, 0, p, b)
+		r.Interface = iface
+		r.Overflow = true
+		return r
+	}
+	return core.Snapshot{
+		Time: at(10),
+		Records: []core.Record{
+			rec(udp4(core.Ingress, 5000, 53), at(-30), 0, 0, 10, 1000),
+			rec(tcp6, at(-5), 0, 0, 3, 258),
+			rec(icmp4, at(-1), 0, 0, 2, 196),
+			rec(arp, at(2), 0, 0, 1, 60),
+			overflow(ovIn, "veth0", 5, 400),
+			overflow(ovAll, "", 1, 90),
+		},
+		Health: core.Health{
+			ActiveFlows: 4, Capacity: 4096, OverflowPackets: 6, OverflowBytes: 490,
+			ExpiredFlows: 2, DrainDuration: 1500 * time.Microsecond,
+			Hooks: []core.HookState{
+				{Target: "veth0", Hook: "tcx/ingress", Attached: true},
+				{Target: "veth0", Hook: "tcx/egress", Attached: true},
+				{Target: "veth1", Hook: "tcx/ingress", Error: "no such device"},
+			},
+		},
+	}
+}
+
+func TestScrapeGolden(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(*Config)
+	}{
+		{"cumulative_default", nil},
+		{"all_attributes", func(c *Config) {
+			all := append(append([]string{}, metadata.DefaultFlowAttributes...), metadata.OptionalFlowAttributes...)
+			c.Metrics.NetworkFlowBytes.Attributes = all
+			c.Metrics.NetworkFlowPackets.Attributes = all
+		}},
+		{"selected_and_disabled", func(c *Config) {
+			// Only direction on bytes: every flow of one direction sums
+			// into a series; overflow stays apart.
+			c.Metrics.NetworkFlowBytes.Attributes = []string{metadata.AttrNetworkIODirection}
+			c.Metrics.NetworkFlowPackets.Enabled = false
+			c.Metrics.PktstatbpfDrainDuration.Enabled = false
+			c.ResourceAttributes.HostName.Enabled = false
+			c.Mode = "xdp"
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeSource{snaps: []core.Snapshot{mixedSnapshot()}}
+			s := newTestScraper(t, f, tc.edit)
+			compareGolden(t, tc.name, scrapeN(t, s, 1)[0])
+		})
+	}
+}
+
+// point is one flow data point, flattened for table assertions.
+type point struct {
+	start, ts time.Time
+	value     int64
+}
+
+// flowPoints returns the points of metric keyed by source port (0 for
+// series without one).
+func flowPoints(t *testing.T, md pmetric.Metrics, metric string) map[int64]point {
+	t.Helper()
+	out := map[int64]point{}
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		sms := rms.At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				m := ms.At(k)
+				if m.Name() != metric {
+					continue
+				}
+				dps := m.Sum().DataPoints()
+				for l := 0; l < dps.Len(); l++ {
+					dp := dps.At(l)
+					port := int64(0)
+					if v, ok := dp.Attributes().Get(metadata.AttrSourcePort); ok {
+						port = v.Int()
+					}
+					_, dup := out[port]
+					require.False(t, dup, "two %s points for source port %d", metric, port)
+					out[port] = point{dp.StartTimestamp().AsTime(), dp.Timestamp().AsTime(), dp.IntValue()}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func TestCumulativeStartTimes(t *testing.T) {
+	a := udp4(core.Egress, 1111, 53)
+	b := udp4(core.Egress, 2222, 53)
+	expired := func(r core.Record) core.Record { r.Expired = true; return r }
+	f := &fakeSource{snaps: []core.Snapshot{
+		{Time: at(10), Records: []core.Record{rec(a, at(3), 0, 0, 3, 300)}},
+		{Time: at(20), Records: []core.Record{rec(a, at(3), 3, 300, 2, 200), rec(b, at(15), 0, 0, 1, 100)}},
+		// a idles out: its final report carries its last packet.
+		{Time: at(30), Records: []core.Record{expired(rec(a, at(3), 5, 500, 1, 100)), rec(b, at(15), 1, 100, 0, 0)}},
+		{Time: at(40), Records: []core.Record{rec(b, at(15), 1, 100, 0, 0)}},
+		// a comes back: the kernel gives it a new start time.
+		{Time: at(50), Records: []core.Record{rec(a, at(45), 0, 0, 4, 400), rec(b, at(15), 1, 100, 0, 0)}},
+	}}
+	s := newTestScraper(t, f, nil)
+	got := scrapeN(t, s, 5)
+	want := []map[int64]point{
+		{1111: {at(3), at(10), 3}},
+		{1111: {at(3), at(20), 5}, 2222: {at(15), at(20), 1}},
+		{1111: {at(3), at(30), 6}, 2222: {at(15), at(30), 1}},
+		{2222: {at(15), at(40), 1}},
+		{1111: {at(45), at(50), 4}, 2222: {at(15), at(50), 1}},
+	}
+	for i := range want {
+		assert.Equal(t, want[i], flowPoints(t, got[i], metadata.MetricNetworkFlowPackets), "scrape %d packets", i+1)
+		bytes := flowPoints(t, got[i], metadata.MetricNetworkFlowBytes)
+		for port, p := range want[i] {
+			assert.Equal(t, point{p.start, p.ts, p.value * 100}, bytes[port], "scrape %d bytes of port %d", i+1, port)
+		}
+		sum := got[i].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Sum()
+		assert.Equal(t, pmetric.AggregationTemporalityCumulative, sum.AggregationTemporality())
+		assert.True(t, sum.IsMonotonic())
+	}
+}
+
+func TestDeltaWindows(t *testing.T) {
+	a := udp4(core.Ingress, 1111, 53)
+	b := udp4(core.Ingress, 2222, 53)
+	expired := func(r core.Record) core.Record { r.Expired = true; return r }
+	f := &fakeSource{snaps: []core.Snapshot{
+		{Time: at(10), Records: []core.Record{rec(a, at(3), 0, 0, 3, 300)}},
+		// b is new, a is idle: a zero delta is not a point.
+		{Time: at(20), Records: []core.Record{rec(a, at(3), 3, 300, 0, 0), rec(b, at(15), 0, 0, 2, 200)}},
+		{Time: at(30), Records: []core.Record{expired(rec(a, at(3), 3, 300, 1, 100)), rec(b, at(15), 2, 200, 5, 500)}},
+	}}
+	s := newTestScraper(t, f, func(c *Config) { c.Temporality = TemporalityDelta })
+	got := scrapeN(t, s, 3)
+	// Windows are contiguous: each starts where the previous scrape ended,
+	// the first where the receiver started.
+	want := []map[int64]point{
+		{1111: {t0, at(10), 3}},
+		{2222: {at(10), at(20), 2}},
+		{1111: {at(20), at(30), 1}, 2222: {at(20), at(30), 5}},
+	}
+	for i := range want {
+		assert.Equal(t, want[i], flowPoints(t, got[i], metadata.MetricNetworkFlowPackets), "scrape %d", i+1)
+		ms := got[i].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+		for k := 0; k < ms.Len(); k++ {
+			if m := ms.At(k); m.Name() == metadata.MetricNetworkFlowPackets {
+				assert.Equal(t, pmetric.AggregationTemporalityDelta, m.Sum().AggregationTemporality())
+			}
+		}
+	}
+}
+
+// TestSelectionConservesTotals checks that flows merged by a narrow
+// attribute selection, including overflow, sum to the traffic in the snapshot.
+func TestSelectionConservesTotals(t *testing.T) {
+	snap := mixedSnapshot()
+	var wantPkts, wantBytes int64
+	for _, r := range snap.Records {
+		wantPkts += int64(r.DeltaPackets)
+		wantBytes += int64(r.DeltaBytes)
+	}
+	f := &fakeSource{snaps: []core.Snapshot{snap}}
+	s := newTestScraper(t, f, func(c *Config) {
+		c.Metrics.NetworkFlowPackets.Attributes = []string{metadata.AttrNetworkType}
+		c.Metrics.NetworkFlowBytes.Attributes = []string{metadata.AttrNetworkTransport}
+	})
+	md := scrapeN(t, s, 1)[0]
+	totals := map[string]int64{}
+	series := map[string]int{}
+	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	for k := 0; k < ms.Len(); k++ {
+		m := ms.At(k)
+		if m.Type() != pmetric.MetricTypeSum || m.Name() == metadata.MetricPktstatbpfFlowsExpired {
+			continue
+		}
+		for l := 0; l < m.Sum().DataPoints().Len(); l++ {
+			totals[m.Name()] += m.Sum().DataPoints().At(l).IntValue()
+			series[m.Name()]++
+		}
+	}
+	assert.Equal(t, wantPkts, totals[metadata.MetricNetworkFlowPackets])
+	assert.Equal(t, wantBytes, totals[metadata.MetricNetworkFlowBytes])
+	// ipv4, ipv6, ARP (no network.type), and the two overflow series
+	// (receive on veth0, transmit last-resort), which keep their own identity.
+	assert.Equal(t, 4, series[metadata.MetricNetworkFlowPackets])
+	assert.Equal(t, int64(6), totals[metadata.MetricPktstatbpfOverflowPackets])
+}
+
+func TestScrapeReadError(t *testing.T) {
+	f := &fakeSource{readErr: errors.New("map lookup: bad fd")}
+	s := newTestScraper(t, f, nil)
+	md, err := s.scrape(context.Background())
+	require.EqualError(t, err, "read flows: map lookup: bad fd")
+	assert.Equal(t, 0, md.DataPointCount())
+}
+
+func TestFlowAttributes(t *testing.T) {
+	cases := []struct {
+		name string
+		rec  core.Record
+		want metadata.FlowAttributes
+	}{
+		{
+			name: "udp with ports and pid in a container",
+			rec: core.Record{
+				FlowKey: core.FlowKey{
+					Direction: core.Egress, EtherType: core.EtherTypeIPv4, Proto: core.ProtoUDP,
+					SrcAddr: netip.MustParseAddr("10.0.0.1"), DstAddr: netip.MustParseAddr("10.0.0.53"),
+					SrcPort: 33333, DstPort: 53, PID: 42, Comm: "dig",
+				},
+				CgroupPath: "/system.slice/docker-" + sixtyFourHex + ".scope",
+			},
+			want: metadata.FlowAttributes{
+				Direction: "transmit", NetworkType: "ipv4", Transport: "udp",
+				SourceAddress: "10.0.0.1", DestinationAddress: "10.0.0.53",
+				HasPorts: true, SourcePort: 33333, DestinationPort: 53,
+				PID: 42, ExecutableName: "dig", ContainerID: sixtyFourHex, ProtocolName: "dns",
+			},
+		},
+		{
+			name: "icmpv6 carries type and code, no ports",
+			rec: core.Record{
+				FlowKey: core.FlowKey{
+					Direction: core.Ingress, EtherType: core.EtherTypeIPv6, Proto: core.ProtoICMPv6,
+					SrcAddr: netip.MustParseAddr("2001:db8::2"), DstAddr: netip.MustParseAddr("2001:db8::1"),
+					SrcPort: 129, DstPort: 0,
+				},
+				Interface: "eth0",
+			},
+			want: metadata.FlowAttributes{
+				InterfaceName: "eth0", Direction: "receive", NetworkType: "ipv6", Transport: "ipv6-icmp",
+				SourceAddress: "2001:db8::2", DestinationAddress: "2001:db8::1",
+				HasICMP: true, ICMPType: 129, ICMPCode: 0,
+			},
+		},
+		{
+			name: "unknown ethertype",
+			rec:  core.Record{FlowKey: core.FlowKey{EtherType: 0x88cc}, Interface: "eth0"},
+			want: metadata.FlowAttributes{InterfaceName: "eth0", Direction: "receive", Transport: "ethertype-0x88cc"},
+		},
+		{
+			name: "overflow claims only interface and direction",
+			rec:  core.Record{FlowKey: core.FlowKey{Direction: core.Egress, EtherType: core.EtherTypeIPv4, Proto: 6}, Interface: "eth0", Overflow: true},
+			want: metadata.FlowAttributes{InterfaceName: "eth0", Direction: "transmit", Overflow: true},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, flowAttributes(&tc.rec))
+		})
+	}
+}
+
+const sixtyFourHex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+var _ = pcommon.NewTimestampFromTime
