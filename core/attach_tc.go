@@ -17,7 +17,7 @@ const legacyFilterPrefix = "pktstat-bpf"
 
 // attachTC attaches ingress and egress, with TCX where the kernel has it
 // (6.6+) and a clsact qdisc with direct-action cls_bpf filters otherwise.
-func attachTC(ns *nsContext, ingress, egress *ebpf.Program, ifindex int, name string) ([]*hook, error) {
+func attachTC(ns *nsContext, ingress, egress *ebpf.Program, ifindex int, name string, legacyOnly bool) ([]*hook, error) {
 	var hooks []*hook
 	for _, dir := range []struct {
 		prog   *ebpf.Program
@@ -28,10 +28,13 @@ func attachTC(ns *nsContext, ingress, egress *ebpf.Program, ifindex int, name st
 		{egress, ebpf.AttachTCXEgress, "egress"},
 	} {
 		var l link.Link
-		err := ns.do(func() (err error) {
-			l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: dir.prog, Attach: dir.attach})
-			return err
-		})
+		err := fmt.Errorf("legacy tc forced: %w", ebpf.ErrNotSupported)
+		if !legacyOnly {
+			err = ns.do(func() (err error) {
+				l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: dir.prog, Attach: dir.attach})
+				return err
+			})
+		}
 		if err == nil {
 			hooks = append(hooks, &hook{target: name, kind: "tcx/" + dir.suffix, link: l})
 			continue

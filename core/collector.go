@@ -46,6 +46,7 @@ type Collector struct {
 	ovTotal  *ebpf.Map
 	ovBuf    []counters
 	cgroups  *cgroupResolver
+	cgIfaces ifaceNames
 	comms    map[[16]int8]string
 
 	records  []Record
@@ -132,7 +133,7 @@ func (c *Collector) startInterfaces() error {
 		patterns = []string{name}
 	}
 	attach := func(ifindex int, name string) ([]*hook, error) {
-		return attachTC(c.ns, objs.TcIngress, objs.TcEgress, ifindex, name)
+		return attachTC(c.ns, objs.TcIngress, objs.TcEgress, ifindex, name, c.cfg.legacyTC)
 	}
 	if c.cfg.Mode == ModeXDP {
 		c.cfg.Logger.Info("pktstat-bpf: xdp mode counts ingress only; use mode tc for egress too")
@@ -303,8 +304,11 @@ func (c *Collector) emit(k FlowKey, st *flowState, dp, db uint64, expired, overf
 		Overflow:     overflow,
 		Expired:      expired,
 	}
-	if c.ifaces != nil {
+	switch {
+	case c.ifaces != nil:
 		r.Interface = c.ifaces.name(int(k.Ifindex))
+	case c.cgroups != nil:
+		r.Interface = c.cgIfaces.name(k.PID, k.Ifindex)
 	}
 	if c.cgroups != nil {
 		r.CgroupPath = c.cgroups.path(k.CgroupID)

@@ -69,6 +69,10 @@ type Config struct {
 	NetNS string
 	// Logger receives attach/detach events; nil means slog.Default().
 	Logger *slog.Logger
+
+	// legacyTC forces the clsact/cls_bpf path, so that tests exercise it on
+	// kernels that have TCX.
+	legacyTC bool
 }
 
 // Validate checks the configuration without touching the system.

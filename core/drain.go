@@ -21,8 +21,9 @@ const batchSize = 4096
 // flowState is what user space remembers of one kernel entry.
 type flowState struct {
 	kernelStart uint64 // first_seen_ns of the kernel entry: a new value means a new entry
-	packets     uint64 // cumulative, as of the last drain
+	packets     uint64 // cumulative, as of the last batch read
 	bytes       uint64
+	reported    struct{ packets, bytes uint64 } // as of the last emit, for deltas
 	start       time.Time
 	lastSeen    time.Time // last drain at which the counters grew
 	gen         uint64    // drain generation that last saw the entry
@@ -68,58 +69,60 @@ func sum(vals []counters) (packets, bytes, start uint64) {
 // emitFunc receives each flow's state and the growth since the previous drain.
 type emitFunc[K comparable] func(key K, st *flowState, dPackets, dBytes uint64, expired bool)
 
-// drain reads every entry, updates the state, emits each flow, and removes
-// (with a final emit) flows idle for longer than idle. It returns the
-// number of entries in the kernel table.
+// drain reads every entry and updates the state, then emits each flow:
+// flows idle for longer than idle are removed from the kernel table and
+// emitted a last time, marked expired. It returns the number of entries
+// left in the kernel table.
 func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emit emitFunc[K]) (int, error) {
 	t.gen++
-	active := 0
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := t.m.BatchLookup(&cursor, t.keys, t.vals, nil)
 		for i := 0; i < n; i++ {
-			active++
 			p, b, ks := sum(t.vals[i*t.ncpu : (i+1)*t.ncpu])
-			t.update(t.keys[i], p, b, ks, now, clock, emit)
+			t.update(t.keys[i], p, b, ks, now, clock)
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			break
 		}
 		if err != nil {
-			return active, fmt.Errorf("drain %s: %w", t.m.String(), err)
+			return 0, fmt.Errorf("drain %s: %w", t.m.String(), err)
 		}
 	}
+	active := 0
 	perCPU := t.vals[:t.ncpu]
 	for key, st := range t.state {
+		dp, db := st.packets-st.reported.packets, st.bytes-st.reported.bytes
 		switch {
 		case st.gen != t.gen:
 			// Gone from the kernel table without us: report what we had.
-			emit(key, st, 0, 0, true)
-			delete(t.state, key)
 		case now.Sub(st.lastSeen) >= idle:
-			dp, db := uint64(0), uint64(0)
 			if err := t.m.LookupAndDelete(&key, perCPU); err == nil {
+				// Packets that arrived since the batch read are not lost.
 				p, b, _ := sum(perCPU)
-				dp, db = p-st.packets, b-st.bytes
+				dp, db = p-st.reported.packets, b-st.reported.bytes
 				st.packets, st.bytes = p, b
 			} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
 				// Kernels before 5.14 cannot look up and delete per-CPU
 				// hash entries at once; the window between is one idle flow's.
-				if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) {
-					_ = t.m.Delete(&key)
-				} else {
+				if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) {
 					return active, fmt.Errorf("expire flow in %s: %w", t.m.String(), err)
 				}
+				_ = t.m.Delete(&key)
 			}
-			active--
-			emit(key, st, dp, db, true)
-			delete(t.state, key)
+		default:
+			active++
+			st.reported.packets, st.reported.bytes = st.packets, st.bytes
+			emit(key, st, dp, db, false)
+			continue
 		}
+		emit(key, st, dp, db, true)
+		delete(t.state, key)
 	}
 	return active, nil
 }
 
-func (t *table[K]) update(key K, p, b, ks uint64, now time.Time, clock monoClock, emit emitFunc[K]) {
+func (t *table[K]) update(key K, p, b, ks uint64, now time.Time, clock monoClock) {
 	st, ok := t.state[key]
 	if ok && st.kernelStart != ks {
 		// The entry was removed and created again: a new series.
@@ -129,13 +132,11 @@ func (t *table[K]) update(key K, p, b, ks uint64, now time.Time, clock monoClock
 		st = &flowState{kernelStart: ks, start: clock.toTime(ks), lastSeen: now}
 		t.state[key] = st
 	}
-	dp, db := p-st.packets, b-st.bytes
-	if dp > 0 {
+	if p != st.packets {
 		st.lastSeen = now
 	}
 	st.packets, st.bytes = p, b
 	st.gen = t.gen
-	emit(key, st, dp, db, false)
 }
 
 // monoClock converts bpf_ktime_get_ns (CLOCK_MONOTONIC) to wall time.

@@ -3,6 +3,8 @@ package core
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,53 +12,87 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/pktstat-bpf/pktstat-bpf/bpf"
 )
 
 // seedSocketOwners attributes sockets that existed before start: sock_create
-// only sees new ones. It matches the inodes of sock_diag's TCP and UDP
-// sockets (which carry their cookies) against /proc/*/fd of the processes
-// in the monitored cgroup, and stores cookie -> owner in the kernel map. It
-// sees the sockets of the collector's own network namespace.
+// only sees new ones. For every network namespace that a process in the
+// monitored cgroup lives in, it lists TCP and UDP sockets with sock_diag
+// (which gives their cookies and inodes), matches the inodes against the
+// processes' /proc/PID/fd, and stores cookie -> owner in the kernel map.
 func seedSocketOwners(owners *ebpf.Map, cgroupRel string) (int, error) {
-	byInode := procSocketOwners(cgroupRel)
-	if len(byInode) == 0 {
-		return 0, nil
-	}
-	var socks []*netlink.Socket
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		if s, err := netlink.SocketDiagTCP(fam); err == nil {
-			socks = append(socks, s...)
-		}
-		if s, err := netlink.SocketDiagUDP(fam); err == nil {
-			socks = append(socks, s...)
-		}
-	}
+	procs := procSocketOwners(cgroupRel)
+	var errs []error
 	n := 0
-	for _, s := range socks {
-		owner, ok := byInode[uint64(s.INode)]
-		if !ok {
+	for nsPath, byInode := range procs {
+		socks, err := diagSockets(nsPath)
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		cookie := uint64(s.ID.Cookie[0]) | uint64(s.ID.Cookie[1])<<32
-		if err := owners.Update(&cookie, &owner, ebpf.UpdateNoExist); err == nil {
-			n++
+		for _, s := range socks {
+			owner, ok := byInode[uint64(s.INode)]
+			if !ok {
+				continue
+			}
+			cookie := uint64(s.ID.Cookie[0]) | uint64(s.ID.Cookie[1])<<32
+			if err := owners.Update(&cookie, &owner, ebpf.UpdateNoExist); err == nil {
+				n++
+			}
 		}
 	}
-	return n, nil
+	return n, errors.Join(errs...)
 }
 
-// procSocketOwners maps socket inodes to the process holding them, for
+// diagSockets lists the TCP and UDP sockets of the network namespace at
+// nsPath. The sock_diag socket must be opened on a thread inside it.
+func diagSockets(nsPath string) ([]*netlink.Socket, error) {
+	ns := &nsContext{path: nsPath}
+	h, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", nsPath, err)
+	}
+	defer h.Close()
+	ns.handle = h
+	var socks []*netlink.Socket
+	err = ns.do(func() error {
+		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			if s, err := netlink.SocketDiagTCP(fam); err == nil {
+				socks = append(socks, s...)
+			}
+			if s, err := netlink.SocketDiagUDP(fam); err == nil {
+				socks = append(socks, s...)
+			}
+		}
+		return nil
+	})
+	return socks, err
+}
+
+// procSocketOwners maps, per network namespace (a /proc/PID/ns/net path of
+// one process in it), socket inodes to the process holding them, for
 // processes whose cgroup is cgroupRel or below it.
-func procSocketOwners(cgroupRel string) map[uint64]bpf.CgroupSockOwner {
-	out := map[uint64]bpf.CgroupSockOwner{}
+func procSocketOwners(cgroupRel string) map[string]map[uint64]bpf.CgroupSockOwner {
+	out := map[string]map[uint64]bpf.CgroupSockOwner{}
+	nsByInode := map[string]string{} // "net:[ino]" -> first /proc/PID/ns/net seen
 	pids, _ := filepath.Glob("/proc/[0-9]*")
 	for _, dir := range pids {
 		pid, err := strconv.Atoi(filepath.Base(dir))
 		if err != nil || !inCgroup(dir, cgroupRel) {
 			continue
+		}
+		nsID, err := os.Readlink(dir + "/ns/net")
+		if err != nil {
+			continue
+		}
+		nsPath, ok := nsByInode[nsID]
+		if !ok {
+			nsPath = dir + "/ns/net"
+			nsByInode[nsID] = nsPath
+			out[nsPath] = map[uint64]bpf.CgroupSockOwner{}
 		}
 		comm, err := os.ReadFile(dir + "/comm")
 		if err != nil {
@@ -78,8 +114,8 @@ func procSocketOwners(cgroupRel string) map[uint64]bpf.CgroupSockOwner {
 			}
 			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]"), 10, 64)
 			if err == nil {
-				if _, seen := out[ino]; !seen {
-					out[ino] = owner
+				if _, seen := out[nsPath][ino]; !seen {
+					out[nsPath][ino] = owner
 				}
 			}
 		}

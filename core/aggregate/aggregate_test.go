@@ -356,8 +356,9 @@ func TestRestartOnAClockThatDidNotAdvance(t *testing.T) {
 // kernel imitates core's flow table: flows appear, grow, idle, expire with
 // one final report, and come back as new flows with new start times.
 type kernel struct {
-	rng   *rand.Rand
-	flows map[core.FlowKey]*core.Record
+	rng *rand.Rand
+	// flows is in insertion order so that a seed replays exactly.
+	flows []*core.Record
 	idle  map[core.FlowKey]int
 	sent  [2]uint64
 }
@@ -370,12 +371,14 @@ func (k *kernel) read(now time.Time) []core.Record {
 		fk := tcp4(
 			fmt.Sprintf("10.%d.0.%d", k.rng.IntN(3), 1+k.rng.IntN(6)), uint16(30000+k.rng.IntN(6)*5000),
 			fmt.Sprintf("10.%d.0.1", k.rng.IntN(3)), []uint16{22, 80, 443, 53000}[k.rng.IntN(4)])
-		if _, ok := k.flows[fk]; !ok {
-			r := core.Record{FlowKey: fk, Interface: "eth0", StartTime: now.Add(-time.Duration(k.rng.IntN(9)) * time.Second)}
-			k.flows[fk] = &r
+		if _, ok := k.idle[fk]; !ok {
+			k.flows = append(k.flows, &core.Record{FlowKey: fk, Interface: "eth0", StartTime: now.Add(-time.Duration(k.rng.IntN(9)) * time.Second)})
+			k.idle[fk] = 0
 		}
 	}
-	for fk, r := range k.flows {
+	live := k.flows[:0]
+	for _, r := range k.flows {
+		fk := r.FlowKey
 		r.DeltaPackets, r.DeltaBytes, r.Expired = 0, 0, false
 		if k.rng.IntN(3) > 0 {
 			p := uint64(1 + k.rng.IntN(20))
@@ -390,11 +393,14 @@ func (k *kernel) read(now time.Time) []core.Record {
 			k.idle[fk] = 0
 		} else if k.idle[fk]++; k.idle[fk] >= 3 {
 			r.Expired = true
-			delete(k.flows, fk)
 			delete(k.idle, fk)
 		}
 		out = append(out, *r)
+		if !r.Expired {
+			live = append(live, r)
+		}
 	}
+	k.flows = live
 	if k.rng.IntN(4) == 0 {
 		p := uint64(1 + k.rng.IntN(100))
 		out = append(out, core.Record{Interface: "eth0", Overflow: true, DeltaPackets: p, DeltaBytes: 64 * p, StartTime: t0})
@@ -429,7 +435,7 @@ func TestChurnAcrossIntervals(t *testing.T) {
 	for name, cfg := range configs {
 		t.Run(name, func(t *testing.T) {
 			a := mustNew(t, cfg)
-			k := &kernel{rng: rand.New(rand.NewPCG(1, uint64(len(name)))), flows: map[core.FlowKey]*core.Record{}, idle: map[core.FlowKey]int{}}
+			k := &kernel{rng: rand.New(rand.NewPCG(1, uint64(len(name)))), idle: map[core.FlowKey]int{}}
 			seen := map[id]last{}
 			// Each series run ends at its last cumulative value; their sum
 			// is everything that was counted.

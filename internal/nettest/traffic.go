@@ -1,7 +1,6 @@
 package nettest
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -24,30 +23,71 @@ func UDPFrameLen(payloadLen int, v6 bool) int {
 	return EthHeaderLen + IPv4HeaderLen + UDPHeaderLen + payloadLen
 }
 
+// Receiver is a UDP socket in one namespace that counts what arrives.
+type Receiver struct {
+	*net.UDPConn
+	got chan int
+}
+
+// ListenUDP opens a UDP socket on addr:port inside the namespace at nsPath
+// and counts datagrams until the socket is closed (at the end of t).
+func ListenUDP(t testing.TB, nsPath string, addr netip.Addr, port uint16) *Receiver {
+	t.Helper()
+	var conn *net.UDPConn
+	if err := Do(nsPath, func() (err error) {
+		conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, port)))
+		return err
+	}); err != nil {
+		t.Fatalf("listen udp on %s port %d: %v", addr, port, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := conn.SetReadBuffer(4 << 20); err != nil {
+		t.Fatalf("set read buffer: %v", err)
+	}
+	r := &Receiver{UDPConn: conn, got: make(chan int, 1<<16)}
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(r.got)
+				return
+			}
+			r.got <- n
+		}
+	}()
+	return r
+}
+
+// Wait returns once n datagrams have arrived, and fails t after 5 s without one.
+func (r *Receiver) Wait(t testing.TB, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		select {
+		case _, ok := <-r.got:
+			if !ok {
+				t.Fatalf("receiver closed after %d of %d datagrams", i, n)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("received %d of %d datagrams", i, n)
+		}
+	}
+}
+
 // SendUDP sends n datagrams of payloadLen bytes from A:srcPort to B:dstPort
 // and returns once B has received all of them, so counters are final. A
 // socket listens on B so that no ICMP port-unreachable answers add traffic.
 func (p *Pair) SendUDP(t testing.TB, n, payloadLen int, srcPort, dstPort uint16, v6 bool) {
 	t.Helper()
 	src, dst := p.A4, p.B4
-	network := "udp4"
 	if v6 {
-		src, dst, network = p.A6, p.B6, "udp6"
+		src, dst = p.A6, p.B6
 	}
-	var rx *net.UDPConn
-	if err := p.DoB(func() (err error) {
-		rx, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, dstPort)))
-		return err
-	}); err != nil {
-		t.Fatalf("listen udp on B: %v", err)
-	}
+	rx := ListenUDP(t, p.NSPathB(), dst, dstPort)
 	defer rx.Close()
-	if err := rx.SetReadBuffer(4 << 20); err != nil {
-		t.Fatalf("set read buffer: %v", err)
-	}
 	var tx *net.UDPConn
 	if err := p.DoA(func() (err error) {
-		tx, err = net.DialUDP(network,
+		tx, err = net.DialUDP("udp",
 			net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, srcPort)),
 			net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, dstPort)))
 		return err
@@ -55,22 +95,6 @@ func (p *Pair) SendUDP(t testing.TB, n, payloadLen int, srcPort, dstPort uint16,
 		t.Fatalf("dial udp from A: %v", err)
 	}
 	defer tx.Close()
-
-	done := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 65536)
-		for got := 0; got < n; got++ {
-			if err := rx.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
-				done <- err
-				return
-			}
-			if _, err := rx.Read(buf); err != nil {
-				done <- fmt.Errorf("received %d of %d datagrams: %w", got, n, err)
-				return
-			}
-		}
-		done <- nil
-	}()
 	payload := make([]byte, payloadLen)
 	for i := 0; i < n; i++ {
 		if _, err := tx.Write(payload); err != nil {
@@ -81,7 +105,35 @@ func (p *Pair) SendUDP(t testing.TB, n, payloadLen int, srcPort, dstPort uint16,
 			time.Sleep(time.Millisecond)
 		}
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	rx.Wait(t, n)
+}
+
+// SendUDPToPorts sends one datagram of payloadLen bytes from A to each of
+// ports on B, without waiting for any to arrive: every one is a new flow.
+func (p *Pair) SendUDPToPorts(t testing.TB, ports int, firstPort uint16, payloadLen int) {
+	t.Helper()
+	var tx *net.UDPConn
+	if err := p.DoA(func() (err error) {
+		tx, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.A4, 0)))
+		return err
+	}); err != nil {
+		t.Fatalf("open udp socket in A: %v", err)
 	}
+	defer tx.Close()
+	payload := make([]byte, payloadLen)
+	for i := 0; i < ports; i++ {
+		dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.B4, firstPort+uint16(i)))
+		if _, err := tx.WriteTo(payload, dst); err != nil {
+			t.Fatalf("send to port %d: %v", firstPort+uint16(i), err)
+		}
+	}
+}
+
+// SendUDPFromB is SendUDP in the other direction, from B:srcPort to A:dstPort.
+func (p *Pair) SendUDPFromB(t testing.TB, n, payloadLen int, srcPort, dstPort uint16, v6 bool) {
+	t.Helper()
+	q := *p
+	q.NSA, q.NSB = p.NSB, p.NSA
+	q.A4, q.B4, q.A6, q.B6 = p.B4, p.A4, p.B6, p.A6
+	q.SendUDP(t, n, payloadLen, srcPort, dstPort, v6)
 }
