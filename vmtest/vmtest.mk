@@ -20,7 +20,7 @@ VMTEST_SMP ?= 2
 VMTEST_MODULES ?= veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink
 # Host programs copied with their shared libraries (busybox's ip and tc lack netns and bpf).
 VMTEST_HOST_BINS ?= ip tc
-# 1: start a shell in the guest before the tests (interactive; no timeout).
+# 1: start a shell in the guest before the tests (interactive, no timeout; works with vmtest-boot too).
 VMTEST_SHELL ?=
 # Extra kernel command line, e.g. VMTEST_APPEND=loglevel=7 to see boot messages.
 VMTEST_APPEND ?=

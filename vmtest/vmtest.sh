@@ -95,7 +95,7 @@ cmd_kernel() {
 		fi
 		say "apt-get download $pkg failed, trying an older one"
 	done
-	cached=$(ls -d "$kernel_base"/linux-image-*/.unpacked 2>/dev/null | sort -V | tail -1)
+	cached=$(printf '%s\n' "$kernel_base"/linux-image-*/.unpacked | grep -v '\*' | sort -V | tail -1 || true)
 	[[ -n $cached ]] || die "no linux-image-6.1.0-*-cloud-amd64-unsigned package available from apt"
 	say "using cached ${cached%/.unpacked}"
 	dirname "$cached"
@@ -212,7 +212,6 @@ cmd_initramfs() {
 	{
 		printf 'VMTEST_MODULES=%q\n' "$VMTEST_MODULES"
 		printf 'VMTEST_RUN=%q\n' "$VMTEST_RUN"
-		printf 'VMTEST_SHELL=%q\n' "$VMTEST_SHELL"
 		printf 'VMTEST_TEST_TIMEOUT=%q\n' "$VMTEST_TEST_TIMEOUT"
 	} >"$rootfs/vmtest.conf"
 
@@ -223,11 +222,15 @@ cmd_initramfs() {
 }
 
 cmd_boot() {
-	local kdir=$1 vmlinuz status=0 tmo
+	local kdir=$1 vmlinuz status=0
 	vmlinuz=$(ls "$kdir"/boot/vmlinuz-*)
+	local append="console=ttyS0 panic=-1 quiet $VMTEST_APPEND"
+	# The kernel hands unknown NAME=value parameters to /init as environment,
+	# so the shell can be asked for at boot without rebuilding the initramfs.
+	[[ $VMTEST_SHELL == 1 ]] && append+=" VMTEST_SHELL=1"
 	local qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp "$VMTEST_SMP" -m "$VMTEST_MEM"
 		-nographic -no-reboot -nic none -kernel "$vmlinuz" -initrd "$initramfs"
-		-append "console=ttyS0 panic=-1 quiet $VMTEST_APPEND")
+		-append "$append")
 	local start end
 	start=$(date +%s.%N)
 	say "booting $(basename "$vmlinuz") (timeout ${VMTEST_TIMEOUT}s, console log $log)"
