@@ -29,7 +29,7 @@ func TestShim(t *testing.T) {
 // traffic, prompts a gather and checks the counts.
 func runShim(t *testing.T, p *nettest.Pair, shimBin string, prefix []string) {
 	t.Helper()
-	conf := filepath.Join(t.TempDir(), "pktstat_bpf.conf")
+	conf := filepath.Join(sharedTempDir(t), "pktstat_bpf.conf")
 	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf("[[inputs.pktstat_bpf]]\n  interfaces = [%q]\n", p.IfA)), 0o644))
 
 	var stdin io.WriteCloser
@@ -44,6 +44,9 @@ func runShim(t *testing.T, p *nettest.Pair, shimBin string, prefix []string) {
 		require.NoError(t, err)
 	}, args...)
 	proc.waitLog(t, "counting started", 60*time.Second)
+	if prefix != nil {
+		requireUnprivileged(t, proc)
+	}
 
 	flows := []flow{
 		{n: 250, payload: 64, srcPort: 41001, dstPort: 51001},

@@ -22,7 +22,15 @@ func TestTelegrafOnce(t *testing.T) {
 	nettest.RequireBPF(t)
 	telegrafBin := requireBinary(t, "telegraf")
 	p := nettest.NewPair(t)
-	dir := t.TempDir()
+	runTelegrafOnce(t, p, telegrafBin, nil)
+}
+
+// runTelegrafOnce runs telegraf --once in A, optionally wrapped (prefix),
+// sends traffic while it waits, and checks the counts it wrote. It returns
+// the process, which has exited.
+func runTelegrafOnce(t *testing.T, p *nettest.Pair, telegrafBin string, prefix []string) *process {
+	t.Helper()
+	dir := sharedTempDir(t)
 	out := filepath.Join(dir, "metrics.out")
 	conf := filepath.Join(dir, "telegraf.conf")
 	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`
@@ -39,11 +47,15 @@ func TestTelegrafOnce(t *testing.T) {
   files = [%q]
   data_format = "influx"
   influx_uint_support = true
-`, p.IfA, out)), 0o600))
+`, p.IfA, out)), 0o644))
 
-	proc := startProcess(t, nil, "ip", "netns", "exec", p.NSA, telegrafBin,
-		"--config", conf, "--once", "--test-wait", fmt.Sprint(onceWait))
+	args := append([]string{"ip", "netns", "exec", p.NSA}, prefix...)
+	args = append(args, telegrafBin, "--config", conf, "--once", "--test-wait", fmt.Sprint(onceWait))
+	proc := startProcess(t, nil, args...)
 	proc.waitLog(t, "counting started", 60*time.Second)
+	if prefix != nil {
+		requireUnprivileged(t, proc)
+	}
 	flows := []flow{
 		{n: 100, payload: 200, srcPort: 40001, dstPort: 50001},
 		{n: 37, payload: 1000, srcPort: 40002, dstPort: 50002, v6: true},
@@ -62,6 +74,7 @@ func TestTelegrafOnce(t *testing.T) {
 	failed, _ := internal.GetField("hooks_failed")
 	require.Equal(t, []interface{}{int64(2), int64(0)}, []interface{}{attached, failed},
 		"tc mode on one interface attaches ingress and egress")
+	return proc
 }
 
 // TestTelegrafPluginsList checks that the build lists the input.
