@@ -22,6 +22,7 @@ package aggregate
 import (
 	"cmp"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"time"
 
@@ -387,6 +388,10 @@ type entry struct {
 	key  Key
 	free bool
 	live bool
+	// hash is key's hash in its table; next is the next entry with the
+	// same hash, or -1.
+	hash uint64
+	next int32
 
 	packets, bytes uint64
 	start          time.Time
@@ -404,21 +409,43 @@ type entry struct {
 	minStart         time.Time
 }
 
-// table indexes entries by key; freed slots are reused so that entries never
+// table indexes entries by a hash of their key rather than by the key: a
+// 200-byte Key stored again in a map of a full kernel table's worth of
+// series costs tens of megabytes and a cache miss per record, while the
+// entry holding the key is touched anyway. Keys with the same hash are
+// chained through entry.next. Freed slots are reused so that entries never
 // move and indices stay valid for the whole call.
 type table struct {
-	index   map[Key]int32
+	// hash is a field so that tests can force collisions.
+	hash    func(Key) uint64
+	index   map[uint64]int32
 	entries []entry
 	free    []int32
 }
 
-func newTable() table { return table{index: map[Key]int32{}} }
+func newTable() table {
+	seed := maphash.MakeSeed()
+	return table{
+		hash:  func(k Key) uint64 { return maphash.Comparable(seed, k) },
+		index: map[uint64]int32{},
+	}
+}
 
 // accumulate adds r's delta to k's entry and returns cand with the entry's
 // index appended the first time k is touched in this call.
 func (t *table) accumulate(k Key, r *core.Record, epoch uint64, now time.Time, cand []int32) []int32 {
-	i, ok := t.index[k]
+	h := t.hash(k)
+	head, ok := t.index[h]
+	i := head
+	for ok && t.entries[i].key != k {
+		i = t.entries[i].next
+		ok = i >= 0
+	}
 	if !ok {
+		next := int32(-1)
+		if _, chained := t.index[h]; chained {
+			next = head
+		}
 		if n := len(t.free); n > 0 {
 			i = t.free[n-1]
 			t.free = t.free[:n-1]
@@ -427,7 +454,8 @@ func (t *table) accumulate(k Key, r *core.Record, epoch uint64, now time.Time, c
 			i = int32(len(t.entries))
 			t.entries = append(t.entries, entry{key: k})
 		}
-		t.index[k] = i
+		t.entries[i].hash, t.entries[i].next = h, next
+		t.index[h] = i
 	}
 	e := &t.entries[i]
 	if e.touched != epoch {
@@ -444,8 +472,21 @@ func (t *table) accumulate(k Key, r *core.Record, epoch uint64, now time.Time, c
 }
 
 func (t *table) release(i int32) {
-	delete(t.index, t.entries[i].key)
-	t.entries[i] = entry{free: true}
+	e := &t.entries[i]
+	if head := t.index[e.hash]; head == i {
+		if e.next < 0 {
+			delete(t.index, e.hash)
+		} else {
+			t.index[e.hash] = e.next
+		}
+	} else {
+		p := head
+		for t.entries[p].next != i {
+			p = t.entries[p].next
+		}
+		t.entries[p].next = e.next
+	}
+	*e = entry{free: true}
 	t.free = append(t.free, i)
 }
 

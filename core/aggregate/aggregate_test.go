@@ -172,6 +172,15 @@ func TestTopNTies(t *testing.T) {
 	if out[0].DstPort != 9 || out[0].DeltaBytes != 70 {
 		t.Errorf("tie went to the key without a series: %s", dump(out))
 	}
+	// Equal bytes: more packets win.
+	b := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}, TopN: 1})
+	out = b.Aggregate(at(0), []core.Record{
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 1), 1, 1500, at(-1)),
+		rec(tcp4("10.0.0.2", 1, "10.0.0.1", 2), 25, 1500, at(-1)),
+	})
+	if out[0].DstPort != 2 {
+		t.Errorf("tie on bytes went to fewer packets: %s", dump(out))
+	}
 	// Neither has a series: the lower key wins, whatever the input order.
 	for _, order := range [][]uint16{{7, 6}, {6, 7}} {
 		a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}, TopN: 1})
@@ -304,6 +313,29 @@ func TestIdleSeriesLifetime(t *testing.T) {
 	checkSeries(t, out, []Series{{Key: Key{DstPort: 443}, Packets: 1, Bytes: 50, DeltaPackets: 1, DeltaBytes: 50, StartTime: at(40)}})
 }
 
+func TestOtherSeriesLifetime(t *testing.T) {
+	a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}, TopN: 1, SeriesIdleTimeout: Duration(15 * time.Second)})
+	big := rec(tcp4("10.0.0.2", 1, "10.0.0.1", 1), 2, 2000, at(-5))
+	small := rec(tcp4("10.0.0.2", 1, "10.0.0.1", 2), 1, 100, at(-5))
+	a.Aggregate(at(0), []core.Record{big, small})
+	out := a.Aggregate(at(10), nil)
+	checkSeries(t, out, []Series{
+		{Key: Key{DstPort: 1}, Packets: 2, Bytes: 2000, StartTime: at(-5)},
+		{Kind: KindOther, Packets: 1, Bytes: 100, StartTime: at(-5)},
+	})
+	if out := a.Aggregate(at(20), nil); len(out) != 0 {
+		t.Fatalf("idle series outlived series_idle_timeout: %s", dump(out))
+	}
+	// other comes back as a new series that starts after the old one.
+	small = next(small, 1, 100, at(30))
+	big = next(big, 3, 3000, at(30))
+	out = a.Aggregate(at(30), []core.Record{big, small})
+	checkSeries(t, out, []Series{
+		{Key: Key{DstPort: 1}, Packets: 3, Bytes: 3000, DeltaPackets: 3, DeltaBytes: 3000, StartTime: at(20)},
+		{Kind: KindOther, Packets: 1, Bytes: 100, DeltaPackets: 1, DeltaBytes: 100, StartTime: at(20)},
+	})
+}
+
 func TestExpiredMemberKeepsSeriesMonotonic(t *testing.T) {
 	a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}})
 	long := rec(tcp4("10.0.0.2", 50000, "10.0.0.1", 443), 10, 10000, at(-20))
@@ -424,6 +456,30 @@ func TestChurnAcrossIntervals(t *testing.T) {
 		},
 		"higher, short timeout": {FoldPorts: FoldHigher, SeriesIdleTimeout: Duration(15 * time.Second), MaxSeries: 6},
 	}
+	for name, cfg := range configs {
+		t.Run(name, func(t *testing.T) { runChurn(t, cfg, uint64(len(name)), nil) })
+	}
+}
+
+func TestChurnWithHashCollisions(t *testing.T) {
+	cfg := Config{TopN: 4, MaxSeries: 6, SeriesIdleTimeout: Duration(20 * time.Second)}
+	hashes := map[string]func(Key) uint64{
+		"all keys collide":  func(Key) uint64 { return 7 },
+		"some keys collide": func(k Key) uint64 { return uint64(k.DstPort % 3) },
+	}
+	for name, h := range hashes {
+		t.Run(name, func(t *testing.T) {
+			runChurn(t, cfg, 3, func(a *Aggregator) { a.flows.hash, a.overflow.hash = h, h })
+		})
+	}
+}
+
+// runChurn feeds 300 Reads of a churning kernel table through an Aggregator
+// and checks every promise on every output: conservation, monotonic
+// cumulative counts consistent with the deltas, later start times on
+// restart, unique keys, the top_n and max_series bounds, and that the runs
+// of all series add up to what the kernel counted.
+func runChurn(t *testing.T, cfg Config, seed uint64, tweak func(*Aggregator)) {
 	type id struct {
 		Kind
 		Key
@@ -432,74 +488,73 @@ func TestChurnAcrossIntervals(t *testing.T) {
 		start          time.Time
 		packets, bytes uint64
 	}
-	for name, cfg := range configs {
-		t.Run(name, func(t *testing.T) {
-			a := mustNew(t, cfg)
-			k := &kernel{rng: rand.New(rand.NewPCG(1, uint64(len(name)))), idle: map[core.FlowKey]int{}}
-			seen := map[id]last{}
-			// Each series run ends at its last cumulative value; their sum
-			// is everything that was counted.
-			final := map[id]last{}
-			var counted [2]uint64
-			for step := range 300 {
-				now := at(10 * step)
-				in := k.read(now)
-				out := a.Aggregate(now, in)
-				checkConserved(t, in, out)
+	a := mustNew(t, cfg)
+	if tweak != nil {
+		tweak(a)
+	}
+	k := &kernel{rng: rand.New(rand.NewPCG(1, seed)), idle: map[core.FlowKey]int{}}
+	seen := map[id]last{}
+	// Each series run ends at its last cumulative value; their sum
+	// is everything that was counted.
+	final := map[id]last{}
+	var counted [2]uint64
+	for step := range 300 {
+		now := at(10 * step)
+		in := k.read(now)
+		out := a.Aggregate(now, in)
+		checkConserved(t, in, out)
 
-				flows, growing := 0, 0
-				ids := map[id]bool{}
-				for _, s := range out {
-					sid := id{s.Kind, s.Key}
-					if ids[sid] {
-						t.Fatalf("step %d: two series with key %+v", step, sid)
-					}
-					ids[sid] = true
-					if s.Kind != KindOverflow {
-						flows++
-					}
-					if s.Kind == KindFlow && s.DeltaBytes+s.DeltaPackets > 0 {
-						growing++
-					}
-					prev, ok := seen[sid]
-					switch {
-					case !ok || s.StartTime != prev.start:
-						if ok && !s.StartTime.After(prev.start) {
-							t.Fatalf("step %d: %+v restarted at %s, not after %s", step, sid, s.StartTime, prev.start)
-						}
-						if ok {
-							counted[0] += prev.packets
-							counted[1] += prev.bytes
-						}
-						prev = last{start: s.StartTime}
-					case s.Packets < prev.packets || s.Bytes < prev.bytes:
-						t.Fatalf("step %d: %+v went backwards: %d/%d after %d/%d", step, sid, s.Packets, s.Bytes, prev.packets, prev.bytes)
-					}
-					if s.Packets-prev.packets != s.DeltaPackets || s.Bytes-prev.bytes != s.DeltaBytes {
-						t.Fatalf("step %d: %+v cumulative %d/%d after %d/%d does not match delta %d/%d",
-							step, sid, s.Packets, s.Bytes, prev.packets, prev.bytes, s.DeltaPackets, s.DeltaBytes)
-					}
-					if s.StartTime.After(now) {
-						t.Fatalf("step %d: %+v starts in the future", step, sid)
-					}
-					seen[sid] = last{s.StartTime, s.Packets, s.Bytes}
-					final[sid] = seen[sid]
-				}
-				if cfg.MaxSeries > 0 && flows > cfg.MaxSeries {
-					t.Fatalf("step %d: %d series over max_series %d", step, flows, cfg.MaxSeries)
-				}
-				if cfg.TopN > 0 && growing > cfg.TopN {
-					t.Fatalf("step %d: %d growing flow series over top_n %d", step, growing, cfg.TopN)
-				}
+		flows, growing := 0, 0
+		ids := map[id]bool{}
+		for _, s := range out {
+			sid := id{s.Kind, s.Key}
+			if ids[sid] {
+				t.Fatalf("step %d: two series with key %+v", step, sid)
 			}
-			for _, l := range final {
-				counted[0] += l.packets
-				counted[1] += l.bytes
+			ids[sid] = true
+			if s.Kind != KindOverflow {
+				flows++
 			}
-			if counted != k.sent {
-				t.Errorf("series runs add up to %v packets/bytes, the kernel counted %v", counted, k.sent)
+			if s.Kind == KindFlow && s.DeltaBytes+s.DeltaPackets > 0 {
+				growing++
 			}
-		})
+			prev, ok := seen[sid]
+			switch {
+			case !ok || s.StartTime != prev.start:
+				if ok && !s.StartTime.After(prev.start) {
+					t.Fatalf("step %d: %+v restarted at %s, not after %s", step, sid, s.StartTime, prev.start)
+				}
+				if ok {
+					counted[0] += prev.packets
+					counted[1] += prev.bytes
+				}
+				prev = last{start: s.StartTime}
+			case s.Packets < prev.packets || s.Bytes < prev.bytes:
+				t.Fatalf("step %d: %+v went backwards: %d/%d after %d/%d", step, sid, s.Packets, s.Bytes, prev.packets, prev.bytes)
+			}
+			if s.Packets-prev.packets != s.DeltaPackets || s.Bytes-prev.bytes != s.DeltaBytes {
+				t.Fatalf("step %d: %+v cumulative %d/%d after %d/%d does not match delta %d/%d",
+					step, sid, s.Packets, s.Bytes, prev.packets, prev.bytes, s.DeltaPackets, s.DeltaBytes)
+			}
+			if s.StartTime.After(now) {
+				t.Fatalf("step %d: %+v starts in the future", step, sid)
+			}
+			seen[sid] = last{s.StartTime, s.Packets, s.Bytes}
+			final[sid] = seen[sid]
+		}
+		if cfg.MaxSeries > 0 && flows > cfg.MaxSeries {
+			t.Fatalf("step %d: %d series over max_series %d", step, flows, cfg.MaxSeries)
+		}
+		if cfg.TopN > 0 && growing > cfg.TopN {
+			t.Fatalf("step %d: %d growing flow series over top_n %d", step, growing, cfg.TopN)
+		}
+	}
+	for _, l := range final {
+		counted[0] += l.packets
+		counted[1] += l.bytes
+	}
+	if counted != k.sent {
+		t.Errorf("series runs add up to %v packets/bytes, the kernel counted %v", counted, k.sent)
 	}
 }
 
@@ -546,5 +601,46 @@ func BenchmarkAggregate(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(records)), "ns/record")
 		})
+	}
+}
+
+func TestTableChains(t *testing.T) {
+	tb := newTable()
+	tb.hash = func(Key) uint64 { return 1 }
+	r := rec(tcp4("10.0.0.2", 1, "10.0.0.1", 1), 1, 1, at(0))
+	keys := []Key{{DstPort: 1}, {DstPort: 2}, {DstPort: 3}, {DstPort: 4}}
+	for _, k := range keys {
+		tb.accumulate(k, &r, 1, at(0), nil)
+	}
+	epoch := uint64(1)
+	lookup := func(k Key) int32 {
+		// A new epoch each time, so that accumulate reports the slot.
+		epoch++
+		cand := tb.accumulate(k, &r, epoch, at(0), nil)
+		if len(cand) != 1 {
+			t.Fatalf("lookup of %+v touched %v", k, cand)
+		}
+		return cand[0]
+	}
+	// Release the newest (chain head), one in the middle and the oldest
+	// (chain tail); the survivor must still be found in its own slot.
+	for _, gone := range []Key{keys[3], keys[1], keys[0]} {
+		tb.release(lookup(gone))
+	}
+	if i := lookup(keys[2]); tb.entries[i].key != keys[2] || i != 2 {
+		t.Fatalf("survivor found in slot %d with key %+v", i, tb.entries[i].key)
+	}
+	if len(tb.index) != 1 || len(tb.free) != 3 {
+		t.Fatalf("index %v, free %v", tb.index, tb.free)
+	}
+	// A new key reuses a freed slot and is found again.
+	tb.accumulate(Key{DstPort: 9}, &r, 100, at(0), nil)
+	if i := lookup(Key{DstPort: 9}); tb.entries[i].key != (Key{DstPort: 9}) {
+		t.Fatalf("new key lost")
+	}
+	tb.release(2)
+	tb.release(lookup(Key{DstPort: 9}))
+	if len(tb.index) != 0 {
+		t.Fatalf("index not empty after releasing everything: %v", tb.index)
 	}
 }
