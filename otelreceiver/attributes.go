@@ -1,9 +1,8 @@
 package pktstatbpfreceiver
 
 import (
-	"regexp"
-
 	"github.com/pktstat-bpf/pktstat-bpf/core"
+	"github.com/pktstat-bpf/pktstat-bpf/core/container"
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
 )
 
@@ -46,23 +45,9 @@ func flowAttributes(r *core.Record) metadata.FlowAttributes {
 	}
 	a.PID = int64(r.PID)
 	a.ExecutableName = r.Comm
-	a.ContainerID = containerID(r.CgroupPath)
+	a.ContainerID = container.Parse(r.CgroupPath).ContainerID
 	a.VLANID = int64(r.VLAN)
 	return a
-}
-
-// containerIDPattern matches the 64-hex-digit ids that docker, containerd
-// and podman put in their cgroup directory names (docker-<id>.scope, <id>).
-var containerIDPattern = regexp.MustCompile(`[0-9a-f]{64}`)
-
-func containerID(cgroupPath string) string {
-	ids := containerIDPattern.FindAllString(cgroupPath, -1)
-	if len(ids) == 0 {
-		return ""
-	}
-	// The innermost id names the container when cgroups nest (a pod inside
-	// a sandbox, docker-in-docker).
-	return ids[len(ids)-1]
 }
 
 // wellKnownProtocols names the application protocol of a server port. The
