@@ -18,7 +18,7 @@ BENCH_TARGETS :=
 -include vmtest/vmtest.mk
 -include bench/bench.mk
 
-.PHONY: all run test build bench generate check-generate deps deps-core test-core test-unit lint
+.PHONY: all run test build bench generate vmlinux check-generate deps deps-core test-core test-unit help
 
 all: build
 
@@ -39,19 +39,26 @@ bench: $(BENCH_TARGETS)
 deps: deps-core $(DEPS_TARGETS)
 
 deps-core:
-	@command -v $(CLANG) >/dev/null && command -v bpftool >/dev/null && command -v ip >/dev/null || { \
+	@command -v $(CLANG) >/dev/null && command -v llvm-strip-19 >/dev/null && command -v bpftool >/dev/null \
+		&& command -v ip >/dev/null && command -v setpriv >/dev/null && test -f /usr/include/bpf/bpf_helpers.h || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			clang-19 llvm-19 bpftool iproute2 >/dev/null; }
+			clang-19 llvm-19 libbpf-dev bpftool iproute2 util-linux >/dev/null; }
 
-## generate: rebuild vmlinux.h and the bpf2go bindings with clang-19
+## generate: rebuild the bpf2go bindings (Go + .o, amd64 and arm64) with clang-19
 generate:
-	cd bpf && BPF2GO_CC=$(CLANG) BPF2GO_STRIP=llvm-strip-19 $(GO) generate ./...
+	cd bpf && $(GO) generate ./...
+
+## vmlinux: dump bpf/vmlinux.h from the running kernel's BTF (only when a newer kernel type is needed;
+## it depends on the kernel, so `generate` does not rewrite it)
+vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
 
 ## check-generate: fail if the committed generated files differ from a fresh `make generate`
 check-generate: generate
 	@git diff --exit-code --stat -- bpf/ || { echo "generated files in bpf/ are stale: run 'make generate' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- bpf/)" || { echo "make generate left untracked files in bpf/:" >&2; git status --porcelain -- bpf/ >&2; exit 1; }
 
-## test-core: unit, BPF_PROG_TEST_RUN and real-attachment tests of bpf/ and core/
+## test-core: unit, BPF_PROG_TEST_RUN and real-attachment tests of the root module (bpf/, core/, internal/)
 test-core:
 	$(GO) test -count=1 -p 1 ./...
 
