@@ -3,12 +3,14 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pktstat-bpf/pktstat-bpf/core"
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
 
@@ -93,4 +95,25 @@ func TestTelegrafRejectsUnknownKey(t *testing.T) {
 	out, err := execOutput(telegrafBin, "--config", conf, "--test")
 	require.Error(t, err)
 	require.Contains(t, out, `plugin inputs.pktstat_bpf: line 1: configuration specified the fields ["max_flow"], but they were not used`)
+}
+
+// TestTelegrafUnsupportedModeFailsAtStart: a mode the kernel or this build
+// cannot do stops Telegraf at start (not --once, which only logs start
+// errors) with the reason and the alternative.
+func TestTelegrafUnsupportedModeFailsAtStart(t *testing.T) {
+	nettest.RequireBPF(t)
+	telegrafBin := requireBinary(t, "telegraf")
+	conf := filepath.Join(t.TempDir(), "telegraf.conf")
+	require.NoError(t, os.WriteFile(conf, []byte("[[inputs.pktstat_bpf]]\n  mode = \"kprobe\"\n[[outputs.discard]]\n"), 0o600))
+	proc := startProcess(t, nil, telegrafBin, "--config", conf)
+	select {
+	case <-proc.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("telegraf still runs 60s after a start failure; stderr:\n%s", proc.log())
+	}
+	var exit *exec.ExitError
+	require.ErrorAs(t, proc.err, &exit, "telegraf must fail; stderr:\n%s", proc.log())
+	// This kernel has neither kprobes nor fentry, and core does not
+	// implement the mode yet: either way core's ErrNotSupported reason.
+	require.Contains(t, proc.log(), "Error running agent: starting input inputs.pktstat_bpf: mode kprobe: "+core.ErrNotSupported.Error())
 }

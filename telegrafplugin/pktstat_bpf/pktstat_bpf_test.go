@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -529,4 +531,15 @@ func TestLifecycle(t *testing.T) {
 
 	p.Stop()
 	require.Equal(t, 1, f.closed, "Stop twice must not close twice")
+}
+
+// TestReadmeSample keeps the README's configuration section equal to sample.conf.
+func TestReadmeSample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(readme), "```toml @sample.conf\n")
+	require.True(t, ok, "README.md has no ```toml @sample.conf block")
+	block, _, ok := strings.Cut(rest, "```\n")
+	require.True(t, ok)
+	require.Equal(t, sampleConfig, block)
 }
