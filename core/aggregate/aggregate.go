@@ -509,6 +509,7 @@ func compareKeys(x, y *Key) int {
 		cmp.Compare(x.SrcGroup, y.SrcGroup),
 		x.DstAddr.Compare(y.DstAddr),
 		cmp.Compare(x.DstGroup, y.DstGroup),
+		compareBool(x.HasPorts, y.HasPorts),
 		cmp.Compare(x.SrcPort, y.SrcPort),
 		cmp.Compare(x.DstPort, y.DstPort),
 		compareBool(x.SrcPortFolded, y.SrcPortFolded),

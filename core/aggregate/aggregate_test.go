@@ -92,8 +92,8 @@ func TestDroppedAndFoldedPartsAreSummed(t *testing.T) {
 	out := a.Aggregate(at(0), in)
 	dst := netip.MustParseAddr("10.0.0.1")
 	checkSeries(t, out, []Series{
-		{Key: Key{DstAddr: dst, SrcPortFolded: true, DstPort: 443}, Packets: 33, Bytes: 3300, DeltaPackets: 33, DeltaBytes: 3300, StartTime: at(-40)},
-		{Key: Key{DstAddr: dst, SrcPortFolded: true, DstPort: 80}, Packets: 1, Bytes: 60, DeltaPackets: 1, DeltaBytes: 60, StartTime: at(-10)},
+		{Key: Key{DstAddr: dst, HasPorts: true, SrcPortFolded: true, DstPort: 443}, Packets: 33, Bytes: 3300, DeltaPackets: 33, DeltaBytes: 3300, StartTime: at(-40)},
+		{Key: Key{DstAddr: dst, HasPorts: true, SrcPortFolded: true, DstPort: 80}, Packets: 1, Bytes: 60, DeltaPackets: 1, DeltaBytes: 60, StartTime: at(-10)},
 	})
 	checkConserved(t, in, out)
 	if got := a.Dimensions(); !slices.Equal(got, []Dimension{DimDstIP, DimSrcPort, DimDstPort}) {
@@ -132,8 +132,8 @@ func TestTopN(t *testing.T) {
 	}
 	out := a.Aggregate(at(0), flows)
 	checkSeries(t, out, []Series{
-		{Key: Key{DstPort: 1}, Packets: 5, Bytes: 500, DeltaPackets: 5, DeltaBytes: 500, StartTime: at(-10)},
-		{Key: Key{DstPort: 2}, Packets: 4, Bytes: 400, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(-10)},
+		{Key: Key{HasPorts: true, DstPort: 1}, Packets: 5, Bytes: 500, DeltaPackets: 5, DeltaBytes: 500, StartTime: at(-10)},
+		{Key: Key{HasPorts: true, DstPort: 2}, Packets: 4, Bytes: 400, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(-10)},
 		{Kind: KindOther, Packets: 6, Bytes: 600, DeltaPackets: 6, DeltaBytes: 600, StartTime: at(-10)},
 	})
 	checkConserved(t, flows, out)
@@ -150,9 +150,9 @@ func TestTopN(t *testing.T) {
 	}
 	out = a.Aggregate(at(10), in)
 	checkSeries(t, out, []Series{
-		{Key: Key{DstPort: 1}, Packets: 5, Bytes: 500, StartTime: at(-10)},
-		{Key: Key{DstPort: 2}, Packets: 8, Bytes: 800, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(-10)},
-		{Key: Key{DstPort: 4}, Packets: 10, Bytes: 1000, DeltaPackets: 10, DeltaBytes: 1000, StartTime: at(0)},
+		{Key: Key{HasPorts: true, DstPort: 1}, Packets: 5, Bytes: 500, StartTime: at(-10)},
+		{Key: Key{HasPorts: true, DstPort: 2}, Packets: 8, Bytes: 800, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(-10)},
+		{Key: Key{HasPorts: true, DstPort: 4}, Packets: 10, Bytes: 1000, DeltaPackets: 10, DeltaBytes: 1000, StartTime: at(0)},
 		{Kind: KindOther, Packets: 8, Bytes: 710, DeltaPackets: 2, DeltaBytes: 110, StartTime: at(-10)},
 	})
 	checkConserved(t, in, out)
@@ -202,8 +202,8 @@ func TestMaxSeries(t *testing.T) {
 	}
 	out := a.Aggregate(at(0), flows)
 	checkSeries(t, out, []Series{
-		{Key: Key{DstPort: 4}, Packets: 4, Bytes: 400, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(-10)},
-		{Key: Key{DstPort: 5}, Packets: 5, Bytes: 500, DeltaPackets: 5, DeltaBytes: 500, StartTime: at(-10)},
+		{Key: Key{HasPorts: true, DstPort: 4}, Packets: 4, Bytes: 400, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(-10)},
+		{Key: Key{HasPorts: true, DstPort: 5}, Packets: 5, Bytes: 500, DeltaPackets: 5, DeltaBytes: 500, StartTime: at(-10)},
 		{Kind: KindOther, Packets: 6, Bytes: 600, DeltaPackets: 6, DeltaBytes: 600, StartTime: at(-10)},
 	})
 	checkConserved(t, flows, out)
@@ -215,8 +215,8 @@ func TestMaxSeries(t *testing.T) {
 	in := []core.Record{next(flows[0], 7, 7000, at(10))}
 	out = a.Aggregate(at(10), in)
 	checkSeries(t, out, []Series{
-		{Key: Key{DstPort: 1}, Packets: 7, Bytes: 7000, DeltaPackets: 7, DeltaBytes: 7000, StartTime: at(0)},
-		{Key: Key{DstPort: 4}, Packets: 4, Bytes: 400, StartTime: at(-10)},
+		{Key: Key{HasPorts: true, DstPort: 1}, Packets: 7, Bytes: 7000, DeltaPackets: 7, DeltaBytes: 7000, StartTime: at(0)},
+		{Key: Key{HasPorts: true, DstPort: 4}, Packets: 4, Bytes: 400, StartTime: at(-10)},
 		{Kind: KindOther, Packets: 6, Bytes: 600, StartTime: at(-10)},
 	})
 	checkConserved(t, in, out)
@@ -227,8 +227,8 @@ func TestMaxSeries(t *testing.T) {
 	in = []core.Record{next(flows[4], 1, 10, at(20))}
 	out = a.Aggregate(at(20), in)
 	checkSeries(t, out, []Series{
-		{Key: Key{DstPort: 1}, Packets: 7, Bytes: 7000, StartTime: at(0)},
-		{Key: Key{DstPort: 5}, Packets: 1, Bytes: 10, DeltaPackets: 1, DeltaBytes: 10, StartTime: at(10)},
+		{Key: Key{HasPorts: true, DstPort: 1}, Packets: 7, Bytes: 7000, StartTime: at(0)},
+		{Key: Key{HasPorts: true, DstPort: 5}, Packets: 1, Bytes: 10, DeltaPackets: 1, DeltaBytes: 10, StartTime: at(10)},
 		{Kind: KindOther, Packets: 6, Bytes: 600, StartTime: at(-10)},
 	})
 }
@@ -284,7 +284,7 @@ func TestOverflowPassesThrough(t *testing.T) {
 	// interface is not a dimension, so eth0 and eth1 ingress overflow are
 	// one series; neither top_n nor max_series touches them.
 	checkSeries(t, out, []Series{
-		{Key: Key{Direction: core.Egress, DstPort: 3}, Packets: 3, Bytes: 300, DeltaPackets: 3, DeltaBytes: 300, StartTime: at(-1)},
+		{Key: Key{Direction: core.Egress, HasPorts: true, DstPort: 3}, Packets: 3, Bytes: 300, DeltaPackets: 3, DeltaBytes: 300, StartTime: at(-1)},
 		{Kind: KindOther, Packets: 3, Bytes: 300, DeltaPackets: 3, DeltaBytes: 300, StartTime: at(-1)},
 		{Kind: KindOverflow, Key: Key{Direction: core.Ingress}, Packets: 1010, Bytes: 64640, DeltaPackets: 1010, DeltaBytes: 64640, StartTime: at(-60)},
 		{Kind: KindOverflow, Key: Key{Direction: core.Egress}, Packets: 5, Bytes: 500, DeltaPackets: 5, DeltaBytes: 500, StartTime: at(-60)},
@@ -301,7 +301,7 @@ func TestIdleSeriesLifetime(t *testing.T) {
 	for _, sec := range []int{10, 20, 30} {
 		f = next(f, 0, 0, at(sec))
 		out := a.Aggregate(at(sec), []core.Record{f})
-		checkSeries(t, out, []Series{{Key: Key{DstPort: 443}, Packets: 2, Bytes: 200, StartTime: at(-5)}})
+		checkSeries(t, out, []Series{{Key: Key{HasPorts: true, DstPort: 443}, Packets: 2, Bytes: 200, StartTime: at(-5)}})
 	}
 	if out := a.Aggregate(at(40), nil); len(out) != 0 {
 		t.Fatalf("series idle for 40s with a 30s timeout is still reported: %s", dump(out))
@@ -310,7 +310,7 @@ func TestIdleSeriesLifetime(t *testing.T) {
 	// not the old one restarting at the same start time.
 	f = next(f, 1, 50, at(50))
 	out := a.Aggregate(at(50), []core.Record{f})
-	checkSeries(t, out, []Series{{Key: Key{DstPort: 443}, Packets: 1, Bytes: 50, DeltaPackets: 1, DeltaBytes: 50, StartTime: at(40)}})
+	checkSeries(t, out, []Series{{Key: Key{HasPorts: true, DstPort: 443}, Packets: 1, Bytes: 50, DeltaPackets: 1, DeltaBytes: 50, StartTime: at(40)}})
 }
 
 func TestOtherSeriesLifetime(t *testing.T) {
@@ -320,7 +320,7 @@ func TestOtherSeriesLifetime(t *testing.T) {
 	a.Aggregate(at(0), []core.Record{big, small})
 	out := a.Aggregate(at(10), nil)
 	checkSeries(t, out, []Series{
-		{Key: Key{DstPort: 1}, Packets: 2, Bytes: 2000, StartTime: at(-5)},
+		{Key: Key{HasPorts: true, DstPort: 1}, Packets: 2, Bytes: 2000, StartTime: at(-5)},
 		{Kind: KindOther, Packets: 1, Bytes: 100, StartTime: at(-5)},
 	})
 	if out := a.Aggregate(at(20), nil); len(out) != 0 {
@@ -331,7 +331,7 @@ func TestOtherSeriesLifetime(t *testing.T) {
 	big = next(big, 3, 3000, at(30))
 	out = a.Aggregate(at(30), []core.Record{big, small})
 	checkSeries(t, out, []Series{
-		{Key: Key{DstPort: 1}, Packets: 3, Bytes: 3000, DeltaPackets: 3, DeltaBytes: 3000, StartTime: at(20)},
+		{Key: Key{HasPorts: true, DstPort: 1}, Packets: 3, Bytes: 3000, DeltaPackets: 3, DeltaBytes: 3000, StartTime: at(20)},
 		{Kind: KindOther, Packets: 1, Bytes: 100, DeltaPackets: 1, DeltaBytes: 100, StartTime: at(20)},
 	})
 }
@@ -348,11 +348,11 @@ func TestExpiredMemberKeepsSeriesMonotonic(t *testing.T) {
 	short.Expired = true
 	long = next(long, 1, 100, at(10))
 	out := a.Aggregate(at(10), []core.Record{long, short})
-	checkSeries(t, out, []Series{{Key: Key{DstPort: 443}, Packets: 66, Bytes: 65100, DeltaPackets: 6, DeltaBytes: 5100, StartTime: at(-20)}})
+	checkSeries(t, out, []Series{{Key: Key{HasPorts: true, DstPort: 443}, Packets: 66, Bytes: 65100, DeltaPackets: 6, DeltaBytes: 5100, StartTime: at(-20)}})
 
 	long = next(long, 1, 100, at(20))
 	out = a.Aggregate(at(20), []core.Record{long})
-	checkSeries(t, out, []Series{{Key: Key{DstPort: 443}, Packets: 67, Bytes: 65200, DeltaPackets: 1, DeltaBytes: 100, StartTime: at(-20)}})
+	checkSeries(t, out, []Series{{Key: Key{HasPorts: true, DstPort: 443}, Packets: 67, Bytes: 65200, DeltaPackets: 1, DeltaBytes: 100, StartTime: at(-20)}})
 }
 
 func TestStartTimeOfANewSeries(t *testing.T) {
@@ -634,12 +634,12 @@ func TestTableChains(t *testing.T) {
 		t.Fatalf("index %v, free %v", tb.index, tb.free)
 	}
 	// A new key reuses a freed slot and is found again.
-	tb.accumulate(Key{DstPort: 9}, &r, 100, at(0), nil)
-	if i := lookup(Key{DstPort: 9}); tb.entries[i].key != (Key{DstPort: 9}) {
+	tb.accumulate(Key{HasPorts: true, DstPort: 9}, &r, 100, at(0), nil)
+	if i := lookup(Key{HasPorts: true, DstPort: 9}); tb.entries[i].key != (Key{HasPorts: true, DstPort: 9}) {
 		t.Fatalf("new key lost")
 	}
 	tb.release(2)
-	tb.release(lookup(Key{DstPort: 9}))
+	tb.release(lookup(Key{HasPorts: true, DstPort: 9}))
 	if len(tb.index) != 0 {
 		t.Fatalf("index not empty after releasing everything: %v", tb.index)
 	}

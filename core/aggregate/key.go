@@ -23,8 +23,12 @@ type Key struct {
 	// Other. Both are empty for non-IP flows.
 	SrcAddr, DstAddr   netip.Addr
 	SrcGroup, DstGroup string
-	// SrcPort and DstPort are core.FlowKey's, which for protocols without
-	// ports carry the protocol's own identifiers (ICMP type and code, ...).
+	// HasPorts, filled in whenever a port dimension is kept, says that
+	// SrcPort and DstPort are transport ports (tcp, udp, udplite, sctp).
+	HasPorts bool
+	// SrcPort and DstPort are transport ports, or, for other protocols and
+	// only when proto is kept too, the identifiers core.FlowKey stores in
+	// their place (ICMP type and code, ...), which mean nothing without it.
 	SrcPort, DstPort uint16
 	// SrcPortFolded and DstPortFolded mark a port removed by fold_ports;
 	// the port is then 0, which is not what to report.
@@ -130,10 +134,11 @@ func (kr *keyer) key(r *core.Record) Key {
 	if kr.dstIP {
 		k.DstAddr, k.DstGroup = kr.addr(r.DstAddr)
 	}
-	if kr.srcPort || kr.dstPort {
+	if (kr.srcPort || kr.dstPort) && (r.HasPorts() || kr.proto) {
+		k.HasPorts = r.HasPorts()
 		sp, dp := r.SrcPort, r.DstPort
 		var sf, df bool
-		if kr.fold != FoldOff && r.HasPorts() {
+		if kr.fold != FoldOff && k.HasPorts {
 			sf, df = kr.folds(sp, dp)
 		}
 		if kr.srcPort {

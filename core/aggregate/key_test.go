@@ -30,6 +30,7 @@ func keyOf(t *testing.T, cfg Config, fk core.FlowKey, cgroup string) Key {
 
 func TestFoldPorts(t *testing.T) {
 	ports := []Dimension{DimSrcPort, DimDstPort}
+	withProto := []Dimension{DimProto, DimSrcPort, DimDstPort}
 	eph := Config{Dimensions: ports, FoldPorts: FoldEphemeral}
 	higher := Config{Dimensions: ports, FoldPorts: FoldHigher}
 	cases := []struct {
@@ -38,23 +39,26 @@ func TestFoldPorts(t *testing.T) {
 		fk   core.FlowKey
 		want Key
 	}{
-		{"off keeps both", Config{Dimensions: ports}, tcp4("10.0.0.2", 51234, "10.0.0.1", 443), Key{SrcPort: 51234, DstPort: 443}},
-		{"ephemeral client side", eph, tcp4("10.0.0.2", 51234, "10.0.0.1", 443), Key{SrcPortFolded: true, DstPort: 443}},
-		{"ephemeral server reply", eph, tcp4("10.0.0.1", 443, "10.0.0.2", 51234), Key{SrcPort: 443, DstPortFolded: true}},
-		{"just below the boundary", eph, tcp4("10.0.0.2", 32767, "10.0.0.1", 443), Key{SrcPort: 32767, DstPort: 443}},
-		{"at the boundary", eph, tcp4("10.0.0.2", 32768, "10.0.0.1", 443), Key{SrcPortFolded: true, DstPort: 443}},
-		{"both ephemeral", eph, tcp4("10.0.0.2", 40000, "10.0.0.1", 50000), Key{SrcPortFolded: true, DstPortFolded: true}},
-		{"custom boundary", Config{Dimensions: ports, FoldPorts: FoldEphemeral, EphemeralPortMin: 1024}, tcp4("10.0.0.2", 1024, "10.0.0.1", 1023), Key{SrcPortFolded: true, DstPort: 1023}},
-		{"udp folds", eph, flowKey(core.EtherTypeIPv6, core.ProtoUDP, "2001:db8::2", 60000, "2001:db8::1", 53), Key{SrcPortFolded: true, DstPort: 53}},
-		{"sctp folds", eph, flowKey(core.EtherTypeIPv4, core.ProtoSCTP, "10.0.0.2", 36412, "10.0.0.1", 38412), Key{SrcPortFolded: true, DstPortFolded: true}},
-		{"higher folds the higher", higher, tcp4("10.0.0.1", 443, "10.0.0.2", 51234), Key{SrcPort: 443, DstPortFolded: true}},
-		{"higher below the ephemeral range", higher, tcp4("10.0.0.2", 1023, "10.0.0.1", 22), Key{SrcPortFolded: true, DstPort: 22}},
-		{"higher with equal ports", higher, flowKey(core.EtherTypeIPv4, core.ProtoUDP, "10.0.0.2", 5353, "224.0.0.251", 5353), Key{SrcPort: 5353, DstPort: 5353}},
+		{"off keeps both", Config{Dimensions: ports}, tcp4("10.0.0.2", 51234, "10.0.0.1", 443), Key{HasPorts: true, SrcPort: 51234, DstPort: 443}},
+		{"ephemeral client side", eph, tcp4("10.0.0.2", 51234, "10.0.0.1", 443), Key{HasPorts: true, SrcPortFolded: true, DstPort: 443}},
+		{"ephemeral server reply", eph, tcp4("10.0.0.1", 443, "10.0.0.2", 51234), Key{HasPorts: true, SrcPort: 443, DstPortFolded: true}},
+		{"just below the boundary", eph, tcp4("10.0.0.2", 32767, "10.0.0.1", 443), Key{HasPorts: true, SrcPort: 32767, DstPort: 443}},
+		{"at the boundary", eph, tcp4("10.0.0.2", 32768, "10.0.0.1", 443), Key{HasPorts: true, SrcPortFolded: true, DstPort: 443}},
+		{"both ephemeral", eph, tcp4("10.0.0.2", 40000, "10.0.0.1", 50000), Key{HasPorts: true, SrcPortFolded: true, DstPortFolded: true}},
+		{"custom boundary", Config{Dimensions: ports, FoldPorts: FoldEphemeral, EphemeralPortMin: 1024}, tcp4("10.0.0.2", 1024, "10.0.0.1", 1023), Key{HasPorts: true, SrcPortFolded: true, DstPort: 1023}},
+		{"udp folds", eph, flowKey(core.EtherTypeIPv6, core.ProtoUDP, "2001:db8::2", 60000, "2001:db8::1", 53), Key{HasPorts: true, SrcPortFolded: true, DstPort: 53}},
+		{"sctp folds", eph, flowKey(core.EtherTypeIPv4, core.ProtoSCTP, "10.0.0.2", 36412, "10.0.0.1", 38412), Key{HasPorts: true, SrcPortFolded: true, DstPortFolded: true}},
+		{"higher folds the higher", higher, tcp4("10.0.0.1", 443, "10.0.0.2", 51234), Key{HasPorts: true, SrcPort: 443, DstPortFolded: true}},
+		{"higher below the ephemeral range", higher, tcp4("10.0.0.2", 1023, "10.0.0.1", 22), Key{HasPorts: true, SrcPortFolded: true, DstPort: 22}},
+		{"higher with equal ports", higher, flowKey(core.EtherTypeIPv4, core.ProtoUDP, "10.0.0.2", 5353, "224.0.0.251", 5353), Key{HasPorts: true, SrcPort: 5353, DstPort: 5353}},
 		// ICMP echo request: type 8 in SrcPort, code 0 in DstPort; these
 		// are not ports and must never fold.
-		{"icmp is not folded", higher, flowKey(core.EtherTypeIPv4, core.ProtoICMP, "10.0.0.2", 8, "10.0.0.1", 0), Key{SrcPort: 8}},
-		{"icmpv6 is not folded", Config{Dimensions: ports, FoldPorts: FoldEphemeral, EphemeralPortMin: 100}, flowKey(core.EtherTypeIPv6, core.ProtoICMPv6, "2001:db8::2", 128, "2001:db8::1", 0), Key{SrcPort: 128}},
-		{"only dst_port kept", Config{Dimensions: []Dimension{DimDstPort}, FoldPorts: FoldHigher}, tcp4("10.0.0.2", 51234, "10.0.0.1", 443), Key{DstPort: 443}},
+		{"icmp is not folded", Config{Dimensions: withProto, FoldPorts: FoldHigher}, flowKey(core.EtherTypeIPv4, core.ProtoICMP, "10.0.0.2", 8, "10.0.0.1", 0), Key{Transport: "icmp", SrcPort: 8}},
+		{"icmpv6 is not folded", Config{Dimensions: withProto, FoldPorts: FoldEphemeral, EphemeralPortMin: 100}, flowKey(core.EtherTypeIPv6, core.ProtoICMPv6, "2001:db8::2", 128, "2001:db8::1", 0), Key{Transport: "ipv6-icmp", SrcPort: 128}},
+		// Without proto, ICMP type and code could not be told from ports.
+		{"icmp without proto drops type and code", higher, flowKey(core.EtherTypeIPv4, core.ProtoICMP, "10.0.0.2", 8, "10.0.0.1", 0), Key{}},
+		{"tcp port 0 is still a port", Config{Dimensions: ports}, tcp4("10.0.0.2", 0, "10.0.0.1", 0), Key{HasPorts: true}},
+		{"only dst_port kept", Config{Dimensions: []Dimension{DimDstPort}, FoldPorts: FoldHigher}, tcp4("10.0.0.2", 51234, "10.0.0.1", 443), Key{HasPorts: true, DstPort: 443}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -124,7 +128,7 @@ func TestKeyDimensions(t *testing.T) {
 	}{
 		{"defaults", nil, Key{
 			Interface: "eth0", Direction: core.Egress, IPVersion: 6, Transport: "udp",
-			SrcAddr: full.SrcAddr, DstAddr: full.DstAddr, SrcPort: 40000, DstPort: 53,
+			SrcAddr: full.SrcAddr, DstAddr: full.DstAddr, HasPorts: true, SrcPort: 40000, DstPort: 53,
 		}},
 		{"opt-in only", []Dimension{DimVLAN, DimPID, DimComm, DimCgroup, DimContainerID, DimPodUID}, Key{
 			VLAN: 42, PID: 1234, Comm: "resolver", Cgroup: cgroup,
