@@ -279,7 +279,9 @@ func (a *Aggregator) seriesStart(minStart, previous, now time.Time) time.Time {
 	if !a.prev.IsZero() && (s.IsZero() || s.Before(a.prev)) {
 		s = a.prev
 	}
-	if s.IsZero() {
+	if s.IsZero() || s.After(now) {
+		// A kernel timestamp converted to wall time can land just after
+		// the Read's own time; a series must not start in the future.
 		s = now
 	}
 	if !previous.IsZero() && !s.After(previous) {

@@ -367,6 +367,11 @@ func TestStartTimeOfANewSeries(t *testing.T) {
 	if out[1].StartTime != at(7) {
 		t.Errorf("new flow start: %s", out[1].StartTime.Sub(t0))
 	}
+	// A start after the Read's time is clamped to it.
+	out = a.Aggregate(at(20), []core.Record{rec(tcp4("10.0.0.2", 1, "10.0.0.1", 3), 1, 1, at(20).Add(time.Millisecond))})
+	if out[2].StartTime != at(20) {
+		t.Errorf("start in the future: %s", out[2].StartTime.Sub(t0))
+	}
 }
 
 func TestRestartOnAClockThatDidNotAdvance(t *testing.T) {
