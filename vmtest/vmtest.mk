@@ -18,8 +18,9 @@ VMTEST_SMP ?= 2
 # sch_ingress also provides clsact; xfrm_user and nfnetlink are there because
 # vishvananda/netlink opens XFRM and netfilter sockets for every handle and fails without them.
 VMTEST_MODULES ?= veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink
-# Host programs copied with their shared libraries (busybox's ip and tc lack netns and bpf).
-VMTEST_HOST_BINS ?= ip tc
+# Host programs copied with their shared libraries, replacing busybox's: its ip has no netns,
+# its tc no bpf, its setpriv no --reuid; bpftool has no busybox version at all.
+VMTEST_HOST_BINS ?= ip tc bpftool setpriv
 # 1: start a shell in the guest before the tests (interactive, no timeout; works with vmtest-boot too).
 VMTEST_SHELL ?=
 # Extra kernel command line, e.g. VMTEST_APPEND=loglevel=7 to see boot messages.

@@ -19,7 +19,7 @@ VMTEST_DIR=${VMTEST_DIR:-$root/build/vmtest}
 VMTEST_PKGS=${VMTEST_PKGS:-./core/... ./bpf/... ./internal/...}
 VMTEST_SELF_PKGS=${VMTEST_SELF_PKGS:-./guestcheck}
 VMTEST_MODULES=${VMTEST_MODULES:-veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink}
-VMTEST_HOST_BINS=${VMTEST_HOST_BINS:-ip tc}
+VMTEST_HOST_BINS=${VMTEST_HOST_BINS:-ip tc bpftool setpriv}
 VMTEST_RUN=${VMTEST_RUN:-}
 VMTEST_SHELL=${VMTEST_SHELL:-}
 VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-600}
@@ -192,12 +192,12 @@ cmd_initramfs() {
 	copy_with_libs "$(command -v busybox)" /bin/busybox
 	for applet in $(busybox --list-full); do
 		name=${applet##*/}
-		# iproute2's ip and tc replace busybox's, which lack netns and bpf.
+		# Real programs replace busybox's applets of the same name (see VMTEST_HOST_BINS).
 		[[ " $VMTEST_HOST_BINS " == *" $name "* ]] && continue
 		[[ -e $rootfs/$applet ]] || ln -s /bin/busybox "$rootfs/$applet"
 	done
 	for name in $VMTEST_HOST_BINS; do
-		command -v "$name" >/dev/null || die "$name not found on the host (make deps installs iproute2)"
+		command -v "$name" >/dev/null || die "$name not found on the host (make deps installs iproute2 and bpftool)"
 		copy_with_libs "$(command -v "$name")" "/usr/sbin/$name"
 	done
 	printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$rootfs/etc/hosts"
