@@ -517,9 +517,11 @@ func compareKeys(x, y *Key) int {
 		compareBool(x.SrcPortFolded, y.SrcPortFolded),
 		compareBool(x.DstPortFolded, y.DstPortFolded),
 		cmp.Compare(x.VLAN, y.VLAN),
+		cmp.Compare(x.Flags, y.Flags),
 		cmp.Compare(x.PID, y.PID),
 		cmp.Compare(x.Comm, y.Comm),
 		cmp.Compare(x.Cgroup, y.Cgroup),
+		cmp.Compare(x.CgroupID, y.CgroupID),
 		cmp.Compare(x.ContainerID, y.ContainerID),
 		cmp.Compare(x.PodUID, y.PodUID),
 	)

@@ -18,6 +18,7 @@ const (
 	DimSrcPort     Dimension = "src_port"
 	DimDstPort     Dimension = "dst_port"
 	DimVLAN        Dimension = "vlan"
+	DimFlags       Dimension = "flags"
 	DimPID         Dimension = "pid"
 	DimComm        Dimension = "comm"
 	DimCgroup      Dimension = "cgroup"
@@ -29,7 +30,7 @@ const (
 var allDimensions = []Dimension{
 	DimInterface, DimDirection, DimIPVersion, DimProto,
 	DimSrcIP, DimDstIP, DimSrcPort, DimDstPort,
-	DimVLAN, DimPID, DimComm, DimCgroup, DimContainerID, DimPodUID,
+	DimVLAN, DimFlags, DimPID, DimComm, DimCgroup, DimContainerID, DimPodUID,
 }
 
 // DefaultDimensions are the tags DESIGN.md promises in both agents; the

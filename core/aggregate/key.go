@@ -34,11 +34,16 @@ type Key struct {
 	// the port is then 0, which is not what to report.
 	SrcPortFolded, DstPortFolded bool
 	VLAN                         uint16
+	Flags                        core.Flags
 	PID                          uint32
 	Comm                         string
-	Cgroup                       string
-	ContainerID                  string
-	PodUID                       string
+	// Cgroup is the cgroup path; CgroupID stands in for it when the path
+	// is unknown (the cgroup was removed before it could be resolved), so
+	// that such flows are not lumped together under an empty path.
+	Cgroup      string
+	CgroupID    uint64
+	ContainerID string
+	PodUID      string
 }
 
 // SrcIP is the src_ip tag value: the group name or the address.
@@ -62,7 +67,7 @@ func ipTag(group string, a netip.Addr) string {
 type keyer struct {
 	iface, dir, ipVersion, proto   bool
 	srcIP, dstIP, srcPort, dstPort bool
-	vlan, pid, comm, cgroup        bool
+	vlan, flags, pid, comm, cgroup bool
 	containerID, podUID            bool
 
 	fold   string
@@ -91,6 +96,7 @@ func newKeyer(cfg Config) *keyer {
 		srcPort:     dims.has(DimSrcPort),
 		dstPort:     dims.has(DimDstPort),
 		vlan:        dims.has(DimVLAN),
+		flags:       dims.has(DimFlags),
 		pid:         dims.has(DimPID),
 		comm:        dims.has(DimComm),
 		cgroup:      dims.has(DimCgroup),
@@ -159,6 +165,9 @@ func (kr *keyer) key(r *core.Record) Key {
 	if kr.vlan {
 		k.VLAN = r.VLAN
 	}
+	if kr.flags {
+		k.Flags = r.Flags
+	}
 	if kr.pid {
 		k.PID = r.PID
 	}
@@ -167,6 +176,9 @@ func (kr *keyer) key(r *core.Record) Key {
 	}
 	if kr.cgroup {
 		k.Cgroup = r.CgroupPath
+		if k.Cgroup == "" {
+			k.CgroupID = r.CgroupID
+		}
 	}
 	if (kr.containerID || kr.podUID) && r.CgroupPath != "" {
 		id, ok := kr.identities[r.CgroupPath]

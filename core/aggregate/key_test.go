@@ -115,7 +115,7 @@ func TestCIDRGroups(t *testing.T) {
 
 func TestKeyDimensions(t *testing.T) {
 	full := core.FlowKey{
-		Ifindex: 3, Direction: core.Egress, EtherType: core.EtherTypeIPv6, VLAN: 42, Proto: core.ProtoUDP,
+		Ifindex: 3, Direction: core.Egress, EtherType: core.EtherTypeIPv6, VLAN: 42, Proto: core.ProtoUDP, Flags: core.FlagTruncated,
 		SrcAddr: netip.MustParseAddr("2001:db8::2"), SrcPort: 40000,
 		DstAddr: netip.MustParseAddr("2001:db8::1"), DstPort: 53,
 		CgroupID: 7, PID: 1234, Comm: "resolver",
@@ -130,8 +130,8 @@ func TestKeyDimensions(t *testing.T) {
 			Interface: "eth0", Direction: core.Egress, IPVersion: 6, Transport: "udp",
 			SrcAddr: full.SrcAddr, DstAddr: full.DstAddr, HasPorts: true, SrcPort: 40000, DstPort: 53,
 		}},
-		{"opt-in only", []Dimension{DimVLAN, DimPID, DimComm, DimCgroup, DimContainerID, DimPodUID}, Key{
-			VLAN: 42, PID: 1234, Comm: "resolver", Cgroup: cgroup,
+		{"opt-in only", []Dimension{DimVLAN, DimFlags, DimPID, DimComm, DimCgroup, DimContainerID, DimPodUID}, Key{
+			VLAN: 42, Flags: core.FlagTruncated, PID: 1234, Comm: "resolver", Cgroup: cgroup,
 			ContainerID: "3f4e1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f",
 			PodUID:      "0d3f5e8a-1b2c-4d5e-8f90-a1b2c3d4e5f6",
 		}},
@@ -146,6 +146,12 @@ func TestKeyDimensions(t *testing.T) {
 		})
 	}
 
+	t.Run("removed cgroup is kept apart by id", func(t *testing.T) {
+		cfg := Config{Dimensions: []Dimension{DimCgroup, DimContainerID}}
+		if got := keyOf(t, cfg, full, ""); got != (Key{CgroupID: 7}) {
+			t.Errorf("key %+v", got)
+		}
+	})
 	t.Run("proto without ip_version merges v4 and v6", func(t *testing.T) {
 		cfg := Config{Dimensions: []Dimension{DimProto}}
 		v4 := keyOf(t, cfg, tcp4("10.0.0.2", 1, "10.0.0.1", 2), "")
