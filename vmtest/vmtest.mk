@@ -18,6 +18,10 @@ VMTEST_SMP ?= 2
 # sch_ingress also provides clsact; xfrm_user and nfnetlink are there because
 # vishvananda/netlink opens XFRM and netfilter sockets for every handle and fails without them.
 VMTEST_MODULES ?= veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink
+# Module directories (no subdirectories) packed, not loaded, so the kernel can load them on demand
+# through busybox modprobe as on a normal host (sock_diag families, other qdiscs and classifiers).
+VMTEST_AUTOLOAD_DIRS ?= kernel/net/sched kernel/net/ipv4 kernel/net/ipv6 kernel/net/core kernel/net/netlink \
+	kernel/net/packet kernel/net/unix kernel/net/xfrm
 # Host programs copied with their shared libraries, replacing busybox's: its ip has no netns,
 # its tc no bpf, its setpriv no --reuid; bpftool has no busybox version at all.
 VMTEST_HOST_BINS ?= ip tc bpftool setpriv
@@ -34,7 +38,7 @@ TEST_TARGETS += vmtest
 VMTEST_ENV = GO='$(GO)' VMTEST_DIR='$(BUILD)/vmtest' VMTEST_PKGS='$(VMTEST_PKGS)' \
 	VMTEST_SELF_PKGS='$(VMTEST_SELF_PKGS)' VMTEST_RUN='$(VMTEST_RUN)' VMTEST_TIMEOUT='$(VMTEST_TIMEOUT)' \
 	VMTEST_TEST_TIMEOUT='$(VMTEST_TEST_TIMEOUT)' VMTEST_MEM='$(VMTEST_MEM)' VMTEST_SMP='$(VMTEST_SMP)' \
-	VMTEST_MODULES='$(VMTEST_MODULES)' VMTEST_HOST_BINS='$(VMTEST_HOST_BINS)' VMTEST_SHELL='$(VMTEST_SHELL)' \
+	VMTEST_MODULES='$(VMTEST_MODULES)' VMTEST_AUTOLOAD_DIRS='$(VMTEST_AUTOLOAD_DIRS)' VMTEST_HOST_BINS='$(VMTEST_HOST_BINS)' VMTEST_SHELL='$(VMTEST_SHELL)' \
 	VMTEST_KERNEL_PKG='$(VMTEST_KERNEL_PKG)' VMTEST_APPEND='$(VMTEST_APPEND)'
 
 .PHONY: vmtest deps-vmtest vmtest-boot

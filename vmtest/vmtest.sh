@@ -19,6 +19,7 @@ VMTEST_DIR=${VMTEST_DIR:-$root/build/vmtest}
 VMTEST_PKGS=${VMTEST_PKGS:-./core/... ./bpf/... ./internal/...}
 VMTEST_SELF_PKGS=${VMTEST_SELF_PKGS:-./guestcheck}
 VMTEST_MODULES=${VMTEST_MODULES:-veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink}
+VMTEST_AUTOLOAD_DIRS=${VMTEST_AUTOLOAD_DIRS-kernel/net/sched kernel/net/ipv4 kernel/net/ipv6 kernel/net/core kernel/net/netlink kernel/net/packet kernel/net/unix kernel/net/xfrm}
 VMTEST_HOST_BINS=${VMTEST_HOST_BINS:-ip tc bpftool setpriv}
 VMTEST_RUN=${VMTEST_RUN:-}
 VMTEST_SHELL=${VMTEST_SHELL:-}
@@ -177,7 +178,7 @@ add_module() {
 }
 
 cmd_initramfs() {
-	local kdir=$1 mods applet name
+	local kdir=$1 mods applet name dir file
 	# Debian ships modules below lib/ today and below usr/lib/ after the /usr merge.
 	mods=
 	for name in "$kdir"/lib/modules/* "$kdir"/usr/lib/modules/*; do
@@ -205,6 +206,16 @@ cmd_initramfs() {
 
 	declare -gA added=()
 	for name in $VMTEST_MODULES; do add_module "$mods" "$name"; done
+	# A normal host loads networking modules on demand (sock_diag families,
+	# qdiscs, classifiers, tunnels); shipping these directories lets the
+	# guest's modprobe do the same, so tests see the kernel they would see there.
+	for dir in $VMTEST_AUTOLOAD_DIRS; do
+		[[ -d $mods/$dir ]] || die "no $dir in the kernel package's modules"
+		for file in "$mods/$dir"/*.ko*; do
+			name=${file##*/}
+			add_module "$mods" "${name%%.ko*}"
+		done
+	done
 	cp "$mods/modules.builtin" "$mods/modules.order" "$rootfs/lib/modules/$kver/"
 
 	cp -a "$tests_dir"/. "$rootfs/tests/"

@@ -296,3 +296,29 @@ func TestLegacyTCOnVeth(t *testing.T) {
 	}
 	t.Logf("ping over veth took %v", time.Since(start))
 }
+
+// TestModuleAutoload checks that the kernel can load a module on demand, as
+// on a normal host: core relies on it for sock_diag families it never names.
+func TestModuleAutoload(t *testing.T) {
+	requireGuest(t)
+	modules, err := os.ReadFile("/proc/modules")
+	if err != nil {
+		t.Fatalf("read /proc/modules: %v", err)
+	}
+	if strings.Contains(string(modules), "sch_prio ") {
+		t.Fatal("sch_prio is already loaded; this check needs a module nothing loaded at boot")
+	}
+	ns := fmt.Sprintf("vmtest-mod-%d", os.Getpid())
+	run(t, "ip", "netns", "add", ns)
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	// The prio qdisc lives in sch_prio.ko, which only the kernel's request asks for.
+	run(t, "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "prio")
+	modules, err = os.ReadFile("/proc/modules")
+	if err != nil {
+		t.Fatalf("read /proc/modules: %v", err)
+	}
+	if !strings.Contains(string(modules), "sch_prio ") {
+		t.Fatal("tc qdisc add prio succeeded but sch_prio is not listed in /proc/modules")
+	}
+}
