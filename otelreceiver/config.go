@@ -68,9 +68,9 @@ func createDefaultConfig() component.Config {
 	}
 }
 
-// Validate checks the receiver's own keys. The collector validates the
-// embedded scraper controller and metrics settings separately (xconfmap
-// walks every field), so they are not repeated here.
+// Validate checks the receiver's own keys and the flow metrics' attribute
+// lists. The collector validates the embedded scraper controller settings
+// separately (confmap.Validate walks every field), so they are not repeated.
 func (c *Config) Validate() error {
 	var errs []error
 	if err := c.coreConfig(nil).Validate(); err != nil {
@@ -83,6 +83,9 @@ func (c *Config) Validate() error {
 	case TemporalityCumulative, TemporalityDelta:
 	default:
 		errs = append(errs, fmt.Errorf("temporality %q is not one of cumulative, delta", c.Temporality))
+	}
+	if err := c.CheckAttributes(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

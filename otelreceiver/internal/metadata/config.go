@@ -110,9 +110,9 @@ func DefaultMetricsBuilderConfig() MetricsBuilderConfig {
 	}
 }
 
-// Validate rejects unknown or repeated attribute names in the flow metrics'
+// CheckAttributes rejects unknown or repeated attribute names in the flow metrics'
 // attribute lists.
-func (c MetricsBuilderConfig) Validate() error {
+func (c MetricsBuilderConfig) CheckAttributes() error {
 	var errs []error
 	for _, m := range []struct {
 		name string

@@ -1,0 +1,253 @@
+// Package e2e runs the built distribution, build/otelcol-pktstat, against
+// traffic the tests send through throw-away network namespaces.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
+)
+
+func TestComponentsListsReceiver(t *testing.T) {
+	out, err := exec.Command(collectorPath(t), "components").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	// The receivers section lists the module and its stability.
+	assert.Regexp(t, `(?m)^    - name: pktstatbpf\n      module: github.com/pktstat-bpf/pktstat-bpf/otelreceiver v0.0.0\n      stability:\n        logs: Undefined\n        metrics: Alpha`, string(out))
+	for _, name := range []string{"otlp", "debug", "otlp_grpc", "otlp_http", "file", "prometheus", "batch", "memory_limiter", "delta_to_cumulative"} {
+		assert.Regexp(t, `(?m)^    - name: `+name+`$`, string(out))
+	}
+}
+
+func TestValidateRejectsBadReceiverConfig(t *testing.T) {
+	bin := collectorPath(t)
+	out, err := exec.Command(bin, "validate", "--config", configPath("bad-receiver.yaml")).CombinedOutput()
+	require.Error(t, err, "validate accepted a bad config:\n%s", out)
+	assert.Contains(t, string(out), "Error: receivers::pktstatbpf: "+
+		"mode \"ebpf\" is not one of tc, xdp, cgroup, kprobe\n"+
+		"max_flows 8 is out of range [16, 16777216]\n"+
+		"temporality \"gauge\" is not one of cumulative, delta")
+
+	// The shipped configs are valid, so the rejection above is about the values.
+	for _, tc := range []struct {
+		file string
+		env  []string
+	}{
+		{filepath.Join("..", "..", "testdata", "otelcol.yaml"), nil},
+		{configPath("capture.yaml"), []string{"PKTSTAT_IFACE=eth0", "PKTSTAT_OTLP_PORT=4317"}},
+		{configPath("sink.yaml"), []string{"PKTSTAT_OTLP_PORT=4317", "PKTSTAT_PROM_PORT=9464", "PKTSTAT_OUT_FILE=/tmp/x.json"}},
+	} {
+		cmd := exec.Command(bin, "validate", "--config", tc.file)
+		cmd.Env = append(os.Environ(), tc.env...)
+		out, err := cmd.CombinedOutput()
+		assert.NoError(t, err, "validate %s: %s", tc.file, out)
+	}
+}
+
+// flowKey names one flow series by the attributes the test checks.
+type flowKey struct {
+	iface, direction, netType, transport, src, dst string
+	srcPort, dstPort                               int64
+}
+
+type flowCounts struct{ packets, bytes int64 }
+
+// readFileExport returns the latest cumulative value of every flow series in
+// the file exporter's output (one ExportMetricsServiceRequest in JSON per
+// line), and the resources they came with.
+func readFileExport(t *testing.T, path string) (map[flowKey]flowCounts, []pcommon.Map) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	require.NoError(t, err)
+	out := map[flowKey]flowCounts{}
+	var resources []pcommon.Map
+	var um pmetric.JSONUnmarshaler
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 16<<20), 16<<20)
+	for sc.Scan() {
+		md, err := um.UnmarshalMetrics(sc.Bytes())
+		if err != nil {
+			// The exporter may be mid-write on the last line.
+			continue
+		}
+		for i := 0; i < md.ResourceMetrics().Len(); i++ {
+			rm := md.ResourceMetrics().At(i)
+			resources = append(resources, rm.Resource().Attributes())
+			sms := rm.ScopeMetrics()
+			for j := 0; j < sms.Len(); j++ {
+				ms := sms.At(j).Metrics()
+				for k := 0; k < ms.Len(); k++ {
+					m := ms.At(k)
+					if m.Name() != "network.flow.packets" && m.Name() != "network.flow.bytes" {
+						continue
+					}
+					require.Equal(t, pmetric.AggregationTemporalityCumulative, m.Sum().AggregationTemporality())
+					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
+						dp := m.Sum().DataPoints().At(l)
+						a := dp.Attributes()
+						str := func(k string) string { v, _ := a.Get(k); return v.AsString() }
+						num := func(k string) int64 { v, _ := a.Get(k); return v.Int() }
+						key := flowKey{
+							str("network.interface.name"), str("network.io.direction"), str("network.type"),
+							str("network.transport"), str("source.address"), str("destination.address"),
+							num("source.port"), num("destination.port"),
+						}
+						c := out[key]
+						if m.Name() == "network.flow.packets" {
+							c.packets = dp.IntValue()
+						} else {
+							c.bytes = dp.IntValue()
+						}
+						out[key] = c
+					}
+				}
+			}
+		}
+	}
+	return out, resources
+}
+
+// scrapePrometheus reads the sink's Prometheus endpoint, which listens on
+// the loopback of namespace nsPath: the connection is opened from inside it.
+func scrapePrometheus(t *testing.T, nsPath, addr string) string {
+	t.Helper()
+	client := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+				var conn net.Conn
+				err := nettest.Do(nsPath, func() (err error) {
+					conn, err = (&net.Dialer{}).DialContext(ctx, network, address)
+					return err
+				})
+				return conn, err
+			},
+		},
+	}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(body)
+}
+
+var promLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)`)
+var promLabel = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
+
+// promValue returns the value of the sample of metric whose labels include
+// every label in want, failing t unless there is exactly one.
+func promValue(t *testing.T, text, metric string, want map[string]string) int64 {
+	t.Helper()
+	var found []string
+	for _, line := range strings.Split(text, "\n") {
+		m := promLine.FindStringSubmatch(line)
+		if m == nil || m[1] != metric {
+			continue
+		}
+		labels := map[string]string{}
+		for _, l := range promLabel.FindAllStringSubmatch(m[2], -1) {
+			labels[l[1]] = l[2]
+		}
+		match := true
+		for k, v := range want {
+			if labels[k] != v {
+				match = false
+			}
+		}
+		if match {
+			found = append(found, m[3])
+		}
+	}
+	require.Len(t, found, 1, "samples of %s with %v in:\n%s", metric, want, text)
+	v, err := strconv.ParseFloat(found[0], 64)
+	require.NoError(t, err)
+	return int64(v)
+}
+
+// TestDistributionEndToEnd: build/otelcol-pktstat counts traffic on a veth in
+// namespace A and exports over OTLP/gRPC to a second build/otelcol-pktstat,
+// which writes a JSON file and serves Prometheus. Both must show the exact
+// packets and bytes the test sent, with the right attributes.
+func TestDistributionEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("attaches BPF programs and runs two collectors")
+	}
+	collectorPath(t)
+	p := nettest.NewPair(t)
+	dir := t.TempDir()
+	outFile := filepath.Join(dir, "metrics.json")
+	// Namespace A is the test's own: nothing else listens on its loopback.
+	const otlpPort, promPort = "14317", "19464"
+
+	startCollector(t, "sink collector", p.NSA, configPath("sink.yaml"),
+		"PKTSTAT_OTLP_PORT="+otlpPort, "PKTSTAT_PROM_PORT="+promPort, "PKTSTAT_OUT_FILE="+outFile)
+	capture := startCollector(t, "capture collector", p.NSA, configPath("capture.yaml"),
+		"PKTSTAT_IFACE="+p.IfA, "PKTSTAT_OTLP_PORT="+otlpPort)
+	require.True(t, capture.logged(`"interface": "`+p.IfA+`"`), "capture collector did not log attaching to %s:\n%s", p.IfA, capture.logText())
+
+	const n4, len4, n6, len6, nIn, lenIn = 30, 200, 12, 1000, 9, 64
+	p.SendUDP(t, n4, len4, 41000, 9100, false)
+	p.SendUDP(t, n6, len6, 41001, 9101, true)
+	p.SendUDPFromB(t, nIn, lenIn, 41002, 9102, false)
+
+	want := map[flowKey]flowCounts{
+		{p.IfA, "transmit", "ipv4", "udp", "192.0.2.1", "192.0.2.2", 41000, 9100}:     {n4, n4 * int64(nettest.UDPFrameLen(len4, false))},
+		{p.IfA, "transmit", "ipv6", "udp", "2001:db8::1", "2001:db8::2", 41001, 9101}: {n6, n6 * int64(nettest.UDPFrameLen(len6, true))},
+		{p.IfA, "receive", "ipv4", "udp", "192.0.2.2", "192.0.2.1", 41002, 9102}:      {nIn, nIn * int64(nettest.UDPFrameLen(lenIn, false))},
+	}
+	var got map[flowKey]flowCounts
+	var resources []pcommon.Map
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, resources = readFileExport(t, outFile)
+		if fmt.Sprint(got) == fmt.Sprint(want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Nothing but the test's datagrams crossed the veth.
+	require.Equal(t, want, got, "flows in the file exporter's output")
+	require.NotEmpty(t, resources)
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	for _, r := range resources {
+		assert.Equal(t, map[string]any{"host.name": host, "pktstatbpf.capture.mode": "tc"}, r.AsRaw())
+	}
+
+	metrics := scrapePrometheus(t, p.NSPathA(), "127.0.0.1:"+promPort)
+	for k, c := range want {
+		labels := map[string]string{
+			"network_interface_name": k.iface, "network_io_direction": k.direction,
+			"network_type": k.netType, "network_transport": k.transport,
+			"source_address": k.src, "destination_address": k.dst,
+			"source_port": strconv.FormatInt(k.srcPort, 10), "destination_port": strconv.FormatInt(k.dstPort, 10),
+			"host_name": host, "pktstatbpf_capture_mode": "tc",
+		}
+		assert.Equal(t, c.packets, promValue(t, metrics, "network_flow_packets_total", labels), "packets of %v", k)
+		assert.Equal(t, c.bytes, promValue(t, metrics, "network_flow_bytes_total", labels), "bytes of %v", k)
+	}
+}

@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// collectorPath returns build/otelcol-pktstat ($OTELCOL_PKTSTAT overrides).
+// A missing binary fails under PKTSTAT_REQUIRE_BPF=1: make test builds it.
+func collectorPath(t *testing.T) string {
+	t.Helper()
+	path := os.Getenv("OTELCOL_PKTSTAT")
+	if path == "" {
+		path = filepath.Join("..", "..", "build", "otelcol-pktstat")
+	}
+	path, err := filepath.Abs(path)
+	require.NoError(t, err)
+	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("PKTSTAT_REQUIRE_BPF") == "1" {
+			t.Fatalf("%s is missing: run `make build` (make test does): %v", path, err)
+		}
+		t.Skipf("%s is missing: run `make build` first", path)
+	}
+	return path
+}
+
+// configPath is a file under the repository's testdata/otel.
+func configPath(name string) string {
+	return filepath.Join("..", "..", "testdata", "otel", name)
+}
+
+// collector is a collector process the test started; t.Cleanup stops it.
+type collector struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+
+	mu  sync.Mutex
+	log []string
+	err error
+}
+
+// startCollector runs the collector with config inside the namespace nsName
+// (`ip netns exec`, which execs, so the pid is the collector's) and waits
+// until it reports that every pipeline is running.
+func startCollector(t *testing.T, name, nsName, config string, env ...string) *collector {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", nsName, collectorPath(t), "--config", config)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	cmd.Stdout = io.Discard
+	require.NoError(t, cmd.Start(), "start %s", name)
+	c := &collector{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			c.mu.Lock()
+			c.log = append(c.log, sc.Text())
+			c.mu.Unlock()
+		}
+		err := cmd.Wait()
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		close(c.done)
+	}()
+	t.Cleanup(func() { c.stop(t) })
+	deadline := time.After(60 * time.Second)
+	for !c.logged("Everything is ready") {
+		select {
+		case <-c.done:
+			t.Fatalf("%s exited before it was ready: %v\n%s", name, c.exitErr(), c.logText())
+		case <-deadline:
+			t.Fatalf("%s not ready after 60s:\n%s", name, c.logText())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return c
+}
+
+func (c *collector) logged(s string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.log {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *collector) logText() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.log, "\n")
+}
+
+func (c *collector) exitErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// stop sends SIGTERM, the signal the collector shuts down cleanly on, and
+// kills the process if it has not exited within 20 s. It fails t when the
+// shutdown was not clean.
+func (c *collector) stop(t *testing.T) {
+	t.Helper()
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		t.Errorf("%s ignored SIGTERM for 20s and was killed:\n%s", c.name, c.logText())
+		return
+	}
+	if err := c.exitErr(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Errorf("%s exited with %v:\n%s", c.name, err, c.logText())
+	}
+}
