@@ -52,7 +52,7 @@ func TestValidateRejectsBadReceiverConfig(t *testing.T) {
 		env  []string
 	}{
 		{filepath.Join("..", "..", "testdata", "otelcol.yaml"), nil},
-		{configPath("capture.yaml"), []string{"PKTSTAT_IFACE=eth0", "PKTSTAT_OTLP_PORT=4317"}},
+		{configPath("capture.yaml"), []string{"PKTSTAT_IFACE=eth0", "PKTSTAT_OTLP_PORT=4317", "PKTSTAT_INTERVAL=1s", "PKTSTAT_TEMPORALITY=delta"}},
 		{configPath("sink.yaml"), []string{"PKTSTAT_OTLP_PORT=4317", "PKTSTAT_PROM_PORT=9464", "PKTSTAT_OUT_FILE=/tmp/x.json"}},
 	} {
 		cmd := exec.Command(bin, "validate", "--config", tc.file)
@@ -70,10 +70,11 @@ type flowKey struct {
 
 type flowCounts struct{ packets, bytes int64 }
 
-// readFileExport returns the latest cumulative value of every flow series in
-// the file exporter's output (one ExportMetricsServiceRequest in JSON per
-// line), and the resources they came with.
-func readFileExport(t *testing.T, path string) (map[flowKey]flowCounts, []pcommon.Map) {
+// readFileExport returns the count of every flow series in the file
+// exporter's output (one ExportMetricsServiceRequest in JSON per line): the
+// latest value of a cumulative series, the sum of a delta series' points.
+// It also returns the resources the points came with.
+func readFileExport(t *testing.T, path string, temporality pmetric.AggregationTemporality) (map[flowKey]flowCounts, []pcommon.Map) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
@@ -102,7 +103,7 @@ func readFileExport(t *testing.T, path string) (map[flowKey]flowCounts, []pcommo
 					if m.Name() != "network.flow.packets" && m.Name() != "network.flow.bytes" {
 						continue
 					}
-					require.Equal(t, pmetric.AggregationTemporalityCumulative, m.Sum().AggregationTemporality())
+					require.Equal(t, temporality, m.Sum().AggregationTemporality(), "temporality of %s", m.Name())
 					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
 						dp := m.Sum().DataPoints().At(l)
 						a := dp.Attributes()
@@ -114,10 +115,14 @@ func readFileExport(t *testing.T, path string) (map[flowKey]flowCounts, []pcommo
 							num("source.port"), num("destination.port"),
 						}
 						c := out[key]
+						v := &c.bytes
 						if m.Name() == "network.flow.packets" {
-							c.packets = dp.IntValue()
+							v = &c.packets
+						}
+						if temporality == pmetric.AggregationTemporalityDelta {
+							*v += dp.IntValue()
 						} else {
-							c.bytes = dp.IntValue()
+							*v = dp.IntValue()
 						}
 						out[key] = c
 					}
@@ -197,6 +202,26 @@ func TestDistributionEndToEnd(t *testing.T) {
 		t.Skip("attaches BPF programs and runs two collectors")
 	}
 	collectorPath(t)
+	cases := []struct {
+		name        string
+		temporality pmetric.AggregationTemporality
+		interval    string
+		// stopFirst stops the capture collector before reading: with an
+		// interval far longer than the test, the counts can only arrive
+		// through the receiver's shutdown flush.
+		stopFirst bool
+	}{
+		{"cumulative", pmetric.AggregationTemporalityCumulative, "500ms", false},
+		{"delta_flushed_on_shutdown", pmetric.AggregationTemporalityDelta, "1h", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			runEndToEnd(t, tc.temporality, tc.interval, tc.stopFirst)
+		})
+	}
+}
+
+func runEndToEnd(t *testing.T, temporality pmetric.AggregationTemporality, interval string, stopFirst bool) {
 	p := nettest.NewPair(t)
 	dir := t.TempDir()
 	outFile := filepath.Join(dir, "metrics.json")
@@ -206,13 +231,17 @@ func TestDistributionEndToEnd(t *testing.T) {
 	startCollector(t, "sink collector", p.NSA, configPath("sink.yaml"),
 		"PKTSTAT_OTLP_PORT="+otlpPort, "PKTSTAT_PROM_PORT="+promPort, "PKTSTAT_OUT_FILE="+outFile)
 	capture := startCollector(t, "capture collector", p.NSA, configPath("capture.yaml"),
-		"PKTSTAT_IFACE="+p.IfA, "PKTSTAT_OTLP_PORT="+otlpPort)
+		"PKTSTAT_IFACE="+p.IfA, "PKTSTAT_OTLP_PORT="+otlpPort,
+		"PKTSTAT_INTERVAL="+interval, "PKTSTAT_TEMPORALITY="+strings.ToLower(temporality.String()))
 	require.True(t, capture.logged(`"interface": "`+p.IfA+`"`), "capture collector did not log attaching to %s:\n%s", p.IfA, capture.logText())
 
 	const n4, len4, n6, len6, nIn, lenIn = 30, 200, 12, 1000, 9, 64
 	p.SendUDP(t, n4, len4, 41000, 9100, false)
 	p.SendUDP(t, n6, len6, 41001, 9101, true)
 	p.SendUDPFromB(t, nIn, lenIn, 41002, 9102, false)
+	if stopFirst {
+		capture.stop(t)
+	}
 
 	want := map[flowKey]flowCounts{
 		{p.IfA, "transmit", "ipv4", "udp", "192.0.2.1", "192.0.2.2", 41000, 9100}:     {n4, n4 * int64(nettest.UDPFrameLen(len4, false))},
@@ -223,7 +252,7 @@ func TestDistributionEndToEnd(t *testing.T) {
 	var resources []pcommon.Map
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		got, resources = readFileExport(t, outFile)
+		got, resources = readFileExport(t, outFile, temporality)
 		if fmt.Sprint(got) == fmt.Sprint(want) || time.Now().After(deadline) {
 			break
 		}
