@@ -14,6 +14,10 @@ INFLUXD := $(HOME)/go/bin/influxd
 TELEGRAF_TAGS := custom,inputs.pktstat_bpf,inputs.cpu,inputs.mem,inputs.net,inputs.netstat,inputs.disk,inputs.diskio,inputs.system,inputs.internal,inputs.execd,outputs.file,outputs.discard,outputs.influxdb,outputs.influxdb_v2,outputs.prometheus_client,parsers.influx,serializers.influx,serializers.json,serializers.prometheus
 # Telegraf panics at start on a version that is not semver.
 TELEGRAF_LDFLAGS := -s -w -X github.com/influxdata/telegraf/internal.Version=$(TELEGRAF_VERSION)+pktstat-bpf
+# -mod=mod for the plugin module: its go.sum must also cover the root
+# module's requirements (pulled in through the replace), and those change
+# with core; `go mod tidy` in telegrafplugin/ records them for good.
+TELEGRAF_GOFLAGS := -buildvcs=false -mod=mod
 TELEGRAF_PLUGIN_SOURCES := $(shell find $(CURDIR)/core $(CURDIR)/bpf $(TELEGRAF_PLUGIN)/pktstat_bpf $(TELEGRAF_PLUGIN)/cmd \
 	\( -name '*.go' -o -name '*.o' -o -name '*.conf' \) -not -name '*_test.go' 2>/dev/null) \
 	$(CURDIR)/go.mod $(TELEGRAF_PLUGIN)/go.mod
@@ -54,17 +58,17 @@ $(BUILD)/telegraf: $(TELEGRAF_SRC)/go.work $(TELEGRAF_PLUGIN_SOURCES)
 ## build/telegraf-pktstat-bpf: the execd shim for a stock Telegraf
 $(BUILD)/telegraf-pktstat-bpf: $(TELEGRAF_PLUGIN_SOURCES)
 	@mkdir -p $(BUILD)
-	cd $(TELEGRAF_PLUGIN) && GOWORK=off GOFLAGS=-buildvcs=false CGO_ENABLED=0 \
+	cd $(TELEGRAF_PLUGIN) && GOWORK=off GOFLAGS="$(TELEGRAF_GOFLAGS)" CGO_ENABLED=0 \
 		$(GO) build -ldflags "-s -w" -o $@ ./cmd/telegraf-pktstat-bpf
 
 ## test-telegraf: the plugin's unit tests, then the real tests of both binaries in netns/veth pairs and into InfluxDB
 test-telegraf: $(BUILD)/telegraf $(BUILD)/telegraf-pktstat-bpf deps-telegraf
-	cd $(TELEGRAF_PLUGIN) && GOWORK=off PKTSTAT_BUILD=$(BUILD) INFLUXD=$(INFLUXD) \
+	cd $(TELEGRAF_PLUGIN) && GOWORK=off GOFLAGS="$(TELEGRAF_GOFLAGS)" PKTSTAT_BUILD=$(BUILD) INFLUXD=$(INFLUXD) \
 		$(GO) test -count=1 -p 1 -timeout 10m ./...
 
 ## test-telegraf-unit: the plugin's tests that need no privileges or binaries
 test-telegraf-unit:
-	cd $(TELEGRAF_PLUGIN) && GOWORK=off PKTSTAT_REQUIRE_BPF= $(GO) test -count=1 -short ./...
+	cd $(TELEGRAF_PLUGIN) && GOWORK=off GOFLAGS="$(TELEGRAF_GOFLAGS)" PKTSTAT_REQUIRE_BPF= $(GO) test -count=1 -short ./...
 
 ## run-telegraf: build/telegraf counting on the default-route interface, metrics to stdout (needs root)
 run-telegraf: $(BUILD)/telegraf

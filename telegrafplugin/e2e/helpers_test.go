@@ -30,6 +30,9 @@ import (
 // failure under PKTSTAT_REQUIRE_BPF=1 (make test builds them first).
 func requireBinary(t *testing.T, name string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs the built binaries; skipped in -short mode")
+	}
 	dir := os.Getenv("PKTSTAT_BUILD")
 	if dir == "" {
 		dir = filepath.Join("..", "..", "build")
