@@ -57,7 +57,7 @@ static __always_inline void count_cgroup(struct __sk_buff *skb, __u8 direction)
 		.end = (void *)(long)skb->data_end,
 	};
 	parse_l3(&c, &key.flow);
-	count_flow(&cgroup_flows, &key, key.flow.ifindex, direction, skb->len);
+	count_flow(&cgroup_flows, &key, &key.flow, &c, skb->len);
 }
 
 /* Return 1: allow the packet; counting never filters. */

@@ -40,6 +40,9 @@ type CgroupFlowCounters struct {
 	Packets     uint64
 	Bytes       uint64
 	FirstSeenNs uint64
+	AppProto    uint8
+	AppTries    uint8
+	Pad         [6]uint8
 }
 
 type CgroupOverflowKey struct {

@@ -64,7 +64,7 @@ static __always_inline void count_tc(struct __sk_buff *skb, __u8 direction)
 		.end = (void *)(long)CTX_U32(skb, data_end),
 	};
 	parse_eth(&c, &key, have_outer_vlan);
-	count_flow(&flows, &key, key.ifindex, direction, len);
+	count_flow(&flows, &key, &key, &c, len);
 }
 
 /* TC_ACT_UNSPEC (TCX_NEXT): let the next program or filter decide. */
@@ -96,6 +96,6 @@ int xdp_ingress(struct xdp_md *ctx)
 	};
 	__u64 len = c.end - c.pos;
 	parse_eth(&c, &key, 0);
-	count_flow(&flows, &key, key.ifindex, FLOW_INGRESS, len);
+	count_flow(&flows, &key, &key, &c, len);
 	return XDP_PASS;
 }

@@ -34,11 +34,35 @@ struct flow_key {
 	__u8 _pad;
 };
 
-/* Per-CPU counters of one flow. first_seen_ns is set only on the CPU that created the entry. */
+/* Application protocols, decided once per flow from its first payload bytes. */
+enum app_proto {
+	APP_UNDECIDED = 0,
+	APP_NONE = 1, /* payload seen, nothing matched */
+	APP_HTTP = 2,
+	APP_HTTP2 = 3,
+	APP_TLS = 4,
+	APP_DTLS = 5,
+	APP_QUIC = 6,
+	APP_SSH = 7,
+	APP_RDP = 8,
+	APP_POSTGRESQL = 9,
+	APP_MQTT = 10,
+	APP_WIREGUARD = 11,
+	APP_MEMCACHED = 12,
+	APP_DNS = 13,
+};
+
+/*
+ * Per-CPU counters of one flow. first_seen_ns is set only on the CPU that
+ * created the entry; each CPU decides app_proto on its own copy.
+ */
 struct flow_counters {
 	__u64 packets;
 	__u64 bytes;
 	__u64 first_seen_ns; /* bpf_ktime_get_ns() at insertion */
+	__u8 app_proto;      /* enum app_proto */
+	__u8 app_tries;      /* payload packets inspected without a match */
+	__u8 _pad[6];
 };
 
 /* Packets of flows that found the flow table full, per interface and direction. */

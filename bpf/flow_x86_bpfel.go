@@ -18,6 +18,9 @@ type FlowFlowCounters struct {
 	Packets     uint64
 	Bytes       uint64
 	FirstSeenNs uint64
+	AppProto    uint8
+	AppTries    uint8
+	Pad         [6]uint8
 }
 
 type FlowFlowKey struct {

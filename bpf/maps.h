@@ -4,6 +4,7 @@
 #define PKTSTAT_MAPS_H
 
 #include "flow.h"
+#include "appproto.h"
 
 /* Packets that found the flow table full, per interface and direction. */
 struct {
@@ -52,22 +53,31 @@ static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 
 	}
 	__u32 zero = 0;
 	c = bpf_map_lookup_elem(&flows_overflow_total, &zero);
-	if (c)
+	if (c) {
+		if (!c->first_seen_ns)
+			c->first_seen_ns = bpf_ktime_get_ns();
 		bump(c, len);
+	}
 }
 
 /*
- * count_flow adds one packet to key's entry in map, creating it if needed.
- * A full table never drops a packet from the totals: it goes to overflow.
+ * count_flow adds one packet to key's entry in map, creating it if needed,
+ * and lets an undecided flow look at this packet's payload (fk is the flow
+ * part of key, pc the parse cursor). A full table never drops a packet from
+ * the totals: it goes to overflow.
  */
-static __always_inline void count_flow(void *map, const void *key, __u32 ifindex, __u8 direction, __u64 len)
+static __always_inline void count_flow(void *map, const void *key, const struct flow_key *fk,
+				       const struct cursor *pc, __u64 len)
 {
 	struct flow_counters *c = bpf_map_lookup_elem(map, key);
 	if (c) {
 		bump(c, len);
+		if (c->app_proto == APP_UNDECIDED)
+			app_update(c, pc, fk);
 		return;
 	}
 	struct flow_counters init = { .packets = 1, .bytes = len, .first_seen_ns = bpf_ktime_get_ns() };
+	app_update(&init, pc, fk);
 	long err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
 	if (!err)
 		return;
@@ -79,7 +89,7 @@ static __always_inline void count_flow(void *map, const void *key, __u32 ifindex
 			return;
 		}
 	}
-	count_overflow(ifindex, direction, len);
+	count_overflow(fk->ifindex, fk->direction, len);
 }
 
 #endif /* PKTSTAT_MAPS_H */

@@ -39,6 +39,7 @@ struct cursor {
 	void *pos;
 	void *end;   /* end of the packet data */
 	void *limit; /* end of the IP packet, if shorter: Ethernet padding is not payload */
+	void *l4;    /* start of a TCP or UDP header whose ports were read, for payload inspection */
 };
 
 struct vlan_tag {
@@ -93,6 +94,12 @@ static __always_inline void parse_l4(struct cursor *c, struct flow_key *k)
 	switch (k->ip_proto) {
 	case IPPROTO_TCP_:
 	case IPPROTO_UDP_:
+		if (too_short(c, 4))
+			goto truncated;
+		k->src_port = bpf_ntohs(*(__be16 *)p);
+		k->dst_port = bpf_ntohs(*(__be16 *)(p + 2));
+		c->l4 = p;
+		return;
 	case IPPROTO_UDPLITE_:
 	case IPPROTO_SCTP_:
 	case IPPROTO_GRE_: /* flags+version, then protocol: the same two 16-bit words */

@@ -45,6 +45,7 @@ type Collector struct {
 	overflow *table[bpf.FlowOverflowKey]
 	ovTotal  *ebpf.Map
 	ovBuf    []counters
+	ovState  flowState // the last-resort overflow total, as one series
 	cgroups  *cgroupResolver
 	cgIfaces ifaceNames
 	comms    map[[16]int8]string
@@ -274,8 +275,17 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 	if err := c.ovTotal.Lookup(&zero, c.ovBuf); err != nil {
 		return Snapshot{}, fmt.Errorf("read overflow total: %w", err)
 	}
-	if p, b, _ := sum(c.ovBuf); p > 0 {
-		c.records = append(c.records, Record{Overflow: true, Packets: p, Bytes: b, StartTime: c.lastRead, LastSeen: now})
+	if p, b, ks := sum(c.ovBuf); p > 0 {
+		st := &c.ovState
+		if st.start.IsZero() {
+			st.start = clock.toTime(ks)
+		}
+		dp, db := p-st.packets, b-st.bytes
+		if dp > 0 {
+			st.lastSeen = now
+		}
+		st.packets, st.bytes = p, b
+		c.emit(FlowKey{}, st, dp, db, false, true)
 		h.OverflowPackets += p
 		h.OverflowBytes += b
 	}
@@ -306,6 +316,7 @@ func (c *Collector) emit(k FlowKey, st *flowState, dp, db uint64, expired, overf
 		LastSeen:     st.lastSeen,
 		Overflow:     overflow,
 		Expired:      expired,
+		AppProto:     appProtoName(st.appProto),
 	}
 	switch {
 	case c.ifaces != nil:

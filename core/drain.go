@@ -24,6 +24,7 @@ type flowState struct {
 	packets     uint64 // cumulative, as of the last batch read
 	bytes       uint64
 	reported    struct{ packets, bytes uint64 } // as of the last emit, for deltas
+	appProto    uint8                           // enum app_proto, once decided
 	start       time.Time
 	lastSeen    time.Time // last drain at which the counters grew
 	gen         uint64    // drain generation that last saw the entry
@@ -79,8 +80,12 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 	for {
 		n, err := t.m.BatchLookup(&cursor, t.keys, t.vals, nil)
 		for i := 0; i < n; i++ {
-			p, b, ks := sum(t.vals[i*t.ncpu : (i+1)*t.ncpu])
-			t.update(t.keys[i], p, b, ks, now, clock)
+			vals := t.vals[i*t.ncpu : (i+1)*t.ncpu]
+			p, b, ks := sum(vals)
+			st := t.update(t.keys[i], p, b, ks, now, clock)
+			if st.appProto <= appNone {
+				st.appProto = mergeAppProto(vals)
+			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			break
@@ -122,7 +127,7 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 	return active, nil
 }
 
-func (t *table[K]) update(key K, p, b, ks uint64, now time.Time, clock monoClock) {
+func (t *table[K]) update(key K, p, b, ks uint64, now time.Time, clock monoClock) *flowState {
 	st, ok := t.state[key]
 	if ok && st.kernelStart != ks {
 		// The entry was removed and created again: a new series.
@@ -137,6 +142,7 @@ func (t *table[K]) update(key K, p, b, ks uint64, now time.Time, clock monoClock
 	}
 	st.packets, st.bytes = p, b
 	st.gen = t.gen
+	return st
 }
 
 // monoClock converts bpf_ktime_get_ns (CLOCK_MONOTONIC) to wall time.

@@ -314,4 +314,25 @@ func TestOverflowConservesTotals(t *testing.T) {
 	if ovPkts != 2*(100-maxFlows) {
 		t.Errorf("overflow packets = %d, want %d", ovPkts, 2*(100-maxFlows))
 	}
+
+	// With the overflow table full as well, the last-resort total counts.
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint32(0); i < objs.FlowsOverflow.MaxEntries(); i++ {
+		k := bpf.FlowOverflowKey{Ifindex: 100000 + i}
+		_ = objs.FlowsOverflow.Update(&k, make([]counters, ncpu), ebpf.UpdateNoExist)
+	}
+	pkt := serialize(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), &layers.UDP{SrcPort: 9, DstPort: 9})
+	if _, err := objs.TcIngress.Run(&ebpf.RunOptions{Data: pkt, Repeat: 5}); err != nil {
+		t.Fatal(err)
+	}
+	var zero uint32
+	if err := objs.FlowsOverflowTotal.Lookup(&zero, &vals); err != nil {
+		t.Fatal(err)
+	}
+	if p, b, start := sum(vals); p != 5 || b != uint64(5*len(pkt)) || start == 0 {
+		t.Errorf("last-resort total %d packets %d bytes start %d, want 5, %d and a start time", p, b, start, 5*len(pkt))
+	}
 }

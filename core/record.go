@@ -82,6 +82,10 @@ type Record struct {
 	Interface string
 	// CgroupPath is the path of CgroupID below the cgroup2 mount, when known.
 	CgroupPath string
+	// AppProto is the application protocol recognised in the flow's first
+	// payload bytes (http, http2, tls, dtls, quic, ssh, rdp, postgresql,
+	// mqtt, wireguard, memcached, dns), or empty.
+	AppProto string
 
 	// Packets and Bytes are cumulative since StartTime.
 	Packets uint64
