@@ -522,6 +522,7 @@ func compareKeys(x, y *Key) int {
 		cmp.Compare(x.Comm, y.Comm),
 		cmp.Compare(x.Cgroup, y.Cgroup),
 		cmp.Compare(x.CgroupID, y.CgroupID),
+		cmp.Compare(x.AppProto, y.AppProto),
 		cmp.Compare(x.ContainerID, y.ContainerID),
 		cmp.Compare(x.PodUID, y.PodUID),
 	)

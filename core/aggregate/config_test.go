@@ -28,10 +28,10 @@ func TestValidate(t *testing.T) {
 		{"fold higher with only dst_port", Config{Dimensions: []Dimension{DimDstPort}, FoldPorts: FoldHigher}, nil},
 		{"explicit off", Config{FoldPorts: FoldOff}, nil},
 		{"unknown dimension", Config{Dimensions: []Dimension{"interface", "src_addr"}}, []string{
-			`dimensions: unknown dimension "src_addr"; valid dimensions are interface, direction, ip_version, proto, src_ip, dst_ip, src_port, dst_port, vlan, flags, pid, comm, cgroup, container_id, pod_uid`,
+			`dimensions: unknown dimension "src_addr"; valid dimensions are interface, direction, ip_version, proto, src_ip, dst_ip, src_port, dst_port, vlan, flags, pid, comm, cgroup, container_id, pod_uid, app_proto`,
 		}},
 		{"upper-case dimension", Config{Dimensions: []Dimension{"Interface"}}, []string{
-			`dimensions: unknown dimension "Interface"; valid dimensions are interface, direction, ip_version, proto, src_ip, dst_ip, src_port, dst_port, vlan, flags, pid, comm, cgroup, container_id, pod_uid`,
+			`dimensions: unknown dimension "Interface"; valid dimensions are interface, direction, ip_version, proto, src_ip, dst_ip, src_port, dst_port, vlan, flags, pid, comm, cgroup, container_id, pod_uid, app_proto`,
 		}},
 		{"duplicate dimension", Config{Dimensions: []Dimension{"src_ip", "dst_ip", "src_ip"}}, []string{
 			`dimensions: "src_ip" is listed twice`,

@@ -24,13 +24,14 @@ const (
 	DimCgroup      Dimension = "cgroup"
 	DimContainerID Dimension = "container_id"
 	DimPodUID      Dimension = "pod_uid"
+	DimAppProto    Dimension = "app_proto"
 )
 
 // allDimensions fixes each dimension's bit and the output order.
 var allDimensions = []Dimension{
 	DimInterface, DimDirection, DimIPVersion, DimProto,
 	DimSrcIP, DimDstIP, DimSrcPort, DimDstPort,
-	DimVLAN, DimFlags, DimPID, DimComm, DimCgroup, DimContainerID, DimPodUID,
+	DimVLAN, DimFlags, DimPID, DimComm, DimCgroup, DimContainerID, DimPodUID, DimAppProto,
 }
 
 // DefaultDimensions are the tags DESIGN.md promises in both agents; the

@@ -40,8 +40,10 @@ type Key struct {
 	// Cgroup is the cgroup path; CgroupID stands in for it when the path
 	// is unknown (the cgroup was removed before it could be resolved), so
 	// that such flows are not lumped together under an empty path.
-	Cgroup      string
-	CgroupID    uint64
+	Cgroup   string
+	CgroupID uint64
+	// AppProto is the application protocol detected in the flow's first payload.
+	AppProto    string
 	ContainerID string
 	PodUID      string
 }
@@ -68,7 +70,7 @@ type keyer struct {
 	iface, dir, ipVersion, proto   bool
 	srcIP, dstIP, srcPort, dstPort bool
 	vlan, flags, pid, comm, cgroup bool
-	containerID, podUID            bool
+	containerID, podUID, appProto  bool
 
 	fold   string
 	ephMin uint16
@@ -102,6 +104,7 @@ func newKeyer(cfg Config) *keyer {
 		cgroup:      dims.has(DimCgroup),
 		containerID: dims.has(DimContainerID),
 		podUID:      dims.has(DimPodUID),
+		appProto:    dims.has(DimAppProto),
 		fold:        cfg.FoldPorts,
 		ephMin:      uint16(cfg.EphemeralPortMin),
 		identities:  map[string]container.Identity{},
@@ -173,6 +176,9 @@ func (kr *keyer) key(r *core.Record) Key {
 	}
 	if kr.comm {
 		k.Comm = r.Comm
+	}
+	if kr.appProto {
+		k.AppProto = r.AppProto
 	}
 	if kr.cgroup {
 		k.Cgroup = r.CgroupPath

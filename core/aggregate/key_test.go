@@ -24,7 +24,7 @@ func keyOf(t *testing.T, cfg Config, fk core.FlowKey, cgroup string) Key {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	r := core.Record{FlowKey: fk, Interface: "eth0", CgroupPath: cgroup}
+	r := core.Record{FlowKey: fk, Interface: "eth0", CgroupPath: cgroup, AppProto: "dns"}
 	return newKeyer(cfg.withDefaults()).key(&r)
 }
 
@@ -130,8 +130,8 @@ func TestKeyDimensions(t *testing.T) {
 			Interface: "eth0", Direction: core.Egress, IPVersion: 6, Transport: "udp",
 			SrcAddr: full.SrcAddr, DstAddr: full.DstAddr, HasPorts: true, SrcPort: 40000, DstPort: 53,
 		}},
-		{"opt-in only", []Dimension{DimVLAN, DimFlags, DimPID, DimComm, DimCgroup, DimContainerID, DimPodUID}, Key{
-			VLAN: 42, Flags: core.FlagTruncated, PID: 1234, Comm: "resolver", Cgroup: cgroup,
+		{"opt-in only", []Dimension{DimVLAN, DimFlags, DimPID, DimComm, DimCgroup, DimContainerID, DimPodUID, DimAppProto}, Key{
+			VLAN: 42, Flags: core.FlagTruncated, PID: 1234, Comm: "resolver", Cgroup: cgroup, AppProto: "dns",
 			ContainerID: "3f4e1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f",
 			PodUID:      "0d3f5e8a-1b2c-4d5e-8f90-a1b2c3d4e5f6",
 		}},
