@@ -49,7 +49,7 @@ func TestLeastPrivilege(t *testing.T) {
 	t.Run("telegraf ambient capabilities", func(t *testing.T) {
 		telegrafBin := requireBinary(t, "telegraf")
 		p := nettest.NewPair(t)
-		runTelegrafOnce(t, p, telegrafBin, ambientCaps(t))
+		runTelegrafOnce(t, p, telegrafBin, ambientCaps(t), false)
 	})
 	t.Run("shim ambient capabilities", func(t *testing.T) {
 		shimBin := requireBinary(t, "telegraf-pktstat-bpf")
