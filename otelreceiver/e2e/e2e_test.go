@@ -210,27 +210,51 @@ func TestDistributionEndToEnd(t *testing.T) {
 		// interval far longer than the test, the counts can only arrive
 		// through the receiver's shutdown flush.
 		stopFirst bool
+		// leastPrivilege runs the capture collector as nobody with only the
+		// capabilities the README grants.
+		leastPrivilege bool
 	}{
-		{"cumulative", pmetric.AggregationTemporalityCumulative, "500ms", false},
-		{"delta_flushed_on_shutdown", pmetric.AggregationTemporalityDelta, "1h", true},
+		{"cumulative", pmetric.AggregationTemporalityCumulative, "500ms", false, false},
+		{"delta_flushed_on_shutdown", pmetric.AggregationTemporalityDelta, "1h", true, false},
+		{"least_privilege", pmetric.AggregationTemporalityCumulative, "500ms", false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			runEndToEnd(t, tc.temporality, tc.interval, tc.stopFirst)
+			var wrap []string
+			if tc.leastPrivilege {
+				wrap = dropToCapabilities(t)
+			}
+			runEndToEnd(t, tc.temporality, tc.interval, tc.stopFirst, wrap)
 		})
 	}
 }
 
-func runEndToEnd(t *testing.T, temporality pmetric.AggregationTemporality, interval string, stopFirst bool) {
+// leastCaps are the capabilities README.md grants instead of root: load BPF
+// programs and maps, let the verifier accept their pointer arithmetic,
+// attach to TC/XDP.
+const leastCaps = "+bpf,+net_admin,+perfmon"
+
+// dropToCapabilities returns a command prefix that runs the rest as nobody
+// with exactly leastCaps, as systemd's AmbientCapabilities= does.
+func dropToCapabilities(t *testing.T) []string {
+	t.Helper()
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (util-linux) is needed to drop root: %v", err)
+	}
+	return []string{"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+		"--inh-caps=-all," + leastCaps, "--ambient-caps=-all," + leastCaps, "--bounding-set=-all," + leastCaps}
+}
+
+func runEndToEnd(t *testing.T, temporality pmetric.AggregationTemporality, interval string, stopFirst bool, wrap []string) {
 	p := nettest.NewPair(t)
 	dir := t.TempDir()
 	outFile := filepath.Join(dir, "metrics.json")
 	// Namespace A is the test's own: nothing else listens on its loopback.
 	const otlpPort, promPort = "14317", "19464"
 
-	startCollector(t, "sink collector", p.NSA, configPath("sink.yaml"),
+	startCollector(t, "sink collector", p.NSA, configPath("sink.yaml"), nil,
 		"PKTSTAT_OTLP_PORT="+otlpPort, "PKTSTAT_PROM_PORT="+promPort, "PKTSTAT_OUT_FILE="+outFile)
-	capture := startCollector(t, "capture collector", p.NSA, configPath("capture.yaml"),
+	capture := startCollector(t, "capture collector", p.NSA, configPath("capture.yaml"), wrap,
 		"PKTSTAT_IFACE="+p.IfA, "PKTSTAT_OTLP_PORT="+otlpPort,
 		"PKTSTAT_INTERVAL="+interval, "PKTSTAT_TEMPORALITY="+strings.ToLower(temporality.String()))
 	require.True(t, capture.logged(`"interface": "`+p.IfA+`"`), "capture collector did not log attaching to %s:\n%s", p.IfA, capture.logText())

@@ -52,11 +52,13 @@ type collector struct {
 }
 
 // startCollector runs the collector with config inside the namespace nsName
-// (`ip netns exec`, which execs, so the pid is the collector's) and waits
-// until it reports that every pipeline is running.
-func startCollector(t *testing.T, name, nsName, config string, env ...string) *collector {
+// (`ip netns exec`, which execs, as does every wrap command, so the pid is
+// the collector's) and waits until it reports that every pipeline is running.
+func startCollector(t *testing.T, name, nsName, config string, wrap []string, env ...string) *collector {
 	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", nsName, collectorPath(t), "--config", config)
+	args := append([]string{"netns", "exec", nsName}, wrap...)
+	args = append(args, collectorPath(t), "--config", config)
+	cmd := exec.Command("ip", args...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
