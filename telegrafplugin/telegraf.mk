@@ -25,8 +25,9 @@ TELEGRAF_PLUGIN_SOURCES := $(shell find $(CURDIR)/core $(CURDIR)/bpf $(TELEGRAF_
 BUILD_TARGETS += $(BUILD)/telegraf $(BUILD)/telegraf-pktstat-bpf
 DEPS_TARGETS += deps-telegraf
 TEST_TARGETS += test-telegraf
+BENCH_TARGETS += bench-telegraf
 
-.PHONY: deps-telegraf test-telegraf test-telegraf-unit run-telegraf telegraf-src clean-telegraf
+.PHONY: deps-telegraf test-telegraf test-telegraf-unit bench-telegraf run-telegraf telegraf-src clean-telegraf
 
 ## deps-telegraf: install InfluxDB $(INFLUXD_VERSION) for the end-to-end test, if missing
 deps-telegraf:
@@ -69,6 +70,10 @@ test-telegraf: $(BUILD)/telegraf $(BUILD)/telegraf-pktstat-bpf deps-telegraf
 ## test-telegraf-unit: the plugin's tests that need no privileges or binaries
 test-telegraf-unit:
 	cd $(TELEGRAF_PLUGIN) && GOWORK=off GOFLAGS="$(TELEGRAF_GOFLAGS)" PKTSTAT_REQUIRE_BPF= $(GO) test -count=1 -short ./...
+
+## bench-telegraf: the plugin's cost per flow when it turns a drain into metrics
+bench-telegraf:
+	cd $(TELEGRAF_PLUGIN) && GOWORK=off GOFLAGS="$(TELEGRAF_GOFLAGS)" $(GO) test -run '^$$' -bench . -benchmem ./pktstat_bpf/
 
 ## run-telegraf: build/telegraf counting on the default-route interface, metrics to stdout (needs root)
 run-telegraf: $(BUILD)/telegraf

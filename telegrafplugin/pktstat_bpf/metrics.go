@@ -2,8 +2,7 @@ package pktstat_bpf
 
 import (
 	"fmt"
-	"maps"
-	"slices"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -27,19 +26,18 @@ type series struct {
 // unselected optional tag) are summed, so no two metrics share a series and
 // the sum over all series still equals what crossed the hooks.
 func addFlowMetrics(acc telegraf.Accumulator, snap core.Snapshot, opt optionalTags) {
-	index := make(map[string]int, len(snap.Records))
-	var out []series
+	index := make(map[seriesID]int, len(snap.Records))
+	out := make([]series, 0, len(snap.Records))
 	for i := range snap.Records {
 		r := &snap.Records[i]
-		tags := flowTags(r, opt)
-		key := seriesKey(tags)
-		if j, ok := index[key]; ok {
+		id := newSeriesID(r, opt)
+		if j, ok := index[id]; ok {
 			out[j].packets += r.Packets
 			out[j].bytes += r.Bytes
 			continue
 		}
-		index[key] = len(out)
-		out = append(out, series{tags: tags, packets: r.Packets, bytes: r.Bytes})
+		index[id] = len(out)
+		out = append(out, series{tags: id.tags(), packets: r.Packets, bytes: r.Bytes})
 	}
 	for _, s := range out {
 		acc.AddCounter(measurement, map[string]interface{}{
@@ -49,70 +47,148 @@ func addFlowMetrics(acc telegraf.Accumulator, snap core.Snapshot, opt optionalTa
 	}
 }
 
-// flowTags maps a record to the tags named in DESIGN.md. Port tags are set
-// only for protocols that have ports; other protocols get the identifiers
-// the kernel stored in the port slots under their own names.
-func flowTags(r *core.Record, opt optionalTags) map[string]string {
-	tags := map[string]string{"direction": r.Direction.String()}
-	if r.Interface != "" {
-		tags["interface"] = r.Interface
-	}
+// tagKind says which tags carry a flow's two port-slot values.
+type tagKind uint8
+
+const (
+	kindNone tagKind = iota
+	kindPorts
+	kindICMP
+	kindSPI
+	kindGRE
+	kindOSPF
+	kindARP
+)
+
+// seriesID holds exactly the values that become tags, so that two records
+// have the same seriesID if and only if they have the same tags; it is
+// cheaper to build and compare than the tag map.
+type seriesID struct {
+	iface     string
+	direction core.Direction
+	overflow  bool
+	etherType uint16
+	proto     uint8
+	src, dst  netip.Addr
+	kind      tagKind
+	a, b      uint32
+	vlan      uint16
+	flags     core.Flags
+	pid       uint32
+	comm      string
+	cgroup    string
+}
+
+// newSeriesID maps a record to the tags named in DESIGN.md. Port tags are
+// set only for protocols that have ports; other protocols get the
+// identifiers the kernel stored in the port slots under their own names.
+func newSeriesID(r *core.Record, opt optionalTags) seriesID {
+	id := seriesID{iface: r.Interface, direction: r.Direction}
 	if r.Overflow {
 		// The overflow series stands for many flows: no flow's address,
 		// port or protocol belongs on it.
-		tags["overflow"] = "true"
-		return tags
+		id.overflow = true
+		return id
 	}
-	if v := r.IPVersion(); v != 0 {
-		tags["ip_version"] = strconv.Itoa(v)
+	id.etherType, id.proto = r.EtherType, r.Proto
+	if r.IPVersion() == 0 {
+		id.proto = 0 // Transport ignores it for non-IP flows.
 	}
-	tags["proto"] = r.Transport()
-	if r.SrcAddr.IsValid() {
-		tags["src_ip"] = r.SrcAddr.String()
-	}
-	if r.DstAddr.IsValid() {
-		tags["dst_ip"] = r.DstAddr.String()
-	}
+	id.src, id.dst = r.SrcAddr, r.DstAddr
+	ip := r.IPVersion() != 0
 	switch {
 	case r.HasPorts():
-		tags["src_port"] = strconv.Itoa(int(r.SrcPort))
-		tags["dst_port"] = strconv.Itoa(int(r.DstPort))
-	case r.IPVersion() != 0 && (r.Proto == core.ProtoICMP || r.Proto == core.ProtoICMPv6):
+		id.kind, id.a, id.b = kindPorts, uint32(r.SrcPort), uint32(r.DstPort)
+	case ip && (r.Proto == core.ProtoICMP || r.Proto == core.ProtoICMPv6):
 		typ, code, _ := r.ICMPTypeCode()
-		tags["icmp_type"] = strconv.Itoa(int(typ))
-		tags["icmp_code"] = strconv.Itoa(int(code))
-	case r.IPVersion() != 0 && (r.Proto == core.ProtoESP || r.Proto == core.ProtoAH):
+		id.kind, id.a, id.b = kindICMP, uint32(typ), uint32(code)
+	case ip && (r.Proto == core.ProtoESP || r.Proto == core.ProtoAH):
 		spi, _ := r.SPI()
-		tags["spi"] = fmt.Sprintf("0x%08x", spi)
-	case r.IPVersion() != 0 && r.Proto == core.ProtoGRE:
+		id.kind, id.a = kindSPI, spi
+	case ip && r.Proto == core.ProtoGRE:
 		// core stores the GRE protocol type (an EtherType) in DstPort.
-		tags["gre_proto"] = fmt.Sprintf("0x%04x", r.DstPort)
-	case r.IPVersion() != 0 && r.Proto == core.ProtoOSPF:
+		id.kind, id.a = kindGRE, uint32(r.DstPort)
+	case ip && r.Proto == core.ProtoOSPF:
 		// core stores the OSPF packet type in DstPort.
-		tags["ospf_type"] = strconv.Itoa(int(r.DstPort))
+		id.kind, id.a = kindOSPF, uint32(r.DstPort)
 	case r.EtherType == core.EtherTypeARP:
 		op, _ := r.ARPOp()
-		tags["arp_op"] = strconv.Itoa(int(op))
+		id.kind, id.a = kindARP, uint32(op)
 	}
-	if opt.vlan && r.VLAN != 0 {
-		tags["vlan"] = strconv.Itoa(int(r.VLAN))
+	if opt.vlan {
+		id.vlan = r.VLAN
 	}
-	if opt.flags && r.Flags != 0 {
-		tags["flags"] = flagsString(r.Flags)
+	if opt.flags {
+		id.flags = r.Flags
 	}
-	if opt.pid && r.PID != 0 {
-		tags["pid"] = strconv.FormatUint(uint64(r.PID), 10)
+	if opt.pid {
+		id.pid = r.PID
 	}
-	if opt.comm && r.Comm != "" {
-		tags["comm"] = r.Comm
+	if opt.comm {
+		id.comm = r.Comm
 	}
 	if opt.cgroup {
 		switch {
 		case r.CgroupPath != "":
-			tags["cgroup"] = r.CgroupPath
+			id.cgroup = r.CgroupPath
 		case r.CgroupID != 0:
-			tags["cgroup"] = strconv.FormatUint(r.CgroupID, 10)
+			id.cgroup = strconv.FormatUint(r.CgroupID, 10)
 		}
+	}
+	return id
+}
+
+func (id seriesID) tags() map[string]string {
+	tags := make(map[string]string, 12)
+	tags["direction"] = id.direction.String()
+	if id.iface != "" {
+		tags["interface"] = id.iface
+	}
+	if id.overflow {
+		tags["overflow"] = "true"
+		return tags
+	}
+	k := core.FlowKey{EtherType: id.etherType, Proto: id.proto}
+	if v := k.IPVersion(); v != 0 {
+		tags["ip_version"] = strconv.Itoa(v)
+	}
+	tags["proto"] = k.Transport()
+	if id.src.IsValid() {
+		tags["src_ip"] = id.src.String()
+	}
+	if id.dst.IsValid() {
+		tags["dst_ip"] = id.dst.String()
+	}
+	switch id.kind {
+	case kindPorts:
+		tags["src_port"] = strconv.FormatUint(uint64(id.a), 10)
+		tags["dst_port"] = strconv.FormatUint(uint64(id.b), 10)
+	case kindICMP:
+		tags["icmp_type"] = strconv.FormatUint(uint64(id.a), 10)
+		tags["icmp_code"] = strconv.FormatUint(uint64(id.b), 10)
+	case kindSPI:
+		tags["spi"] = fmt.Sprintf("0x%08x", id.a)
+	case kindGRE:
+		tags["gre_proto"] = fmt.Sprintf("0x%04x", id.a)
+	case kindOSPF:
+		tags["ospf_type"] = strconv.FormatUint(uint64(id.a), 10)
+	case kindARP:
+		tags["arp_op"] = strconv.FormatUint(uint64(id.a), 10)
+	}
+	if id.vlan != 0 {
+		tags["vlan"] = strconv.Itoa(int(id.vlan))
+	}
+	if id.flags != 0 {
+		tags["flags"] = flagsString(id.flags)
+	}
+	if id.pid != 0 {
+		tags["pid"] = strconv.FormatUint(uint64(id.pid), 10)
+	}
+	if id.comm != "" {
+		tags["comm"] = id.comm
+	}
+	if id.cgroup != "" {
+		tags["cgroup"] = id.cgroup
 	}
 	return tags
 }
@@ -129,18 +205,6 @@ func flagsString(f core.Flags) string {
 		names = append(names, fmt.Sprintf("0x%02x", uint8(rest)))
 	}
 	return strings.Join(names, ",")
-}
-
-// seriesKey is a canonical form of a tag set; '\x00' cannot occur in tags.
-func seriesKey(tags map[string]string) string {
-	var b strings.Builder
-	for _, k := range slices.Sorted(maps.Keys(tags)) {
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(tags[k])
-		b.WriteByte(0)
-	}
-	return b.String()
 }
 
 // addInternalMetric reports core's health: table fill, overflow, expiry,
