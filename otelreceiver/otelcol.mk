@@ -12,13 +12,14 @@ OTELCOL_INPUTS := builder-config.yaml go.mod go.sum \
 DEPS_TARGETS += deps-otelcol
 BUILD_TARGETS += $(OTELCOL)
 TEST_TARGETS += test-otelcol
+BENCH_TARGETS += bench-otelcol
 RUN_TARGET := run-otelcol
 
-.PHONY: deps-otelcol otelcol test-otelcol test-otelcol-unit run-otelcol
+.PHONY: deps-otelcol otelcol test-otelcol test-otelcol-unit bench-otelcol run-otelcol
 
 ## deps-otelcol: install ocb (the collector builder) at the pinned release
 deps-otelcol:
-	@$(OCB) version 2>/dev/null | grep -qx 'ocb version $(OCB_VERSION)' || { \
+	@$(OCB) version 2>&1 | grep -q 'ocb version $(OCB_VERSION)$$' || { \
 		echo "installing ocb $(OCB_VERSION)"; \
 		GOBIN=$(dir $(OCB)) $(GO) install go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION); }
 
@@ -41,6 +42,10 @@ test-otelcol: $(OTELCOL)
 ## test-otelcol-unit: the receiver tests that need no privileges
 test-otelcol-unit:
 	cd otelreceiver && PKTSTAT_REQUIRE_BPF= $(GO) test -count=1 -short ./...
+
+## bench-otelcol: the receiver's conversion cost per flow and scrape
+bench-otelcol:
+	cd otelreceiver && $(GO) test -run '^$$' -bench . -benchmem ./...
 
 ## run-otelcol: the collector with the receiver on the default-route interface (needs root)
 run-otelcol: $(OTELCOL)

@@ -26,7 +26,7 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/scrape from the current output")
 
 // newTestScraper returns a started scraper over f with the clock at t0.
-func newTestScraper(t *testing.T, f *fakeSource, edit func(*Config)) *flowScraper {
+func newTestScraper(t testing.TB, f *fakeSource, edit func(*Config)) *flowScraper {
 	t.Helper()
 	cfg := createDefaultConfig().(*Config)
 	if edit != nil {

@@ -85,78 +85,108 @@ type FlowAttributes struct {
 	Overflow bool
 }
 
-// AttributeSelection is the set of attributes one metric records.
+// Bits of AttributeSelection, in the order of selectableAttributes.
+const (
+	bitNetworkInterfaceName uint32 = 1 << iota
+	bitNetworkIODirection
+	bitNetworkType
+	bitNetworkTransport
+	bitSourceAddress
+	bitSourcePort
+	bitDestinationAddress
+	bitDestinationPort
+	bitProcessPID
+	bitProcessExecutable
+	bitContainerID
+	bitNetworkProtocolName
+	bitVLANID
+	bitICMPType
+	bitICMPCode
+)
+
+// selectableAttributes indexes the bits of an AttributeSelection.
+var selectableAttributes = slices.Concat(DefaultFlowAttributes, OptionalFlowAttributes)
+
+// AttributeSelection is the set of attributes one metric records, one bit
+// per entry of selectableAttributes: it is consulted for every attribute of
+// every flow at every scrape, so a lookup must not hash strings.
 type AttributeSelection struct {
-	names map[string]bool
+	bits uint32
 }
 
 // NewAttributeSelection checks names against the known attributes.
 func NewAttributeSelection(names []string) (AttributeSelection, error) {
-	s := AttributeSelection{names: make(map[string]bool, len(names))}
+	var s AttributeSelection
 	for _, n := range names {
-		if !slices.Contains(DefaultFlowAttributes, n) && !slices.Contains(OptionalFlowAttributes, n) {
+		i := slices.Index(selectableAttributes, n)
+		if i < 0 {
 			return AttributeSelection{}, fmt.Errorf("unknown attribute %q: choose from %s", n,
-				strings.Join(slices.Concat(DefaultFlowAttributes, OptionalFlowAttributes), ", "))
+				strings.Join(selectableAttributes, ", "))
 		}
-		s.names[n] = true
+		s.bits |= 1 << i
 	}
 	return s, nil
 }
 
 // Has reports whether the attribute is selected.
-func (s AttributeSelection) Has(name string) bool { return s.names[name] }
+func (s AttributeSelection) Has(name string) bool {
+	i := slices.Index(selectableAttributes, name)
+	return i >= 0 && s.bits&(1<<i) != 0
+}
+
+func (s AttributeSelection) has(bit uint32) bool { return s.bits&bit != 0 }
 
 // Select returns a with every attribute that s does not record cleared.
 func (s AttributeSelection) Select(a FlowAttributes) FlowAttributes {
 	out := FlowAttributes{Overflow: a.Overflow}
-	if s.Has(AttrNetworkInterfaceName) {
+	if s.has(bitNetworkInterfaceName) {
 		out.InterfaceName = a.InterfaceName
 	}
-	if s.Has(AttrNetworkIODirection) {
+	if s.has(bitNetworkIODirection) {
 		out.Direction = a.Direction
 	}
-	if s.Has(AttrNetworkType) {
+	if s.has(bitNetworkType) {
 		out.NetworkType = a.NetworkType
 	}
-	if s.Has(AttrNetworkTransport) {
+	if s.has(bitNetworkTransport) {
 		out.Transport = a.Transport
 	}
-	if s.Has(AttrSourceAddress) {
+	if s.has(bitSourceAddress) {
 		out.SourceAddress = a.SourceAddress
 	}
-	if s.Has(AttrDestinationAddress) {
+	if s.has(bitDestinationAddress) {
 		out.DestinationAddress = a.DestinationAddress
 	}
-	if a.HasPorts && (s.Has(AttrSourcePort) || s.Has(AttrDestinationPort)) {
+	if a.HasPorts && (s.has(bitSourcePort) || s.has(bitDestinationPort)) {
 		out.HasPorts = true
-		if s.Has(AttrSourcePort) {
+		if s.has(bitSourcePort) {
 			out.SourcePort = a.SourcePort
 		}
-		if s.Has(AttrDestinationPort) {
+		if s.has(bitDestinationPort) {
 			out.DestinationPort = a.DestinationPort
 		}
 	}
-	if s.Has(AttrProcessPID) {
+	if s.has(bitProcessPID) {
 		out.PID = a.PID
 	}
-	if s.Has(AttrProcessExecutable) {
+	if s.has(bitProcessExecutable) {
 		out.ExecutableName = a.ExecutableName
 	}
-	if s.Has(AttrContainerID) {
+	if s.has(bitContainerID) {
 		out.ContainerID = a.ContainerID
 	}
-	if s.Has(AttrNetworkProtocolName) {
+	if s.has(bitNetworkProtocolName) {
 		out.ProtocolName = a.ProtocolName
 	}
-	if s.Has(AttrVLANID) {
+	if s.has(bitVLANID) {
 		out.VLANID = a.VLANID
 	}
-	if a.HasICMP && (s.Has(AttrICMPType) || s.Has(AttrICMPCode)) {
+	if a.HasICMP && (s.has(bitICMPType) || s.has(bitICMPCode)) {
 		out.HasICMP = true
-		if s.Has(AttrICMPType) {
+		if s.has(bitICMPType) {
 			out.ICMPType = a.ICMPType
 		}
-		if s.Has(AttrICMPCode) {
+		if s.has(bitICMPCode) {
 			out.ICMPCode = a.ICMPCode
 		}
 	}
@@ -165,36 +195,37 @@ func (s AttributeSelection) Select(a FlowAttributes) FlowAttributes {
 
 // put writes the selected attributes that have a value into m.
 func (s AttributeSelection) put(a FlowAttributes, m pcommon.Map) {
-	putStr := func(name, v string) {
-		if v != "" && s.Has(name) {
+	m.EnsureCapacity(len(DefaultFlowAttributes))
+	putStr := func(bit uint32, name, v string) {
+		if v != "" && s.has(bit) {
 			m.PutStr(name, v)
 		}
 	}
-	putStr(AttrNetworkInterfaceName, a.InterfaceName)
-	putStr(AttrNetworkIODirection, a.Direction)
-	putStr(AttrNetworkType, a.NetworkType)
-	putStr(AttrNetworkTransport, a.Transport)
-	putStr(AttrSourceAddress, a.SourceAddress)
-	if a.HasPorts && s.Has(AttrSourcePort) {
+	putStr(bitNetworkInterfaceName, AttrNetworkInterfaceName, a.InterfaceName)
+	putStr(bitNetworkIODirection, AttrNetworkIODirection, a.Direction)
+	putStr(bitNetworkType, AttrNetworkType, a.NetworkType)
+	putStr(bitNetworkTransport, AttrNetworkTransport, a.Transport)
+	putStr(bitSourceAddress, AttrSourceAddress, a.SourceAddress)
+	if a.HasPorts && s.has(bitSourcePort) {
 		m.PutInt(AttrSourcePort, a.SourcePort)
 	}
-	putStr(AttrDestinationAddress, a.DestinationAddress)
-	if a.HasPorts && s.Has(AttrDestinationPort) {
+	putStr(bitDestinationAddress, AttrDestinationAddress, a.DestinationAddress)
+	if a.HasPorts && s.has(bitDestinationPort) {
 		m.PutInt(AttrDestinationPort, a.DestinationPort)
 	}
-	if a.PID != 0 && s.Has(AttrProcessPID) {
+	if a.PID != 0 && s.has(bitProcessPID) {
 		m.PutInt(AttrProcessPID, a.PID)
 	}
-	putStr(AttrProcessExecutable, a.ExecutableName)
-	putStr(AttrContainerID, a.ContainerID)
-	putStr(AttrNetworkProtocolName, a.ProtocolName)
-	if a.VLANID != 0 && s.Has(AttrVLANID) {
+	putStr(bitProcessExecutable, AttrProcessExecutable, a.ExecutableName)
+	putStr(bitContainerID, AttrContainerID, a.ContainerID)
+	putStr(bitNetworkProtocolName, AttrNetworkProtocolName, a.ProtocolName)
+	if a.VLANID != 0 && s.has(bitVLANID) {
 		m.PutInt(AttrVLANID, a.VLANID)
 	}
-	if a.HasICMP && s.Has(AttrICMPType) {
+	if a.HasICMP && s.has(bitICMPType) {
 		m.PutInt(AttrICMPType, a.ICMPType)
 	}
-	if a.HasICMP && s.Has(AttrICMPCode) {
+	if a.HasICMP && s.has(bitICMPCode) {
 		m.PutInt(AttrICMPCode, a.ICMPCode)
 	}
 	if a.Overflow {
