@@ -220,11 +220,14 @@ func TestDistributionEndToEnd(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			bin, config := collectorPath(t), configPath("capture.yaml")
 			var wrap []string
 			if tc.leastPrivilege {
 				wrap = dropToCapabilities(t)
+				copies := worldReadableCopy(t, bin, config)
+				bin, config = copies[0], copies[1]
 			}
-			runEndToEnd(t, tc.temporality, tc.interval, tc.stopFirst, wrap)
+			runEndToEnd(t, tc.temporality, tc.interval, tc.stopFirst, bin, config, wrap)
 		})
 	}
 }
@@ -245,16 +248,19 @@ func dropToCapabilities(t *testing.T) []string {
 		"--inh-caps=-all," + leastCaps, "--ambient-caps=-all," + leastCaps, "--bounding-set=-all," + leastCaps}
 }
 
-func runEndToEnd(t *testing.T, temporality pmetric.AggregationTemporality, interval string, stopFirst bool, wrap []string) {
+// runEndToEnd runs the capture collector (bin with captureConfig, behind
+// the wrap command prefix) and the sink collector, sends traffic and checks
+// what the sink wrote and serves.
+func runEndToEnd(t *testing.T, temporality pmetric.AggregationTemporality, interval string, stopFirst bool, bin, captureConfig string, wrap []string) {
 	p := nettest.NewPair(t)
 	dir := t.TempDir()
 	outFile := filepath.Join(dir, "metrics.json")
 	// Namespace A is the test's own: nothing else listens on its loopback.
 	const otlpPort, promPort = "14317", "19464"
 
-	startCollector(t, "sink collector", p.NSA, configPath("sink.yaml"), nil,
+	startCollector(t, "sink collector", p.NSA, collectorPath(t), configPath("sink.yaml"), nil,
 		"PKTSTAT_OTLP_PORT="+otlpPort, "PKTSTAT_PROM_PORT="+promPort, "PKTSTAT_OUT_FILE="+outFile)
-	capture := startCollector(t, "capture collector", p.NSA, configPath("capture.yaml"), wrap,
+	capture := startCollector(t, "capture collector", p.NSA, bin, captureConfig, wrap,
 		"PKTSTAT_IFACE="+p.IfA, "PKTSTAT_OTLP_PORT="+otlpPort,
 		"PKTSTAT_INTERVAL="+interval, "PKTSTAT_TEMPORALITY="+strings.ToLower(temporality.String()))
 	require.True(t, capture.logged(`"interface": "`+p.IfA+`"`), "capture collector did not log attaching to %s:\n%s", p.IfA, capture.logText())

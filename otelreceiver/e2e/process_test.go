@@ -35,6 +35,26 @@ func collectorPath(t *testing.T) string {
 	return path
 }
 
+// worldReadableCopy copies files into a fresh directory that any user can
+// read, for a collector that runs as nobody: the checkout and t.TempDir()
+// may not be reachable by other users. It returns the copies' paths.
+func worldReadableCopy(t *testing.T, files ...string) []string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "otelcol-pktstat-e2e-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	var out []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		require.NoError(t, err)
+		dst := filepath.Join(dir, filepath.Base(f))
+		require.NoError(t, os.WriteFile(dst, data, 0o755))
+		out = append(out, dst)
+	}
+	return out
+}
+
 // configPath is a file under the repository's testdata/otel.
 func configPath(name string) string {
 	return filepath.Join("..", "..", "testdata", "otel", name)
@@ -54,10 +74,10 @@ type collector struct {
 // startCollector runs the collector with config inside the namespace nsName
 // (`ip netns exec`, which execs, as does every wrap command, so the pid is
 // the collector's) and waits until it reports that every pipeline is running.
-func startCollector(t *testing.T, name, nsName, config string, wrap []string, env ...string) *collector {
+func startCollector(t *testing.T, name, nsName, bin, config string, wrap []string, env ...string) *collector {
 	t.Helper()
 	args := append([]string{"netns", "exec", nsName}, wrap...)
-	args = append(args, collectorPath(t), "--config", config)
+	args = append(args, bin, "--config", config)
 	cmd := exec.Command("ip", args...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
