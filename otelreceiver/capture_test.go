@@ -134,3 +134,72 @@ func TestReceiverCountsRealTraffic(t *testing.T) {
 		})
 	}
 }
+
+// TestReceiverRestartsExpiredFlow: a flow that idles out of the kernel table
+// and comes back is a new series with a new start time, counting from zero,
+// never a reset of the old one.
+func TestReceiverRestartsExpiredFlow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("attaches BPF programs")
+	}
+	p := nettest.NewPair(t)
+	cfg := createDefaultConfig().(*Config)
+	cfg.Interfaces = []string{p.IfA}
+	cfg.NetNS = p.NSPathA()
+	cfg.InitialDelay = 0
+	cfg.CollectionInterval = 100 * time.Millisecond
+	cfg.IdleTimeout = 500 * time.Millisecond
+	sink := new(consumertest.MetricsSink)
+	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	defer func() { require.NoError(t, rcv.Shutdown(context.Background())) }()
+
+	const label = "transmit ipv4 udp 192.0.2.1 42000 192.0.2.2 9200 "
+	// latest returns the flow's point in the newest batch, if it has one.
+	latest := func() (start time.Time, packets int64, ok bool) {
+		mds := sink.AllMetrics()
+		if len(mds) == 0 {
+			return time.Time{}, 0, false
+		}
+		md := mds[len(mds)-1]
+		ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+		for k := 0; k < ms.Len(); k++ {
+			m := ms.At(k)
+			if m.Name() != metadata.MetricNetworkFlowPackets {
+				continue
+			}
+			for l := 0; l < m.Sum().DataPoints().Len(); l++ {
+				dp := m.Sum().DataPoints().At(l)
+				if flowLabel(dp.Attributes()) == label {
+					return dp.StartTimestamp().AsTime(), dp.IntValue(), true
+				}
+			}
+		}
+		return time.Time{}, 0, false
+	}
+
+	p.SendUDP(t, 5, 100, 42000, 9200, false)
+	var start1 time.Time
+	require.Eventually(t, func() bool {
+		s, n, ok := latest()
+		start1 = s
+		return ok && n == 5
+	}, 5*time.Second, 20*time.Millisecond, "first series never reached 5 packets")
+
+	// After the idle timeout the flow is reported once more and then gone.
+	require.Eventually(t, func() bool { _, _, ok := latest(); return !ok }, 10*time.Second, 20*time.Millisecond,
+		"the flow did not expire after idle_timeout")
+
+	secondSend := time.Now()
+	p.SendUDP(t, 3, 100, 42000, 9200, false)
+	var start2 time.Time
+	var n2 int64
+	require.Eventually(t, func() bool {
+		s, n, ok := latest()
+		start2, n2 = s, n
+		return ok && n == 3
+	}, 5*time.Second, 20*time.Millisecond, "second series never reached 3 packets (last: %d)", n2)
+	assert.True(t, start2.After(start1), "second start %s not after first %s", start2, start1)
+	assert.False(t, start2.Before(secondSend.Add(-time.Second)), "second start %s is not when the flow returned (%s)", start2, secondSend)
+}
