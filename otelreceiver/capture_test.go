@@ -203,3 +203,79 @@ func TestReceiverRestartsExpiredFlow(t *testing.T) {
 	assert.True(t, start2.After(start1), "second start %s not after first %s", start2, start1)
 	assert.False(t, start2.Before(secondSend.Add(-time.Second)), "second start %s is not when the flow returned (%s)", start2, secondSend)
 }
+
+// TestReceiverConservesOverflow fills the smallest kernel table: the flows
+// that do not fit are counted in the overflow series, and the sum over all
+// transmit series is exactly what the test sent.
+func TestReceiverConservesOverflow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("attaches BPF programs")
+	}
+	p := nettest.NewPair(t)
+	cfg := createDefaultConfig().(*Config)
+	cfg.Interfaces = []string{p.IfA}
+	cfg.NetNS = p.NSPathA()
+	cfg.InitialDelay = 0
+	cfg.CollectionInterval = 100 * time.Millisecond
+	cfg.MaxFlows = 16
+	sink := new(consumertest.MetricsSink)
+	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = rcv.Shutdown(context.Background())
+		}
+	})
+
+	const ports, payload = 64, 32
+	p.SendUDPToPorts(t, ports, 20000, payload)
+	// Nothing listens on B, so only the transmit side is the test's traffic
+	// (B answers with rate-limited ICMP errors).
+	sums := func(md pmetric.Metrics) (pkts, bytes, overflowPkts int64, overflowSeries int) {
+		ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+		for k := 0; k < ms.Len(); k++ {
+			m := ms.At(k)
+			if m.Name() != metadata.MetricNetworkFlowPackets && m.Name() != metadata.MetricNetworkFlowBytes {
+				continue
+			}
+			for l := 0; l < m.Sum().DataPoints().Len(); l++ {
+				dp := m.Sum().DataPoints().At(l)
+				if dir, _ := dp.Attributes().Get(metadata.AttrNetworkIODirection); dir.Str() != "transmit" {
+					continue
+				}
+				if flowLabel(dp.Attributes()) == mldReport {
+					continue
+				}
+				_, overflow := dp.Attributes().Get(metadata.AttrOverflow)
+				if m.Name() == metadata.MetricNetworkFlowBytes {
+					bytes += dp.IntValue()
+					continue
+				}
+				pkts += dp.IntValue()
+				if overflow {
+					overflowPkts += dp.IntValue()
+					overflowSeries++
+				}
+			}
+		}
+		return
+	}
+	wantBytes := int64(ports * nettest.UDPFrameLen(payload, false))
+	var pkts, bytes, overflowPkts int64
+	var overflowSeries int
+	require.Eventually(t, func() bool {
+		mds := sink.AllMetrics()
+		if len(mds) == 0 {
+			return false
+		}
+		pkts, bytes, overflowPkts, overflowSeries = sums(mds[len(mds)-1])
+		return pkts == ports && bytes == wantBytes
+	}, 10*time.Second, 20*time.Millisecond, "transmit totals: %d packets, %d bytes", pkts, bytes)
+	require.NoError(t, rcv.Shutdown(context.Background()))
+	stopped = true
+	assert.Equal(t, 1, overflowSeries, "one overflow series for the veth's transmit side")
+	// A 16-entry table cannot hold 64 flows: at least 48 went to overflow.
+	assert.GreaterOrEqual(t, overflowPkts, int64(ports-16))
+}
