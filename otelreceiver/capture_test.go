@@ -279,3 +279,42 @@ func TestReceiverConservesOverflow(t *testing.T) {
 	// A 16-entry table cannot hold 64 flows: at least 48 went to overflow.
 	assert.GreaterOrEqual(t, overflowPkts, int64(ports-16))
 }
+
+// TestReceiverXDPMode counts in xdp mode, which sees ingress only, with the
+// same L2 byte count as tc.
+func TestReceiverXDPMode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("attaches BPF programs")
+	}
+	p := nettest.NewPair(t)
+	cfg := createDefaultConfig().(*Config)
+	cfg.Mode = "xdp"
+	cfg.Interfaces = []string{p.IfA}
+	cfg.NetNS = p.NSPathA()
+	cfg.InitialDelay = 0
+	cfg.CollectionInterval = time.Hour
+	sink := new(consumertest.MetricsSink)
+	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = rcv.Shutdown(context.Background())
+		}
+	})
+	p.SendUDPFromB(t, 11, 300, 43000, 9300, true)
+	p.SendUDP(t, 4, 300, 43001, 9301, false)
+	require.NoError(t, rcv.Shutdown(context.Background()))
+	stopped = true
+
+	mds := sink.AllMetrics()
+	require.NotEmpty(t, mds)
+	last := mds[len(mds)-1:]
+	in6 := "receive ipv6 udp 2001:db8::2 43000 2001:db8::1 9300 "
+	// The datagrams A sent are egress, which XDP does not see.
+	assert.Equal(t, map[string]int64{in6: 11}, withoutMLD(t, flowTotals(last, metadata.MetricNetworkFlowPackets, p.IfA)))
+	assert.Equal(t, map[string]int64{in6: 11 * int64(nettest.UDPFrameLen(300, true))}, withoutMLD(t, flowTotals(last, metadata.MetricNetworkFlowBytes, p.IfA)))
+	mode, _ := last[0].ResourceMetrics().At(0).Resource().Attributes().Get(metadata.ResourceAttrCaptureMode)
+	assert.Equal(t, "xdp", mode.Str())
+}
