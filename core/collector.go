@@ -35,7 +35,8 @@ type Collector struct {
 
 	ns     *nsContext
 	ifaces *ifaceSet // tc and xdp
-	hooks  []*hook   // cgroup
+	hooks  []*hook   // cgroup, kprobe
+	kp     *kprobeCapture
 
 	flowObjs   *bpf.FlowObjects
 	cgroupObjs *bpf.CgroupObjects
@@ -98,7 +99,7 @@ func (c *Collector) Start(ctx context.Context) (err error) {
 	case ModeCgroup:
 		err = c.startCgroup()
 	case ModeKprobe:
-		err = fmt.Errorf("mode kprobe: %w: the kprobe/fentry mode is not part of this build yet; use mode = \"cgroup\" for per-process counts", ErrNotSupported)
+		err = c.startKprobe()
 	}
 	if err != nil {
 		return err
@@ -251,6 +252,8 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 		active, err = c.flows.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.FlowFlowKey, st *flowState, dp, db uint64, expired bool) {
 			c.emit(decodeKey(k), st, dp, db, expired, false)
 		})
+	} else if c.kp != nil {
+		active, err = c.drainKprobe(now, clock)
 	} else {
 		active, err = c.cgFlows.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.CgroupCgroupFlowKey, st *flowState, dp, db uint64, expired bool) {
 			fk := decodeKey(bpf.FlowFlowKey(k.Flow))
@@ -401,6 +404,10 @@ func (c *Collector) release() error {
 	if c.cgroupObjs != nil {
 		errs = append(errs, c.cgroupObjs.Close())
 		c.cgroupObjs = nil
+	}
+	if c.kp != nil {
+		errs = append(errs, c.kp.close())
+		c.kp = nil
 	}
 	if c.ns != nil {
 		c.ns.close()

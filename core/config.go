@@ -30,6 +30,13 @@ const (
 	XDPOffload = "offload"
 )
 
+// Kprobe attach methods, as in the kprobe_attach config key.
+const (
+	KprobeAttachAuto   = "auto"
+	KprobeAttachFentry = "fentry"
+	KprobeAttachKprobe = "kprobe"
+)
+
 // Defaults applied by Config.withDefaults.
 const (
 	DefaultMaxFlows    = 131072
@@ -53,6 +60,9 @@ type Config struct {
 	Interfaces []string
 	// XDPMode is auto, generic, native or offload; empty means auto.
 	XDPMode string
+	// KprobeAttach is how kprobe mode attaches: fentry (BPF trampolines),
+	// kprobe, or auto (fentry, else kprobes); empty means auto.
+	KprobeAttach string
 	// CgroupPath is the cgroup v2 directory for cgroup mode; empty means the
 	// root of the cgroup2 mount found in /proc/mounts.
 	CgroupPath string
@@ -90,6 +100,14 @@ func (c Config) Validate() error {
 	}
 	if c.XDPMode != "" && c.XDPMode != XDPAuto && c.Mode != ModeXDP {
 		errs = append(errs, fmt.Errorf("xdp_mode %q is set but mode is %q: set mode = \"xdp\" or remove xdp_mode", c.XDPMode, c.effectiveMode()))
+	}
+	switch c.KprobeAttach {
+	case "", KprobeAttachAuto, KprobeAttachFentry, KprobeAttachKprobe:
+	default:
+		errs = append(errs, fmt.Errorf("kprobe_attach %q is not one of auto, fentry, kprobe", c.KprobeAttach))
+	}
+	if c.KprobeAttach != "" && c.KprobeAttach != KprobeAttachAuto && c.Mode != ModeKprobe {
+		errs = append(errs, fmt.Errorf("kprobe_attach %q is set but mode is %q: set mode = \"kprobe\" or remove kprobe_attach", c.KprobeAttach, c.effectiveMode()))
 	}
 	for _, name := range c.Interfaces {
 		if name == "" {
@@ -130,6 +148,9 @@ func (c Config) withDefaults() Config {
 	c.Mode = c.effectiveMode()
 	if c.XDPMode == "" {
 		c.XDPMode = XDPAuto
+	}
+	if c.KprobeAttach == "" {
+		c.KprobeAttach = KprobeAttachAuto
 	}
 	if c.MaxFlows == 0 {
 		c.MaxFlows = DefaultMaxFlows

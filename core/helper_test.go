@@ -3,11 +3,13 @@ package core
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -19,6 +21,8 @@ func TestMain(m *testing.M) {
 	switch os.Getenv("PKTSTAT_HELPER") {
 	case "udp-peer":
 		os.Exit(udpPeer())
+	case "tcp-peer":
+		os.Exit(tcpPeer())
 	case "hold-collector":
 		os.Exit(holdCollector())
 	}
@@ -58,6 +62,71 @@ func udpPeer() int {
 			}
 		}
 		fmt.Println("done")
+	}
+	return 0
+}
+
+// tcpPeer connects to PKTSTAT_DST from PKTSTAT_SRC over TCP, says "ready",
+// and on "send N SIZE" makes N writes of SIZE bytes, on "recv BYTES" reads
+// until BYTES arrived, on "recvall BYTES" reads them with one blocking
+// MSG_WAITALL recv; it answers "done K", K the system calls that moved data.
+func tcpPeer() int {
+	src, dst := netip.MustParseAddrPort(os.Getenv("PKTSTAT_SRC")), netip.MustParseAddrPort(os.Getenv("PKTSTAT_DST"))
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(src)}
+	c, err := d.Dial("tcp", dst.String())
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	conn := c.(*net.TCPConn)
+	fmt.Println("ready")
+	sc := bufio.NewScanner(os.Stdin)
+	buf := make([]byte, 65536)
+	for sc.Scan() {
+		var verb string
+		var n, size, calls int
+		fmt.Sscan(sc.Text(), &verb, &n, &size)
+		switch verb {
+		case "send":
+			for i := 0; i < n; i++ {
+				if _, err := conn.Write(make([]byte, size)); err != nil {
+					fmt.Println("error", err)
+					return 1
+				}
+				calls++
+			}
+		case "recv":
+			for got := 0; got < n; {
+				k, err := conn.Read(buf[:n-got])
+				if err != nil {
+					fmt.Println("error", err)
+					return 1
+				}
+				got += k
+				calls++
+			}
+		case "recvall":
+			raw, err := conn.SyscallConn()
+			if err == nil {
+				cerr := raw.Control(func(fd uintptr) {
+					// Blocking, so that MSG_WAITALL waits inside one recv.
+					if err = syscall.SetNonblock(int(fd), false); err == nil {
+						var k int
+						k, _, err = syscall.Recvfrom(int(fd), buf[:n], syscall.MSG_WAITALL)
+						if err == nil && k != n {
+							err = fmt.Errorf("recv returned %d of %d bytes", k, n)
+						}
+					}
+				})
+				err = errors.Join(err, cerr)
+			}
+			if err != nil {
+				fmt.Println("error", err)
+				return 1
+			}
+			calls = 1
+		}
+		fmt.Println("done", calls)
 	}
 	return 0
 }

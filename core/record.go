@@ -69,7 +69,7 @@ type FlowKey struct {
 	SrcPort uint16
 	DstPort uint16
 	Flags   Flags
-	// Cgroup mode only.
+	// Cgroup and kprobe modes only.
 	CgroupID uint64
 	PID      uint32
 	Comm     string
@@ -93,6 +93,11 @@ type Record struct {
 	// DeltaPackets and DeltaBytes are the increase since the previous Read.
 	DeltaPackets uint64
 	DeltaBytes   uint64
+	// Retransmits counts the flow's TCP retransmissions (skbs the kernel
+	// sent again), cumulative like Packets; kprobe mode only, on egress
+	// records. DeltaRetransmits is the increase since the previous Read.
+	Retransmits      uint64
+	DeltaRetransmits uint64
 
 	// StartTime is when the kernel first saw the flow (the series start).
 	StartTime time.Time

@@ -1,0 +1,737 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0-only)
+//go:build ignore
+
+/*
+ * Per-process flow counters from the kernel's socket send and receive paths.
+ * Every hook exists twice, as fentry/fexit (BPF trampolines) and as
+ * kprobe/kretprobe, with the same logic; user space loads one set.
+ *
+ * What each hook counts (bytes are always transport PAYLOAD bytes, never
+ * headers; ICMP counts the ICMP message, header included):
+ *   tcp_sendmsg return      egress tcp: bytes the call accepted (its return
+ *                           value), packets = sendmsg calls that sent bytes.
+ *   tcp_cleanup_rbuf        ingress tcp: bytes newly consumed by the reader.
+ *                           copied is cumulative within one recvmsg call (it
+ *                           is called again while a blocking read waits for
+ *                           more), so only the growth is counted; packets =
+ *                           recvmsg (or splice) calls that consumed bytes.
+ *   udp_sendmsg, udpv6_sendmsg return
+ *                           egress udp: bytes the call sent (its return
+ *                           value), packets = sendmsg calls.
+ *   skb_consume_udp         ingress udp: the datagram's payload length from
+ *                           its UDP header, packets = datagrams read.
+ *   ping_v4/v6_sendmsg return
+ *                           egress icmp/ipv6-icmp from ping sockets: the ICMP
+ *                           message length, packets = messages.
+ *   icmp_rcv, icmpv6_rcv    ingress icmp/ipv6-icmp: ICMP message length,
+ *                           packets = messages; softirq, so pid 0.
+ *   tcp_retransmit_skb return
+ *                           its own map: retransmitted skbs and their payload
+ *                           bytes, keyed like the flow's egress sends.
+ *
+ * pid and comm are the current task's only where the hook runs in that
+ * task's system call: the send hooks, skb_consume_udp (from recvmsg) and
+ * tcp_cleanup_rbuf while the reader holds the socket lock. Elsewhere they
+ * are 0 and empty, except retransmissions, which take the socket's last
+ * sender from tcp_owners. cgroup_id is the socket's cgroup, ifindex the
+ * socket's bound device (0 when unbound).
+ */
+
+#include "vmlinux.h"
+#if defined(__TARGET_ARCH_arm64)
+/* vmlinux.h comes from an x86 kernel; arm64 kprobes read registers through this. */
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#endif
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "errno.h"
+#include "flow.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_ICMPV6_ 58
+#define ICMP_ECHO_ 8
+#define ICMPV6_ECHO_REQUEST_ 128
+
+/* The flow table; max_entries is replaced by max_flows when loading. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct cgroup_flow_key);
+	__type(value, struct flow_counters);
+} kprobe_flows SEC(".maps");
+
+/* TCP retransmissions per flow: packets = skbs, bytes = their payload. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct cgroup_flow_key);
+	__type(value, struct flow_counters);
+} kprobe_retransmits SEC(".maps");
+
+/* Retransmissions that found kprobe_retransmits full, in one total. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_counters);
+} retransmits_overflow SEC(".maps");
+
+/* Flows that found kprobe_flows full, per bound device and direction. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct overflow_key);
+	__type(value, struct flow_counters);
+} flows_overflow SEC(".maps");
+
+/* Last resort when even flows_overflow is full: one total, so nothing is lost. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_counters);
+} flows_overflow_total SEC(".maps");
+
+/*
+ * TCP socket (kernel address) -> its last sender, for retransmissions, which
+ * run in timers and softirqs. Removed at tcp_close; LRU so that sockets we
+ * never saw closing cannot fill it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sock_owner);
+} tcp_owners SEC(".maps");
+
+/* The read in progress per thread, to count only the growth of copied. */
+struct tcp_read {
+	__u64 sk;
+	__u32 start_seq; /* copied_seq when the read began */
+	__u32 counted;   /* bytes of this read already counted */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct tcp_read);
+} tcp_reads SEC(".maps");
+
+/* Arguments a kprobe saves for its kretprobe, per thread and function. */
+enum kret_fn {
+	KRET_TCP_SENDMSG = 1,
+	KRET_UDP_SENDMSG,
+	KRET_UDPV6_SENDMSG,
+	KRET_PING_V4_SENDMSG,
+	KRET_PING_V6_SENDMSG,
+	KRET_TCP_RETRANSMIT,
+};
+
+struct kret_key {
+	__u64 pid_tgid;
+	__u32 fn;
+	__u32 _pad;
+};
+
+struct kret_args {
+	__u64 sk;
+	__u64 arg; /* struct msghdr * or struct sk_buff * */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct kret_key);
+	__type(value, struct kret_args);
+} kret_args SEC(".maps");
+
+/* Per-CPU counters: a program runs with migration disabled, so no atomics. */
+static __always_inline void add(struct flow_counters *c, __u64 packets, __u64 bytes)
+{
+	c->packets += packets;
+	c->bytes += bytes;
+}
+
+static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 packets, __u64 bytes)
+{
+	struct overflow_key okey = { .ifindex = ifindex, .direction = direction };
+	struct flow_counters *c = bpf_map_lookup_elem(&flows_overflow, &okey);
+	if (c) {
+		add(c, packets, bytes);
+		return;
+	}
+	struct flow_counters init = { .packets = packets, .bytes = bytes, .first_seen_ns = bpf_ktime_get_ns() };
+	long err = bpf_map_update_elem(&flows_overflow, &okey, &init, BPF_NOEXIST);
+	if (!err)
+		return;
+	if (err == -EEXIST) {
+		c = bpf_map_lookup_elem(&flows_overflow, &okey);
+		if (c) {
+			add(c, packets, bytes);
+			return;
+		}
+	}
+	__u32 zero = 0;
+	c = bpf_map_lookup_elem(&flows_overflow_total, &zero);
+	if (c)
+		add(c, packets, bytes);
+}
+
+/* count adds to key's entry in map; a full table sends the counts to overflow. */
+static __always_inline void count(void *map, const struct cgroup_flow_key *key, __u64 packets, __u64 bytes)
+{
+	struct flow_counters *c = bpf_map_lookup_elem(map, key);
+	if (c) {
+		add(c, packets, bytes);
+		return;
+	}
+	struct flow_counters init = { .packets = packets, .bytes = bytes, .first_seen_ns = bpf_ktime_get_ns() };
+	long err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
+	if (!err)
+		return;
+	if (err == -EEXIST) {
+		/* Another CPU created it between our lookup and update. */
+		c = bpf_map_lookup_elem(map, key);
+		if (c) {
+			add(c, packets, bytes);
+			return;
+		}
+	}
+	if (map == &kprobe_retransmits) {
+		/* Not traffic: keep retransmissions out of the flow overflow. */
+		__u32 zero = 0;
+		c = bpf_map_lookup_elem(&retransmits_overflow, &zero);
+		if (c)
+			add(c, packets, bytes);
+		return;
+	}
+	count_overflow(key->flow.ifindex, key->flow.direction, packets, bytes);
+}
+
+/* Local and remote ends of a socket or datagram, before they become a key. */
+struct ends {
+	__u8 laddr[16], raddr[16]; /* first: the stack wants aligned loads */
+	__u16 family;
+	__u16 lport, rport; /* host byte order */
+} __attribute__((aligned(8)));
+
+static __always_inline int v4mapped(const __u8 *a)
+{
+	__u64 hi = *(const __u64 *)a;
+	__u32 mid = *(const __u32 *)(a + 8);
+	return hi == 0 && mid == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline void sock_ends(struct ends *e, struct sock *sk)
+{
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)e->laddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->raddr, sk, __sk_common.skc_daddr);
+	}
+}
+
+/* An unconnected socket's destination is the sendmsg address, when given. */
+static __always_inline void msg_dest(struct ends *e, struct msghdr *msg)
+{
+	void *name = BPF_CORE_READ(msg, msg_name);
+	int namelen = BPF_CORE_READ(msg, msg_namelen);
+	if (!name || namelen < (int)sizeof(struct sockaddr_in))
+		return;
+	__u16 family = 0;
+	bpf_probe_read_kernel(&family, sizeof(family), name);
+	if (family == AF_INET) {
+		struct sockaddr_in sin;
+		if (bpf_probe_read_kernel(&sin, sizeof(sin), name))
+			return;
+		if (e->family == AF_INET6) {
+			/* A dual-stack socket sending to IPv4: its local address, if any, is v4-mapped. */
+			if (v4mapped(e->laddr))
+				__builtin_memcpy(e->laddr, e->laddr + 12, 4);
+			else
+				__builtin_memset(e->laddr, 0, 4);
+			__builtin_memset(e->laddr + 4, 0, 12);
+			e->family = AF_INET;
+		}
+		__builtin_memset(e->raddr, 0, sizeof(e->raddr));
+		__builtin_memcpy(e->raddr, &sin.sin_addr, 4);
+		e->rport = bpf_ntohs(sin.sin_port);
+	} else if (family == AF_INET6 && namelen >= (int)sizeof(struct sockaddr_in6)) {
+		struct sockaddr_in6 sin6;
+		if (bpf_probe_read_kernel(&sin6, sizeof(sin6), name))
+			return;
+		__builtin_memcpy(e->raddr, &sin6.sin6_addr, 16);
+		e->rport = bpf_ntohs(sin6.sin6_port);
+	}
+}
+
+/* keyed fills key from e: IPv4 over a dual-stack socket becomes IPv4. */
+static __always_inline void keyed(struct cgroup_flow_key *key, struct ends *e, __u8 proto, __u8 direction)
+{
+	__u16 eth = ETH_P_IP;
+	if (e->family == AF_INET6) {
+		if (v4mapped(e->raddr)) {
+			__builtin_memcpy(e->raddr, e->raddr + 12, 4);
+			__builtin_memset(e->raddr + 4, 0, 12);
+			if (v4mapped(e->laddr))
+				__builtin_memcpy(e->laddr, e->laddr + 12, 4);
+			else
+				__builtin_memset(e->laddr, 0, 4);
+			__builtin_memset(e->laddr + 4, 0, 12);
+		} else {
+			eth = ETH_P_IPV6;
+		}
+	}
+	key->flow.eth_proto = eth;
+	key->flow.ip_proto = proto;
+	key->flow.direction = direction;
+	if (direction == FLOW_EGRESS) {
+		__builtin_memcpy(key->flow.src_addr, e->laddr, 16);
+		__builtin_memcpy(key->flow.dst_addr, e->raddr, 16);
+		key->flow.src_port = e->lport;
+		key->flow.dst_port = e->rport;
+	} else {
+		__builtin_memcpy(key->flow.src_addr, e->raddr, 16);
+		__builtin_memcpy(key->flow.dst_addr, e->laddr, 16);
+		key->flow.src_port = e->rport;
+		key->flow.dst_port = e->lport;
+	}
+}
+
+static __always_inline __u64 sock_cgroup(struct sock *sk)
+{
+	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return 0;
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+}
+
+static __always_inline void sock_key(struct cgroup_flow_key *key, struct sock *sk)
+{
+	key->flow.ifindex = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
+	key->cgroup_id = sock_cgroup(sk);
+}
+
+/* Only for hooks that run in the task's own system call. */
+static __always_inline void current_owner(struct cgroup_flow_key *key)
+{
+	key->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(key->comm, sizeof(key->comm));
+}
+
+static __always_inline void count_sock_send(struct sock *sk, struct msghdr *msg, __u8 proto, int ret)
+{
+	if (ret <= 0)
+		return;
+	struct cgroup_flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	struct ends e = {};
+	sock_ends(&e, sk);
+	if (msg)
+		msg_dest(&e, msg);
+	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6_) {
+		/* Ping sockets send echo requests only; the ports carry type and code. */
+		e.lport = proto == IPPROTO_ICMP ? ICMP_ECHO_ : ICMPV6_ECHO_REQUEST_;
+		e.rport = 0;
+	}
+	keyed(&key, &e, proto, FLOW_EGRESS);
+	sock_key(&key, sk);
+	current_owner(&key);
+	count(&kprobe_flows, &key, 1, ret);
+}
+
+static __always_inline void tcp_send(struct sock *sk, int ret)
+{
+	if (ret <= 0)
+		return;
+	__u64 skp = (__u64)sk;
+	struct sock_owner owner = { .pid = bpf_get_current_pid_tgid() >> 32 };
+	bpf_get_current_comm(owner.comm, sizeof(owner.comm));
+	struct sock_owner *old = bpf_map_lookup_elem(&tcp_owners, &skp);
+	if (!old || old->pid != owner.pid)
+		bpf_map_update_elem(&tcp_owners, &skp, &owner, BPF_ANY);
+	count_sock_send(sk, 0, IPPROTO_TCP, ret);
+}
+
+static __always_inline void tcp_read(struct sock *sk, int copied)
+{
+	if (copied <= 0)
+		return;
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u32 seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
+	struct tcp_read cur = { .sk = (__u64)sk, .start_seq = seq - (__u32)copied, .counted = copied };
+	__u64 packets = 1, bytes = copied;
+	struct tcp_read *r = bpf_map_lookup_elem(&tcp_reads, &tid);
+	if (r && r->sk == cur.sk && r->start_seq == cur.start_seq) {
+		/* The same read, called again while it waited for more data. */
+		if ((__u32)copied <= r->counted)
+			return;
+		packets = 0;
+		bytes = (__u32)copied - r->counted;
+		r->counted = copied;
+	} else {
+		bpf_map_update_elem(&tcp_reads, &tid, &cur, BPF_ANY);
+	}
+	struct cgroup_flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	struct ends e = {};
+	sock_ends(&e, sk);
+	keyed(&key, &e, IPPROTO_TCP, FLOW_INGRESS);
+	sock_key(&key, sk);
+	/*
+	 * A reader holds the socket lock (tcp_recvmsg, splice); softirq readers
+	 * (sockmap, strparser) do not, and current is then some other task.
+	 */
+	if (BPF_CORE_READ(sk, sk_lock.owned))
+		current_owner(&key);
+	count(&kprobe_flows, &key, packets, bytes);
+}
+
+/* Ends of a received packet from its IP header; returns the IP protocol or -1. */
+static __always_inline int skb_ends(struct ends *e, struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u8 vihl = 0;
+	if (bpf_probe_read_kernel(&vihl, 1, head + nh))
+		return -1;
+	if (vihl >> 4 == 4) {
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return -1;
+		e->family = AF_INET;
+		__builtin_memcpy(e->raddr, &ip.saddr, 4);
+		__builtin_memcpy(e->laddr, &ip.daddr, 4);
+		return ip.protocol;
+	}
+	if (vihl >> 4 == 6) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return -1;
+		e->family = AF_INET6;
+		__builtin_memcpy(e->raddr, &ip6.saddr, 16);
+		__builtin_memcpy(e->laddr, &ip6.daddr, 16);
+		return ip6.nexthdr;
+	}
+	return -1;
+}
+
+static __always_inline void udp_read(struct sock *sk, struct sk_buff *skb, int len)
+{
+	/* A peek passes a negative length and leaves the datagram queued. */
+	if (len < 0)
+		return;
+	struct ends e = {};
+	if (skb_ends(&e, skb) < 0)
+		return;
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	struct udphdr uh;
+	if (bpf_probe_read_kernel(&uh, sizeof(uh), head + th))
+		return;
+	__u16 ulen = bpf_ntohs(uh.len);
+	if (ulen < sizeof(uh))
+		return;
+	e.rport = bpf_ntohs(uh.source);
+	e.lport = bpf_ntohs(uh.dest);
+	struct cgroup_flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	keyed(&key, &e, IPPROTO_UDP, FLOW_INGRESS);
+	sock_key(&key, sk);
+	current_owner(&key);
+	count(&kprobe_flows, &key, 1, ulen - sizeof(uh));
+}
+
+/* ICMP input runs in softirq: no owner. */
+static __always_inline void icmp_read(struct sk_buff *skb)
+{
+	struct ends e = {};
+	int proto = skb_ends(&e, skb);
+	if (proto != IPPROTO_ICMP && proto != IPPROTO_ICMPV6_)
+		return;
+	unsigned char *data = BPF_CORE_READ(skb, data);
+	__u8 tc[2] = {};
+	bpf_probe_read_kernel(tc, sizeof(tc), data);
+	/* keyed puts the remote end first on ingress: type there, code in dst_port. */
+	e.rport = tc[0];
+	e.lport = tc[1];
+	struct cgroup_flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	keyed(&key, &e, proto, FLOW_INGRESS);
+	count(&kprobe_flows, &key, 1, BPF_CORE_READ(skb, len));
+}
+
+static __always_inline void tcp_retransmit(struct sock *sk, struct sk_buff *skb, int ret)
+{
+	if (ret != 0)
+		return;
+	struct cgroup_flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	struct ends e = {};
+	sock_ends(&e, sk);
+	keyed(&key, &e, IPPROTO_TCP, FLOW_EGRESS);
+	sock_key(&key, sk);
+	__u64 skp = (__u64)sk;
+	struct sock_owner *owner = bpf_map_lookup_elem(&tcp_owners, &skp);
+	if (owner) {
+		key.pid = owner->pid;
+		__builtin_memcpy(key.comm, owner->comm, sizeof(key.comm));
+	}
+	count(&kprobe_retransmits, &key, 1, BPF_CORE_READ(skb, len));
+}
+
+static __always_inline void tcp_closed(struct sock *sk)
+{
+	__u64 skp = (__u64)sk;
+	bpf_map_delete_elem(&tcp_owners, &skp);
+}
+
+/* fentry/fexit: arguments and return value in one program. */
+
+SEC("fexit/tcp_sendmsg")
+int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size, int ret)
+{
+	tcp_send(sk, ret);
+	return 0;
+}
+
+SEC("fentry/tcp_cleanup_rbuf")
+int BPF_PROG(fentry_tcp_cleanup_rbuf, struct sock *sk, int copied)
+{
+	tcp_read(sk, copied);
+	return 0;
+}
+
+SEC("fexit/udp_sendmsg")
+int BPF_PROG(fexit_udp_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	/* udpv6_sendmsg calls udp_sendmsg for IPv4 destinations: counted there. */
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET)
+		count_sock_send(sk, msg, IPPROTO_UDP, ret);
+	return 0;
+}
+
+SEC("fexit/udpv6_sendmsg")
+int BPF_PROG(fexit_udpv6_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	count_sock_send(sk, msg, IPPROTO_UDP, ret);
+	return 0;
+}
+
+SEC("fentry/skb_consume_udp")
+int BPF_PROG(fentry_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
+{
+	udp_read(sk, skb, len);
+	return 0;
+}
+
+SEC("fexit/ping_v4_sendmsg")
+int BPF_PROG(fexit_ping_v4_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	count_sock_send(sk, msg, IPPROTO_ICMP, ret);
+	return 0;
+}
+
+SEC("fexit/ping_v6_sendmsg")
+int BPF_PROG(fexit_ping_v6_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	count_sock_send(sk, msg, IPPROTO_ICMPV6_, ret);
+	return 0;
+}
+
+SEC("fentry/icmp_rcv")
+int BPF_PROG(fentry_icmp_rcv, struct sk_buff *skb)
+{
+	icmp_read(skb);
+	return 0;
+}
+
+SEC("fentry/icmpv6_rcv")
+int BPF_PROG(fentry_icmpv6_rcv, struct sk_buff *skb)
+{
+	icmp_read(skb);
+	return 0;
+}
+
+SEC("fexit/tcp_retransmit_skb")
+int BPF_PROG(fexit_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb, int segs, int ret)
+{
+	tcp_retransmit(sk, skb, ret);
+	return 0;
+}
+
+SEC("fentry/tcp_close")
+int BPF_PROG(fentry_tcp_close, struct sock *sk)
+{
+	tcp_closed(sk);
+	return 0;
+}
+
+/* kprobe/kretprobe: the kprobe saves the arguments its kretprobe needs. */
+
+static __always_inline void kret_save(__u32 fn, void *sk, void *arg)
+{
+	struct kret_key k = { .pid_tgid = bpf_get_current_pid_tgid(), .fn = fn };
+	struct kret_args a = { .sk = (__u64)sk, .arg = (__u64)arg };
+	bpf_map_update_elem(&kret_args, &k, &a, BPF_ANY);
+}
+
+static __always_inline struct kret_args *kret_take(__u32 fn, struct kret_args *out)
+{
+	struct kret_key k = { .pid_tgid = bpf_get_current_pid_tgid(), .fn = fn };
+	struct kret_args *a = bpf_map_lookup_elem(&kret_args, &k);
+	if (!a)
+		return 0;
+	*out = *a;
+	bpf_map_delete_elem(&kret_args, &k);
+	return out;
+}
+
+SEC("kprobe/tcp_sendmsg")
+int BPF_KPROBE(kprobe_tcp_sendmsg, struct sock *sk)
+{
+	kret_save(KRET_TCP_SENDMSG, sk, 0);
+	return 0;
+}
+
+SEC("kretprobe/tcp_sendmsg")
+int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
+{
+	struct kret_args a;
+	if (kret_take(KRET_TCP_SENDMSG, &a))
+		tcp_send((struct sock *)a.sk, ret);
+	return 0;
+}
+
+SEC("kprobe/tcp_cleanup_rbuf")
+int BPF_KPROBE(kprobe_tcp_cleanup_rbuf, struct sock *sk, int copied)
+{
+	tcp_read(sk, copied);
+	return 0;
+}
+
+SEC("kprobe/udp_sendmsg")
+int BPF_KPROBE(kprobe_udp_sendmsg, struct sock *sk, struct msghdr *msg)
+{
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET)
+		kret_save(KRET_UDP_SENDMSG, sk, msg);
+	return 0;
+}
+
+SEC("kretprobe/udp_sendmsg")
+int BPF_KRETPROBE(kretprobe_udp_sendmsg, int ret)
+{
+	struct kret_args a;
+	if (kret_take(KRET_UDP_SENDMSG, &a))
+		count_sock_send((struct sock *)a.sk, (struct msghdr *)a.arg, IPPROTO_UDP, ret);
+	return 0;
+}
+
+SEC("kprobe/udpv6_sendmsg")
+int BPF_KPROBE(kprobe_udpv6_sendmsg, struct sock *sk, struct msghdr *msg)
+{
+	kret_save(KRET_UDPV6_SENDMSG, sk, msg);
+	return 0;
+}
+
+SEC("kretprobe/udpv6_sendmsg")
+int BPF_KRETPROBE(kretprobe_udpv6_sendmsg, int ret)
+{
+	struct kret_args a;
+	if (kret_take(KRET_UDPV6_SENDMSG, &a))
+		count_sock_send((struct sock *)a.sk, (struct msghdr *)a.arg, IPPROTO_UDP, ret);
+	return 0;
+}
+
+SEC("kprobe/skb_consume_udp")
+int BPF_KPROBE(kprobe_skb_consume_udp, struct sock *sk, struct sk_buff *skb, int len)
+{
+	udp_read(sk, skb, len);
+	return 0;
+}
+
+SEC("kprobe/ping_v4_sendmsg")
+int BPF_KPROBE(kprobe_ping_v4_sendmsg, struct sock *sk, struct msghdr *msg)
+{
+	kret_save(KRET_PING_V4_SENDMSG, sk, msg);
+	return 0;
+}
+
+SEC("kretprobe/ping_v4_sendmsg")
+int BPF_KRETPROBE(kretprobe_ping_v4_sendmsg, int ret)
+{
+	struct kret_args a;
+	if (kret_take(KRET_PING_V4_SENDMSG, &a))
+		count_sock_send((struct sock *)a.sk, (struct msghdr *)a.arg, IPPROTO_ICMP, ret);
+	return 0;
+}
+
+SEC("kprobe/ping_v6_sendmsg")
+int BPF_KPROBE(kprobe_ping_v6_sendmsg, struct sock *sk, struct msghdr *msg)
+{
+	kret_save(KRET_PING_V6_SENDMSG, sk, msg);
+	return 0;
+}
+
+SEC("kretprobe/ping_v6_sendmsg")
+int BPF_KRETPROBE(kretprobe_ping_v6_sendmsg, int ret)
+{
+	struct kret_args a;
+	if (kret_take(KRET_PING_V6_SENDMSG, &a))
+		count_sock_send((struct sock *)a.sk, (struct msghdr *)a.arg, IPPROTO_ICMPV6_, ret);
+	return 0;
+}
+
+SEC("kprobe/icmp_rcv")
+int BPF_KPROBE(kprobe_icmp_rcv, struct sk_buff *skb)
+{
+	icmp_read(skb);
+	return 0;
+}
+
+SEC("kprobe/icmpv6_rcv")
+int BPF_KPROBE(kprobe_icmpv6_rcv, struct sk_buff *skb)
+{
+	icmp_read(skb);
+	return 0;
+}
+
+SEC("kprobe/tcp_retransmit_skb")
+int BPF_KPROBE(kprobe_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
+{
+	kret_save(KRET_TCP_RETRANSMIT, sk, skb);
+	return 0;
+}
+
+SEC("kretprobe/tcp_retransmit_skb")
+int BPF_KRETPROBE(kretprobe_tcp_retransmit_skb, int ret)
+{
+	struct kret_args a;
+	if (kret_take(KRET_TCP_RETRANSMIT, &a))
+		tcp_retransmit((struct sock *)a.sk, (struct sk_buff *)a.arg, ret);
+	return 0;
+}
+
+SEC("kprobe/tcp_close")
+int BPF_KPROBE(kprobe_tcp_close, struct sock *sk)
+{
+	tcp_closed(sk);
+	return 0;
+}

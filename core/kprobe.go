@@ -1,0 +1,286 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/pktstat-bpf/pktstat-bpf/bpf"
+)
+
+// kprobeHook is one kernel function the kprobe mode hooks, with the program
+// that attaches through a BPF trampoline and the ones that attach as kprobes.
+// bpf/kprobe.c says what each counts.
+type kprobeHook struct {
+	fn      string
+	fentry  string   // fentry or fexit program
+	kprobes []string // kprobe and kretprobe programs
+	// optional hooks are static functions a kernel may inline, rename or
+	// build as a module; without them the mode still counts TCP and UDP.
+	optional bool
+}
+
+var kprobeHooks = []kprobeHook{
+	{"tcp_sendmsg", bpf.KprobeProgFexitTcpSendmsg, []string{bpf.KprobeProgKprobeTcpSendmsg, bpf.KprobeProgKretprobeTcpSendmsg}, false},
+	{"tcp_cleanup_rbuf", bpf.KprobeProgFentryTcpCleanupRbuf, []string{bpf.KprobeProgKprobeTcpCleanupRbuf}, false},
+	{"udp_sendmsg", bpf.KprobeProgFexitUdpSendmsg, []string{bpf.KprobeProgKprobeUdpSendmsg, bpf.KprobeProgKretprobeUdpSendmsg}, false},
+	{"udpv6_sendmsg", bpf.KprobeProgFexitUdpv6Sendmsg, []string{bpf.KprobeProgKprobeUdpv6Sendmsg, bpf.KprobeProgKretprobeUdpv6Sendmsg}, false},
+	{"skb_consume_udp", bpf.KprobeProgFentrySkbConsumeUdp, []string{bpf.KprobeProgKprobeSkbConsumeUdp}, false},
+	{"tcp_retransmit_skb", bpf.KprobeProgFexitTcpRetransmitSkb, []string{bpf.KprobeProgKprobeTcpRetransmitSkb, bpf.KprobeProgKretprobeTcpRetransmitSkb}, false},
+	{"tcp_close", bpf.KprobeProgFentryTcpClose, []string{bpf.KprobeProgKprobeTcpClose}, false},
+	{"ping_v4_sendmsg", bpf.KprobeProgFexitPingV4Sendmsg, []string{bpf.KprobeProgKprobePingV4Sendmsg, bpf.KprobeProgKretprobePingV4Sendmsg}, true},
+	{"ping_v6_sendmsg", bpf.KprobeProgFexitPingV6Sendmsg, []string{bpf.KprobeProgKprobePingV6Sendmsg, bpf.KprobeProgKretprobePingV6Sendmsg}, true},
+	{"icmp_rcv", bpf.KprobeProgFentryIcmpRcv, []string{bpf.KprobeProgKprobeIcmpRcv}, true},
+	{"icmpv6_rcv", bpf.KprobeProgFentryIcmpv6Rcv, []string{bpf.KprobeProgKprobeIcmpv6Rcv}, true},
+}
+
+// kprobeCapture is what the kprobe mode holds besides hooks and overflow.
+type kprobeCapture struct {
+	maps    *ebpf.Collection // maps only; programs are loaded per hook
+	progs   []*ebpf.Collection
+	flows   *table[bpf.KprobeCgroupFlowKey]
+	retrans *table[bpf.KprobeCgroupFlowKey]
+	// retransmits of the current Read, by flow, until their flow claims them
+	pending map[bpf.KprobeCgroupFlowKey]retransmits
+	// retransmits that found their table full, in one total
+	rov     *ebpf.Map
+	rovBuf  []counters
+	rovLast uint64
+	rovSt   flowState
+}
+
+type retransmits struct {
+	total, delta uint64
+	st           flowState
+	expired      bool
+}
+
+func (k *kprobeCapture) close() error {
+	var errs []error
+	for _, p := range k.progs {
+		p.Close()
+	}
+	if k.maps != nil {
+		k.maps.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// startKprobe loads the kprobe-mode maps and attaches every hook with
+// fentry/fexit or kprobes, as kprobe_attach says.
+func (c *Collector) startKprobe() error {
+	spec, err := bpf.LoadKprobe()
+	if err != nil {
+		return fmt.Errorf("load kprobe object spec: %w", err)
+	}
+	spec.Maps[bpf.KprobeMapKprobeFlows].MaxEntries = uint32(c.cfg.MaxFlows)
+	spec.Maps[bpf.KprobeMapKprobeRetransmits].MaxEntries = uint32(c.cfg.MaxFlows)
+	mapsOnly := spec.Copy()
+	mapsOnly.Programs = nil
+	maps, err := ebpf.NewCollection(mapsOnly)
+	if err != nil {
+		return explainLoad("kprobe-mode maps", err)
+	}
+	kp := &kprobeCapture{maps: maps, pending: map[bpf.KprobeCgroupFlowKey]retransmits{}}
+	c.kp = kp
+	if kp.flows, err = newTable[bpf.KprobeCgroupFlowKey](maps.Maps[bpf.KprobeMapKprobeFlows]); err != nil {
+		return err
+	}
+	if kp.retrans, err = newTable[bpf.KprobeCgroupFlowKey](maps.Maps[bpf.KprobeMapKprobeRetransmits]); err != nil {
+		return err
+	}
+	kp.rov, kp.rovBuf = maps.Maps[bpf.KprobeMapRetransmitsOverflow], make([]counters, kp.retrans.ncpu)
+	if err := c.startOverflow(maps.Maps[bpf.KprobeMapFlowsOverflow], maps.Maps[bpf.KprobeMapFlowsOverflowTotal]); err != nil {
+		return err
+	}
+	if mount, err := cgroup2Mount(); err == nil {
+		c.cgroups = &cgroupResolver{root: mount}
+	} else {
+		c.cfg.Logger.Warn("pktstat-bpf: cgroup paths not resolved", "err", err)
+	}
+
+	var fentryErr error
+	if c.cfg.KprobeAttach != KprobeAttachKprobe {
+		fentryErr = c.attachKprobeHooks(spec, true)
+		if fentryErr == nil {
+			c.cfg.Logger.Info("pktstat-bpf: attached with fentry/fexit (BPF trampolines)", "kprobe_attach", c.cfg.KprobeAttach, "hooks", len(c.hooks))
+			return nil
+		}
+		c.detachKprobeHooks()
+		if c.cfg.KprobeAttach == KprobeAttachFentry {
+			return fmt.Errorf("mode kprobe with kprobe_attach = \"fentry\": %w: set kprobe_attach = \"kprobe\" or \"auto\", or use mode tc or cgroup", fentryErr)
+		}
+		c.cfg.Logger.Info("pktstat-bpf: fentry/fexit unavailable, falling back to kprobes", "reason", fentryErr)
+	}
+	kprobeErr := c.attachKprobeHooks(spec, false)
+	if kprobeErr == nil {
+		c.cfg.Logger.Info("pktstat-bpf: attached with kprobes/kretprobes", "kprobe_attach", c.cfg.KprobeAttach, "hooks", len(c.hooks))
+		return nil
+	}
+	if fentryErr != nil {
+		return fmt.Errorf("mode kprobe: this kernel has neither BPF trampolines (fentry: %v) nor kprobes (%w): use mode tc or cgroup", fentryErr, kprobeErr)
+	}
+	return fmt.Errorf("mode kprobe with kprobe_attach = \"kprobe\": %w: set kprobe_attach = \"fentry\" or \"auto\", or use mode tc or cgroup", kprobeErr)
+}
+
+// attachKprobeHooks loads and attaches every hook's programs of one kind.
+// An optional hook that fails is logged and skipped; a required one fails
+// the whole attempt.
+func (c *Collector) attachKprobeHooks(spec *ebpf.CollectionSpec, fentry bool) error {
+	cache := btf.NewCache()
+	for _, h := range kprobeHooks {
+		names := h.kprobes
+		if fentry {
+			names = []string{h.fentry}
+		}
+		err := c.attachKprobeHook(spec, cache, h.fn, names)
+		if err == nil {
+			continue
+		}
+		if h.optional {
+			c.cfg.Logger.Warn("pktstat-bpf: optional hook not attached", "function", h.fn, "err", err)
+			continue
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *Collector) attachKprobeHook(spec *ebpf.CollectionSpec, cache *btf.Cache, fn string, names []string) error {
+	one := spec.Copy()
+	one.Programs = map[string]*ebpf.ProgramSpec{}
+	for _, n := range names {
+		one.Programs[n] = spec.Programs[n]
+	}
+	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: c.kp.maps.Maps, Cache: cache})
+	if err != nil {
+		return explainKprobeLoad(names[0], fn, err)
+	}
+	c.kp.progs = append(c.kp.progs, coll)
+	for _, n := range names {
+		ps := spec.Programs[n]
+		kind := strings.SplitN(ps.SectionName, "/", 2)[0]
+		var l link.Link
+		switch {
+		case ps.Type == ebpf.Tracing:
+			l, err = link.AttachTracing(link.TracingOptions{Program: coll.Programs[n]})
+		case kind == "kretprobe":
+			l, err = link.Kretprobe(fn, coll.Programs[n], nil)
+		default:
+			l, err = link.Kprobe(fn, coll.Programs[n], nil)
+		}
+		if err != nil {
+			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+				return needPrivilege(fmt.Sprintf("attach %s to %s", kind, fn), err)
+			}
+			if ps.Type == ebpf.Kprobe && !haveKprobes() {
+				return fmt.Errorf("attach %s to %s: %w: the kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices and no kprobe_events in tracefs: CONFIG_KPROBES, CONFIG_KPROBE_EVENTS): %v", kind, fn, ErrNotSupported, err)
+			}
+			return fmt.Errorf("attach %s to %s: %w", kind, fn, err)
+		}
+		c.hooks = append(c.hooks, &hook{target: fn, kind: kind, link: l})
+	}
+	return nil
+}
+
+// explainKprobeLoad says which kernel feature a failed load points at. A
+// kernel without BPF trampolines refuses fentry programs with EPERM or
+// ENOTSUPP even for root, after the maps (which need the same privileges)
+// were created, so a privilege problem would have shown up earlier.
+func explainKprobeLoad(prog, fn string, err error) error {
+	what := fmt.Sprintf("%s (%s)", prog, fn)
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) {
+		return explainLoad(what, err)
+	}
+	if strings.HasPrefix(prog, "fentry_") || strings.HasPrefix(prog, "fexit_") {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.Errno(524)) || errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("load %s: %w: the kernel does not support BPF trampolines here (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS, CONFIG_BPF_JIT): %v", what, ErrNotSupported, err)
+		}
+	}
+	return explainLoad(what, err)
+}
+
+// haveKprobes reports whether the kernel offers kprobes to perf or tracefs,
+// the two ways link.Kprobe attaches.
+func haveKprobes() bool {
+	for _, p := range []string{
+		"/sys/bus/event_source/devices/kprobe/type",
+		"/sys/kernel/tracing/kprobe_events",
+		"/sys/kernel/debug/tracing/kprobe_events",
+	} {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Collector) detachKprobeHooks() {
+	_ = closeHooks(c.hooks)
+	c.hooks = nil
+	for _, p := range c.kp.progs {
+		p.Close()
+	}
+	c.kp.progs = nil
+}
+
+// drainKprobe drains retransmits, then flows, attaching each flow's
+// retransmits to its egress record; retransmits of flows with no record
+// (the socket's sends expired, or its owner changed) get a record of their own.
+func (c *Collector) drainKprobe(now time.Time, clock monoClock) (int, error) {
+	kp := c.kp
+	clear(kp.pending)
+	if _, err := kp.retrans.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.KprobeCgroupFlowKey, st *flowState, dp, _ uint64, expired bool) {
+		kp.pending[k] = retransmits{total: st.packets, delta: dp, st: *st, expired: expired}
+	}); err != nil {
+		return 0, err
+	}
+	active, err := kp.flows.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.KprobeCgroupFlowKey, st *flowState, dp, db uint64, expired bool) {
+		c.emit(c.kprobeKey(k), st, dp, db, expired, false)
+		if r, ok := kp.pending[k]; ok {
+			c.records[len(c.records)-1].Retransmits = r.total
+			c.records[len(c.records)-1].DeltaRetransmits = r.delta
+			delete(kp.pending, k)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	for k, r := range kp.pending {
+		st := flowState{start: r.st.start, lastSeen: r.st.lastSeen}
+		c.emit(c.kprobeKey(k), &st, 0, 0, r.expired, false)
+		c.records[len(c.records)-1].Retransmits = r.total
+		c.records[len(c.records)-1].DeltaRetransmits = r.delta
+	}
+	var zero uint32
+	if err := kp.rov.Lookup(&zero, kp.rovBuf); err != nil {
+		return 0, fmt.Errorf("read retransmits overflow: %w", err)
+	}
+	if n, _, ks := sum(kp.rovBuf); n > 0 {
+		if kp.rovSt.start.IsZero() {
+			kp.rovSt.start = clock.toTime(ks)
+		}
+		if n != kp.rovLast {
+			kp.rovSt.lastSeen = now
+		}
+		c.emit(FlowKey{}, &kp.rovSt, 0, 0, false, true)
+		c.records[len(c.records)-1].Retransmits = n
+		c.records[len(c.records)-1].DeltaRetransmits = n - kp.rovLast
+		kp.rovLast = n
+	}
+	return active, nil
+}
+
+func (c *Collector) kprobeKey(k bpf.KprobeCgroupFlowKey) FlowKey {
+	fk := decodeKey(bpf.FlowFlowKey(k.Flow))
+	fk.CgroupID, fk.PID, fk.Comm = k.CgroupId, k.Pid, c.comm(k.Comm)
+	return fk
+}

@@ -1,0 +1,421 @@
+package core
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
+)
+
+func TestKprobeAttachConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		err  string
+	}{
+		{"default", Config{Mode: ModeKprobe}, ""},
+		{"fentry", Config{Mode: ModeKprobe, KprobeAttach: KprobeAttachFentry}, ""},
+		{"kprobe", Config{Mode: ModeKprobe, KprobeAttach: KprobeAttachKprobe}, ""},
+		{"auto in tc mode", Config{KprobeAttach: KprobeAttachAuto}, ""},
+		{"unknown", Config{Mode: ModeKprobe, KprobeAttach: "uprobe"}, `kprobe_attach "uprobe" is not one of auto, fentry, kprobe`},
+		{"wrong mode", Config{Mode: ModeCgroup, KprobeAttach: KprobeAttachFentry}, `kprobe_attach "fentry" is set but mode is "cgroup"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("Validate() = %v, want %q", err, tc.err)
+			}
+		})
+	}
+	if got := (Config{Mode: ModeKprobe}).withDefaults().KprobeAttach; got != KprobeAttachAuto {
+		t.Errorf("default kprobe_attach %q, want auto", got)
+	}
+}
+
+// startKprobe starts kprobe mode with one attach method, or skips t when the
+// kernel lacks that method (the host kernel has neither; the vmtest guest
+// has both).
+func startKprobe(t *testing.T, attach string) *Collector {
+	t.Helper()
+	nettest.RequireBPF(t)
+	c, err := New(Config{Mode: ModeKprobe, KprobeAttach: attach})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		if errors.Is(err, ErrNotSupported) {
+			feature := map[string]string{KprobeAttachFentry: "fentry/fexit (BPF trampolines)", KprobeAttachKprobe: "kprobes"}[attach]
+			t.Skipf("kernel lacks %s: %v", feature, err)
+		}
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// startHelper runs the test binary as helper (udp-peer, tcp-peer) inside
+// namespace ns and cgroup cgroupDir.
+func startHelper(t *testing.T, helper, cgroupDir, ns string, src, dst netip.AddrPort) *peer {
+	t.Helper()
+	fd, err := syscall.Open(cgroupDir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PKTSTAT_HELPER="+helper, "PKTSTAT_SRC="+src.String(), "PKTSTAT_DST="+dst.String())
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", helper, err)
+	}
+	p := &peer{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	t.Cleanup(func() { in.Close(); cmd.Wait() })
+	p.expect(t, "ready")
+	return p
+}
+
+// calls sends cmd and returns the K of the peer's "done K".
+func (p *peer) calls(t *testing.T, cmd string) int {
+	t.Helper()
+	fmt.Fprintln(p.in, cmd)
+	return p.doneCalls(t)
+}
+
+func (p *peer) doneCalls(t *testing.T) int {
+	t.Helper()
+	line, err := p.out.ReadString('\n')
+	var k int
+	if _, serr := fmt.Sscanf(line, "done %d", &k); serr != nil {
+		t.Fatalf("peer said %q (%v), want done K", line, err)
+	}
+	return k
+}
+
+// tcpServer accepts one connection on addr:port in namespace nsPath.
+func tcpServer(t *testing.T, nsPath string, addr netip.AddrPort) <-chan *net.TCPConn {
+	t.Helper()
+	var ln net.Listener
+	if err := nettest.Do(nsPath, func() (err error) {
+		ln, err = net.Listen("tcp", addr.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan *net.TCPConn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(ch)
+			return
+		}
+		ch <- c.(*net.TCPConn)
+	}()
+	return ch
+}
+
+func accepted(t *testing.T, ch <-chan *net.TCPConn) *net.TCPConn {
+	t.Helper()
+	select {
+	case c, ok := <-ch:
+		if !ok {
+			t.Fatal("accept failed")
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection accepted in 5 s")
+	}
+	return nil
+}
+
+// readExactly reads n bytes and returns the number of reads that got data.
+func readExactly(t *testing.T, c net.Conn, n int) int {
+	t.Helper()
+	buf := make([]byte, n)
+	reads := 0
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for got := 0; got < n; {
+		k, err := c.Read(buf[:n-got])
+		if err != nil {
+			t.Fatalf("read %d of %d bytes: %v", got, n, err)
+		}
+		got += k
+		reads++
+	}
+	return reads
+}
+
+// expectFlow is one record the kprobe mode must report.
+type expectFlow struct {
+	name           string
+	dir            Direction
+	proto          uint8
+	src, dst       netip.AddrPort // for icmp, ports are type and code
+	packets, bytes int
+	pid            int    // 0: no owner
+	cgroup         string // "": not checked
+}
+
+func checkFlows(t *testing.T, s Snapshot, want []expectFlow) {
+	t.Helper()
+	for _, w := range want {
+		rs := find(s, func(r Record) bool {
+			return !r.Overflow && r.Direction == w.dir && r.Proto == w.proto &&
+				r.SrcAddr == w.src.Addr() && r.DstAddr == w.dst.Addr() &&
+				r.SrcPort == w.src.Port() && r.DstPort == w.dst.Port()
+		})
+		if len(rs) != 1 {
+			t.Errorf("%s: want one flow %s %s -> %s, got %+v", w.name, w.dir, w.src, w.dst, rs)
+			continue
+		}
+		r := rs[0]
+		if r.Packets != uint64(w.packets) || r.Bytes != uint64(w.bytes) {
+			t.Errorf("%s: %d packets %d bytes, want %d and %d", w.name, r.Packets, r.Bytes, w.packets, w.bytes)
+		}
+		wantComm := "core.test"
+		if w.pid == 0 {
+			wantComm = ""
+		}
+		if r.PID != uint32(w.pid) || r.Comm != wantComm {
+			t.Errorf("%s: pid %d comm %q, want %d %q", w.name, r.PID, r.Comm, w.pid, wantComm)
+		}
+		if w.cgroup != "" && r.CgroupPath != w.cgroup {
+			t.Errorf("%s: cgroup %q, want %q", w.name, r.CgroupPath, w.cgroup)
+		}
+	}
+}
+
+var kprobeAttaches = []string{KprobeAttachFentry, KprobeAttachKprobe}
+
+// Kprobe mode counts payload bytes per process, in both directions, for
+// TCP, UDP and ICMP over IPv4 and IPv6, with fentry and with kprobes.
+func TestKprobeModeCountsExactly(t *testing.T) {
+	for _, attach := range kprobeAttaches {
+		t.Run(attach, func(t *testing.T) {
+			c := startKprobe(t, attach)
+			p := nettest.NewPair(t)
+			abs, rel := testCgroup(t)
+			me := os.Getpid()
+			var want []expectFlow
+			for i, v6 := range []bool{false, true} {
+				a, b := p.A4, p.B4
+				if v6 {
+					a, b = p.A6, p.B6
+				}
+				ip := map[bool]string{false: "v4", true: "v6"}[v6]
+				off := uint16(i)
+
+				// UDP: a connected peer in A (in the test cgroup), an unconnected socket in B.
+				peerUDP, srvUDP := netip.AddrPortFrom(a, 41001+off), netip.AddrPortFrom(b, 7101+off)
+				rx := nettest.ListenUDP(t, p.NSPathB(), b, srvUDP.Port())
+				up := startHelper(t, "udp-peer", abs, p.NSA, peerUDP, srvUDP)
+				up.do(t, "send 40 200")
+				rx.Wait(t, 40)
+				for j := 0; j < 12; j++ {
+					if _, err := rx.WriteToUDPAddrPort(make([]byte, 100+j), peerUDP); err != nil {
+						t.Fatal(err)
+					}
+				}
+				up.do(t, "recv 12")
+				want = append(want,
+					expectFlow{"udp " + ip + " peer send", Egress, ProtoUDP, peerUDP, srvUDP, 40, 40 * 200, up.cmd.Process.Pid, rel},
+					expectFlow{"udp " + ip + " server receive", Ingress, ProtoUDP, peerUDP, srvUDP, 40, 40 * 200, me, ""},
+					expectFlow{"udp " + ip + " server send (unconnected)", Egress, ProtoUDP, srvUDP, peerUDP, 12, 12*100 + 66, me, ""},
+					expectFlow{"udp " + ip + " peer receive", Ingress, ProtoUDP, srvUDP, peerUDP, 12, 12*100 + 66, up.cmd.Process.Pid, rel},
+				)
+
+				// TCP: the peer in A connects to a server in B.
+				peerTCP, srvTCP := netip.AddrPortFrom(a, 42001+off), netip.AddrPortFrom(b, 7201+off)
+				acc := tcpServer(t, p.NSPathB(), srvTCP)
+				tp := startHelper(t, "tcp-peer", abs, p.NSA, peerTCP, srvTCP)
+				srv := accepted(t, acc)
+				sends := tp.calls(t, "send 25 300")
+				reads := readExactly(t, srv, 25*300)
+				for j := 0; j < 10; j++ {
+					if _, err := srv.Write(make([]byte, 400)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				peerReads := tp.calls(t, "recv 4000")
+				// One blocking MSG_WAITALL recv while the data comes in three
+				// pieces: tcp_cleanup_rbuf sees copied 1000, 2000, 3000.
+				fmt.Fprintln(tp.in, "recvall 3000")
+				for j := 0; j < 3; j++ {
+					time.Sleep(50 * time.Millisecond)
+					if _, err := srv.Write(make([]byte, 1000)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				peerReads += tp.doneCalls(t)
+				if sends != 25 {
+					t.Fatalf("peer made %d sends, want 25", sends)
+				}
+				want = append(want,
+					expectFlow{"tcp " + ip + " peer send", Egress, ProtoTCP, peerTCP, srvTCP, sends, 25 * 300, tp.cmd.Process.Pid, rel},
+					expectFlow{"tcp " + ip + " server receive", Ingress, ProtoTCP, peerTCP, srvTCP, reads, 25 * 300, me, ""},
+					expectFlow{"tcp " + ip + " server send", Egress, ProtoTCP, srvTCP, peerTCP, 13, 10*400 + 3*1000, me, ""},
+					expectFlow{"tcp " + ip + " peer receive (one MSG_WAITALL read)", Ingress, ProtoTCP, srvTCP, peerTCP, peerReads, 10*400 + 3*1000, tp.cmd.Process.Pid, rel},
+				)
+
+				// ICMP: echo requests from a ping socket in A; B's kernel answers.
+				want = append(want, pingFlows(t, p.NSPathA(), a, b, me)...)
+			}
+			checkFlows(t, read(t, c), want)
+		})
+	}
+}
+
+// pingFlows sends 5 echo requests of 64 bytes from a ping socket in the
+// namespace at nsPath and returns the flows they make: the send (owned by
+// pid), and the request and reply arriving in softirq (no owner).
+func pingFlows(t *testing.T, nsPath string, a, b netip.Addr, pid int) []expectFlow {
+	t.Helper()
+	const n, size = 5, 64
+	family, proto, echo, reply, name := unix.AF_INET, unix.IPPROTO_ICMP, 8, 0, "icmp v4"
+	var sa unix.Sockaddr
+	if b.Is6() {
+		family, proto, echo, reply, name = unix.AF_INET6, unix.IPPROTO_ICMPV6, 128, 129, "icmp v6"
+		sa = &unix.SockaddrInet6{Addr: b.As16()}
+	} else {
+		sa = &unix.SockaddrInet4{Addr: b.As4()}
+	}
+	var fd int
+	if err := nettest.Do(nsPath, func() (err error) {
+		// Ping sockets are for the groups in ping_group_range (per namespace).
+		if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0); err != nil {
+			return err
+		}
+		if fd, err = unix.Socket(family, unix.SOCK_DGRAM, proto); err != nil {
+			return err
+		}
+		// Bound, because an unbound socket's flows have no source address
+		// (the route picks it inside sendmsg, out of the hook's sight).
+		if b.Is6() {
+			return unix.Bind(fd, &unix.SockaddrInet6{Addr: a.As16()})
+		}
+		return unix.Bind(fd, &unix.SockaddrInet4{Addr: a.As4()})
+	}); err != nil {
+		t.Fatalf("ping socket: %v", err)
+	}
+	defer unix.Close(fd)
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5})
+	msg := make([]byte, size)
+	msg[0] = byte(echo)
+	buf := make([]byte, 1500)
+	for i := 0; i < n; i++ {
+		if err := unix.Sendto(fd, msg, 0, sa); err != nil {
+			t.Fatalf("send echo request: %v", err)
+		}
+		if _, _, err := unix.Recvfrom(fd, buf, 0); err != nil {
+			t.Fatalf("receive echo reply: %v", err)
+		}
+	}
+	ap, bp := func(typ int) netip.AddrPort { return netip.AddrPortFrom(a, uint16(typ)) }, func(typ int) netip.AddrPort { return netip.AddrPortFrom(b, uint16(typ)) }
+	code0 := func(addr netip.Addr) netip.AddrPort { return netip.AddrPortFrom(addr, 0) }
+	return []expectFlow{
+		{name + " ping send", Egress, uint8(proto), ap(echo), code0(b), n, n * size, pid, ""},
+		{name + " request arrives", Ingress, uint8(proto), ap(echo), code0(b), n, n * size, 0, ""},
+		{name + " reply arrives", Ingress, uint8(proto), bp(reply), code0(a), n, n * size, 0, ""},
+	}
+}
+
+// Retransmissions are counted on the sender's egress flow and equal the
+// kernel's own count (tcpi_total_retrans). The receiver drops everything for
+// a while with a socket filter, so the sender retransmits on timeout; tail
+// loss probes are off, since they retransmit without tcp_retransmit_skb.
+func TestKprobeModeCountsRetransmits(t *testing.T) {
+	for _, attach := range kprobeAttaches {
+		t.Run(attach, func(t *testing.T) {
+			c := startKprobe(t, attach)
+			p := nettest.NewPair(t)
+			cli, srvAddr := netip.AddrPortFrom(p.A4, 43001), netip.AddrPortFrom(p.B4, 7301)
+			acc := tcpServer(t, p.NSPathB(), srvAddr)
+			var conn net.Conn
+			if err := p.DoA(func() (err error) {
+				if err := os.WriteFile("/proc/sys/net/ipv4/tcp_early_retrans", []byte("0"), 0); err != nil {
+					return err
+				}
+				d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(cli)}
+				conn, err = d.Dial("tcp", srvAddr.String())
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			srv := accepted(t, acc)
+			drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+			if err := withFD(srv, func(fd int) error {
+				return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Write(make([]byte, 100)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(1500 * time.Millisecond) // timeouts at about 0.2, 0.6 and 1.4 s
+			if err := withFD(srv, func(fd int) error {
+				return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			readExactly(t, srv, 100)
+			var info *unix.TCPInfo
+			if err := withFD(conn, func(fd int) (err error) {
+				info, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if info.Total_retrans == 0 {
+				t.Fatal("the sender did not retransmit")
+			}
+			// The last retransmission may still be in flight to the ACK: wait for
+			// the kernel's count to settle.
+			time.Sleep(100 * time.Millisecond)
+			withFD(conn, func(fd int) (err error) {
+				info, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+				return err
+			})
+			s := read(t, c)
+			rs := find(s, func(r Record) bool {
+				return !r.Overflow && r.Direction == Egress && r.Proto == ProtoTCP && r.SrcAddr == cli.Addr() && r.SrcPort == cli.Port()
+			})
+			var got []string
+			for _, r := range rs {
+				got = append(got, fmt.Sprintf("%s pid %d: %d packets %d bytes %d retransmits", r.Direction, r.PID, r.Packets, r.Bytes, r.Retransmits))
+			}
+			if len(rs) != 1 || rs[0].Retransmits != uint64(info.Total_retrans) || rs[0].DeltaRetransmits != rs[0].Retransmits ||
+				rs[0].Packets != 1 || rs[0].Bytes != 100 || rs[0].PID != uint32(os.Getpid()) {
+				t.Fatalf("want one egress flow from %s: 1 packet, 100 bytes, %d retransmits (tcpi_total_retrans), pid %d; got %v", cli, info.Total_retrans, os.Getpid(), got)
+			}
+			t.Logf("%d retransmissions counted, as the kernel's tcp_info", rs[0].Retransmits)
+		})
+	}
+}
+
+func withFD(c net.Conn, fn func(fd int) error) error {
+	raw, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := raw.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
