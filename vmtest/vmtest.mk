@@ -45,12 +45,12 @@ VMTEST_ENV = GO='$(GO)' VMTEST_DIR='$(BUILD)/vmtest' VMTEST_PKGS='$(VMTEST_PKGS)
 
 ## vmtest: build the BPF test binaries, boot Debian's 6.1 kernel under QEMU and run them inside
 vmtest:
-	$(VMTEST_ENV) vmtest/vmtest.sh all
+	@$(VMTEST_ENV) vmtest/vmtest.sh all
 
 ## vmtest-boot: boot the last built initramfs again, without rebuilding (its test flags are baked in)
 vmtest-boot:
-	$(VMTEST_ENV) vmtest/vmtest.sh boot
+	@$(VMTEST_ENV) vmtest/vmtest.sh boot
 
 ## deps-vmtest: install qemu-system-x86, busybox-static and cpio if missing; fetch the 6.1 kernel package
 deps-vmtest:
-	$(VMTEST_ENV) vmtest/vmtest.sh deps
+	@$(VMTEST_ENV) vmtest/vmtest.sh deps
