@@ -110,6 +110,11 @@ func startCollector(t *testing.T, name, nsName, bin, config string, wrap []strin
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	// otelcol logs "Everything is ready" just before it subscribes to
+	// SIGTERM (otelcol/collector.go, Run); a SIGTERM in between kills it
+	// without a graceful shutdown, and with it the receiver's final flush.
+	// On a loaded machine that gap has lasted milliseconds: wait it out.
+	time.Sleep(500 * time.Millisecond)
 	return c
 }
 
