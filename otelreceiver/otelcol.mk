@@ -25,12 +25,18 @@ deps-otelcol:
 
 otelcol: $(OTELCOL)
 
-# ocb generates the sources only: its own module download runs a plain
-# `go mod tidy`, which fails because fileexporter's tests import a module
-# version the proxy does not serve. `go mod tidy -e` records everything the
-# build needs and skips that test-only module.
+# ocb writes go.mod and the sources, then its own `go mod tidy` fails:
+# fileexporter's tests import otlpencodingextension v0.165.1, which the Go
+# proxy does not serve. That one failure is expected and tolerated (any other
+# ocb error stops the build); `go mod tidy -e` then records everything the
+# binary needs and skips that test-only module, and go build compiles.
 $(OTELCOL): $(OTELCOL_INPUTS) | deps-otelcol
-	$(OCB) --config builder-config.yaml --skip-compilation --skip-get-modules
+	@mkdir -p $(BUILD)
+	@echo "$(OCB) --config builder-config.yaml --skip-compilation"
+	@$(OCB) --config builder-config.yaml --skip-compilation >$(BUILD)/ocb.log 2>&1 || { \
+		grep -q 'failed to update go.mod' $(BUILD)/ocb.log && grep -q 'otlpencodingextension' $(BUILD)/ocb.log \
+			|| { cat $(BUILD)/ocb.log >&2; exit 1; }; \
+		echo "  (expected: ocb's go mod tidy stopped at fileexporter's unserved test-only dependency)"; }
 	cd $(OTELCOL_SRC) && $(GO) mod tidy -e 2>tidy.log || { cat tidy.log >&2; exit 1; }
 	cd $(OTELCOL_SRC) && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(OTELCOL) .
 	@! (cd $(OTELCOL_SRC) && $(GO) list -m all | grep -q influxdata/telegraf) || { echo "otelcol-pktstat pulls in Telegraf" >&2; exit 1; }
