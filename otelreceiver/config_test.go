@@ -2,6 +2,7 @@ package pktstatbpfreceiver
 
 import (
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -88,13 +89,13 @@ func TestConfigValidateErrors(t *testing.T) {
 			require.Error(t, err)
 			// xconfmap prefixes the path of a nested config; the receiver's
 			// own text must follow unchanged.
-			assert.Regexp(t, `(^|: )`+regexpQuote(tc.want)+`$`, err.Error())
+			assert.Regexp(t, `(^|: )`+regexp.QuoteMeta(tc.want)+`$`, err.Error())
 		})
 	}
 }
 
 func TestConfigRejectsUnknownKey(t *testing.T) {
-	cm := confmapFromMap(map[string]any{"mode": "tc", "interface": "eth0"})
+	cm := confmap.NewFromStringMap(map[string]any{"mode": "tc", "interface": "eth0"})
 	cfg := createDefaultConfig()
 	err := cm.Unmarshal(cfg)
 	require.Error(t, err)

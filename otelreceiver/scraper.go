@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -137,8 +138,10 @@ func newFlowScraper(cfg *Config, set receiver.Settings, next consumer.Metrics, n
 func (s *flowScraper) start(ctx context.Context, _ component.Host) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	logger := zapslog.NewHandler(s.settings.Logger.Core())
-	src, err := s.newSource(s.cfg.coreConfig(slogLogger(logger)))
+	// core logs through log/slog; hand it the collector's zap core so attach
+	// and detach events land in the collector's log with its fields.
+	logger := slog.New(zapslog.NewHandler(s.settings.Logger.Core()))
+	src, err := s.newSource(s.cfg.coreConfig(logger))
 	if err != nil {
 		return fmt.Errorf("create flow source: %w", err)
 	}
