@@ -37,6 +37,8 @@ type Config struct {
 	Interfaces []string `mapstructure:"interfaces"`
 	// XDPMode is auto, generic, native or offload (xdp mode only).
 	XDPMode string `mapstructure:"xdp_mode"`
+	// KprobeAttach is auto, fentry or kprobe (kprobe mode only).
+	KprobeAttach string `mapstructure:"kprobe_attach"`
 	// CgroupPath is the cgroup v2 directory to count (cgroup mode only).
 	CgroupPath string `mapstructure:"cgroup_path"`
 	// MaxFlows is the kernel flow table size.
@@ -93,14 +95,15 @@ func (c *Config) Validate() error {
 // coreConfig maps the receiver config onto core's.
 func (c *Config) coreConfig(logger *slog.Logger) core.Config {
 	return core.Config{
-		Mode:        core.Mode(c.Mode),
-		Interfaces:  c.Interfaces,
-		XDPMode:     c.XDPMode,
-		CgroupPath:  c.CgroupPath,
-		MaxFlows:    c.MaxFlows,
-		IdleTimeout: c.IdleTimeout,
-		NetNS:       c.NetNS,
-		Logger:      logger,
+		Mode:         core.Mode(c.Mode),
+		Interfaces:   c.Interfaces,
+		XDPMode:      c.XDPMode,
+		KprobeAttach: c.KprobeAttach,
+		CgroupPath:   c.CgroupPath,
+		MaxFlows:     c.MaxFlows,
+		IdleTimeout:  c.IdleTimeout,
+		NetNS:        c.NetNS,
+		Logger:       logger,
 	}
 }
 

@@ -63,6 +63,8 @@ func TestConfigValidateErrors(t *testing.T) {
 	}{
 		{"bad_mode", `mode "ebpf" is not one of tc, xdp, cgroup, kprobe`},
 		{"bad_xdp_mode", `xdp_mode "turbo" is not one of auto, generic, native, offload`},
+		{"bad_kprobe_attach", `kprobe_attach "uprobe" is not one of auto, fentry, kprobe`},
+		{"kprobe_attach_without_kprobe", `kprobe_attach "fentry" is set but mode is "tc": set mode = "kprobe" or remove kprobe_attach`},
 		{"xdp_mode_without_xdp", `xdp_mode "native" is set but mode is "tc": set mode = "xdp" or remove xdp_mode`},
 		{"empty_interface", `interfaces: empty interface name`},
 		{"bad_glob", `interfaces: bad glob "eth[": syntax error in pattern`},

@@ -89,7 +89,7 @@ func (m *metricBuffer) emit(metrics pmetric.MetricSlice) {
 
 var (
 	defNetworkFlowBytes = metricDef{MetricNetworkFlowBytes,
-		"Bytes of the flow seen at the hook: the L2 frame length in tc and xdp modes, the L3 (IP) length in cgroup mode.",
+		"Bytes of the flow seen at the hook: the L2 frame length in tc and xdp modes, the L3 (IP) length in cgroup mode, the transport payload in kprobe mode.",
 		"By", kindSumInt}
 	defNetworkFlowPackets = metricDef{MetricNetworkFlowPackets,
 		"Packets of the flow seen at the hook.",
