@@ -38,7 +38,23 @@ type table[K comparable] struct {
 	vals  []counters
 	state map[K]*flowState
 	gen   uint64
+
+	// seen lists this drain's kernel entries in batch order, so the emit
+	// pass walks a slice instead of the whole state map. Reused across drains.
+	seen []seenFlow[K]
+	// slab and free hand out flowStates in blocks: one heap allocation per
+	// slabSize new flows instead of one per flow.
+	slab []flowState
+	free []*flowState
 }
+
+type seenFlow[K comparable] struct {
+	key K
+	st  *flowState
+}
+
+// slabSize is how many flowStates one allocation holds.
+const slabSize = 1024
 
 func newTable[K comparable](m *ebpf.Map) (*table[K], error) {
 	ncpu, err := ebpf.PossibleCPU()
@@ -67,7 +83,8 @@ func sum(vals []counters) (packets, bytes, start uint64) {
 	return packets, bytes, start
 }
 
-// emitFunc receives each flow's state and the growth since the previous drain.
+// emitFunc receives each flow's state and the growth since the previous
+// drain. st is valid only during the call.
 type emitFunc[K comparable] func(key K, st *flowState, dPackets, dBytes uint64, expired bool)
 
 // drain reads every entry and updates the state, then emits each flow:
@@ -76,6 +93,7 @@ type emitFunc[K comparable] func(key K, st *flowState, dPackets, dBytes uint64, 
 // left in the kernel table.
 func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emit emitFunc[K]) (int, error) {
 	t.gen++
+	t.seen = t.seen[:0]
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := t.m.BatchLookup(&cursor, t.keys, t.vals, nil)
@@ -86,6 +104,12 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 			if st.appProto <= appNone {
 				st.appProto = mergeAppProto(vals)
 			}
+			if st.gen != t.gen {
+				// A key is returned once per drain; the check only keeps
+				// a repeat (table changing under the cursor) from being emitted twice.
+				st.gen = t.gen
+				t.seen = append(t.seen, seenFlow[K]{t.keys[i], st})
+			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			break
@@ -94,55 +118,85 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 			return 0, fmt.Errorf("drain %s: %w", t.m.String(), err)
 		}
 	}
-	active := 0
+	active, expired := 0, 0
 	perCPU := t.vals[:t.ncpu]
-	for key, st := range t.state {
+	for i := range t.seen {
+		key, st := &t.seen[i].key, t.seen[i].st
 		dp, db := st.packets-st.reported.packets, st.bytes-st.reported.bytes
-		switch {
-		case st.gen != t.gen:
-			// Gone from the kernel table without us: report what we had.
-		case now.Sub(st.lastSeen) >= idle:
-			if err := t.m.LookupAndDelete(&key, perCPU); err == nil {
-				// Packets that arrived since the batch read are not lost.
-				p, b, _ := sum(perCPU)
-				dp, db = p-st.reported.packets, b-st.reported.bytes
-				st.packets, st.bytes = p, b
-			} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
-				// Kernels before 5.14 cannot look up and delete per-CPU
-				// hash entries at once; the window between is one idle flow's.
-				if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) {
-					return active, fmt.Errorf("expire flow in %s: %w", t.m.String(), err)
-				}
-				_ = t.m.Delete(&key)
-			}
-		default:
+		if now.Sub(st.lastSeen) < idle {
 			active++
 			st.reported.packets, st.reported.bytes = st.packets, st.bytes
-			emit(key, st, dp, db, false)
+			emit(*key, st, dp, db, false)
 			continue
 		}
-		emit(key, st, dp, db, true)
-		delete(t.state, key)
+		if err := t.m.LookupAndDelete(key, perCPU); err == nil {
+			// Packets that arrived since the batch read are not lost.
+			p, b, _ := sum(perCPU)
+			dp, db = p-st.reported.packets, b-st.reported.bytes
+			st.packets, st.bytes = p, b
+		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			// Kernels before 5.14 cannot look up and delete per-CPU
+			// hash entries at once; the window between is one idle flow's.
+			if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) {
+				return active, fmt.Errorf("expire flow in %s: %w", t.m.String(), err)
+			}
+			_ = t.m.Delete(key)
+		}
+		emit(*key, st, dp, db, true)
+		t.forget(*key, st)
+		expired++
+	}
+	if len(t.seen)-expired != len(t.state) {
+		// Some entries left the kernel table without us (only a full
+		// scan finds them; they are rare): report what we had.
+		for key, st := range t.state {
+			if st.gen != t.gen {
+				emit(key, st, st.packets-st.reported.packets, st.bytes-st.reported.bytes, true)
+				t.forget(key, st)
+			}
+		}
 	}
 	return active, nil
 }
 
+// update records one kernel entry's sums and returns its state.
 func (t *table[K]) update(key K, p, b, ks uint64, now time.Time, clock monoClock) *flowState {
 	st, ok := t.state[key]
 	if ok && st.kernelStart != ks {
-		// The entry was removed and created again: a new series.
+		// The entry was removed and created again: a new series. The old
+		// state is dropped, not reused: it may already be in t.seen.
 		ok = false
 	}
 	if !ok {
-		st = &flowState{kernelStart: ks, start: clock.toTime(ks), lastSeen: now}
+		st = t.newState()
+		*st = flowState{kernelStart: ks, start: clock.toTime(ks), lastSeen: now}
 		t.state[key] = st
 	}
 	if p != st.packets {
 		st.lastSeen = now
 	}
 	st.packets, st.bytes = p, b
-	st.gen = t.gen
 	return st
+}
+
+func (t *table[K]) newState() *flowState {
+	if n := len(t.free); n > 0 {
+		st := t.free[n-1]
+		t.free = t.free[:n-1]
+		return st
+	}
+	if len(t.slab) == 0 {
+		t.slab = make([]flowState, slabSize)
+	}
+	st := &t.slab[0]
+	t.slab = t.slab[1:]
+	return st
+}
+
+// forget removes a flow whose final report has been emitted.
+func (t *table[K]) forget(key K, st *flowState) {
+	delete(t.state, key)
+	t.free = append(t.free, st)
 }
 
 // monoClock converts bpf_ktime_get_ns (CLOCK_MONOTONIC) to wall time.

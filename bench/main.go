@@ -1,0 +1,293 @@
+// Command bench measures pktstat-bpf's per-packet, drain, conversion,
+// end-to-end and agent costs and prints them as one table (see README.md).
+// It exits non-zero when a measurement cannot run; missed targets are
+// marked MISSED in the table and make it exit 2 when -strict is given.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// row is one line of the table. Every number in it comes from this run.
+type row struct {
+	section, name   string
+	value, baseline string
+	delta, spread   string
+	target, status  string
+}
+
+type table struct {
+	rows   []row
+	missed []string
+}
+
+func (t *table) add(r row) { t.rows = append(t.rows, r) }
+
+// judge fills in status: met when ok, MISSED otherwise.
+func (t *table) judge(r row, ok bool) {
+	r.status = "met"
+	if !ok {
+		r.status = "MISSED"
+		t.missed = append(t.missed, r.section+": "+r.name)
+	}
+	t.add(r)
+}
+
+func (t *table) print() {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "section\tmeasurement\tvalue\tbaseline\tmarginal/ratio\tspread (min..max of rounds)\ttarget\tstatus")
+	last := ""
+	for _, r := range t.rows {
+		sec := r.section
+		if sec == last {
+			sec = ""
+		}
+		last = r.section
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sec, r.name, r.value, r.baseline, r.delta, r.spread, r.target, r.status)
+	}
+	w.Flush()
+}
+
+func spread(xs []float64, format string) string {
+	if len(xs) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(format+".."+format, slices.Min(xs), slices.Max(xs))
+}
+
+func fatal(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: FAILED: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func main() {
+	root := flag.String("root", ".", "repository root (for build/ and the Go modules)")
+	rounds := flag.Int("rounds", 5, "rounds of each BPF_PROG_TEST_RUN and end-to-end measurement")
+	intervals := flag.Int("intervals", 10, "1 s drain intervals sampled per agent and flow level")
+	skip := flag.String("skip", "", "comma-separated sections not to run (packet,drain,e2e,agents); skipped sections are marked NOT RUN")
+	strict := flag.Bool("strict", false, "exit 2 when a target is missed")
+	flag.Parse()
+	skipped := map[string]bool{}
+	for _, s := range strings.Split(*skip, ",") {
+		skipped[strings.TrimSpace(s)] = true
+	}
+	absRoot, err := filepath.Abs(*root)
+	if err != nil {
+		fatal("%v", err)
+	}
+	if os.Geteuid() != 0 {
+		fatal("needs root: BPF_PROG_TEST_RUN, network namespaces and attaching programs (run `sudo make bench`)")
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		fatal("remove memlock limit: %v", err)
+	}
+	tmp, err := os.MkdirTemp("", "pktstat-bench-")
+	if err != nil {
+		fatal("%v", err)
+	}
+	defer os.RemoveAll(tmp)
+	t := &table{}
+	start := time.Now()
+	host, _ := os.Hostname()
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	fmt.Printf("pktstat-bpf bench, %s, kernel %s, %s\n\n", host, strings.TrimSpace(string(kernel)), start.UTC().Format(time.RFC3339))
+
+	step := func(name string) bool {
+		if skipped[name] {
+			t.add(row{section: name, name: "(skipped with -skip)", status: "NOT RUN"})
+			return false
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s (%s elapsed)\n", name, time.Since(start).Round(time.Second))
+		return true
+	}
+	if step("packet") {
+		packetRows(t, *rounds)
+	}
+	if step("drain") {
+		drainRows(t, absRoot, tmp)
+	}
+	if step("e2e") {
+		e2eRows(t, *rounds, tmp)
+	}
+	if step("agents") {
+		agentRows(t, absRoot, tmp, *intervals)
+	}
+	t.print()
+	fmt.Printf("\n%d targets missed; took %s\n", len(t.missed), time.Since(start).Round(time.Second))
+	for _, m := range t.missed {
+		fmt.Println("  MISSED:", m)
+	}
+	if *strict && len(t.missed) > 0 {
+		os.Exit(2)
+	}
+}
+
+func packetRows(t *table, rounds int) {
+	rs, err := measurePackets(rounds, 100000, 100000)
+	if err != nil {
+		fatal("BPF_PROG_TEST_RUN: %v", err)
+	}
+	for _, r := range rs {
+		sec := "per packet: " + r.prog + " (ns/pkt, BPF_PROG_TEST_RUN)"
+		hot := diffs(r.hot, r.hotEmpty)
+		cyc := diffs(r.cycle, r.cycleEmpty)
+		hr := row{section: sec, name: r.pkt + ", 1 hot flow", value: fmt.Sprintf("%.0f", median(r.hot)),
+			baseline: fmt.Sprintf("%.0f empty", median(r.hotEmpty)), delta: fmt.Sprintf("%+.0f", median(hot)), spread: spread(hot, "%+.0f")}
+		if r.pkt == "ipv4/tcp+512B" && r.prog != kindCgroup.name {
+			hr.target = "<= +40"
+			t.judge(hr, median(hot) <= 40)
+		} else {
+			t.add(hr)
+		}
+		how := "10k flows cycling"
+		if r.cycleMethod != "in-kernel cycler, tail call" {
+			how = "10k flows, 1 run/syscall"
+		}
+		t.add(row{section: sec, name: r.pkt + ", " + how, value: fmt.Sprintf("%.0f", median(r.cycle)),
+			baseline: fmt.Sprintf("%.0f empty", median(r.cycleEmpty)), delta: fmt.Sprintf("%+.0f", median(cyc)), spread: spread(cyc, "%+.0f")})
+	}
+}
+
+func drainRows(t *table, root, tmp string) {
+	core, err := runGoBench(root, "./core", "^BenchmarkDrain$", "5x", 3, tmp)
+	if err != nil {
+		fatal("%v", err)
+	}
+	tg, err := runGoBench(filepath.Join(root, "telegrafplugin"), "./pktstat_bpf", "^BenchmarkTableToMetrics$", "3x", 3, tmp)
+	if err != nil {
+		fatal("%v", err)
+	}
+	otel, err := runGoBench(filepath.Join(root, "otelreceiver"), ".", "^BenchmarkTableToPdata$", "3x", 3, tmp)
+	if err != nil {
+		fatal("%v", err)
+	}
+	ms := func(ls []benchLine) []float64 {
+		out := nsOf(ls)
+		for i := range out {
+			out[i] /= 1e6
+		}
+		return out
+	}
+	for _, b := range []struct {
+		gb               *goBench
+		name, label      string
+		target           float64 // ms, 0: none
+		allocTarget      bool
+		section, rssNote string
+	}{
+		{core, "BenchmarkDrain/flows=10000/first", "core drain, 10,000 flows, first Read", 0, true, "drain (Go, ms per Read)", ""},
+		{core, "BenchmarkDrain/flows=10000/steady", "core drain, 10,000 flows, steady Read", 0, true, "drain (Go, ms per Read)", ""},
+		{core, "BenchmarkDrain/flows=131072/first", "core drain, 131,072 flows, first Read", 0, true, "drain (Go, ms per Read)", ""},
+		{core, "BenchmarkDrain/flows=131072/steady", "core drain, 131,072 flows, steady Read", 50, true, "drain (Go, ms per Read)", ""},
+		{tg, "BenchmarkTableToMetrics", "131,072 records -> telegraf metrics", 150, false, "conversion (Go, ms per drain)", ""},
+		{otel, "BenchmarkTableToPdata/first", "131,072 records -> pdata, first scrape", 0, false, "conversion (Go, ms per drain)", ""},
+		{otel, "BenchmarkTableToPdata/steady", "131,072 records -> pdata, steady scrape", 150, false, "conversion (Go, ms per drain)", ""},
+	} {
+		ls, err := b.gb.get(b.name)
+		if err != nil {
+			fatal("%v", err)
+		}
+		v := ms(ls)
+		apf := allocsPerFlow(ls)
+		r := row{section: b.section, name: b.label, value: fmt.Sprintf("%.1f ms", median(v)), spread: spread(v, "%.1f"),
+			delta: fmt.Sprintf("%.2f allocs/flow, %.0f B/flow", median(apf), ls[0].bytesPerOp/ls[0].flows)}
+		switch {
+		case b.target > 0:
+			r.target = fmt.Sprintf("<= %.0f ms", b.target)
+			if b.allocTarget {
+				r.target += ", <= 2 allocs/flow"
+			}
+			t.judge(r, median(v) <= b.target && (!b.allocTarget || median(apf) <= 2))
+		case b.allocTarget:
+			r.target = "<= 2 allocs/flow"
+			t.judge(r, median(apf) <= 2)
+		default:
+			t.add(r)
+		}
+	}
+	for _, p := range []struct {
+		name string
+		gb   *goBench
+	}{{"core drain benchmark process", core}, {"telegraf conversion benchmark process", tg}, {"pdata conversion benchmark process", otel}} {
+		t.add(row{section: "peak RSS", name: p.name, value: fmt.Sprintf("%d MiB", p.gb.peakRSS>>20)})
+	}
+}
+
+func e2eRows(t *table, rounds int, tmp string) {
+	r, err := measureE2E(rounds, 200000, tmp)
+	if err != nil {
+		fatal("end to end: %v", err)
+	}
+	for _, g := range r.gens {
+		var sec string
+		if g == "trafgen" {
+			sec = "end to end: veth, trafgen TX ring (kpps received)"
+		} else {
+			sec = "end to end: veth, AF_PACKET sendto (kpps received)"
+		}
+		none := r.pps[g]["none"]
+		for _, c := range r.configs {
+			v := r.pps[g][c]
+			kpps := make([]float64, len(v))
+			for i := range v {
+				kpps[i] = v[i] / 1000
+			}
+			rw := row{section: sec, name: c, value: fmt.Sprintf("%.0f", median(kpps)), spread: spread(kpps, "%.0f")}
+			if c != "none" {
+				rw.baseline = fmt.Sprintf("%.0f none", median(none)/1000)
+				ratios := diffsRatio(v, none)
+				rw.delta = fmt.Sprintf("%.2f x (rounds %s)", median(v)/median(none), spread(ratios, "%.2f"))
+				if ns := r.nsPerPkt[g][c]; len(ns) > 0 {
+					rw.name = fmt.Sprintf("%s (bpf_stats %.0f ns/pkt)", c, median(ns))
+				}
+			}
+			if c == "tc" {
+				rw.target = ">= 0.90 x"
+				t.judge(rw, median(v)/median(none) >= 0.9)
+			} else {
+				t.add(rw)
+			}
+		}
+	}
+}
+
+// diffsRatio is a/b per round: each round alternates all configurations, so
+// a round's ratio compares measurements taken seconds apart.
+func diffsRatio(a, b []float64) []float64 {
+	out := make([]float64, len(a))
+	for i := range a {
+		out[i] = a[i] / b[i]
+	}
+	return out
+}
+
+func agentRows(t *table, root, tmp string, intervals int) {
+	rs, err := measureAgents(root, tmp, intervals)
+	if err != nil {
+		fatal("agents: %v", err)
+	}
+	for _, r := range rs {
+		sec := "agent CPU: " + r.name + " (ms CPU per 1 s drain)"
+		idle := median(r.cpuPerInt[0])
+		for _, n := range agentFlowCounts {
+			v := r.cpuPerInt[n]
+			name := fmt.Sprintf("%d active flows (last drain reported %d)", n, r.emitted[n])
+			rw := row{section: sec, name: name, value: fmt.Sprintf("%.0f", median(v)), spread: spread(v, "%.0f")}
+			if n > 0 {
+				rw.baseline = fmt.Sprintf("%.0f idle", idle)
+				rw.delta = fmt.Sprintf("%.0f%% of a core", median(v)/10)
+			}
+			t.add(rw)
+		}
+		t.add(row{section: sec, name: "peak RSS", value: fmt.Sprintf("%d MiB", r.peakRSS>>20)})
+	}
+}
