@@ -17,8 +17,10 @@ const (
 )
 
 type series struct {
-	tags           map[string]string
-	packets, bytes uint64
+	tags                        map[string]string
+	packets, bytes, retransmits uint64
+	// hasRetransmits: kprobe mode counts TCP retransmissions per egress flow.
+	hasRetransmits bool
 }
 
 // addFlowMetrics emits one counter metric per series. Records whose tags are
@@ -31,19 +33,26 @@ func addFlowMetrics(acc telegraf.Accumulator, snap core.Snapshot, opt optionalTa
 	for i := range snap.Records {
 		r := &snap.Records[i]
 		id := newSeriesID(r, opt)
-		if j, ok := index[id]; ok {
-			out[j].packets += r.Packets
-			out[j].bytes += r.Bytes
-			continue
+		j, ok := index[id]
+		if !ok {
+			j = len(out)
+			index[id] = j
+			out = append(out, series{tags: id.tags(),
+				hasRetransmits: opt.retransmits && !r.Overflow && r.Direction == core.Egress && r.IPVersion() != 0 && r.Proto == core.ProtoTCP})
 		}
-		index[id] = len(out)
-		out = append(out, series{tags: id.tags(), packets: r.Packets, bytes: r.Bytes})
+		out[j].packets += r.Packets
+		out[j].bytes += r.Bytes
+		out[j].retransmits += r.Retransmits
 	}
 	for _, s := range out {
-		acc.AddCounter(measurement, map[string]interface{}{
+		fields := map[string]interface{}{
 			"bytes":   s.bytes,
 			"packets": s.packets,
-		}, s.tags, snap.Time)
+		}
+		if s.hasRetransmits {
+			fields["retransmits"] = s.retransmits
+		}
+		acc.AddCounter(measurement, fields, s.tags, snap.Time)
 	}
 }
 

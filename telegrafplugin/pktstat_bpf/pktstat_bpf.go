@@ -38,6 +38,7 @@ type PktstatBPF struct {
 	Mode         string          `toml:"mode"`
 	Interfaces   []string        `toml:"interfaces"`
 	XDPMode      string          `toml:"xdp_mode"`
+	KprobeAttach string          `toml:"kprobe_attach"`
 	CgroupPath   string          `toml:"cgroup_path"`
 	MaxFlows     int             `toml:"max_flows"`
 	IdleTimeout  config.Duration `toml:"idle_timeout"`
@@ -85,13 +86,14 @@ func (p *PktstatBPF) Init() error {
 		errs = append(errs, err)
 	}
 	cfg := core.Config{
-		Mode:        core.Mode(p.Mode),
-		Interfaces:  p.Interfaces,
-		XDPMode:     p.XDPMode,
-		CgroupPath:  p.CgroupPath,
-		MaxFlows:    p.MaxFlows,
-		IdleTimeout: idle,
-		NetNS:       p.NetNS,
+		Mode:         core.Mode(p.Mode),
+		Interfaces:   p.Interfaces,
+		XDPMode:      p.XDPMode,
+		KprobeAttach: p.KprobeAttach,
+		CgroupPath:   p.CgroupPath,
+		MaxFlows:     p.MaxFlows,
+		IdleTimeout:  idle,
+		NetNS:        p.NetNS,
 	}
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)

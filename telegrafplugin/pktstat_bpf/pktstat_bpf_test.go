@@ -82,6 +82,16 @@ func TestInitErrors(t *testing.T) {
 			err:  `xdp_mode "native" is set but mode is "tc": set mode = "xdp" or remove xdp_mode`,
 		},
 		{
+			name: "unknown kprobe_attach",
+			p:    &PktstatBPF{Mode: "kprobe", KprobeAttach: "uprobe"},
+			err:  `kprobe_attach "uprobe" is not one of auto, fentry, kprobe`,
+		},
+		{
+			name: "kprobe_attach without kprobe",
+			p:    &PktstatBPF{Mode: "cgroup", KprobeAttach: "fentry"},
+			err:  `kprobe_attach "fentry" is set but mode is "cgroup": set mode = "kprobe" or remove kprobe_attach`,
+		},
+		{
 			name: "empty interface",
 			p:    &PktstatBPF{Interfaces: []string{"eth0", ""}},
 			err:  `interfaces: empty interface name`,
@@ -198,8 +208,8 @@ func TestInitValid(t *testing.T) {
 		},
 		{
 			name: "kprobe passes Init and fails at Start if the kernel cannot",
-			p:    &PktstatBPF{Mode: "kprobe"},
-			want: core.Config{Mode: core.ModeKprobe},
+			p:    &PktstatBPF{Mode: "kprobe", KprobeAttach: "kprobe", OptionalTags: []string{"pid", "comm"}},
+			want: core.Config{Mode: core.ModeKprobe, KprobeAttach: "kprobe"},
 		},
 	}
 	for _, tc := range cases {
@@ -542,4 +552,60 @@ func TestReadmeSample(t *testing.T) {
 	block, _, ok := strings.Cut(rest, "```\n")
 	require.True(t, ok)
 	require.Equal(t, sampleConfig, block)
+}
+
+// TestKprobeRetransmits: kprobe mode adds the retransmits counter to TCP
+// egress series, summed like packets and bytes; other series and modes
+// keep exactly bytes and packets.
+func TestKprobeRetransmits(t *testing.T) {
+	tcp := core.FlowKey{Direction: core.Egress, EtherType: core.EtherTypeIPv4, Proto: core.ProtoTCP,
+		SrcAddr: netip.MustParseAddr("10.0.0.1"), DstAddr: netip.MustParseAddr("10.0.0.2"), SrcPort: 5000, DstPort: 80, PID: 7, Comm: "curl"}
+	tcp2 := tcp
+	tcp2.PID = 8
+	in := tcp
+	in.Direction = core.Ingress
+	in.SrcAddr, in.DstAddr, in.SrcPort, in.DstPort = tcp.DstAddr, tcp.SrcAddr, tcp.DstPort, tcp.SrcPort
+	udp := udp4("", core.Egress, "10.0.0.1", "10.0.0.3", 6000, 53)
+	snap := core.Snapshot{Time: t0, Records: []core.Record{
+		{FlowKey: tcp, Packets: 10, Bytes: 10000, Retransmits: 2},
+		{FlowKey: tcp2, Packets: 1, Bytes: 100, Retransmits: 1},
+		{FlowKey: in, Packets: 4, Bytes: 4000},
+		{FlowKey: udp, Packets: 3, Bytes: 90},
+		{FlowKey: core.FlowKey{Direction: core.Egress}, Overflow: true, Packets: 5, Bytes: 500},
+	}}
+	tags := func(k core.FlowKey, proto, sport, dport string) map[string]string {
+		return map[string]string{"direction": k.Direction.String(), "ip_version": "4", "proto": proto,
+			"src_ip": k.SrcAddr.String(), "dst_ip": k.DstAddr.String(), "src_port": sport, "dst_port": dport}
+	}
+	retrans := func(tags map[string]string, packets, bytes, retransmits uint64) telegraf.Metric {
+		return metric.New("pktstat_bpf", tags, map[string]interface{}{"packets": packets, "bytes": bytes, "retransmits": retransmits},
+			t0, telegraf.Counter)
+	}
+	for _, mode := range []string{"kprobe", "cgroup"} {
+		t.Run(mode, func(t *testing.T) {
+			f := &fakeSource{snapshots: []core.Snapshot{snap}}
+			p := withFake(&PktstatBPF{Mode: mode}, f)
+			require.NoError(t, p.Init())
+			var acc testutil.Accumulator
+			require.NoError(t, p.Start(&acc))
+			require.NoError(t, p.Gather(&acc))
+			egress := counter(tags(tcp, "tcp", "5000", "80"), 11, 10100, t0)
+			if mode == "kprobe" {
+				egress = retrans(tags(tcp, "tcp", "5000", "80"), 11, 10100, 3)
+			}
+			want := []telegraf.Metric{
+				egress,
+				counter(tags(in, "tcp", "80", "5000"), 4, 4000, t0),
+				counter(tags(udp, "udp", "6000", "53"), 3, 90, t0),
+				counter(map[string]string{"direction": "egress", "overflow": "true"}, 5, 500, t0),
+			}
+			var flows []telegraf.Metric
+			for _, m := range acc.GetTelegrafMetrics() {
+				if m.Name() == "pktstat_bpf" {
+					flows = append(flows, m)
+				}
+			}
+			testutil.RequireMetricsEqual(t, want, flows)
+		})
+	}
 }

@@ -7,9 +7,11 @@ import (
 	"github.com/pktstat-bpf/pktstat-bpf/core"
 )
 
-// optionalTags says which opt-in tags each flow metric carries.
+// optionalTags says which opt-in tags each flow metric carries, and whether
+// TCP egress series carry the retransmits field (kprobe mode counts them).
 type optionalTags struct {
 	vlan, flags, pid, comm, cgroup bool
+	retransmits                    bool
 }
 
 // parseOptionalTags checks the optional_tags values against the mode: pid,
@@ -42,6 +44,7 @@ func parseOptionalTags(names []string, mode core.Mode) (optionalTags, error) {
 			errs = append(errs, fmt.Errorf("optional_tags: unknown tag %q: use any of %q", name, allOptionalTags))
 		}
 	}
+	t.retransmits = mode == core.ModeKprobe
 	return t, errors.Join(errs...)
 }
 
