@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
@@ -56,7 +57,7 @@ func startKprobe(t *testing.T, attach string) *Collector {
 	}
 	if err := c.Start(context.Background()); err != nil {
 		if errors.Is(err, ErrNotSupported) {
-			feature := map[string]string{KprobeAttachFentry: "fentry/fexit (BPF trampolines)", KprobeAttachKprobe: "kprobes"}[attach]
+			feature := map[string]string{KprobeAttachFentry: "fentry/fexit (BPF trampolines)", KprobeAttachKprobe: "kprobes", KprobeAttachAuto: "both fentry/fexit and kprobes"}[attach]
 			t.Skipf("kernel lacks %s: %v", feature, err)
 		}
 		t.Fatalf("start: %v", err)
@@ -418,4 +419,71 @@ func withFD(c net.Conn, fn func(fd int) error) error {
 		return err
 	}
 	return ferr
+}
+
+// auto prefers BPF trampolines; each method attaches every hook once, and
+// Close leaves none of the mode's programs loaded.
+func TestKprobeAttachMethods(t *testing.T) {
+	for _, tc := range []struct {
+		attach string
+		kinds  map[string]int // hook kind -> count
+	}{
+		{KprobeAttachAuto, map[string]int{"fentry": 5, "fexit": 6}},
+		{KprobeAttachFentry, map[string]int{"fentry": 5, "fexit": 6}},
+		{KprobeAttachKprobe, map[string]int{"kprobe": 11, "kretprobe": 6}},
+	} {
+		t.Run(tc.attach, func(t *testing.T) {
+			before := kprobePrograms(t)
+			c := startKprobe(t, tc.attach)
+			got := map[string]int{}
+			for _, h := range read(t, c).Health.Hooks {
+				if !h.Attached {
+					t.Errorf("hook %s on %s not attached: %s", h.Hook, h.Target, h.Error)
+				}
+				got[h.Hook]++
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.kinds) {
+				t.Errorf("hooks %v, want %v", got, tc.kinds)
+			}
+			want := 0
+			for _, n := range tc.kinds {
+				want += n
+			}
+			if n := kprobePrograms(t); n != before+want {
+				t.Errorf("%d kprobe-mode programs loaded after Start, want %d more than the %d before", n, want, before)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, func() bool { return kprobePrograms(t) == before }, "kprobe-mode programs unloaded after Close")
+		})
+	}
+}
+
+// kprobePrograms counts loaded programs named like the kprobe mode's.
+func kprobePrograms(t *testing.T) int {
+	t.Helper()
+	n := 0
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return n
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // unloaded meanwhile
+		}
+		info, err := p.Info()
+		p.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, prefix := range []string{"fentry_", "fexit_", "kprobe_", "kretprobe_"} {
+			if strings.HasPrefix(info.Name, prefix) {
+				n++
+			}
+		}
+	}
 }
