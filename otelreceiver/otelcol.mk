@@ -37,6 +37,8 @@ $(OTELCOL): $(OTELCOL_INPUTS) | deps-otelcol
 		grep -q 'failed to update go.mod' $(BUILD)/ocb.log && grep -q 'otlpencodingextension' $(BUILD)/ocb.log \
 			|| { cat $(BUILD)/ocb.log >&2; exit 1; }; \
 		echo "  (expected: ocb's go mod tidy stopped at fileexporter's unserved test-only dependency)"; }
+	@# Without its own go.mod the go command would tidy the enclosing root module.
+	@test -f $(OTELCOL_SRC)/go.mod || { echo "ocb wrote no $(OTELCOL_SRC)/go.mod: see $(BUILD)/ocb.log" >&2; exit 1; }
 	cd $(OTELCOL_SRC) && $(GO) mod tidy -e 2>tidy.log || { cat tidy.log >&2; exit 1; }
 	cd $(OTELCOL_SRC) && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(OTELCOL) .
 	@! (cd $(OTELCOL_SRC) && $(GO) list -m all | grep -q influxdata/telegraf) || { echo "otelcol-pktstat pulls in Telegraf" >&2; exit 1; }
