@@ -35,6 +35,10 @@ type series struct {
 	touched bool
 	// live: some non-expired record of this scrape belongs to the series.
 	live bool
+	// fresh: the series was created in this scrape, so its start may still
+	// move to an earlier member's; afterwards it is fixed, because a moved
+	// start would read as a counter reset.
+	fresh bool
 }
 
 // seriesSet accumulates one flow metric. Counts are summed from the records'
@@ -53,9 +57,9 @@ func (ss *seriesSet) add(a metadata.FlowAttributes, start time.Time, delta uint6
 	key := ss.selection.Select(a)
 	s := ss.series[key]
 	if s == nil {
-		s = &series{attrs: key, start: start}
+		s = &series{attrs: key, start: start, fresh: true}
 		ss.series[key] = s
-	} else if start.Before(s.start) {
+	} else if s.fresh && start.Before(s.start) {
 		s.start = start
 	}
 	s.total += delta
@@ -86,7 +90,7 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start
 			delete(ss.series, key)
 			continue
 		}
-		s.window, s.touched, s.live = 0, false, false
+		s.window, s.touched, s.live, s.fresh = 0, false, false, false
 	}
 }
 

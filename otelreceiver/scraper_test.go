@@ -211,6 +211,26 @@ func TestCumulativeStartTimes(t *testing.T) {
 	}
 }
 
+// TestMergedSeriesStartIsFixed: flows merged into one series by a narrow
+// attribute selection give it the earliest start of its first scrape; a
+// member that joins later never moves it.
+func TestMergedSeriesStartIsFixed(t *testing.T) {
+	a := udp4(core.Egress, 1111, 53)
+	b := udp4(core.Egress, 2222, 53)
+	c := udp4(core.Egress, 3333, 53)
+	f := &fakeSource{snaps: []core.Snapshot{
+		{Time: at(10), Records: []core.Record{rec(a, at(5), 0, 0, 1, 100), rec(b, at(2), 0, 0, 2, 200)}},
+		// c claims an earlier start (clock skew between CPUs, say).
+		{Time: at(20), Records: []core.Record{rec(a, at(5), 1, 100, 0, 0), rec(b, at(2), 2, 200, 0, 0), rec(c, at(1), 0, 0, 4, 400)}},
+	}}
+	s := newTestScraper(t, f, func(c *Config) {
+		c.Metrics.NetworkFlowPackets.Attributes = []string{metadata.AttrNetworkIODirection}
+	})
+	got := scrapeN(t, s, 2)
+	assert.Equal(t, map[int64]point{0: {at(2), at(10), 3}}, flowPoints(t, got[0], metadata.MetricNetworkFlowPackets))
+	assert.Equal(t, map[int64]point{0: {at(2), at(20), 7}}, flowPoints(t, got[1], metadata.MetricNetworkFlowPackets))
+}
+
 func TestDeltaWindows(t *testing.T) {
 	a := udp4(core.Ingress, 1111, 53)
 	b := udp4(core.Ingress, 2222, 53)
