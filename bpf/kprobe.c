@@ -151,8 +151,9 @@ struct kret_args {
 	__u64 arg; /* struct msghdr * or struct sk_buff * */
 };
 
+/* LRU: a kretprobe that misses its return (too many calls in flight) leaves an entry behind. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct kret_key);
 	__type(value, struct kret_args);

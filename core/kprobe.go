@@ -62,15 +62,15 @@ type retransmits struct {
 	expired      bool
 }
 
+// close releases programs and maps; the hooks are closed with c.hooks.
 func (k *kprobeCapture) close() error {
-	var errs []error
 	for _, p := range k.progs {
 		p.Close()
 	}
 	if k.maps != nil {
 		k.maps.Close()
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // startKprobe loads the kprobe-mode maps and attaches every hook with

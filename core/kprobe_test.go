@@ -240,6 +240,10 @@ func TestKprobeModeCountsExactly(t *testing.T) {
 					expectFlow{"udp " + ip + " peer receive", Ingress, ProtoUDP, srvUDP, peerUDP, 12, 12*100 + 66, up.cmd.Process.Pid, rel},
 				)
 
+				if !v6 {
+					want = append(want, dualStackUDP(t, p, me)...)
+				}
+
 				// TCP: the peer in A connects to a server in B.
 				peerTCP, srvTCP := netip.AddrPortFrom(a, 42001+off), netip.AddrPortFrom(b, 7201+off)
 				acc := tcpServer(t, p.NSPathB(), srvTCP)
@@ -278,6 +282,38 @@ func TestKprobeModeCountsExactly(t *testing.T) {
 			}
 			checkFlows(t, read(t, c), want)
 		})
+	}
+}
+
+// dualStackUDP sends IPv4 datagrams from an IPv6 socket: udpv6_sendmsg hands
+// them to udp_sendmsg, and they must be counted once, as IPv4.
+func dualStackUDP(t *testing.T, p *nettest.Pair, pid int) []expectFlow {
+	t.Helper()
+	src, dst := netip.AddrPortFrom(p.A4, 44001), netip.AddrPortFrom(p.B4, 7111)
+	rx := nettest.ListenUDP(t, p.NSPathB(), dst.Addr(), dst.Port())
+	var fd int
+	if err := p.DoA(func() (err error) {
+		if fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrInet6{Addr: netip.AddrFrom16(src.Addr().As16()).As16(), Port: int(src.Port())})
+	}); err != nil {
+		t.Fatalf("dual-stack socket: %v", err)
+	}
+	defer unix.Close(fd)
+	to := &unix.SockaddrInet6{Addr: netip.AddrFrom16(dst.Addr().As16()).As16(), Port: int(dst.Port())}
+	for i := 0; i < 7; i++ {
+		if err := unix.Sendto(fd, make([]byte, 50), 0, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rx.Wait(t, 7)
+	return []expectFlow{
+		{"udp v4 from a dual-stack socket, send", Egress, ProtoUDP, src, dst, 7, 350, pid, ""},
+		{"udp v4 from a dual-stack socket, receive", Ingress, ProtoUDP, src, dst, 7, 350, pid, ""},
 	}
 }
 
