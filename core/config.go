@@ -131,7 +131,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("max_flows %d is out of range [%d, %d]", c.MaxFlows, MinMaxFlows, MaxMaxFlows))
 	}
 	if c.IdleTimeout < 0 {
-		errs = append(errs, fmt.Errorf("idle timeout %s is negative", c.IdleTimeout))
+		errs = append(errs, fmt.Errorf("idle_timeout %s is negative", c.IdleTimeout))
 	}
 	return errors.Join(errs...)
 }

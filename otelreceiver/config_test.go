@@ -73,7 +73,7 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"cgroup_path_without_cgroup", `cgroup_path is set but mode is "tc": set mode = "cgroup" or remove cgroup_path`},
 		{"max_flows_too_small", `max_flows 8 is out of range [16, 16777216]`},
 		{"max_flows_too_large", `max_flows 100000000 is out of range [16, 16777216]`},
-		{"negative_idle_timeout", `idle timeout -5s is negative`},
+		{"negative_idle_timeout", `idle_timeout -5s is negative`},
 		{"relative_netns", `netns "blue" is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net`},
 		{"bad_temporality", `temporality "gauge" is not one of cumulative, delta`},
 		{"bad_collection_interval", `"collection_interval": requires positive value`},

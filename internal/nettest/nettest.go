@@ -78,6 +78,15 @@ func NewPair(t testing.TB) *Pair {
 		run("-n", end.ns, "link", "set", "lo", "up")
 		// No link-local address: it would send router solicitations.
 		run("-n", end.ns, "link", "set", end.dev, "addrgenmode", "none")
+		// Joining the solicited-node groups sends MLD reports, repeated
+		// after up to the unsolicited report interval (1 s by default);
+		// 10 ms puts the repeats well inside the settle window below.
+		for _, v := range []string{"mldv1", "mldv2"} {
+			key := "net.ipv6.conf." + end.dev + "." + v + "_unsolicited_report_interval=10"
+			if out, err := exec.Command("ip", "netns", "exec", end.ns, "sysctl", "-qw", key).CombinedOutput(); err != nil {
+				t.Fatalf("sysctl %s: %v: %s", key, err, out)
+			}
+		}
 		run("-n", end.ns, "addr", "add", end.v4, "dev", end.dev)
 		run("-n", end.ns, "addr", "add", end.v6, "dev", end.dev, "nodad")
 		run("-n", end.ns, "link", "set", end.dev, "up")
