@@ -283,7 +283,9 @@ report() {
 		failed=$((failed + 1))
 		say "FAIL $name (no result: crashed, hung or timed out)"
 	done
-	grep -a -- '--- FAIL' "$log" | sed 's/^ *//; s/^/vmtest:   /' >&2 || true
+	# Each failed test, prefixed with the binary it ran in.
+	awk '/VMTEST-BEGIN /{sub(/.*VMTEST-BEGIN /, ""); bin=$1; next}
+		/--- FAIL/{sub(/^[ \t]*/, ""); print "vmtest:   " bin ": " $0}' "$log" >&2
 	while read -r line; do problems+=("module ${line##* } did not load"); done < <(grep -a 'VMTEST-MODULE-FAILED' "$log" || true)
 	grep -aq VMTEST-BOOTED "$log" || problems+=("guest did not boot")
 	[[ $status == 124 || $status == 137 ]] && problems+=("timed out after ${VMTEST_TIMEOUT}s")
