@@ -301,3 +301,43 @@ func readUntil(t *testing.T, r *bufio.Reader, timeout time.Duration, match func(
 		}
 	}
 }
+
+// gatherReader splits a shim's stdout into gathers: each gather ends with
+// its pktstat_bpf_internal line.
+type gatherReader struct {
+	lines chan string
+}
+
+func newGatherReader(r io.Reader) *gatherReader {
+	g := &gatherReader{lines: make(chan string, 4096)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			g.lines <- sc.Text() + "\n"
+		}
+		close(g.lines)
+	}()
+	return g
+}
+
+// next returns the metrics of the next complete gather.
+func (g *gatherReader) next(t *testing.T, timeout time.Duration) []telegraf.Metric {
+	t.Helper()
+	var got []byte
+	deadline := time.After(timeout)
+	for {
+		select {
+		case line, ok := <-g.lines:
+			if !ok {
+				t.Fatalf("output ended inside a gather; got:\n%s", got)
+			}
+			got = append(got, line...)
+			if strings.HasPrefix(line, "pktstat_bpf_internal") {
+				return parseLines(t, got)
+			}
+		case <-deadline:
+			t.Fatalf("no complete gather within %s; got:\n%s", timeout, got)
+		}
+	}
+}
