@@ -55,6 +55,11 @@ type Series struct {
 	// a series kept alive without growth.
 	DeltaPackets uint64
 	DeltaBytes   uint64
+	// Retransmits and DeltaRetransmits sum the records' TCP retransmissions
+	// (kprobe mode) the same way: cumulative since StartTime, and the
+	// increase in this call.
+	Retransmits      uint64
+	DeltaRetransmits uint64
 	// StartTime is when counting for this series began: the earliest
 	// StartTime of the flows that created it, but never before the
 	// previous call, whose deltas a new series does not include.
@@ -124,9 +129,11 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 	a.cand, a.overCand = a.cand[:0], a.overCand[:0]
 	for i := range records {
 		r := &records[i]
-		if r.DeltaPackets == 0 && r.DeltaBytes == 0 {
+		if r.DeltaPackets == 0 && r.DeltaBytes == 0 && r.DeltaRetransmits == 0 {
 			// An idle flow changes no series; skipping it keeps a large,
-			// mostly quiet table cheap.
+			// mostly quiet table cheap. A retransmit-only record (kprobe
+			// mode reports retransmits of a flow whose sends expired) is
+			// not idle.
 			continue
 		}
 		if r.Overflow {
@@ -144,7 +151,7 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 	}
 
 	a.choose()
-	a.other.dPackets, a.other.dBytes, a.other.minStart = 0, 0, time.Time{}
+	a.other.dPackets, a.other.dBytes, a.other.dRetrans, a.other.minStart = 0, 0, 0, time.Time{}
 	for _, i := range a.cand {
 		e := &a.flows.entries[i]
 		if e.chosen == a.epoch {
@@ -153,9 +160,10 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 		}
 		a.other.dPackets += e.dPackets
 		a.other.dBytes += e.dBytes
+		a.other.dRetrans += e.dRetrans
 		a.other.minStart = minTime(a.other.minStart, e.minStart)
 	}
-	if a.other.dPackets != 0 || a.other.dBytes != 0 {
+	if a.other.dPackets != 0 || a.other.dBytes != 0 || a.other.dRetrans != 0 {
 		a.grow(&a.other, now)
 	}
 	for _, i := range a.overCand {
@@ -263,10 +271,11 @@ func (a *Aggregator) grow(e *entry, now time.Time) {
 	if !e.live {
 		e.live = true
 		e.start = a.seriesStart(e.minStart, e.start, now)
-		e.packets, e.bytes = 0, 0
+		e.packets, e.bytes, e.retrans = 0, 0, 0
 	}
 	e.packets += e.dPackets
 	e.bytes += e.dBytes
+	e.retrans += e.dRetrans
 	e.lastGrowth = now
 	e.grew = a.epoch
 }
@@ -378,9 +387,9 @@ func (a *Aggregator) emit() []Series {
 }
 
 func (a *Aggregator) series(kind Kind, e *entry) Series {
-	s := Series{Kind: kind, Key: e.key, Packets: e.packets, Bytes: e.bytes, StartTime: e.start}
+	s := Series{Kind: kind, Key: e.key, Packets: e.packets, Bytes: e.bytes, Retransmits: e.retrans, StartTime: e.start}
 	if e.grew == a.epoch {
-		s.DeltaPackets, s.DeltaBytes = e.dPackets, e.dBytes
+		s.DeltaPackets, s.DeltaBytes, s.DeltaRetransmits = e.dPackets, e.dBytes, e.dRetrans
 	}
 	return s
 }
@@ -395,20 +404,20 @@ type entry struct {
 	hash uint64
 	next int32
 
-	packets, bytes uint64
-	start          time.Time
-	lastGrowth     time.Time
+	packets, bytes, retrans uint64
+	start                   time.Time
+	lastGrowth              time.Time
 	// lastActive is the last call in which the key had a delta, whether it
 	// went to its own series or to other; the entry is kept that long so a
 	// key flapping around the top-N edge does not churn the map.
 	lastActive time.Time
 
 	// This call's scratch, valid when touched == the Aggregator's epoch.
-	touched          uint64
-	chosen           uint64
-	grew             uint64
-	dPackets, dBytes uint64
-	minStart         time.Time
+	touched                    uint64
+	chosen                     uint64
+	grew                       uint64
+	dPackets, dBytes, dRetrans uint64
+	minStart                   time.Time
 }
 
 // table indexes entries by a hash of their key rather than by the key: a
@@ -462,13 +471,14 @@ func (t *table) accumulate(k Key, r *core.Record, epoch uint64, now time.Time, c
 	e := &t.entries[i]
 	if e.touched != epoch {
 		e.touched = epoch
-		e.dPackets, e.dBytes = 0, 0
+		e.dPackets, e.dBytes, e.dRetrans = 0, 0, 0
 		e.minStart = r.StartTime
 		e.lastActive = now
 		cand = append(cand, i)
 	}
 	e.dPackets += r.DeltaPackets
 	e.dBytes += r.DeltaBytes
+	e.dRetrans += r.DeltaRetransmits
 	e.minStart = minTime(e.minStart, r.StartTime)
 	return cand
 }

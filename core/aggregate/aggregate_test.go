@@ -47,17 +47,19 @@ func mustNew(t testing.TB, cfg Config) *Aggregator {
 
 func checkConserved(t *testing.T, in []core.Record, out []Series) {
 	t.Helper()
-	var ip, ib, op, ob uint64
+	var ip, ib, ir, op, ob, or uint64
 	for _, r := range in {
 		ip += r.DeltaPackets
 		ib += r.DeltaBytes
+		ir += r.DeltaRetransmits
 	}
 	for _, s := range out {
 		op += s.DeltaPackets
 		ob += s.DeltaBytes
+		or += s.DeltaRetransmits
 	}
-	if ip != op || ib != ob {
-		t.Errorf("totals not conserved: in %d packets %d bytes, out %d packets %d bytes", ip, ib, op, ob)
+	if ip != op || ib != ob || ir != or {
+		t.Errorf("totals not conserved: in %d packets %d bytes %d retransmits, out %d packets %d bytes %d retransmits", ip, ib, ir, op, ob, or)
 	}
 }
 
@@ -648,4 +650,51 @@ func TestTableChains(t *testing.T) {
 	if len(tb.index) != 0 {
 		t.Fatalf("index not empty after releasing everything: %v", tb.index)
 	}
+}
+
+// TestRetransmitsAreSummed: retransmits follow their flow's key into its own
+// series, the other series or an overflow series, like packets and bytes,
+// and a retransmit-only record (no new packets) still counts.
+func TestRetransmitsAreSummed(t *testing.T) {
+	a := mustNew(t, Config{
+		Dimensions: []Dimension{DimSrcIP, DimDstIP, DimDstPort},
+		FoldPorts:  FoldHigher,
+		CIDRGroups: []CIDRGroup{{"office", "10.1.0.0/16"}},
+		TopN:       1,
+	})
+	retrans := func(r core.Record, total, delta uint64) core.Record {
+		r.Retransmits, r.DeltaRetransmits = total, delta
+		return r
+	}
+	over := core.Record{
+		Overflow: true, Packets: 7, Bytes: 700, DeltaPackets: 7, DeltaBytes: 700,
+		Retransmits: 2, DeltaRetransmits: 2, StartTime: at(-60),
+	}
+	in := []core.Record{
+		retrans(rec(tcp4("10.1.0.5", 40000, "10.9.0.1", 443), 10, 1000, at(-5)), 3, 3),
+		retrans(rec(tcp4("10.1.7.5", 40001, "10.9.0.1", 443), 10, 1000, at(-5)), 1, 1),
+		retrans(rec(tcp4("10.1.7.5", 40002, "10.9.0.1", 22), 1, 100, at(-5)), 5, 5),
+		over,
+	}
+	out := a.Aggregate(at(0), in)
+	office := Key{SrcGroup: "office", DstAddr: netip.MustParseAddr("10.9.0.1"), HasPorts: true}
+	k443, k22 := office, office
+	k443.DstPort, k22.DstPort = 443, 22
+	checkSeries(t, out, []Series{
+		{Key: k443, Packets: 20, Bytes: 2000, DeltaPackets: 20, DeltaBytes: 2000, Retransmits: 4, DeltaRetransmits: 4, StartTime: at(-5)},
+		{Kind: KindOther, Packets: 1, Bytes: 100, DeltaPackets: 1, DeltaBytes: 100, Retransmits: 5, DeltaRetransmits: 5, StartTime: at(-5)},
+		{Kind: KindOverflow, Packets: 7, Bytes: 700, DeltaPackets: 7, DeltaBytes: 700, Retransmits: 2, DeltaRetransmits: 2, StartTime: at(-60)},
+	})
+	checkConserved(t, in, out)
+
+	// Only retransmissions in the next interval: the series grows by them
+	// alone; nothing is skipped as idle.
+	in = []core.Record{retrans(next(in[0], 0, 0, at(10)), 5, 2)}
+	out = a.Aggregate(at(10), in)
+	checkSeries(t, out, []Series{
+		{Key: k443, Packets: 20, Bytes: 2000, Retransmits: 6, DeltaRetransmits: 2, StartTime: at(-5)},
+		{Kind: KindOther, Packets: 1, Bytes: 100, Retransmits: 5, StartTime: at(-5)},
+		{Kind: KindOverflow, Packets: 7, Bytes: 700, Retransmits: 2, StartTime: at(-60)},
+	})
+	checkConserved(t, in, out)
 }
