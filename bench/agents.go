@@ -22,7 +22,7 @@ type agentResult struct {
 	name      string
 	cpuPerInt map[int][]float64 // flows -> ms of CPU per 1 s interval, one entry per interval window
 	peakRSS   int64
-	emitted   map[int]int // flows -> series the agent reported in its last drain (sanity)
+	emitted   map[int]string // flows -> what the agent reported per drain (sanity)
 }
 
 // agentFlowCounts are the active-flow levels measured, after an idle level.
@@ -98,7 +98,7 @@ func (l *logTail) get() (last, total int, tail string) {
 
 // measureAgent runs an agent binary inside B, where it attaches TC to B's
 // veth end, feeds it the flow levels from A and samples its CPU time.
-func measureAgent(p *vethPair, name, bin string, args []string, countRE string, intervals int) (*agentResult, error) {
+func measureAgent(p *vethPair, name, bin string, args []string, countRE, countUnit string, intervals int) (*agentResult, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("%s not built (%v): run `make build`", bin, err)
 	}
@@ -139,7 +139,7 @@ func measureAgent(p *vethPair, name, bin string, args []string, countRE string, 
 		return nil, err
 	}
 	defer sender.Close()
-	res := &agentResult{name: name, cpuPerInt: map[int][]float64{}, emitted: map[int]int{}}
+	res := &agentResult{name: name, cpuPerInt: map[int][]float64{}, emitted: map[int]string{}}
 	for _, n := range agentFlowCounts {
 		frames := p.flowFrames(n)
 		// Every flow gets a packet each interval: all are active and growing.
@@ -158,6 +158,7 @@ func measureAgent(p *vethPair, name, bin string, args []string, countRE string, 
 		if err != nil {
 			return nil, err
 		}
+		_, total0, _ := tail.get()
 		for i := 0; i < intervals; i++ {
 			t0 := time.Now()
 			if err := refresh(); err != nil {
@@ -171,8 +172,14 @@ func measureAgent(p *vethPair, name, bin string, args []string, countRE string, 
 			res.cpuPerInt[n] = append(res.cpuPerInt[n], c1-c0)
 			c0 = c1
 		}
-		last, _, _ := tail.get()
-		res.emitted[n] = last
+		_, total1, _ := tail.get()
+		perDrain := float64(total1-total0) / float64(intervals)
+		res.emitted[n] = fmt.Sprintf("%.0f %s/drain", perDrain, countUnit)
+		// No output at all means the agent does not drain: a failed run, not a measurement.
+		if n > 0 && perDrain == 0 {
+			_, _, t := tail.get()
+			return nil, fmt.Errorf("%s reported no %s for %d active flows:\n%s", name, countUnit, n, t)
+		}
 	}
 	res.peakRSS = procRSS(pid)
 	if err := alive(); err != nil {
@@ -228,14 +235,14 @@ service:
 	for _, a := range []struct {
 		name, bin string
 		args      []string
-		re        string
+		re, unit  string
 	}{
 		// The debug exporter logs the data points of each export: two per flow.
-		{"otelcol-pktstat", filepath.Join(root, "build/otelcol-pktstat"), []string{"--config", otelConf}, `"data points": (\d+)`},
+		{"otelcol-pktstat", filepath.Join(root, "build/otelcol-pktstat"), []string{"--config", otelConf}, `"data points": (\d+)`, "data points"},
 		// outputs.discard logs each batch it "wrote" in debug mode.
-		{"telegraf", filepath.Join(root, "build/telegraf"), []string{"--config", tgConf}, `Wrote batch of (\d+) metrics`},
+		{"telegraf", filepath.Join(root, "build/telegraf"), []string{"--config", tgConf}, `Wrote batch of (\d+) metrics`, "metrics"},
 	} {
-		r, err := measureAgent(p, a.name, a.bin, a.args, a.re, intervals)
+		r, err := measureAgent(p, a.name, a.bin, a.args, a.re, a.unit, intervals)
 		if err != nil {
 			return out, err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -73,31 +74,41 @@ func (p *vethPair) flowFrames(n int) [][]byte {
 	return frames
 }
 
-// senderRun sends count frames cycling over frames and returns the packets
-// per second B received over the run.
-func (p *vethPair) senderRun(s *packetSender, frames [][]byte, count int) (float64, error) {
+// senderRun sends count frames cycling over frames from one locked thread,
+// whose CPU time is the sender's.
+func (p *vethPair) senderRun(s *packetSender, frames [][]byte, count int) (genRun, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	before, err := p.rxPackets()
 	if err != nil {
-		return 0, err
+		return genRun{}, err
+	}
+	var ru0, ru1 unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru0); err != nil {
+		return genRun{}, err
 	}
 	t0 := time.Now()
 	deadline := t0.Add(60 * time.Second)
 	for sent := 0; sent < count; sent += len(frames) {
 		if err := s.send(frames[:min(len(frames), count-sent)]); err != nil {
-			return 0, err
+			return genRun{}, err
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("AF_PACKET sender: %d frames took more than a minute", sent)
+			return genRun{}, fmt.Errorf("AF_PACKET sender: %d frames took more than a minute", sent)
 		}
 	}
 	elapsed := time.Since(t0)
+	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru1); err != nil {
+		return genRun{}, err
+	}
 	after, err := p.rxPackets()
 	if err != nil {
-		return 0, err
+		return genRun{}, err
 	}
 	got := after - before
 	if got < uint64(count)/2 {
-		return 0, fmt.Errorf("B received %d of %d frames: the link or sender is broken", got, count)
+		return genRun{}, fmt.Errorf("B received %d of %d frames: the link or sender is broken", got, count)
 	}
-	return float64(got) / elapsed.Seconds(), nil
+	cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+	return genRun{float64(got) / elapsed.Seconds(), float64(cpu) / float64(got)}, nil
 }

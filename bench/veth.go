@@ -206,12 +206,20 @@ func (p *vethPair) writeTrafgenConf(path string) error {
 	return os.WriteFile(path, []byte(b.String()), 0o600)
 }
 
-// trafgenRun sends count frames from A with one trafgen process and returns
-// the packets per second B received (its rx counter over trafgen's run).
-func (p *vethPair) trafgenRun(conf string, count int) (float64, error) {
+// genRun is one generator run: packets per second B received (its rx
+// counter over the run) and the generator's CPU time per packet received.
+// On veth the receive path, TC and XDP included, runs in the sender's
+// context, so its CPU time holds the whole path's cost; unlike the packet
+// rate it does not depend on what else the shared CPUs are doing.
+type genRun struct {
+	pps, cpuNsPerPkt float64
+}
+
+// trafgenRun sends count frames from A with one trafgen process.
+func (p *vethPair) trafgenRun(conf string, count int) (genRun, error) {
 	before, err := p.rxPackets()
 	if err != nil {
-		return 0, err
+		return genRun{}, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -222,17 +230,22 @@ func (p *vethPair) trafgenRun(conf string, count int) (float64, error) {
 	out, err := cmd.CombinedOutput()
 	elapsed := time.Since(t0)
 	if err != nil {
-		return 0, fmt.Errorf("trafgen: %v: %s", err, bytes.TrimSpace(out))
+		return genRun{}, fmt.Errorf("trafgen: %v: %s", err, bytes.TrimSpace(out))
 	}
 	after, err := p.rxPackets()
 	if err != nil {
-		return 0, err
+		return genRun{}, err
 	}
 	got := after - before
 	if got < uint64(count)/2 {
-		return 0, fmt.Errorf("B received %d of %d frames: the link or generator is broken", got, count)
+		return genRun{}, fmt.Errorf("B received %d of %d frames: the link or generator is broken", got, count)
 	}
-	return float64(got) / elapsed.Seconds(), nil
+	// `ip netns exec` execs trafgen: the child's usage is trafgen's.
+	var cpu time.Duration
+	if ru, ok := cmd.ProcessState.SysUsage().(*unix.Rusage); ok {
+		cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return genRun{float64(got) / elapsed.Seconds(), float64(cpu.Nanoseconds()) / float64(got)}, nil
 }
 
 // attachment is what one end-to-end configuration attaches to B.
@@ -291,6 +304,7 @@ func attachXDP(p *vethPair, prog *ebpf.Program) ([]link.Link, error) {
 type e2eResult struct {
 	// by generator, then configuration
 	pps      map[string]map[string][]float64
+	cpu      map[string]map[string][]float64 // generator CPU ns per packet
 	nsPerPkt map[string]map[string][]float64 // BPF stats run_time_ns / run_cnt of the ingress program
 	gens     []string
 	configs  []string
@@ -367,18 +381,18 @@ func measureE2E(rounds, count int, tmp string) (*e2eResult, error) {
 	}
 	gens := []struct {
 		name string
-		run  func(n int) (float64, error)
+		run  func(n int) (genRun, error)
 	}{
-		{"trafgen", func(n int) (float64, error) { return p.trafgenRun(conf, n) }},
-		{"af_packet", func(n int) (float64, error) { return p.senderRun(sender, frames, n) }},
+		{"trafgen", func(n int) (genRun, error) { return p.trafgenRun(conf, n) }},
+		{"af_packet", func(n int) (genRun, error) { return p.senderRun(sender, frames, n) }},
 	}
-	res := &e2eResult{pps: map[string]map[string][]float64{}, nsPerPkt: map[string]map[string][]float64{}}
+	res := &e2eResult{pps: map[string]map[string][]float64{}, cpu: map[string]map[string][]float64{}, nsPerPkt: map[string]map[string][]float64{}}
 	for _, c := range configs {
 		res.configs = append(res.configs, c.name)
 	}
 	for _, g := range gens {
 		res.gens = append(res.gens, g.name)
-		res.pps[g.name], res.nsPerPkt[g.name] = map[string][]float64{}, map[string][]float64{}
+		res.pps[g.name], res.cpu[g.name], res.nsPerPkt[g.name] = map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 		// A warm-up run, so the first configuration does not pay for cold caches.
 		if _, err := g.run(count / 4); err != nil {
 			return nil, fmt.Errorf("%s: %w", g.name, err)
@@ -398,7 +412,7 @@ func measureE2E(rounds, count int, tmp string) (*e2eResult, error) {
 						return nil, fmt.Errorf("read BPF stats: %w", err)
 					}
 				}
-				pps, err := g.run(count)
+				gr, err := g.run(count)
 				if err == nil && st0 != nil {
 					var st1 *ebpf.ProgramStats
 					if st1, err = a.progs[0].Stats(); err == nil && st1.RunCount > st0.RunCount {
@@ -412,7 +426,8 @@ func measureE2E(rounds, count int, tmp string) (*e2eResult, error) {
 				if err != nil {
 					return nil, fmt.Errorf("%s with %s: %w", g.name, c.name, err)
 				}
-				res.pps[g.name][c.name] = append(res.pps[g.name][c.name], pps)
+				res.pps[g.name][c.name] = append(res.pps[g.name][c.name], gr.pps)
+				res.cpu[g.name][c.name] = append(res.cpu[g.name][c.name], gr.cpuNsPerPkt)
 			}
 		}
 	}
