@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0-only)
+//go:build ignore
+
+/*
+ * Profiling variants of tc_ingress, compiled and run by bench/profile: each
+ * keeps one part of the per-packet work, so BPF_PROG_TEST_RUN against an
+ * empty program says what each part costs on this host.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "errno.h"
+#include "flow.h"
+#include "parse.h"
+#include "maps.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct flow_key);
+	__type(value, struct flow_counters);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_key);
+} sink SEC(".maps");
+
+#define CTX_U32(ctx, field)                                                      \
+	({                                                                        \
+		__u64 __v;                                                        \
+		asm volatile("%0 = *(u32 *)(%1 + %2)"                             \
+			     : "=r"(__v)                                          \
+			     : "r"(ctx), "i"(__builtin_offsetof(typeof(*(ctx)), field))); \
+		__v;                                                              \
+	})
+
+/* parse only: key built and stored in a per-CPU array slot, no hash. */
+SEC("tc")
+int parse_only(struct __sk_buff *skb)
+{
+	struct flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.ifindex = skb->ifindex;
+	struct cursor c = {
+		.pos = (void *)(long)CTX_U32(skb, data),
+		.end = (void *)(long)CTX_U32(skb, data_end),
+	};
+	parse_eth(&c, &key, 0);
+	__u32 zero = 0;
+	struct flow_key *s = bpf_map_lookup_elem(&sink, &zero);
+	if (s)
+		*s = key;
+	return -1;
+}
+
+/* hash only: a constant key, lookup and bump, no parse. */
+SEC("tc")
+int hash_only(struct __sk_buff *skb)
+{
+	struct flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.ifindex = skb->ifindex;
+	struct flow_counters *c = bpf_map_lookup_elem(&flows, &key);
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+		return -1;
+	}
+	struct flow_counters init = { .packets = 1 };
+	bpf_map_update_elem(&flows, &key, &init, BPF_NOEXIST);
+	return -1;
+}
+
+/* parse and hash, no app detection and no pull check: the minimum of the design. */
+SEC("tc")
+int parse_hash(struct __sk_buff *skb)
+{
+	struct flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.ifindex = skb->ifindex;
+	struct cursor c = {
+		.pos = (void *)(long)CTX_U32(skb, data),
+		.end = (void *)(long)CTX_U32(skb, data_end),
+	};
+	parse_eth(&c, &key, 0);
+	struct flow_counters *fc = bpf_map_lookup_elem(&flows, &key);
+	if (fc) {
+		fc->packets++;
+		fc->bytes += skb->len;
+		return -1;
+	}
+	struct flow_counters init = { .packets = 1 };
+	bpf_map_update_elem(&flows, &key, &init, BPF_NOEXIST);
+	return -1;
+}
+
+struct key24 {
+	__u32 saddr, daddr, ifindex;
+	__u16 sport, dport, eth_proto, vlan_id;
+	__u8 ip_proto, direction, flags, pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct key24);
+	__type(value, struct flow_counters);
+} flows24 SEC(".maps");
+
+/* hash only with a 24-byte IPv4 key. */
+SEC("tc")
+int hash24_only(struct __sk_buff *skb)
+{
+	struct key24 key;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.ifindex = skb->ifindex;
+	struct flow_counters *c = bpf_map_lookup_elem(&flows24, &key);
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+		return -1;
+	}
+	struct flow_counters init = { .packets = 1 };
+	bpf_map_update_elem(&flows24, &key, &init, BPF_NOEXIST);
+	return -1;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct flow_key);
+	__type(value, struct flow_counters);
+} flows_shared SEC(".maps");
+
+/* hash only, non-per-CPU map with atomics: the per-CPU pointer step removed. */
+SEC("tc")
+int hash_shared(struct __sk_buff *skb)
+{
+	struct flow_key key;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.ifindex = skb->ifindex;
+	struct flow_counters *c = bpf_map_lookup_elem(&flows_shared, &key);
+	if (c) {
+		__sync_fetch_and_add(&c->packets, 1);
+		__sync_fetch_and_add(&c->bytes, skb->len);
+		return -1;
+	}
+	struct flow_counters init = { .packets = 1 };
+	bpf_map_update_elem(&flows_shared, &key, &init, BPF_NOEXIST);
+	return -1;
+}
+
+/* one non-inlined helper call: the fixed price of calling into the kernel. */
+SEC("tc")
+int one_call(struct __sk_buff *skb)
+{
+	return bpf_get_prandom_u32() ? -1 : -1;
+}
+
+/* a per-CPU array lookup (inlined by the verifier) and bump, for comparison. */
+SEC("tc")
+int array_bump(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct flow_key *s = bpf_map_lookup_elem(&sink, &zero);
+	if (s)
+		s->ifindex++;
+	return -1;
+}
