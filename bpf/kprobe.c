@@ -35,6 +35,17 @@
  * are 0 and empty, except retransmissions, which take the socket's last
  * sender from tcp_owners. cgroup_id is the socket's cgroup, ifindex the
  * socket's bound device (0 when unbound).
+ *
+ * Addresses: sends take the socket's ends, the sendmsg address for an
+ * unconnected socket, and for an unbound one the source its route lookup
+ * chose (ip_route_output_flow, ip6_dst_lookup_flow); receives take the
+ * packet's IP header. IPv4 over a dual-stack IPv6 socket is keyed as IPv4.
+ *
+ * Not counted: sendfile/splice to a socket before 6.5 (tcp_sendpage,
+ * udp_sendpage), raw sockets, ICMP the kernel sends itself (echo replies,
+ * errors), MPTCP subflows (tcp_sendmsg_locked). MSG_PEEK reads of TCP count
+ * as reads. The kprobe set can miss returns when more calls than the
+ * kretprobe's maxactive are in flight at once; fexit cannot.
  */
 
 #include "vmlinux.h"
@@ -130,6 +141,30 @@ struct {
 	__type(value, struct tcp_read);
 } tcp_reads SEC(".maps");
 
+/*
+ * The source address the route lookup chose for a thread's last send on a
+ * socket (ip_route_output_flow, ip6_dst_lookup_flow, inside sendmsg): an
+ * unbound, unconnected socket has none of its own. Keyed by socket too, so
+ * that a softirq's lookup on the same CPU cannot overwrite it.
+ */
+struct send_source_key {
+	__u64 pid_tgid;
+	__u64 sk;
+};
+
+struct send_source {
+	__u8 addr[16];
+	__u16 family;
+	__u8 _pad[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct send_source_key);
+	__type(value, struct send_source);
+} send_sources SEC(".maps");
+
 /* Arguments a kprobe saves for its kretprobe, per thread and function. */
 enum kret_fn {
 	KRET_TCP_SENDMSG = 1,
@@ -138,6 +173,8 @@ enum kret_fn {
 	KRET_PING_V4_SENDMSG,
 	KRET_PING_V6_SENDMSG,
 	KRET_TCP_RETRANSMIT,
+	KRET_ROUTE4,
+	KRET_ROUTE6,
 };
 
 struct kret_key {
@@ -337,6 +374,32 @@ static __always_inline void current_owner(struct cgroup_flow_key *key)
 	bpf_get_current_comm(key->comm, sizeof(key->comm));
 }
 
+static __always_inline int unspecified(const __u8 *a)
+{
+	return *(const __u64 *)a == 0 && *(const __u64 *)(a + 8) == 0;
+}
+
+/* Fills an unspecified local address with the one the route chose. */
+static __always_inline void route_source(struct ends *e, struct sock *sk)
+{
+	if (!unspecified(e->laddr))
+		return;
+	struct send_source_key k = { .pid_tgid = bpf_get_current_pid_tgid(), .sk = (__u64)sk };
+	struct send_source *src = bpf_map_lookup_elem(&send_sources, &k);
+	if (!src)
+		return;
+	if (src->family == AF_INET6 && e->family == AF_INET6) {
+		__builtin_memcpy(e->laddr, src->addr, 16);
+	} else if (src->family == AF_INET && e->family == AF_INET) {
+		__builtin_memcpy(e->laddr, src->addr, 4);
+	} else if (src->family == AF_INET && v4mapped(e->raddr)) {
+		/* Dual-stack socket to IPv4: keep it v4-mapped until keyed(). */
+		e->laddr[10] = 0xff;
+		e->laddr[11] = 0xff;
+		__builtin_memcpy(e->laddr + 12, src->addr, 4);
+	}
+}
+
 static __always_inline void count_sock_send(struct sock *sk, struct msghdr *msg, __u8 proto, int ret)
 {
 	if (ret <= 0)
@@ -347,6 +410,7 @@ static __always_inline void count_sock_send(struct sock *sk, struct msghdr *msg,
 	sock_ends(&e, sk);
 	if (msg)
 		msg_dest(&e, msg);
+	route_source(&e, sk);
 	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6_) {
 		/* Ping sockets send echo requests only; the ports carry type and code. */
 		e.lport = proto == IPPROTO_ICMP ? ICMP_ECHO_ : ICMPV6_ECHO_REQUEST_;
@@ -432,6 +496,38 @@ static __always_inline int skb_ends(struct ends *e, struct sk_buff *skb)
 		return ip6.nexthdr;
 	}
 	return -1;
+}
+
+/* A route lookup for sk chose source address saddr (4 or 16 bytes). */
+static __always_inline void note_source(struct sock *sk, __u16 family, const void *saddr)
+{
+	if (!sk)
+		return;
+	struct send_source_key k = { .pid_tgid = bpf_get_current_pid_tgid(), .sk = (__u64)sk };
+	struct send_source src = { .family = family };
+	if (family == AF_INET)
+		bpf_probe_read_kernel(src.addr, 4, saddr);
+	else
+		bpf_probe_read_kernel(src.addr, 16, saddr);
+	bpf_map_update_elem(&send_sources, &k, &src, BPF_ANY);
+}
+
+/* The error pointers the kernel returns are the last 4095 addresses. */
+static __always_inline int is_err(const void *p)
+{
+	return (unsigned long)p >= (unsigned long)-4095;
+}
+
+static __always_inline void route4(struct flowi4 *fl4, struct sock *sk, const void *ret)
+{
+	if (!is_err(ret))
+		note_source(sk, AF_INET, &fl4->saddr);
+}
+
+static __always_inline void route6(struct flowi6 *fl6, struct sock *sk, const void *ret)
+{
+	if (!is_err(ret))
+		note_source(sk, AF_INET6, &fl6->saddr);
 }
 
 static __always_inline void udp_read(struct sock *sk, struct sk_buff *skb, int len)
@@ -568,6 +664,21 @@ SEC("fentry/icmpv6_rcv")
 int BPF_PROG(fentry_icmpv6_rcv, struct sk_buff *skb)
 {
 	icmp_read(skb);
+	return 0;
+}
+
+SEC("fexit/ip_route_output_flow")
+int BPF_PROG(fexit_ip_route_output_flow, struct net *net, struct flowi4 *fl4, struct sock *sk, struct rtable *ret)
+{
+	route4(fl4, sk, ret);
+	return 0;
+}
+
+SEC("fexit/ip6_dst_lookup_flow")
+int BPF_PROG(fexit_ip6_dst_lookup_flow, struct net *net, struct sock *sk, struct flowi6 *fl6,
+	     struct in6_addr *final_dst, struct dst_entry *ret)
+{
+	route6(fl6, sk, ret);
 	return 0;
 }
 
@@ -711,6 +822,40 @@ SEC("kprobe/icmpv6_rcv")
 int BPF_KPROBE(kprobe_icmpv6_rcv, struct sk_buff *skb)
 {
 	icmp_read(skb);
+	return 0;
+}
+
+SEC("kprobe/ip_route_output_flow")
+int BPF_KPROBE(kprobe_ip_route_output_flow, struct net *net, struct flowi4 *fl4, struct sock *sk)
+{
+	if (sk)
+		kret_save(KRET_ROUTE4, sk, fl4);
+	return 0;
+}
+
+SEC("kretprobe/ip_route_output_flow")
+int BPF_KRETPROBE(kretprobe_ip_route_output_flow, void *ret)
+{
+	struct kret_args a;
+	if (kret_take(KRET_ROUTE4, &a))
+		route4((struct flowi4 *)a.arg, (struct sock *)a.sk, ret);
+	return 0;
+}
+
+SEC("kprobe/ip6_dst_lookup_flow")
+int BPF_KPROBE(kprobe_ip6_dst_lookup_flow, struct net *net, struct sock *sk, struct flowi6 *fl6)
+{
+	if (sk)
+		kret_save(KRET_ROUTE6, sk, fl6);
+	return 0;
+}
+
+SEC("kretprobe/ip6_dst_lookup_flow")
+int BPF_KRETPROBE(kretprobe_ip6_dst_lookup_flow, void *ret)
+{
+	struct kret_args a;
+	if (kret_take(KRET_ROUTE6, &a))
+		route6((struct flowi6 *)a.arg, (struct sock *)a.sk, ret);
 	return 0;
 }
 

@@ -39,6 +39,9 @@ var kprobeHooks = []kprobeHook{
 	{"ping_v6_sendmsg", bpf.KprobeProgFexitPingV6Sendmsg, []string{bpf.KprobeProgKprobePingV6Sendmsg, bpf.KprobeProgKretprobePingV6Sendmsg}, true},
 	{"icmp_rcv", bpf.KprobeProgFentryIcmpRcv, []string{bpf.KprobeProgKprobeIcmpRcv}, true},
 	{"icmpv6_rcv", bpf.KprobeProgFentryIcmpv6Rcv, []string{bpf.KprobeProgKprobeIcmpv6Rcv}, true},
+	// Without these, unbound unconnected sockets' sends have no source address.
+	{"ip_route_output_flow", bpf.KprobeProgFexitIpRouteOutputFlow, []string{bpf.KprobeProgKprobeIpRouteOutputFlow, bpf.KprobeProgKretprobeIpRouteOutputFlow}, true},
+	{"ip6_dst_lookup_flow", bpf.KprobeProgFexitIp6DstLookupFlow, []string{bpf.KprobeProgKprobeIp6DstLookupFlow, bpf.KprobeProgKretprobeIp6DstLookupFlow}, true},
 }
 
 // kprobeCapture is what the kprobe mode holds besides hooks and overflow.
