@@ -110,7 +110,7 @@ func TestShimCgroupMode(t *testing.T) {
 [[inputs.pktstat_bpf]]
   mode = "cgroup"
   cgroup_path = %q
-  optional_tags = ["pid", "comm", "cgroup"]
+  dimensions = ["interface", "direction", "ip_version", "proto", "src_ip", "dst_ip", "src_port", "dst_port", "pid", "comm", "cgroup"]
 `, abs)), 0o644))
 	var stdin io.WriteCloser
 	var stdout io.ReadCloser

@@ -2,13 +2,14 @@ package pktstat_bpf
 
 import (
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/influxdata/telegraf"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 )
 
 const (
@@ -16,190 +17,159 @@ const (
 	internalMeasurement = "pktstat_bpf_internal"
 )
 
-type series struct {
-	tags                        map[string]string
-	packets, bytes, retransmits uint64
-	// hasRetransmits: kprobe mode counts TCP retransmissions per egress flow.
-	hasRetransmits bool
+// converter turns core's snapshots into metrics through one Aggregator, which
+// owns the series state (cumulative counters built from deltas, so they
+// never go backwards as flows come and go).
+type converter struct {
+	agg *aggregate.Aggregator
+	// Direction's zero value is a real direction and port 0 a real port:
+	// whether they are kept must be known, not guessed from the key.
+	dir, srcPort, dstPort bool
 }
 
-// addFlowMetrics emits one counter metric per series. Records whose tags are
-// equal (they differ only in a dimension that is not emitted, such as an
-// unselected optional tag) are summed, so no two metrics share a series and
-// the sum over all series still equals what crossed the hooks.
-func addFlowMetrics(acc telegraf.Accumulator, snap core.Snapshot, opt optionalTags) {
-	index := make(map[seriesID]int, len(snap.Records))
-	out := make([]series, 0, len(snap.Records))
-	for i := range snap.Records {
-		r := &snap.Records[i]
-		id := newSeriesID(r, opt)
-		j, ok := index[id]
-		if !ok {
-			j = len(out)
-			index[id] = j
-			out = append(out, series{tags: id.tags(),
-				hasRetransmits: opt.retransmits && !r.Overflow && r.Direction == core.Egress && r.IPVersion() != 0 && r.Proto == core.ProtoTCP})
-		}
-		out[j].packets += r.Packets
-		out[j].bytes += r.Bytes
-		out[j].retransmits += r.Retransmits
+func newConverter(cfg aggregate.Config) (*converter, error) {
+	agg, err := aggregate.New(cfg)
+	if err != nil {
+		return nil, err
 	}
-	for _, s := range out {
-		fields := map[string]interface{}{
-			"bytes":   s.bytes,
-			"packets": s.packets,
+	c := &converter{agg: agg}
+	for _, d := range agg.Dimensions() {
+		switch d {
+		case aggregate.DimDirection:
+			c.dir = true
+		case aggregate.DimSrcPort:
+			c.srcPort = true
+		case aggregate.DimDstPort:
+			c.dstPort = true
 		}
-		if s.hasRetransmits {
-			fields["retransmits"] = s.retransmits
-		}
-		acc.AddCounter(measurement, fields, s.tags, snap.Time)
 	}
+	return c, nil
 }
 
-// tagKind says which tags carry a flow's two port-slot values.
-type tagKind uint8
-
-const (
-	kindNone tagKind = iota
-	kindPorts
-	kindICMP
-	kindSPI
-	kindGRE
-	kindOSPF
-	kindARP
-)
-
-// seriesID holds exactly the values that become tags, so that two records
-// have the same seriesID if and only if they have the same tags; it is
-// cheaper to build and compare than the tag map.
-type seriesID struct {
-	iface     string
-	direction core.Direction
-	overflow  bool
-	etherType uint16
-	proto     uint8
-	src, dst  netip.Addr
-	kind      tagKind
-	a, b      uint32
-	vlan      uint16
-	flags     core.Flags
-	pid       uint32
-	comm      string
-	cgroup    string
+// add emits one counter metric per series, stamped with the drain's time,
+// and returns how many. Every snapshot must pass through here, none
+// skipped: the series grow by the records' deltas.
+func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
+	series := c.agg.Aggregate(snap.Time, snap.Records)
+	for i := range series {
+		acc.AddCounter(measurement, map[string]interface{}{
+			"bytes":   series[i].Bytes,
+			"packets": series[i].Packets,
+		}, c.tags(&series[i]), snap.Time)
+	}
+	return len(series)
 }
 
-// newSeriesID maps a record to the tags named in DESIGN.md. Port tags are
-// set only for protocols that have ports; other protocols get the
-// identifiers the kernel stored in the port slots under their own names.
-func newSeriesID(r *core.Record, opt optionalTags) seriesID {
-	id := seriesID{iface: r.Interface, direction: r.Direction}
-	if r.Overflow {
+// tags renders a series' key as the tags named in DESIGN.md. Port tags are
+// set only for protocols that have ports (and not when fold_ports removed
+// the value); other protocols get the identifiers the kernel keeps in the
+// port slots under their own names.
+func (c *converter) tags(s *aggregate.Series) map[string]string {
+	k := &s.Key
+	tags := make(map[string]string, 10)
+	if k.Interface != "" {
+		tags["interface"] = k.Interface
+	}
+	if c.dir {
+		tags["direction"] = k.Direction.String()
+	}
+	switch s.Kind {
+	case aggregate.KindOverflow:
 		// The overflow series stands for many flows: no flow's address,
 		// port or protocol belongs on it.
-		id.overflow = true
-		return id
-	}
-	id.etherType, id.proto = r.EtherType, r.Proto
-	if r.IPVersion() == 0 {
-		id.proto = 0 // Transport ignores it for non-IP flows.
-	}
-	id.src, id.dst = r.SrcAddr, r.DstAddr
-	ip := r.IPVersion() != 0
-	switch {
-	case r.HasPorts():
-		id.kind, id.a, id.b = kindPorts, uint32(r.SrcPort), uint32(r.DstPort)
-	case ip && (r.Proto == core.ProtoICMP || r.Proto == core.ProtoICMPv6):
-		typ, code, _ := r.ICMPTypeCode()
-		id.kind, id.a, id.b = kindICMP, uint32(typ), uint32(code)
-	case ip && (r.Proto == core.ProtoESP || r.Proto == core.ProtoAH):
-		spi, _ := r.SPI()
-		id.kind, id.a = kindSPI, spi
-	case ip && r.Proto == core.ProtoGRE:
-		// core stores the GRE protocol type (an EtherType) in DstPort.
-		id.kind, id.a = kindGRE, uint32(r.DstPort)
-	case ip && r.Proto == core.ProtoOSPF:
-		// core stores the OSPF packet type in DstPort.
-		id.kind, id.a = kindOSPF, uint32(r.DstPort)
-	case r.EtherType == core.EtherTypeARP:
-		op, _ := r.ARPOp()
-		id.kind, id.a = kindARP, uint32(op)
-	}
-	if opt.vlan {
-		id.vlan = r.VLAN
-	}
-	if opt.flags {
-		id.flags = r.Flags
-	}
-	if opt.pid {
-		id.pid = r.PID
-	}
-	if opt.comm {
-		id.comm = r.Comm
-	}
-	if opt.cgroup {
-		switch {
-		case r.CgroupPath != "":
-			id.cgroup = r.CgroupPath
-		case r.CgroupID != 0:
-			id.cgroup = strconv.FormatUint(r.CgroupID, 10)
-		}
-	}
-	return id
-}
-
-func (id seriesID) tags() map[string]string {
-	tags := make(map[string]string, 12)
-	tags["direction"] = id.direction.String()
-	if id.iface != "" {
-		tags["interface"] = id.iface
-	}
-	if id.overflow {
 		tags["overflow"] = "true"
 		return tags
+	case aggregate.KindOther:
+		// The keys that top_n or max_series left out in this interval.
+		return map[string]string{"other": "true"}
 	}
-	k := core.FlowKey{EtherType: id.etherType, Proto: id.proto}
-	if v := k.IPVersion(); v != 0 {
-		tags["ip_version"] = strconv.Itoa(v)
+	if k.IPVersion != 0 {
+		tags["ip_version"] = strconv.Itoa(int(k.IPVersion))
 	}
-	tags["proto"] = k.Transport()
-	if id.src.IsValid() {
-		tags["src_ip"] = id.src.String()
+	if k.Transport != "" {
+		tags["proto"] = k.Transport
 	}
-	if id.dst.IsValid() {
-		tags["dst_ip"] = id.dst.String()
+	if v := k.SrcIP(); v != "" {
+		tags["src_ip"] = v
 	}
-	switch id.kind {
-	case kindPorts:
-		tags["src_port"] = strconv.FormatUint(uint64(id.a), 10)
-		tags["dst_port"] = strconv.FormatUint(uint64(id.b), 10)
-	case kindICMP:
-		tags["icmp_type"] = strconv.FormatUint(uint64(id.a), 10)
-		tags["icmp_code"] = strconv.FormatUint(uint64(id.b), 10)
-	case kindSPI:
-		tags["spi"] = fmt.Sprintf("0x%08x", id.a)
-	case kindGRE:
-		tags["gre_proto"] = fmt.Sprintf("0x%04x", id.a)
-	case kindOSPF:
-		tags["ospf_type"] = strconv.FormatUint(uint64(id.a), 10)
-	case kindARP:
-		tags["arp_op"] = strconv.FormatUint(uint64(id.a), 10)
+	if v := k.DstIP(); v != "" {
+		tags["dst_ip"] = v
 	}
-	if id.vlan != 0 {
-		tags["vlan"] = strconv.Itoa(int(id.vlan))
+	c.portTags(k, tags)
+	if k.VLAN != 0 {
+		tags["vlan"] = strconv.Itoa(int(k.VLAN))
 	}
-	if id.flags != 0 {
-		tags["flags"] = flagsString(id.flags)
+	if k.Flags != 0 {
+		tags["flags"] = flagsString(k.Flags)
 	}
-	if id.pid != 0 {
-		tags["pid"] = strconv.FormatUint(uint64(id.pid), 10)
+	if k.PID != 0 {
+		tags["pid"] = strconv.FormatUint(uint64(k.PID), 10)
 	}
-	if id.comm != "" {
-		tags["comm"] = id.comm
+	if k.Comm != "" {
+		tags["comm"] = k.Comm
 	}
-	if id.cgroup != "" {
-		tags["cgroup"] = id.cgroup
+	switch {
+	case k.Cgroup != "":
+		tags["cgroup"] = k.Cgroup
+	case k.CgroupID != 0:
+		tags["cgroup"] = strconv.FormatUint(k.CgroupID, 10)
+	}
+	if k.ContainerID != "" {
+		tags["container_id"] = k.ContainerID
+	}
+	if k.PodUID != "" {
+		tags["pod_uid"] = k.PodUID
+	}
+	if k.AppProto != "" {
+		tags["app_proto"] = k.AppProto
 	}
 	return tags
+}
+
+// portTags fills the tags of the two port slots. For protocols without
+// ports, aggregate keeps the slots only when proto is kept too; the tag
+// names then say what the values are.
+func (c *converter) portTags(k *aggregate.Key, tags map[string]string) {
+	src, dst := c.srcPort, c.dstPort
+	if k.HasPorts {
+		if src && !k.SrcPortFolded {
+			tags["src_port"] = strconv.Itoa(int(k.SrcPort))
+		}
+		if dst && !k.DstPortFolded {
+			tags["dst_port"] = strconv.Itoa(int(k.DstPort))
+		}
+		return
+	}
+	switch k.Transport {
+	case "icmp", "ipv6-icmp":
+		// core keeps the type in SrcPort and the code in DstPort.
+		if src {
+			tags["icmp_type"] = strconv.Itoa(int(uint8(k.SrcPort)))
+		}
+		if dst {
+			tags["icmp_code"] = strconv.Itoa(int(uint8(k.DstPort)))
+		}
+	case "esp", "ah":
+		// The SPI's high and low 16 bits; half an SPI identifies nothing.
+		if src && dst {
+			tags["spi"] = fmt.Sprintf("0x%08x", uint32(k.SrcPort)<<16|uint32(k.DstPort))
+		}
+	case "gre":
+		// DstPort is the encapsulated EtherType.
+		if dst {
+			tags["gre_proto"] = fmt.Sprintf("0x%04x", k.DstPort)
+		}
+	case "ospf":
+		// DstPort is the OSPF packet type.
+		if dst {
+			tags["ospf_type"] = strconv.Itoa(int(k.DstPort))
+		}
+	case "arp":
+		// DstPort is the operation (1 request, 2 reply).
+		if dst {
+			tags["arp_op"] = strconv.Itoa(int(k.DstPort))
+		}
+	}
 }
 
 func flagsString(f core.Flags) string {
@@ -218,7 +188,7 @@ func flagsString(f core.Flags) string {
 
 // addInternalMetric reports core's health: table fill, overflow, expiry,
 // drain cost and attachments.
-func addInternalMetric(acc telegraf.Accumulator, snap core.Snapshot, mode string) {
+func addInternalMetric(acc telegraf.Accumulator, snap core.Snapshot, series int, mode string, convert time.Duration) {
 	h := snap.Health
 	attached := 0
 	for _, hook := range h.Hooks {
@@ -233,8 +203,10 @@ func addInternalMetric(acc telegraf.Accumulator, snap core.Snapshot, mode string
 		"overflow_bytes":   h.OverflowBytes,
 		"expired_flows":    h.ExpiredFlows,
 		"drain_ns":         h.DrainDuration.Nanoseconds(),
+		"convert_ns":       convert.Nanoseconds(),
 		"hooks_attached":   int64(attached),
 		"hooks_failed":     int64(len(h.Hooks) - attached),
 		"records":          int64(len(snap.Records)),
+		"series":           int64(series),
 	}, map[string]string{"mode": mode}, snap.Time)
 }

@@ -7,25 +7,29 @@ import (
 	"github.com/influxdata/telegraf/testutil"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 )
 
-// BenchmarkAddFlowMetrics is the plugin's share of a gather: records to
-// tags and series, for a full-ish table of 10000 flows.
-func BenchmarkAddFlowMetrics(b *testing.B) {
+// BenchmarkConvert is the plugin's share of a gather: aggregation and tags
+// for a table of 10000 flows that all grew.
+func BenchmarkConvert(b *testing.B) {
 	snap := core.Snapshot{Time: t0, Records: make([]core.Record, 10000)}
 	for i := range snap.Records {
 		snap.Records[i] = core.Record{
 			FlowKey: core.FlowKey{Direction: core.Direction(i % 2), EtherType: core.EtherTypeIPv4, Proto: core.ProtoTCP,
 				SrcAddr: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), DstAddr: netip.MustParseAddr("10.1.0.1"),
 				SrcPort: uint16(1024 + i), DstPort: 443},
-			Interface: "eth0", Packets: uint64(i), Bytes: uint64(i) * 1500,
+			Interface: "eth0", Packets: uint64(i), Bytes: uint64(i) * 1500, DeltaPackets: 1, DeltaBytes: 1500,
 		}
+	}
+	c, err := newConverter(aggregate.Config{})
+	if err != nil {
+		b.Fatal(err)
 	}
 	var acc testutil.NopAccumulator
 	b.ReportAllocs()
-	b.ResetTimer()
 	for b.Loop() {
-		addFlowMetrics(&acc, snap, optionalTags{})
+		c.add(&acc, snap)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(snap.Records)), "ns/flow")
 }

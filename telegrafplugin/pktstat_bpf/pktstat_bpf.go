@@ -17,6 +17,7 @@ import (
 	"github.com/influxdata/telegraf/plugins/inputs"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 )
 
 //go:embed sample.conf
@@ -43,17 +44,20 @@ type PktstatBPF struct {
 	MaxFlows     int             `toml:"max_flows"`
 	IdleTimeout  config.Duration `toml:"idle_timeout"`
 	NetNS        string          `toml:"netns"`
-	OptionalTags []string        `toml:"optional_tags"`
-	Log          telegraf.Logger `toml:"-"`
+	// The series keys: dimensions, fold_ports, cidr_groups, top_n, ... The
+	// collector receiver takes the same keys.
+	aggregate.Config
+	Log telegraf.Logger `toml:"-"`
 
 	newSource func(core.Config) (flowSource, error)
 	cfg       core.Config
-	tags      optionalTags
+	aggCfg    aggregate.Config
 
 	// mu serialises Gather and the final drain in Stop: core's Read may be
 	// called from one goroutine at a time.
 	mu         sync.Mutex
 	src        flowSource
+	conv       *converter
 	acc        telegraf.Accumulator
 	cancel     context.CancelFunc
 	ctx        context.Context
@@ -81,8 +85,7 @@ func (p *PktstatBPF) Init() error {
 	if p.NetNS != "" && !filepath.IsAbs(p.NetNS) {
 		errs = append(errs, fmt.Errorf("netns %q is not an absolute path: use for example /var/run/netns/NAME or /proc/PID/ns/net", p.NetNS))
 	}
-	tags, err := parseOptionalTags(p.OptionalTags, core.Mode(p.Mode))
-	if err != nil {
+	if err := checkModeDimensions(p.Dimensions, core.Mode(p.Mode)); err != nil {
 		errs = append(errs, err)
 	}
 	cfg := core.Config{
@@ -98,6 +101,14 @@ func (p *PktstatBPF) Init() error {
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	aggCfg := p.Config
+	if aggCfg.SeriesIdleTimeout == 0 && idle > 0 {
+		// A series of one flow should live as long as the flow does.
+		aggCfg.SeriesIdleTimeout = aggregate.Duration(idle)
+	}
+	if err := aggCfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
@@ -105,7 +116,7 @@ func (p *PktstatBPF) Init() error {
 		cfg.Logger = newSlogLogger(p.Log)
 	}
 	p.cfg = cfg
-	p.tags = tags
+	p.aggCfg = aggCfg
 	if p.newSource == nil {
 		p.newSource = newCoreSource
 	}
@@ -124,6 +135,11 @@ func newCoreSource(cfg core.Config) (flowSource, error) {
 func (p *PktstatBPF) Start(acc telegraf.Accumulator) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// A fresh aggregator per start: series restart with the kernel tables.
+	conv, err := newConverter(p.aggCfg)
+	if err != nil {
+		return err
+	}
 	src, err := p.newSource(p.cfg)
 	if err != nil {
 		return err
@@ -134,7 +150,7 @@ func (p *PktstatBPF) Start(acc telegraf.Accumulator) error {
 		src.Close()
 		return err
 	}
-	p.src, p.acc, p.ctx, p.cancel = src, acc, ctx, cancel
+	p.src, p.conv, p.acc, p.ctx, p.cancel = src, conv, acc, ctx, cancel
 	p.hookErrors = make(map[string]string)
 	p.Log.Infof("counting started: mode %s, %s", modeName(p.cfg.Mode), p.targetDescription())
 	return nil
@@ -177,8 +193,9 @@ func (p *PktstatBPF) drain(ctx context.Context, acc telegraf.Accumulator) error 
 		return fmt.Errorf("drain flow table: %w", err)
 	}
 	p.reportHookErrors(snap.Health.Hooks)
-	addFlowMetrics(acc, snap, p.tags)
-	addInternalMetric(acc, snap, modeName(p.cfg.Mode))
+	start := time.Now()
+	series := p.conv.add(acc, snap)
+	addInternalMetric(acc, snap, series, modeName(p.cfg.Mode), time.Since(start))
 	return nil
 }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 )
 
 // fakeSource replays snapshots in order and records the calls made to it.
@@ -142,29 +145,61 @@ func TestInitErrors(t *testing.T) {
 			err:  `netns "blue" is not an absolute path: use for example /var/run/netns/NAME or /proc/PID/ns/net`,
 		},
 		{
-			name: "unknown optional tag",
-			p:    &PktstatBPF{OptionalTags: []string{"mac"}},
-			err:  `optional_tags: unknown tag "mac": use any of ["vlan" "flags" "pid" "comm" "cgroup"]`,
+			name: "unknown dimension",
+			p:    &PktstatBPF{Config: aggregate.Config{Dimensions: []aggregate.Dimension{"proto", "mac"}}},
+			err: `dimensions: unknown dimension "mac"; valid dimensions are interface, direction, ip_version, proto, src_ip, dst_ip, ` +
+				`src_port, dst_port, vlan, flags, pid, comm, cgroup, container_id, pod_uid, app_proto`,
 		},
 		{
-			name: "duplicate optional tag",
-			p:    &PktstatBPF{OptionalTags: []string{"vlan", "vlan"}},
-			err:  `optional_tags: "vlan" is listed twice`,
+			name: "duplicate dimension",
+			p:    &PktstatBPF{Config: aggregate.Config{Dimensions: []aggregate.Dimension{"vlan", "vlan"}}},
+			err:  `dimensions: "vlan" is listed twice`,
 		},
 		{
 			name: "pid in tc mode",
-			p:    &PktstatBPF{OptionalTags: []string{"pid"}},
-			err:  `optional_tags: "pid" needs mode "cgroup" or "kprobe", but mode is "tc": remove it or change mode`,
+			p:    &PktstatBPF{Config: aggregate.Config{Dimensions: []aggregate.Dimension{"proto", "pid"}}},
+			err:  `dimensions: "pid" needs mode "cgroup" or "kprobe", but mode is "tc": remove it or change mode`,
 		},
 		{
-			name: "comm in xdp mode",
-			p:    &PktstatBPF{Mode: "xdp", OptionalTags: []string{"comm"}},
-			err:  `optional_tags: "comm" needs mode "cgroup" or "kprobe", but mode is "xdp": remove it or change mode`,
+			name: "comm and container_id in xdp mode",
+			p:    &PktstatBPF{Mode: "xdp", Config: aggregate.Config{Dimensions: []aggregate.Dimension{"comm", "container_id"}}},
+			err: `dimensions: "comm" needs mode "cgroup" or "kprobe", but mode is "xdp": remove it or change mode` + "\n" +
+				`dimensions: "container_id" needs mode "cgroup" or "kprobe", but mode is "xdp": remove it or change mode`,
 		},
 		{
-			name: "cgroup tag in tc mode",
-			p:    &PktstatBPF{Mode: "tc", OptionalTags: []string{"cgroup"}},
-			err:  `optional_tags: "cgroup" needs mode "cgroup" or "kprobe", but mode is "tc": remove it or change mode`,
+			name: "unknown fold_ports",
+			p:    &PktstatBPF{Config: aggregate.Config{FoldPorts: "client"}},
+			err:  `fold_ports "client" is not one of off, ephemeral, higher`,
+		},
+		{
+			name: "ephemeral_port_min without ephemeral folding",
+			p:    &PktstatBPF{Config: aggregate.Config{EphemeralPortMin: 49152}},
+			err:  `ephemeral_port_min is set but fold_ports is "": set fold_ports = "ephemeral" or remove ephemeral_port_min`,
+		},
+		{
+			name: "fold_ports without ports",
+			p:    &PktstatBPF{Config: aggregate.Config{FoldPorts: "higher", Dimensions: []aggregate.Dimension{"src_ip", "dst_ip"}}},
+			err:  `fold_ports "higher" has no effect because dimensions lists neither src_port nor dst_port: add one or remove fold_ports`,
+		},
+		{
+			name: "cidr group with host bits",
+			p:    &PktstatBPF{Config: aggregate.Config{CIDRGroups: []aggregate.CIDRGroup{{Name: "office", CIDR: "10.1.2.3/16"}}}},
+			err:  `cidr_groups[0] "office": cidr "10.1.2.3/16" has host bits set: write "10.1.0.0/16"`,
+		},
+		{
+			name: "ungrouped_as_other without groups",
+			p:    &PktstatBPF{Config: aggregate.Config{UngroupedAsOther: true}},
+			err:  `ungrouped_as_other is set but cidr_groups is empty: add groups or remove ungrouped_as_other`,
+		},
+		{
+			name: "negative top_n and max_series",
+			p:    &PktstatBPF{Config: aggregate.Config{TopN: -1, MaxSeries: -2}},
+			err:  "top_n -1 is negative: use 0 to keep every series\nmax_series -2 is negative: use 0 for no cap",
+		},
+		{
+			name: "negative series_idle_timeout",
+			p:    &PktstatBPF{Config: aggregate.Config{SeriesIdleTimeout: aggregate.Duration(-time.Second)}},
+			err:  `series_idle_timeout -1s is negative`,
 		},
 		{
 			name: "every error is reported at once",
@@ -196,19 +231,20 @@ func TestInitValid(t *testing.T) {
 		},
 		{
 			name: "xdp",
-			p:    &PktstatBPF{Mode: "xdp", XDPMode: "generic", Interfaces: []string{"veth*"}, MaxFlows: 16, OptionalTags: []string{"vlan", "flags"}},
+			p: &PktstatBPF{Mode: "xdp", XDPMode: "generic", Interfaces: []string{"veth*"}, MaxFlows: 16,
+				Config: aggregate.Config{Dimensions: []aggregate.Dimension{"interface", "proto", "vlan", "flags", "app_proto"}}},
 			want: core.Config{Mode: core.ModeXDP, XDPMode: "generic", Interfaces: []string{"veth*"}, MaxFlows: 16},
 		},
 		{
 			name: "cgroup",
 			p: &PktstatBPF{Mode: "cgroup", CgroupPath: "/sys/fs/cgroup/unified/system.slice", IdleTimeout: config.Duration(30 * time.Second),
-				NetNS: "/var/run/netns/blue", OptionalTags: []string{"pid", "comm", "cgroup"}},
+				NetNS: "/var/run/netns/blue", Config: aggregate.Config{Dimensions: []aggregate.Dimension{"pid", "comm", "cgroup", "container_id", "pod_uid"}}},
 			want: core.Config{Mode: core.ModeCgroup, CgroupPath: "/sys/fs/cgroup/unified/system.slice", IdleTimeout: 30 * time.Second,
 				NetNS: "/var/run/netns/blue"},
 		},
 		{
 			name: "kprobe passes Init and fails at Start if the kernel cannot",
-			p:    &PktstatBPF{Mode: "kprobe", KprobeAttach: "kprobe", OptionalTags: []string{"pid", "comm"}},
+			p:    &PktstatBPF{Mode: "kprobe", KprobeAttach: "kprobe", Config: aggregate.Config{Dimensions: []aggregate.Dimension{"pid", "comm"}}},
 			want: core.Config{Mode: core.ModeKprobe, KprobeAttach: "kprobe"},
 		},
 	}
@@ -245,25 +281,73 @@ func TestTelegrafConfig(t *testing.T) {
   max_flows = 4096
   idle_timeout = "45s"
   netns = "/var/run/netns/blue"
-  optional_tags = ["vlan"]
+  dimensions = ["interface", "direction", "proto", "src_ip", "dst_ip", "src_port", "dst_port", "vlan"]
+  fold_ports = "ephemeral"
+  ephemeral_port_min = 49152
+  cidr_groups = [{ name = "office", cidr = "10.1.0.0/16" }]
+  ungrouped_as_other = true
+  top_n = 100
+  max_series = 500
+  series_idle_timeout = "5m"
 `), ""))
 		require.Len(t, c.Inputs, 1)
 		p := c.Inputs[0].Input.(*PktstatBPF)
 		require.Equal(t, &PktstatBPF{
-			Mode:         "xdp",
-			Interfaces:   []string{"veth0", "eth*"},
-			XDPMode:      "native",
-			MaxFlows:     4096,
-			IdleTimeout:  config.Duration(45 * time.Second),
-			NetNS:        "/var/run/netns/blue",
-			OptionalTags: []string{"vlan"},
-			Log:          p.Log,
+			Mode:        "xdp",
+			Interfaces:  []string{"veth0", "eth*"},
+			XDPMode:     "native",
+			MaxFlows:    4096,
+			IdleTimeout: config.Duration(45 * time.Second),
+			NetNS:       "/var/run/netns/blue",
+			Config: aggregate.Config{
+				Dimensions:        []aggregate.Dimension{"interface", "direction", "proto", "src_ip", "dst_ip", "src_port", "dst_port", "vlan"},
+				FoldPorts:         "ephemeral",
+				EphemeralPortMin:  49152,
+				CIDRGroups:        []aggregate.CIDRGroup{{Name: "office", CIDR: "10.1.0.0/16"}},
+				UngroupedAsOther:  true,
+				TopN:              100,
+				MaxSeries:         500,
+				SeriesIdleTimeout: aggregate.Duration(5 * time.Minute),
+			},
+			Log: p.Log,
 		}, p)
+		require.NoError(t, c.Inputs[0].Init())
+	})
+	t.Run("cidr_groups as tables", func(t *testing.T) {
+		c := config.NewConfig()
+		require.NoError(t, c.LoadConfigData([]byte(`
+[[inputs.pktstat_bpf]]
+  [[inputs.pktstat_bpf.cidr_groups]]
+    name = "office"
+    cidr = "10.1.0.0/16"
+  [[inputs.pktstat_bpf.cidr_groups]]
+    name = "lab"
+    cidr = "10.1.2.0/24"
+`), ""))
+		p := c.Inputs[0].Input.(*PktstatBPF)
+		require.Equal(t, []aggregate.CIDRGroup{{Name: "office", CIDR: "10.1.0.0/16"}, {Name: "lab", CIDR: "10.1.2.0/24"}}, p.CIDRGroups)
+		require.NoError(t, c.Inputs[0].Init())
+	})
+	t.Run("core/aggregate README example", func(t *testing.T) {
+		readme, err := os.ReadFile("../../core/aggregate/README.md")
+		require.NoError(t, err)
+		_, rest, ok := strings.Cut(string(readme), "```toml\n")
+		require.True(t, ok)
+		example, _, _ := strings.Cut(rest, "```\n")
+		c := config.NewConfig()
+		require.NoError(t, c.LoadConfigData([]byte(example), ""), example)
+		require.NoError(t, c.Inputs[0].Init())
+		require.Equal(t, 500, c.Inputs[0].Input.(*PktstatBPF).MaxSeries)
 	})
 	t.Run("unknown key", func(t *testing.T) {
 		c := config.NewConfig()
 		err := c.LoadConfigData([]byte("[[inputs.pktstat_bpf]]\n  mode = \"tc\"\n  max_flow = 10\n"), "")
 		require.ErrorContains(t, err, `configuration specified the fields ["max_flow"], but they were not used`)
+	})
+	t.Run("unknown aggregation key", func(t *testing.T) {
+		c := config.NewConfig()
+		err := c.LoadConfigData([]byte("[[inputs.pktstat_bpf]]\n  top_m = 3\n"), "")
+		require.ErrorContains(t, err, `configuration specified the fields ["top_m"], but they were not used`)
 	})
 	t.Run("bad value reaches Init", func(t *testing.T) {
 		c := config.NewConfig()
@@ -324,6 +408,21 @@ func internal(mode string, fields map[string]interface{}, tm time.Time) telegraf
 	return metric.New("pktstat_bpf_internal", map[string]string{"mode": mode}, fields, tm, telegraf.Untyped)
 }
 
+// first makes records as a first Read returns them: the whole count is
+// new, so the delta equals the cumulative count.
+func first(rs ...core.Record) []core.Record {
+	for i := range rs {
+		rs[i].DeltaPackets, rs[i].DeltaBytes = rs[i].Packets, rs[i].Bytes
+	}
+	return rs
+}
+
+func dims(ds ...aggregate.Dimension) aggregate.Config {
+	return aggregate.Config{Dimensions: ds}
+}
+
+var defaultDims = aggregate.DefaultDimensions
+
 func TestConversion(t *testing.T) {
 	v6 := core.FlowKey{Direction: core.Egress, EtherType: core.EtherTypeIPv6, Proto: core.ProtoTCP,
 		SrcAddr: netip.MustParseAddr("2001:db8::1"), DstAddr: netip.MustParseAddr("2001:db8::2"), SrcPort: 51000, DstPort: 443}
@@ -344,24 +443,25 @@ func TestConversion(t *testing.T) {
 	frag.Flags = core.FlagFragment
 	vlan := udp4("", core.Ingress, "192.0.2.2", "192.0.2.1", 53, 40000)
 	vlan.VLAN = 100
+	app := udp4("", core.Egress, "192.0.2.1", "192.0.2.2", 40000, 53)
 
 	snap := core.Snapshot{
 		Time: t0,
-		Records: []core.Record{
-			{FlowKey: udp4("", core.Egress, "192.0.2.1", "192.0.2.2", 40000, 53), Interface: "veth0", Packets: 10, Bytes: 1000},
-			{FlowKey: v6, Interface: "veth0", Packets: 3, Bytes: 222},
-			{FlowKey: icmp, Interface: "veth0", Packets: 4, Bytes: 392},
-			{FlowKey: icmp6, Interface: "veth0", Packets: 1, Bytes: 86},
-			{FlowKey: esp, Interface: "eth0", Packets: 2, Bytes: 300},
-			{FlowKey: gre, Interface: "eth0", Packets: 5, Bytes: 700},
-			{FlowKey: ospf, Interface: "eth0", Packets: 1, Bytes: 90},
-			{FlowKey: arp, Interface: "veth0", Packets: 1, Bytes: 42},
-			{FlowKey: lldp, Interface: "veth0", Packets: 1, Bytes: 60},
-			{FlowKey: frag, Interface: "veth0", Packets: 2, Bytes: 3000},
-			{FlowKey: vlan, Interface: "veth0", Packets: 6, Bytes: 600},
-			{FlowKey: core.FlowKey{Direction: core.Ingress}, Interface: "veth0", Overflow: true, Packets: 7, Bytes: 700},
-			{FlowKey: core.FlowKey{Direction: core.Egress}, Overflow: true, Packets: 1, Bytes: 100},
-		},
+		Records: first(
+			core.Record{FlowKey: app, AppProto: "dns", Interface: "veth0", Packets: 10, Bytes: 1000},
+			core.Record{FlowKey: v6, Interface: "veth0", Packets: 3, Bytes: 222},
+			core.Record{FlowKey: icmp, Interface: "veth0", Packets: 4, Bytes: 392},
+			core.Record{FlowKey: icmp6, Interface: "veth0", Packets: 1, Bytes: 86},
+			core.Record{FlowKey: esp, Interface: "eth0", Packets: 2, Bytes: 300},
+			core.Record{FlowKey: gre, Interface: "eth0", Packets: 5, Bytes: 700},
+			core.Record{FlowKey: ospf, Interface: "eth0", Packets: 1, Bytes: 90},
+			core.Record{FlowKey: arp, Interface: "veth0", Packets: 1, Bytes: 42},
+			core.Record{FlowKey: lldp, Interface: "veth0", Packets: 1, Bytes: 60},
+			core.Record{FlowKey: frag, Interface: "veth0", Packets: 2, Bytes: 3000},
+			core.Record{FlowKey: vlan, Interface: "veth0", Packets: 6, Bytes: 600},
+			core.Record{FlowKey: core.FlowKey{Direction: core.Ingress}, Interface: "veth0", Overflow: true, Packets: 7, Bytes: 700},
+			core.Record{FlowKey: core.FlowKey{Direction: core.Egress}, Overflow: true, Packets: 1, Bytes: 100},
+		),
 		Health: core.Health{ActiveFlows: 11, Capacity: 1024, OverflowPackets: 8, OverflowBytes: 800, ExpiredFlows: 3,
 			DrainDuration: 1500 * time.Microsecond,
 			Hooks: []core.HookState{
@@ -394,11 +494,13 @@ func TestConversion(t *testing.T) {
 		counter(map[string]string{"interface": "veth0", "direction": "ingress", "overflow": "true"}, 7, 700, t0),
 		counter(map[string]string{"direction": "egress", "overflow": "true"}, 1, 100, t0),
 	}
-	health := internal("tc", map[string]interface{}{
-		"active_flows": int64(11), "capacity": int64(1024), "overflow_packets": uint64(8), "overflow_bytes": uint64(800),
-		"expired_flows": uint64(3), "drain_ns": int64(1500000), "hooks_attached": int64(2), "hooks_failed": int64(1),
-		"records": int64(13),
-	}, t0)
+	health := func(series int64) telegraf.Metric {
+		return internal("tc", map[string]interface{}{
+			"active_flows": int64(11), "capacity": int64(1024), "overflow_packets": uint64(8), "overflow_bytes": uint64(800),
+			"expired_flows": uint64(3), "drain_ns": int64(1500000), "convert_ns": int64(0), "hooks_attached": int64(2), "hooks_failed": int64(1),
+			"records": int64(13), "series": series,
+		}, t0)
+	}
 	udpTags := func(sport, dport string, extra ...string) map[string]string {
 		tags := map[string]string{"interface": "veth0", "direction": "ingress", "ip_version": "4", "proto": "udp",
 			"src_ip": "192.0.2.2", "dst_ip": "192.0.2.1", "src_port": sport, "dst_port": dport}
@@ -407,43 +509,106 @@ func TestConversion(t *testing.T) {
 		}
 		return tags
 	}
+	with := func(ms ...[]telegraf.Metric) []telegraf.Metric {
+		var out []telegraf.Metric
+		for _, m := range ms {
+			out = append(out, m...)
+		}
+		return out
+	}
 
 	cases := []struct {
-		name     string
-		optional []string
-		want     []telegraf.Metric
+		name string
+		agg  aggregate.Config
+		want []telegraf.Metric
 	}{
 		{
-			name: "default tags",
-			want: append(append(append(base[:len(base):len(base)],
+			name: "default dimensions",
+			want: with(base, []telegraf.Metric{
 				counter(udpTags("0", "0"), 2, 3000, t0),
-				counter(udpTags("53", "40000"), 6, 600, t0)),
-				overflow...), health),
+				counter(udpTags("53", "40000"), 6, 600, t0),
+			}, overflow, []telegraf.Metric{health(13)}),
 		},
 		{
-			name:     "vlan and flags",
-			optional: []string{"vlan", "flags"},
-			want: append(append(append(base[:len(base):len(base)],
+			name: "vlan, flags and app_proto",
+			agg:  dims(append(slices.Clone(defaultDims), "vlan", "flags", "app_proto")...),
+			want: with([]telegraf.Metric{
+				counter(map[string]string{"interface": "veth0", "direction": "egress", "ip_version": "4", "proto": "udp",
+					"src_ip": "192.0.2.1", "dst_ip": "192.0.2.2", "src_port": "40000", "dst_port": "53", "app_proto": "dns"}, 10, 1000, t0),
+			}, base[1:], []telegraf.Metric{
 				counter(udpTags("0", "0", "flags", "fragment"), 2, 3000, t0),
-				counter(udpTags("53", "40000", "vlan", "100"), 6, 600, t0)),
-				overflow...), health),
+				counter(udpTags("53", "40000", "vlan", "100"), 6, 600, t0),
+			}, overflow, []telegraf.Metric{health(13)}),
+		},
+		{
+			// Without proto, the port slots of portless protocols mean
+			// nothing and are dropped: ICMP, ESP, ... merge per address pair.
+			name: "interface and direction only",
+			agg:  dims("interface", "direction"),
+			want: with([]telegraf.Metric{
+				counter(map[string]string{"interface": "veth0", "direction": "egress"}, 14, 1308, t0),
+				counter(map[string]string{"interface": "veth0", "direction": "ingress"}, 14, 4094, t0),
+				counter(map[string]string{"interface": "eth0", "direction": "ingress"}, 8, 1090, t0),
+			}, overflow, []telegraf.Metric{health(5)}),
 		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeSource{snapshots: []core.Snapshot{snap}}
-			p := withFake(&PktstatBPF{OptionalTags: tc.optional}, f)
+			p := withFake(&PktstatBPF{Config: tc.agg}, f)
 			require.NoError(t, p.Init())
 			var acc testutil.Accumulator
 			require.NoError(t, p.Start(&acc))
 			require.NoError(t, p.Gather(&acc))
-			testutil.RequireMetricsEqual(t, tc.want, acc.GetTelegrafMetrics())
+			testutil.RequireMetricsEqual(t, tc.want, acc.GetTelegrafMetrics(), testutil.SortMetrics(), testutil.IgnoreFields("convert_ns"))
 		})
 	}
 }
 
+// TestFoldGroupOther checks the aggregation keys end to end through the
+// plugin: folded ports lose their tag, addresses become group names, and
+// top_n sends the rest to the other series, with totals unchanged.
+func TestFoldGroupOther(t *testing.T) {
+	k := func(src string, sport uint16, dst string, dport uint16) core.FlowKey {
+		return core.FlowKey{Direction: core.Egress, EtherType: core.EtherTypeIPv4, Proto: core.ProtoTCP,
+			SrcAddr: netip.MustParseAddr(src), DstAddr: netip.MustParseAddr(dst), SrcPort: sport, DstPort: dport}
+	}
+	snap := core.Snapshot{Time: t0, Records: first(
+		core.Record{FlowKey: k("10.1.0.5", 50001, "203.0.113.9", 443), Interface: "eth0", Packets: 10, Bytes: 10000},
+		core.Record{FlowKey: k("10.1.0.6", 50002, "203.0.113.9", 443), Interface: "eth0", Packets: 5, Bytes: 5000},
+		core.Record{FlowKey: k("10.2.0.7", 50003, "198.51.100.1", 22), Interface: "eth0", Packets: 2, Bytes: 200},
+		core.Record{FlowKey: k("10.2.0.8", 50004, "198.51.100.2", 25), Interface: "eth0", Packets: 1, Bytes: 100},
+	)}
+	tags := func(src, dst, dport string) map[string]string {
+		return map[string]string{"interface": "eth0", "direction": "egress", "ip_version": "4", "proto": "tcp",
+			"src_ip": src, "dst_ip": dst, "dst_port": dport}
+	}
+	f := &fakeSource{snapshots: []core.Snapshot{snap}}
+	p := withFake(&PktstatBPF{Config: aggregate.Config{
+		FoldPorts:        "ephemeral",
+		CIDRGroups:       []aggregate.CIDRGroup{{Name: "office", CIDR: "10.1.0.0/16"}},
+		UngroupedAsOther: true,
+		TopN:             2,
+	}}, f)
+	require.NoError(t, p.Init())
+	var acc testutil.Accumulator
+	require.NoError(t, p.Start(&acc))
+	require.NoError(t, p.Gather(&acc))
+	var flows []telegraf.Metric
+	for _, m := range acc.GetTelegrafMetrics() {
+		if m.Name() == "pktstat_bpf" {
+			flows = append(flows, m)
+		}
+	}
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{
+		counter(tags("office", "other", "443"), 15, 15000, t0),
+		counter(tags("other", "other", "22"), 2, 200, t0),
+		counter(map[string]string{"other": "true"}, 1, 100, t0),
+	}, flows, testutil.SortMetrics())
+}
+
 // TestSummedSeries checks conservation when records differ only in a
-// dimension that is not emitted: they become one series whose counters are
+// dimension that is not kept: they become one series whose counters are
 // the sum.
 func TestSummedSeries(t *testing.T) {
 	a := core.FlowKey{Direction: core.Egress, EtherType: core.EtherTypeIPv4, Proto: core.ProtoTCP,
@@ -451,34 +616,29 @@ func TestSummedSeries(t *testing.T) {
 		CgroupID: 11, PID: 100, Comm: "curl"}
 	b := a
 	b.PID, b.Comm, b.CgroupID = 200, "wget", 12
-	snap := core.Snapshot{Time: t0, Records: []core.Record{
-		{FlowKey: a, CgroupPath: "/a.slice", Packets: 3, Bytes: 300},
-		{FlowKey: b, CgroupPath: "/b.slice", Packets: 4, Bytes: 500},
-	}}
+	snap := core.Snapshot{Time: t0, Records: first(
+		core.Record{FlowKey: a, CgroupPath: "/a.slice", Packets: 3, Bytes: 300},
+		core.Record{FlowKey: b, CgroupPath: "/b.slice", Packets: 4, Bytes: 500},
+	)}
 	tags := map[string]string{"direction": "egress", "ip_version": "4", "proto": "tcp",
 		"src_ip": "10.0.0.1", "dst_ip": "10.0.0.2", "src_port": "5000", "dst_port": "80"}
 	with := func(extra map[string]string) map[string]string {
-		out := map[string]string{}
-		for k, v := range tags {
-			out[k] = v
-		}
-		for k, v := range extra {
-			out[k] = v
-		}
+		out := maps.Clone(tags)
+		maps.Copy(out, extra)
 		return out
 	}
 
 	cases := []struct {
-		name     string
-		optional []string
-		want     []telegraf.Metric
+		name  string
+		extra []aggregate.Dimension
+		want  []telegraf.Metric
 	}{
 		{name: "no process tags", want: []telegraf.Metric{counter(tags, 7, 800, t0)}},
-		{name: "pid", optional: []string{"pid"}, want: []telegraf.Metric{
+		{name: "pid", extra: []aggregate.Dimension{"pid"}, want: []telegraf.Metric{
 			counter(with(map[string]string{"pid": "100"}), 3, 300, t0),
 			counter(with(map[string]string{"pid": "200"}), 4, 500, t0),
 		}},
-		{name: "comm and cgroup", optional: []string{"comm", "cgroup"}, want: []telegraf.Metric{
+		{name: "comm and cgroup", extra: []aggregate.Dimension{"comm", "cgroup"}, want: []telegraf.Metric{
 			counter(with(map[string]string{"comm": "curl", "cgroup": "/a.slice"}), 3, 300, t0),
 			counter(with(map[string]string{"comm": "wget", "cgroup": "/b.slice"}), 4, 500, t0),
 		}},
@@ -486,7 +646,7 @@ func TestSummedSeries(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeSource{snapshots: []core.Snapshot{snap}}
-			p := withFake(&PktstatBPF{Mode: "cgroup", OptionalTags: tc.optional}, f)
+			p := withFake(&PktstatBPF{Mode: "cgroup", Config: dims(append(slices.Clone(defaultDims), tc.extra...)...)}, f)
 			require.NoError(t, p.Init())
 			var acc testutil.Accumulator
 			require.NoError(t, p.Start(&acc))
@@ -502,28 +662,33 @@ func TestSummedSeries(t *testing.T) {
 	}
 }
 
-// TestLifecycle follows a flow through two intervals, its expiry and the
-// final drain in Stop, which is what `telegraf --once` reports.
+// TestLifecycle follows a flow through two intervals, its expiry, its
+// series' idle timeout and the final drain in Stop, which is what
+// `telegraf --once` reports. The series never goes backwards.
 func TestLifecycle(t *testing.T) {
 	k := udp4("veth0", core.Egress, "192.0.2.1", "192.0.2.2", 40000, 53)
 	tags := map[string]string{"interface": "veth0", "direction": "egress", "ip_version": "4", "proto": "udp",
 		"src_ip": "192.0.2.1", "dst_ip": "192.0.2.2", "src_port": "40000", "dst_port": "53"}
 	t2 := t1.Add(10 * time.Second)
+	t3 := t2.Add(time.Minute)
 	f := &fakeSource{snapshots: []core.Snapshot{
 		{Time: t0, Records: []core.Record{{FlowKey: k, Interface: "veth0", Packets: 1, Bytes: 100, DeltaPackets: 1, DeltaBytes: 100}}},
 		{Time: t1, Records: []core.Record{{FlowKey: k, Interface: "veth0", Packets: 5, Bytes: 500, DeltaPackets: 4, DeltaBytes: 400}}},
 		{Time: t2, Records: []core.Record{{FlowKey: k, Interface: "veth0", Packets: 5, Bytes: 500, Expired: true}}},
+		{Time: t3},
 	}}
-	p := withFake(&PktstatBPF{Interfaces: []string{"veth0"}}, f)
+	// idle_timeout also sets the series' idle timeout.
+	p := withFake(&PktstatBPF{Interfaces: []string{"veth0"}, IdleTimeout: config.Duration(30 * time.Second)}, f)
 	require.NoError(t, p.Init())
 	var startAcc, gatherAcc testutil.Accumulator
 	require.NoError(t, p.Start(&startAcc))
 	require.NoError(t, p.Gather(&gatherAcc))
 	require.NoError(t, p.Gather(&gatherAcc))
+	require.NoError(t, p.Gather(&gatherAcc))
 	require.Empty(t, startAcc.GetTelegrafMetrics())
 	p.Stop()
 	require.Equal(t, 1, f.closed)
-	require.Equal(t, 3, f.reads)
+	require.Equal(t, 4, f.reads)
 
 	flowsOnly := func(ms []telegraf.Metric) []telegraf.Metric {
 		var out []telegraf.Metric
@@ -534,10 +699,12 @@ func TestLifecycle(t *testing.T) {
 		}
 		return out
 	}
-	testutil.RequireMetricsEqual(t, []telegraf.Metric{counter(tags, 1, 100, t0), counter(tags, 5, 500, t1)},
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{counter(tags, 1, 100, t0), counter(tags, 5, 500, t1), counter(tags, 5, 500, t2)},
 		flowsOnly(gatherAcc.GetTelegrafMetrics()))
-	// The final drain goes to the accumulator given to Start.
-	testutil.RequireMetricsEqual(t, []telegraf.Metric{counter(tags, 5, 500, t2)}, flowsOnly(startAcc.GetTelegrafMetrics()))
+	// The final drain goes to the accumulator given to Start; the series
+	// went idle for longer than 30s, so it is no longer reported.
+	require.Empty(t, flowsOnly(startAcc.GetTelegrafMetrics()))
+	require.Len(t, startAcc.GetTelegrafMetrics(), 1, "the internal metric of the final drain")
 
 	p.Stop()
 	require.Equal(t, 1, f.closed, "Stop twice must not close twice")
@@ -552,60 +719,4 @@ func TestReadmeSample(t *testing.T) {
 	block, _, ok := strings.Cut(rest, "```\n")
 	require.True(t, ok)
 	require.Equal(t, sampleConfig, block)
-}
-
-// TestKprobeRetransmits: kprobe mode adds the retransmits counter to TCP
-// egress series, summed like packets and bytes; other series and modes
-// keep exactly bytes and packets.
-func TestKprobeRetransmits(t *testing.T) {
-	tcp := core.FlowKey{Direction: core.Egress, EtherType: core.EtherTypeIPv4, Proto: core.ProtoTCP,
-		SrcAddr: netip.MustParseAddr("10.0.0.1"), DstAddr: netip.MustParseAddr("10.0.0.2"), SrcPort: 5000, DstPort: 80, PID: 7, Comm: "curl"}
-	tcp2 := tcp
-	tcp2.PID = 8
-	in := tcp
-	in.Direction = core.Ingress
-	in.SrcAddr, in.DstAddr, in.SrcPort, in.DstPort = tcp.DstAddr, tcp.SrcAddr, tcp.DstPort, tcp.SrcPort
-	udp := udp4("", core.Egress, "10.0.0.1", "10.0.0.3", 6000, 53)
-	snap := core.Snapshot{Time: t0, Records: []core.Record{
-		{FlowKey: tcp, Packets: 10, Bytes: 10000, Retransmits: 2},
-		{FlowKey: tcp2, Packets: 1, Bytes: 100, Retransmits: 1},
-		{FlowKey: in, Packets: 4, Bytes: 4000},
-		{FlowKey: udp, Packets: 3, Bytes: 90},
-		{FlowKey: core.FlowKey{Direction: core.Egress}, Overflow: true, Packets: 5, Bytes: 500},
-	}}
-	tags := func(k core.FlowKey, proto, sport, dport string) map[string]string {
-		return map[string]string{"direction": k.Direction.String(), "ip_version": "4", "proto": proto,
-			"src_ip": k.SrcAddr.String(), "dst_ip": k.DstAddr.String(), "src_port": sport, "dst_port": dport}
-	}
-	retrans := func(tags map[string]string, packets, bytes, retransmits uint64) telegraf.Metric {
-		return metric.New("pktstat_bpf", tags, map[string]interface{}{"packets": packets, "bytes": bytes, "retransmits": retransmits},
-			t0, telegraf.Counter)
-	}
-	for _, mode := range []string{"kprobe", "cgroup"} {
-		t.Run(mode, func(t *testing.T) {
-			f := &fakeSource{snapshots: []core.Snapshot{snap}}
-			p := withFake(&PktstatBPF{Mode: mode}, f)
-			require.NoError(t, p.Init())
-			var acc testutil.Accumulator
-			require.NoError(t, p.Start(&acc))
-			require.NoError(t, p.Gather(&acc))
-			egress := counter(tags(tcp, "tcp", "5000", "80"), 11, 10100, t0)
-			if mode == "kprobe" {
-				egress = retrans(tags(tcp, "tcp", "5000", "80"), 11, 10100, 3)
-			}
-			want := []telegraf.Metric{
-				egress,
-				counter(tags(in, "tcp", "80", "5000"), 4, 4000, t0),
-				counter(tags(udp, "udp", "6000", "53"), 3, 90, t0),
-				counter(map[string]string{"direction": "egress", "overflow": "true"}, 5, 500, t0),
-			}
-			var flows []telegraf.Metric
-			for _, m := range acc.GetTelegrafMetrics() {
-				if m.Name() == "pktstat_bpf" {
-					flows = append(flows, m)
-				}
-			}
-			testutil.RequireMetricsEqual(t, want, flows)
-		})
-	}
 }

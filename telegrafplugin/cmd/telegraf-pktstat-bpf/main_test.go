@@ -9,6 +9,7 @@ import (
 	"github.com/influxdata/telegraf/config"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/telegrafplugin/pktstat_bpf"
 )
 
@@ -29,7 +30,12 @@ func TestLoadInput(t *testing.T) {
   max_flows = 1024
   idle_timeout = "30s"
   netns = "/var/run/netns/blue"
-  optional_tags = ["vlan", "flags"]
+  dimensions = ["interface", "direction", "src_ip", "dst_ip", "dst_port", "vlan"]
+  fold_ports = "higher"
+  cidr_groups = [{ name = "office", cidr = "10.1.0.0/16" }]
+  top_n = 10
+  max_series = 50
+  series_idle_timeout = "90s"
 `)
 	got, err := loadInput(path)
 	require.NoError(t, err)
@@ -40,8 +46,16 @@ func TestLoadInput(t *testing.T) {
 		MaxFlows:     1024,
 		IdleTimeout:  config.Duration(30 * time.Second),
 		NetNS:        "/var/run/netns/blue",
-		OptionalTags: []string{"vlan", "flags"},
+		Config: aggregate.Config{
+			Dimensions:        []aggregate.Dimension{"interface", "direction", "src_ip", "dst_ip", "dst_port", "vlan"},
+			FoldPorts:         "higher",
+			CIDRGroups:        []aggregate.CIDRGroup{{Name: "office", CIDR: "10.1.0.0/16"}},
+			TopN:              10,
+			MaxSeries:         50,
+			SeriesIdleTimeout: aggregate.Duration(90 * time.Second),
+		},
 	}, got)
+	require.NoError(t, got.Init())
 }
 
 func TestLoadInputErrors(t *testing.T) {
@@ -54,6 +68,11 @@ func TestLoadInputErrors(t *testing.T) {
 			name: "unknown key",
 			body: "[[inputs.pktstat_bpf]]\n  mode = \"tc\"\n  max_flow = 10\n",
 			err:  "unknown keys inputs.pktstat_bpf.max_flow: fix the spelling or remove them (see the plugin's sample.conf)",
+		},
+		{
+			name: "unknown aggregation key",
+			body: "[[inputs.pktstat_bpf]]\n  top_m = 3\n  [[inputs.pktstat_bpf.cidr_groups]]\n    name = \"lab\"\n    prefix = \"10.0.0.0/8\"\n",
+			err:  "unknown keys inputs.pktstat_bpf.cidr_groups.prefix, inputs.pktstat_bpf.top_m: fix the spelling or remove them (see the plugin's sample.conf)",
 		},
 		{
 			name: "unknown keys everywhere",
