@@ -1,79 +1,108 @@
 package pktstatbpfreceiver
 
 import (
+	"slices"
+	"strings"
+
 	"github.com/pktstat-bpf/pktstat-bpf/core"
-	"github.com/pktstat-bpf/pktstat-bpf/core/container"
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
 )
 
-// flowAttributes maps a record onto every attribute it can fill; the
-// metrics' selections decide which are recorded.
-func flowAttributes(r *core.Record) metadata.FlowAttributes {
-	a := metadata.FlowAttributes{
-		InterfaceName: r.Interface,
-		Direction:     r.Direction.OTelString(),
+// attributeMapper turns the aggregator's series into attribute values. It
+// knows the kept dimensions because a zero key part is ambiguous: direction
+// 0 is ingress and port 0 is a port.
+type attributeMapper struct {
+	direction, srcPort, dstPort bool
+}
+
+func newAttributeMapper(dims []aggregate.Dimension) attributeMapper {
+	return attributeMapper{
+		direction: slices.Contains(dims, aggregate.DimDirection),
+		srcPort:   slices.Contains(dims, aggregate.DimSrcPort),
+		dstPort:   slices.Contains(dims, aggregate.DimDstPort),
 	}
-	if r.Overflow {
-		// An overflow record stands for many flows: only where and which
+}
+
+// attributes maps a series onto the attributes its key fills; the metrics'
+// selections decide which are recorded.
+func (m attributeMapper) attributes(s *aggregate.Series) metadata.FlowAttributes {
+	switch s.Kind {
+	case aggregate.KindOther:
+		// The keys left out by top_n or max_series: no key part is
+		// common to them.
+		return metadata.FlowAttributes{Other: true}
+	case aggregate.KindOverflow:
+		// An overflow series stands for many flows: only where and which
 		// way they crossed is known, so nothing else is claimed.
-		a.Overflow = true
+		a := metadata.FlowAttributes{InterfaceName: s.Interface, Overflow: true}
+		if m.direction {
+			a.Direction = s.Direction.OTelString()
+		}
 		return a
 	}
-	switch r.IPVersion() {
+	a := metadata.FlowAttributes{
+		InterfaceName: s.Interface,
+		Transport:     s.Transport,
+		// A CIDR group's name (or "other" with ungrouped_as_other) stands
+		// in for the address, as in Telegraf's src_ip and dst_ip tags.
+		SourceAddress:      s.SrcIP(),
+		DestinationAddress: s.DstIP(),
+		PID:                int64(s.PID),
+		ExecutableName:     s.Comm,
+		ContainerID:        s.ContainerID,
+		PodUID:             s.PodUID,
+		// Detected by the kernel in the flow's first payload bytes.
+		ProtocolName: s.AppProto,
+		VLANID:       int64(s.VLAN),
+		Flags:        flagsString(s.Flags),
+		CgroupPath:   s.Cgroup,
+	}
+	if m.direction {
+		a.Direction = s.Direction.OTelString()
+	}
+	switch s.IPVersion {
 	case 4:
 		a.NetworkType = "ipv4"
 	case 6:
 		a.NetworkType = "ipv6"
 	}
-	a.Transport = r.Transport()
-	if r.SrcAddr.IsValid() {
-		a.SourceAddress = r.SrcAddr.String()
+	switch {
+	case s.HasPorts:
+		// A folded port has no value to report: it is left out.
+		a.HasSourcePort = m.srcPort && !s.SrcPortFolded
+		a.HasDestinationPort = m.dstPort && !s.DstPortFolded
+		if a.HasSourcePort {
+			a.SourcePort = int64(s.SrcPort)
+		}
+		if a.HasDestinationPort {
+			a.DestinationPort = int64(s.DstPort)
+		}
+	case s.Transport == "icmp" || s.Transport == "ipv6-icmp":
+		// aggregate keeps ICMP's type and code in the port fields, and
+		// only when proto is kept, so Transport names the protocol.
+		if m.srcPort {
+			a.HasICMPType, a.ICMPType = true, int64(s.SrcPort)
+		}
+		if m.dstPort {
+			a.HasICMPCode, a.ICMPCode = true, int64(s.DstPort)
+		}
 	}
-	if r.DstAddr.IsValid() {
-		a.DestinationAddress = r.DstAddr.String()
-	}
-	if r.HasPorts() {
-		a.HasPorts = true
-		a.SourcePort = int64(r.SrcPort)
-		a.DestinationPort = int64(r.DstPort)
-		a.ProtocolName = wellKnownProtocol(r.Proto, r.SrcPort, r.DstPort)
-	}
-	if typ, code, ok := r.ICMPTypeCode(); ok {
-		a.HasICMP = true
-		a.ICMPType = int64(typ)
-		a.ICMPCode = int64(code)
-	}
-	a.PID = int64(r.PID)
-	a.ExecutableName = r.Comm
-	a.ContainerID = container.Parse(r.CgroupPath).ContainerID
-	a.VLANID = int64(r.VLAN)
 	return a
 }
 
-// wellKnownProtocols names the application protocol of a server port. The
-// kernel programs do not look into payloads, so network.protocol.name is an
-// inference from the port, not a detection.
-var wellKnownProtocols = map[uint8]map[uint16]string{
-	core.ProtoTCP: {
-		21: "ftp", 22: "ssh", 23: "telnet", 25: "smtp", 53: "dns", 80: "http", 110: "pop3",
-		143: "imap", 179: "bgp", 389: "ldap", 443: "https", 445: "smb", 465: "smtps",
-		587: "smtp", 636: "ldaps", 853: "dns", 993: "imaps", 995: "pop3s", 1883: "mqtt",
-		2379: "etcd", 3306: "mysql", 5432: "postgresql", 5672: "amqp", 6379: "redis",
-		8080: "http", 9092: "kafka", 27017: "mongodb",
-	},
-	core.ProtoUDP: {
-		53: "dns", 67: "dhcp", 68: "dhcp", 123: "ntp", 161: "snmp", 443: "quic", 514: "syslog",
-		547: "dhcpv6", 853: "dns", 4789: "vxlan", 5353: "mdns", 6081: "geneve",
-	},
-}
-
-func wellKnownProtocol(proto uint8, src, dst uint16) string {
-	ports := wellKnownProtocols[proto]
-	// The server side usually has the lower port; try it first so a client's
-	// ephemeral port that happens to be listed does not win.
-	lo, hi := min(src, dst), max(src, dst)
-	if name, ok := ports[lo]; ok {
-		return name
+// flagsString writes the parse flags as a comma-separated list, empty when
+// the packets were parsed in full.
+func flagsString(f core.Flags) string {
+	if f == 0 {
+		return ""
 	}
-	return ports[hi]
+	var names []string
+	if f&core.FlagFragment != 0 {
+		names = append(names, "fragment")
+	}
+	if f&core.FlagTruncated != 0 {
+		names = append(names, "truncated")
+	}
+	return strings.Join(names, ",")
 }

@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
 )
@@ -84,9 +85,9 @@ func TestReceiverCgroupModeProcessAttributes(t *testing.T) {
 	cfg.CgroupPath = cg
 	cfg.InitialDelay = 0
 	cfg.CollectionInterval = time.Hour
-	withProcess := append(append([]string{}, metadata.DefaultFlowAttributes...), metadata.AttrProcessPID, metadata.AttrProcessExecutable)
-	cfg.Metrics.NetworkFlowPackets.Attributes = withProcess
-	cfg.Metrics.NetworkFlowBytes.Attributes = withProcess
+	// The process dimensions join the defaults; the metrics record every
+	// attribute the dimensions fill.
+	cfg.Dimensions = append(cfg.Dimensions, aggregate.DimPID, aggregate.DimComm)
 	require.NoError(t, cfg.Validate())
 	sink := new(consumertest.MetricsSink)
 	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)

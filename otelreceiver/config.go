@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/scraper/scraperhelper"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
 )
 
@@ -24,12 +27,24 @@ const (
 // flows are short-lived: a minute would hide most of them behind one point.
 const defaultCollectionInterval = 10 * time.Second
 
+// Aggregation holds the aggregation keys shared with the Telegraf plugin
+// (dimensions, fold_ports, ephemeral_port_min, cidr_groups,
+// ungrouped_as_other, top_n, max_series, series_idle_timeout). It is
+// aggregate.Config as a defined type: the same fields and mapstructure tags,
+// but without aggregate.Config's Validate method, which confmap would
+// otherwise call a second time on the embedded field and report under a
+// made-up "config" path. Config.Validate reports its errors instead.
+type Aggregation aggregate.Config
+
 // Config is the receiver's configuration. Empty capture fields take core's
 // defaults, so the zero capture settings count tc ingress and egress on the
 // default-route interface.
 type Config struct {
 	scraperhelper.ControllerConfig `mapstructure:",squash"`
 	metadata.MetricsBuilderConfig  `mapstructure:",squash"`
+	// Aggregation's keys are top-level: dimensions decide what a series
+	// is; a flow metric's attributes list can only drop further.
+	Aggregation `mapstructure:",squash"`
 
 	// Mode is the capture hook: tc, xdp, cgroup or kprobe.
 	Mode string `mapstructure:"mode"`
@@ -62,20 +77,31 @@ func createDefaultConfig() component.Config {
 	return &Config{
 		ControllerConfig:     cc,
 		MetricsBuilderConfig: metadata.DefaultMetricsBuilderConfig(),
-		Mode:                 string(core.ModeTC),
-		XDPMode:              "",
-		MaxFlows:             core.DefaultMaxFlows,
-		IdleTimeout:          core.DefaultIdleTimeout,
-		Temporality:          TemporalityCumulative,
+		// ephemeral_port_min stays 0 (32768 once fold_ports is
+		// "ephemeral"): aggregate rejects it with folding off.
+		Aggregation: Aggregation{
+			Dimensions:        slices.Clone(aggregate.DefaultDimensions),
+			FoldPorts:         aggregate.FoldOff,
+			SeriesIdleTimeout: aggregate.Duration(aggregate.DefaultSeriesIdleTimeout),
+		},
+		Mode:        string(core.ModeTC),
+		XDPMode:     "",
+		MaxFlows:    core.DefaultMaxFlows,
+		IdleTimeout: core.DefaultIdleTimeout,
+		Temporality: TemporalityCumulative,
 	}
 }
 
-// Validate checks the receiver's own keys and the flow metrics' attribute
-// lists. The collector validates the embedded scraper controller settings
-// separately (confmap.Validate walks every field), so they are not repeated.
+// Validate checks the receiver's own keys, the aggregation keys and the
+// flow metrics' attribute lists. The collector validates the embedded
+// scraper controller settings separately (confmap.Validate walks every
+// field), so they are not repeated.
 func (c *Config) Validate() error {
 	var errs []error
 	if err := c.coreConfig(nil).Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.aggregateConfig().Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.NetNS != "" && !filepath.IsAbs(c.NetNS) {
@@ -89,7 +115,66 @@ func (c *Config) Validate() error {
 	if err := c.CheckAttributes(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.checkAttributeDimensions()...)
 	return errors.Join(errs...)
+}
+
+func (c *Config) aggregateConfig() aggregate.Config { return aggregate.Config(c.Aggregation) }
+
+// dimensions are the dimensions in force: the configured ones or, when the
+// list is empty, aggregate's defaults.
+func (c *Config) dimensions() []aggregate.Dimension {
+	if len(c.Dimensions) == 0 {
+		return aggregate.DefaultDimensions
+	}
+	return c.Dimensions
+}
+
+// attributeDimensions names the dimensions each attribute is filled from.
+// The ICMP type and code travel in the port fields, which aggregate keeps
+// for ICMP only together with proto.
+var attributeDimensions = map[string][]aggregate.Dimension{
+	metadata.AttrNetworkInterfaceName: {aggregate.DimInterface},
+	metadata.AttrNetworkIODirection:   {aggregate.DimDirection},
+	metadata.AttrNetworkType:          {aggregate.DimIPVersion},
+	metadata.AttrNetworkTransport:     {aggregate.DimProto},
+	metadata.AttrSourceAddress:        {aggregate.DimSrcIP},
+	metadata.AttrSourcePort:           {aggregate.DimSrcPort},
+	metadata.AttrDestinationAddress:   {aggregate.DimDstIP},
+	metadata.AttrDestinationPort:      {aggregate.DimDstPort},
+	metadata.AttrProcessPID:           {aggregate.DimPID},
+	metadata.AttrProcessExecutable:    {aggregate.DimComm},
+	metadata.AttrContainerID:          {aggregate.DimContainerID},
+	metadata.AttrK8sPodUID:            {aggregate.DimPodUID},
+	metadata.AttrNetworkProtocolName:  {aggregate.DimAppProto},
+	metadata.AttrVLANID:               {aggregate.DimVLAN},
+	metadata.AttrFlags:                {aggregate.DimFlags},
+	metadata.AttrCgroupPath:           {aggregate.DimCgroup},
+	metadata.AttrICMPType:             {aggregate.DimProto, aggregate.DimSrcPort},
+	metadata.AttrICMPCode:             {aggregate.DimProto, aggregate.DimDstPort},
+}
+
+// checkAttributeDimensions rejects a metric attribute whose dimension is not
+// kept: the aggregator has already summed its values away, so the attribute
+// could never appear.
+func (c *Config) checkAttributeDimensions() []error {
+	var errs []error
+	dims := c.dimensions()
+	for _, m := range c.FlowMetrics() {
+		for _, a := range m.Config.Attributes {
+			var missing []string
+			for _, d := range attributeDimensions[a] {
+				if !slices.Contains(dims, d) {
+					missing = append(missing, fmt.Sprintf("%q", d))
+				}
+			}
+			if len(missing) > 0 {
+				errs = append(errs, fmt.Errorf("metrics::%s::attributes: %q needs %s in dimensions: add it there or remove the attribute",
+					m.Name, a, strings.Join(missing, " and ")))
+			}
+		}
+	}
+	return errs
 }
 
 // coreConfig maps the receiver config onto core's.

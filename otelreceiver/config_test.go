@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
 )
 
@@ -37,6 +38,12 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, "cumulative", def.Temporality)
 	assert.Equal(t, 131072, def.MaxFlows)
 	assert.Equal(t, 2*time.Minute, def.IdleTimeout)
+	assert.Equal(t, aggregate.DefaultDimensions, def.Dimensions)
+	assert.Equal(t, "off", def.FoldPorts)
+	assert.Equal(t, aggregate.Duration(2*time.Minute), def.SeriesIdleTimeout)
+	assert.Zero(t, def.TopN)
+	assert.Zero(t, def.MaxSeries)
+	assert.False(t, def.Metrics.NetworkFlowTCPRetransmits.Enabled)
 
 	custom := loadConfig(t, component.NewIDWithName(metadata.Type, "custom"))
 	require.NoError(t, confmap.Validate(custom))
@@ -49,6 +56,14 @@ func TestLoadConfig(t *testing.T) {
 	want.IdleTimeout = 30 * time.Second
 	want.NetNS = "/var/run/netns/blue"
 	want.Temporality = "delta"
+	want.Dimensions = []aggregate.Dimension{"interface", "direction", "proto", "src_ip", "dst_ip", "dst_port", "pid"}
+	want.FoldPorts = "ephemeral"
+	want.EphemeralPortMin = 49152
+	want.CIDRGroups = []aggregate.CIDRGroup{{Name: "office", CIDR: "10.1.0.0/16"}, {Name: "lab", CIDR: "2001:db8:1::/48"}}
+	want.UngroupedAsOther = true
+	want.TopN = 100
+	want.MaxSeries = 500
+	want.SeriesIdleTimeout = aggregate.Duration(5 * time.Minute)
 	want.Metrics.NetworkFlowBytes.Attributes = []string{"network.interface.name", "network.io.direction", "process.pid"}
 	want.Metrics.NetworkFlowPackets.Enabled = false
 	want.Metrics.PktstatbpfDrainDuration.Enabled = false
@@ -79,9 +94,22 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"bad_collection_interval", `"collection_interval": requires positive value`},
 		{"unknown_attribute", `metrics::network.flow.bytes::attributes: unknown attribute "src_ip": choose from ` +
 			`network.interface.name, network.io.direction, network.type, network.transport, source.address, source.port, ` +
-			`destination.address, destination.port, process.pid, process.executable.name, container.id, ` +
-			`network.protocol.name, pktstatbpf.vlan.id, pktstatbpf.icmp.type, pktstatbpf.icmp.code`},
+			`destination.address, destination.port, process.pid, process.executable.name, container.id, k8s.pod.uid, ` +
+			`network.protocol.name, pktstatbpf.vlan.id, pktstatbpf.flags, pktstatbpf.cgroup.path, pktstatbpf.icmp.type, pktstatbpf.icmp.code`},
 		{"repeated_attribute", `metrics::network.flow.packets::attributes: "source.port" is listed twice`},
+		// The aggregation keys' own messages, unchanged.
+		{"unknown_dimension", `dimensions: unknown dimension "src_addr"; valid dimensions are interface, direction, ip_version, ` +
+			`proto, src_ip, dst_ip, src_port, dst_port, vlan, flags, pid, comm, cgroup, container_id, pod_uid, app_proto`},
+		{"bad_fold_ports", `fold_ports "lower" is not one of off, ephemeral, higher`},
+		{"ephemeral_port_min_without_folding", `ephemeral_port_min is set but fold_ports is "off": set fold_ports = "ephemeral" or remove ephemeral_port_min`},
+		{"fold_without_ports", `fold_ports "higher" has no effect because dimensions lists neither src_port nor dst_port: add one or remove fold_ports`},
+		{"cidr_host_bits", `cidr_groups[0] "office": cidr "10.1.2.3/16" has host bits set: write "10.1.0.0/16"`},
+		{"cidr_group_named_other", `cidr_groups[0]: name "other" is reserved for addresses outside every group`},
+		{"ungrouped_without_groups", `ungrouped_as_other is set but cidr_groups is empty: add groups or remove ungrouped_as_other`},
+		{"negative_top_n", `top_n -1 is negative: use 0 to keep every series`},
+		{"negative_max_series", `max_series -5 is negative: use 0 for no cap`},
+		{"attribute_without_dimension", `metrics::network.flow.bytes::attributes: "process.pid" needs "pid" in dimensions: add it there or remove the attribute` + "\n" +
+			`metrics::network.flow.tcp.retransmits::attributes: "pktstatbpf.icmp.type" needs "proto" in dimensions: add it there or remove the attribute`},
 		{"two_errors", "mode \"ebpf\" is not one of tc, xdp, cgroup, kprobe\ntemporality \"gauge\" is not one of cumulative, delta"},
 	}
 	for _, tc := range cases {
@@ -94,6 +122,20 @@ func TestConfigValidateErrors(t *testing.T) {
 			assert.Regexp(t, `(^|: )`+regexp.QuoteMeta(tc.want)+`$`, err.Error())
 		})
 	}
+}
+
+// TestConfigErrorsAreReportedOnce: the aggregation keys' errors come from
+// Config.Validate only, without a path, however confmap walks the struct.
+func TestConfigErrorsAreReportedOnce(t *testing.T) {
+	cfg := loadConfig(t, component.NewIDWithName(metadata.Type, "negative_top_n"))
+	assert.EqualError(t, confmap.Validate(cfg), "top_n -1 is negative: use 0 to keep every series")
+}
+
+func TestConfigBadSeriesIdleTimeout(t *testing.T) {
+	cm := confmap.NewFromStringMap(map[string]any{"series_idle_timeout": "5 minutes"})
+	err := cm.Unmarshal(createDefaultConfig())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `'series_idle_timeout' duration "5 minutes": write it like "90s" or "2m"`)
 }
 
 func TestConfigRejectsUnknownKey(t *testing.T) {

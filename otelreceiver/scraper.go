@@ -18,42 +18,54 @@ import (
 	"go.uber.org/zap/exp/zapslog"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
 )
 
-// series is one output data point stream: the flows whose selected
-// attributes are equal, summed.
+// series is one output data point stream: the aggregator's series whose
+// selected attributes are equal, summed. With a metric's attributes left at
+// every attribute, it is exactly one aggregator series.
 type series struct {
 	attrs metadata.FlowAttributes
-	// start is the earliest StartTime of the flows in the series.
+	// start is the earliest StartTime of the aggregator series in it at
+	// its first scrape.
 	start time.Time
 	// total is the cumulative count since start.
 	total uint64
 	// window is the count since the previous scrape.
 	window uint64
-	// touched: some record of this scrape belongs to the series.
+	// touched: some aggregator series of this scrape belongs to it.
 	touched bool
-	// live: some non-expired record of this scrape belongs to the series.
-	live bool
 	// fresh: the series was created in this scrape, so its start may still
 	// move to an earlier member's; afterwards it is fixed, because a moved
 	// start would read as a counter reset.
 	fresh bool
 }
 
-// seriesSet accumulates one flow metric. Counts are summed from the records'
-// deltas rather than copied from their cumulative values, because a series
-// can hold several flows (attributes deselected) whose members come and go.
+// seriesSet accumulates one flow metric. Counts are summed from the
+// aggregator's deltas rather than copied from its cumulative values,
+// because a metric whose attributes list drops some of the dimensions sums
+// several aggregator series, which come and go independently.
 type seriesSet struct {
 	selection metadata.AttributeSelection
-	series    map[metadata.FlowAttributes]*series
+	// skipZero leaves out cumulative points whose total is still zero: a
+	// retransmit count is reported only for series that retransmitted.
+	skipZero bool
+	series   map[metadata.FlowAttributes]*series
 }
 
-func newSeriesSet(sel metadata.AttributeSelection) *seriesSet {
+// newSeriesSet returns nil for a disabled metric; adding to nil is a no-op.
+func newSeriesSet(enabled bool, sel metadata.AttributeSelection) *seriesSet {
+	if !enabled {
+		return nil
+	}
 	return &seriesSet{selection: sel, series: map[metadata.FlowAttributes]*series{}}
 }
 
-func (ss *seriesSet) add(a metadata.FlowAttributes, start time.Time, delta uint64, expired bool) {
+func (ss *seriesSet) add(a metadata.FlowAttributes, start time.Time, delta uint64) {
+	if ss == nil {
+		return
+	}
 	key := ss.selection.Select(a)
 	s := ss.series[key]
 	if s == nil {
@@ -65,32 +77,30 @@ func (ss *seriesSet) add(a metadata.FlowAttributes, start time.Time, delta uint6
 	s.total += delta
 	s.window += delta
 	s.touched = true
-	s.live = s.live || !expired
 }
 
 // flush calls record for every point of this scrape and then forgets the
-// series whose flows all expired or vanished, so a flow that returns starts
-// a new series with a new start time instead of resuming an old count.
+// series none of whose aggregator series was reported (idle past
+// series_idle_timeout or cut by max_series), so that one that returns
+// starts a new series with a new start time instead of resuming an old count.
 func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, val int64, a metadata.FlowAttributes)) {
+	if ss == nil {
+		return
+	}
 	ts := pcommon.NewTimestampFromTime(now)
 	for key, s := range ss.series {
 		switch {
 		case !s.touched:
-			// No record at all: the source lost the flows without an
-			// Expired report (it only happens if core restarted the
-			// table); the series ended at the previous scrape.
+			delete(ss.series, key)
+			continue
 		case delta:
 			if s.window > 0 {
 				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), s.attrs)
 			}
-		default:
+		case s.total > 0 || !ss.skipZero:
 			record(pcommon.NewTimestampFromTime(s.start), ts, int64(s.total), s.attrs)
 		}
-		if !s.live {
-			delete(ss.series, key)
-			continue
-		}
-		s.window, s.touched, s.live, s.fresh = 0, false, false, false
+		s.window, s.touched, s.fresh = 0, false, false
 	}
 }
 
@@ -103,13 +113,16 @@ type flowScraper struct {
 	now       func() time.Time
 	hostName  string
 
-	mu        sync.Mutex
-	src       flowSource
-	mb        *metadata.MetricsBuilder
-	bytes     *seriesSet
-	packets   *seriesSet
-	startTime time.Time
-	prevEnd   time.Time
+	mu          sync.Mutex
+	src         flowSource
+	agg         *aggregate.Aggregator
+	mapper      attributeMapper
+	mb          *metadata.MetricsBuilder
+	bytes       *seriesSet
+	packets     *seriesSet
+	retransmits *seriesSet
+	startTime   time.Time
+	prevEnd     time.Time
 }
 
 func newFlowScraper(cfg *Config, set receiver.Settings, next consumer.Metrics, newSource newSourceFunc) (*flowScraper, error) {
@@ -121,27 +134,45 @@ func newFlowScraper(cfg *Config, set receiver.Settings, next consumer.Metrics, n
 	if err != nil {
 		return nil, err
 	}
+	// New validates again; the collector has validated already, but tests
+	// and other embedders may not have.
+	if _, err := aggregate.New(cfg.aggregateConfig()); err != nil {
+		return nil, err
+	}
 	host, err := os.Hostname()
 	if err != nil {
 		set.Logger.Warn("host.name left empty: reading the host name failed", zap.Error(err))
 	}
-	return &flowScraper{
-		cfg:       cfg,
-		settings:  set,
-		next:      next,
-		newSource: newSource,
-		now:       time.Now,
-		hostName:  host,
-		mb:        mb,
-		bytes:     newSeriesSet(mb.NetworkFlowBytesSelection()),
-		packets:   newSeriesSet(mb.NetworkFlowPacketsSelection()),
-	}, nil
+	m := cfg.Metrics
+	s := &flowScraper{
+		cfg:         cfg,
+		settings:    set,
+		next:        next,
+		newSource:   newSource,
+		now:         time.Now,
+		hostName:    host,
+		mapper:      newAttributeMapper(cfg.dimensions()),
+		mb:          mb,
+		bytes:       newSeriesSet(m.NetworkFlowBytes.Enabled, mb.NetworkFlowBytesSelection()),
+		packets:     newSeriesSet(m.NetworkFlowPackets.Enabled, mb.NetworkFlowPacketsSelection()),
+		retransmits: newSeriesSet(m.NetworkFlowTCPRetransmits.Enabled, mb.NetworkFlowTCPRetransmitsSelection()),
+	}
+	if s.retransmits != nil {
+		s.retransmits.skipZero = true
+	}
+	return s, nil
 }
 
 // start attaches the kernel programs.
 func (s *flowScraper) start(ctx context.Context, _ component.Host) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// A fresh aggregator: its series are built from the deltas of this
+	// source's snapshots, every one of them from the first.
+	agg, err := aggregate.New(s.cfg.aggregateConfig())
+	if err != nil {
+		return err
+	}
 	// core logs through log/slog; hand it the collector's zap core so attach
 	// and detach events land in the collector's log with its fields.
 	logger := slog.New(zapslog.NewHandler(s.settings.Logger.Core()))
@@ -153,6 +184,7 @@ func (s *flowScraper) start(ctx context.Context, _ component.Host) error {
 		return errors.Join(fmt.Errorf("start flow capture (mode %s): %w", s.cfg.captureMode(), err), src.Close())
 	}
 	s.src = src
+	s.agg = agg
 	s.startTime = s.now()
 	s.prevEnd = s.startTime
 	return nil
@@ -178,19 +210,21 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	if now.IsZero() {
 		now = s.now()
 	}
-	for i := range snap.Records {
-		r := &snap.Records[i]
-		a := flowAttributes(r)
-		start := r.StartTime
-		if start.IsZero() || start.After(now) {
-			start = s.prevEnd
-		}
-		s.bytes.add(a, start, r.DeltaBytes, r.Expired)
-		s.packets.add(a, start, r.DeltaPackets, r.Expired)
+	// Every snapshot goes through the aggregator, so its series conserve
+	// the kernel's totals; its result is reused by the next call, so it is
+	// consumed here.
+	out := s.agg.Aggregate(now, snap.Records)
+	for i := range out {
+		sr := &out[i]
+		a := s.mapper.attributes(sr)
+		s.bytes.add(a, sr.StartTime, sr.DeltaBytes)
+		s.packets.add(a, sr.StartTime, sr.DeltaPackets)
+		s.retransmits.add(a, sr.StartTime, sr.DeltaRetransmits)
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
 	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordNetworkFlowBytesDataPoint)
 	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordNetworkFlowPacketsDataPoint)
+	s.retransmits.flush(delta, s.prevEnd, now, s.mb.RecordNetworkFlowTCPRetransmitsDataPoint)
 
 	ts := pcommon.NewTimestampFromTime(now)
 	start := pcommon.NewTimestampFromTime(s.startTime)

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
 )
 
@@ -71,7 +72,7 @@ func mixedSnapshot() core.Snapshot {
 	tcp6 := core.FlowKey{
 		Ifindex: 7, Direction: core.Egress, EtherType: core.EtherTypeIPv6, Proto: core.ProtoTCP,
 		SrcAddr: netip.MustParseAddr("2001:db8::1"), DstAddr: netip.MustParseAddr("2001:db8::2"),
-		SrcPort: 40000, DstPort: 443,
+		SrcPort: 40000, DstPort: 443, PID: 4242, Comm: "curl", CgroupID: 99,
 	}
 	icmp4 := core.FlowKey{
 		Ifindex: 7, Direction: core.Ingress, EtherType: core.EtherTypeIPv4, Proto: core.ProtoICMP,
@@ -87,11 +88,18 @@ func mixedSnapshot() core.Snapshot {
 		r.Overflow = true
 		return r
 	}
+	dns := rec(udp4(core.Ingress, 5000, 53), at(-30), 0, 0, 10, 1000)
+	dns.AppProto = "dns"
+	tls := rec(tcp6, at(-5), 0, 0, 3, 258)
+	tls.AppProto = "tls"
+	tls.CgroupPath = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + podUIDUnderscores +
+		".slice/cri-containerd-" + sixtyFourHex + ".scope"
+	tls.Retransmits, tls.DeltaRetransmits = 2, 2
 	return core.Snapshot{
 		Time: at(10),
 		Records: []core.Record{
-			rec(udp4(core.Ingress, 5000, 53), at(-30), 0, 0, 10, 1000),
-			rec(tcp6, at(-5), 0, 0, 3, 258),
+			dns,
+			tls,
 			rec(icmp4, at(-1), 0, 0, 2, 196),
 			rec(arp, at(2), 0, 0, 1, 60),
 			overflow(ovIn, "veth0", 5, 400),
@@ -115,10 +123,17 @@ func TestScrapeGolden(t *testing.T) {
 		edit func(*Config)
 	}{
 		{"cumulative_default", nil},
-		{"all_attributes", func(c *Config) {
-			all := append(append([]string{}, metadata.DefaultFlowAttributes...), metadata.OptionalFlowAttributes...)
-			c.Metrics.NetworkFlowBytes.Attributes = all
-			c.Metrics.NetworkFlowPackets.Attributes = all
+		{"all_dimensions", func(c *Config) {
+			c.Dimensions = allDimensions
+			c.Metrics.NetworkFlowTCPRetransmits.Enabled = true
+		}},
+		{"aggregated", func(c *Config) {
+			// Ports folded, addresses grouped, the smallest flow in other.
+			c.Dimensions = []aggregate.Dimension{aggregate.DimDirection, aggregate.DimProto,
+				aggregate.DimSrcIP, aggregate.DimDstIP, aggregate.DimSrcPort, aggregate.DimDstPort}
+			c.FoldPorts = aggregate.FoldEphemeral
+			c.CIDRGroups = []aggregate.CIDRGroup{{Name: "docs-v4", CIDR: "192.0.2.0/24"}}
+			c.TopN = 2
 		}},
 		{"selected_and_disabled", func(c *Config) {
 			// Only direction on bytes: every flow of one direction sums
@@ -177,6 +192,10 @@ func flowPoints(t *testing.T, md pmetric.Metrics, metric string) map[int64]point
 	return out
 }
 
+// TestCumulativeStartTimes: a series counts from its start time while it
+// grows and for series_idle_timeout after; a flow that expires and comes
+// back in that time continues it, one that comes back later starts a new
+// series with a later start time, counting from zero.
 func TestCumulativeStartTimes(t *testing.T) {
 	a := udp4(core.Egress, 1111, 53)
 	b := udp4(core.Egress, 2222, 53)
@@ -184,20 +203,26 @@ func TestCumulativeStartTimes(t *testing.T) {
 	f := &fakeSource{snaps: []core.Snapshot{
 		{Time: at(10), Records: []core.Record{rec(a, at(3), 0, 0, 3, 300)}},
 		{Time: at(20), Records: []core.Record{rec(a, at(3), 3, 300, 2, 200), rec(b, at(15), 0, 0, 1, 100)}},
-		// a idles out: its final report carries its last packet.
+		// a idles out of the kernel table: its final report carries its last packet.
 		{Time: at(30), Records: []core.Record{expired(rec(a, at(3), 5, 500, 1, 100)), rec(b, at(15), 1, 100, 0, 0)}},
+		// b has not grown for 20 s > 15 s: no longer reported.
 		{Time: at(40), Records: []core.Record{rec(b, at(15), 1, 100, 0, 0)}},
-		// a comes back: the kernel gives it a new start time.
-		{Time: at(50), Records: []core.Record{rec(a, at(45), 0, 0, 4, 400), rec(b, at(15), 1, 100, 0, 0)}},
+		// a comes back within 15 s of its last growth: the same series.
+		{Time: at(50), Records: []core.Record{rec(a, at(45), 0, 0, 4, 400)}},
+		{Time: at(70), Records: []core.Record{rec(a, at(45), 4, 400, 0, 0)}},
+		// a returns after its series ended: a new one, from the previous drain.
+		{Time: at(80), Records: []core.Record{rec(a, at(62), 4, 400, 2, 200)}},
 	}}
-	s := newTestScraper(t, f, nil)
-	got := scrapeN(t, s, 5)
+	s := newTestScraper(t, f, func(c *Config) { c.SeriesIdleTimeout = aggregate.Duration(15 * time.Second) })
+	got := scrapeN(t, s, 7)
 	want := []map[int64]point{
 		{1111: {at(3), at(10), 3}},
 		{1111: {at(3), at(20), 5}, 2222: {at(15), at(20), 1}},
 		{1111: {at(3), at(30), 6}, 2222: {at(15), at(30), 1}},
-		{2222: {at(15), at(40), 1}},
-		{1111: {at(45), at(50), 4}, 2222: {at(15), at(50), 1}},
+		{1111: {at(3), at(40), 6}},
+		{1111: {at(3), at(50), 10}},
+		{},
+		{1111: {at(70), at(80), 2}},
 	}
 	for i := range want {
 		assert.Equal(t, want[i], flowPoints(t, got[i], metadata.MetricNetworkFlowPackets), "scrape %d packets", i+1)
@@ -205,9 +230,11 @@ func TestCumulativeStartTimes(t *testing.T) {
 		for port, p := range want[i] {
 			assert.Equal(t, point{p.start, p.ts, p.value * 100}, bytes[port], "scrape %d bytes of port %d", i+1, port)
 		}
-		sum := got[i].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).Sum()
-		assert.Equal(t, pmetric.AggregationTemporalityCumulative, sum.AggregationTemporality())
-		assert.True(t, sum.IsMonotonic())
+		sum := got[i].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0)
+		if sum.Name() == metadata.MetricNetworkFlowBytes {
+			assert.Equal(t, pmetric.AggregationTemporalityCumulative, sum.Sum().AggregationTemporality())
+			assert.True(t, sum.Sum().IsMonotonic())
+		}
 	}
 }
 
@@ -261,6 +288,14 @@ func TestDeltaWindows(t *testing.T) {
 	}
 }
 
+// allDimensions lists every dimension aggregate knows.
+var allDimensions = []aggregate.Dimension{
+	aggregate.DimInterface, aggregate.DimDirection, aggregate.DimIPVersion, aggregate.DimProto,
+	aggregate.DimSrcIP, aggregate.DimDstIP, aggregate.DimSrcPort, aggregate.DimDstPort,
+	aggregate.DimVLAN, aggregate.DimFlags, aggregate.DimPID, aggregate.DimComm, aggregate.DimCgroup,
+	aggregate.DimContainerID, aggregate.DimPodUID, aggregate.DimAppProto,
+}
+
 // TestSelectionConservesTotals checks that flows merged by a narrow
 // attribute selection, including overflow, sum to the traffic in the snapshot.
 func TestSelectionConservesTotals(t *testing.T) {
@@ -305,61 +340,7 @@ func TestScrapeReadError(t *testing.T) {
 	assert.Equal(t, 0, md.DataPointCount())
 }
 
-func TestFlowAttributes(t *testing.T) {
-	cases := []struct {
-		name string
-		rec  core.Record
-		want metadata.FlowAttributes
-	}{
-		{
-			name: "udp with ports and pid in a container",
-			rec: core.Record{
-				FlowKey: core.FlowKey{
-					Direction: core.Egress, EtherType: core.EtherTypeIPv4, Proto: core.ProtoUDP,
-					SrcAddr: netip.MustParseAddr("10.0.0.1"), DstAddr: netip.MustParseAddr("10.0.0.53"),
-					SrcPort: 33333, DstPort: 53, PID: 42, Comm: "dig",
-				},
-				CgroupPath: "/system.slice/docker-" + sixtyFourHex + ".scope",
-			},
-			want: metadata.FlowAttributes{
-				Direction: "transmit", NetworkType: "ipv4", Transport: "udp",
-				SourceAddress: "10.0.0.1", DestinationAddress: "10.0.0.53",
-				HasPorts: true, SourcePort: 33333, DestinationPort: 53,
-				PID: 42, ExecutableName: "dig", ContainerID: sixtyFourHex, ProtocolName: "dns",
-			},
-		},
-		{
-			name: "icmpv6 carries type and code, no ports",
-			rec: core.Record{
-				FlowKey: core.FlowKey{
-					Direction: core.Ingress, EtherType: core.EtherTypeIPv6, Proto: core.ProtoICMPv6,
-					SrcAddr: netip.MustParseAddr("2001:db8::2"), DstAddr: netip.MustParseAddr("2001:db8::1"),
-					SrcPort: 129, DstPort: 0,
-				},
-				Interface: "eth0",
-			},
-			want: metadata.FlowAttributes{
-				InterfaceName: "eth0", Direction: "receive", NetworkType: "ipv6", Transport: "ipv6-icmp",
-				SourceAddress: "2001:db8::2", DestinationAddress: "2001:db8::1",
-				HasICMP: true, ICMPType: 129, ICMPCode: 0,
-			},
-		},
-		{
-			name: "unknown ethertype",
-			rec:  core.Record{FlowKey: core.FlowKey{EtherType: 0x88cc}, Interface: "eth0"},
-			want: metadata.FlowAttributes{InterfaceName: "eth0", Direction: "receive", Transport: "ethertype-0x88cc"},
-		},
-		{
-			name: "overflow claims only interface and direction",
-			rec:  core.Record{FlowKey: core.FlowKey{Direction: core.Egress, EtherType: core.EtherTypeIPv4, Proto: 6}, Interface: "eth0", Overflow: true},
-			want: metadata.FlowAttributes{InterfaceName: "eth0", Direction: "transmit", Overflow: true},
-		},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.want, flowAttributes(&tc.rec))
-		})
-	}
-}
-
 const sixtyFourHex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// podUIDUnderscores is a pod UID as the systemd cgroup driver writes it.
+const podUIDUnderscores = "1a2b3c4d_0000_4000_8000_00000000beef"

@@ -22,19 +22,28 @@ const (
 	AttrProcessPID           = "process.pid"
 	AttrProcessExecutable    = "process.executable.name"
 	AttrContainerID          = "container.id"
+	AttrK8sPodUID            = "k8s.pod.uid"
 	AttrNetworkProtocolName  = "network.protocol.name"
 	AttrVLANID               = "pktstatbpf.vlan.id"
+	AttrFlags                = "pktstatbpf.flags"
+	AttrCgroupPath           = "pktstatbpf.cgroup.path"
 	AttrICMPType             = "pktstatbpf.icmp.type"
 	AttrICMPCode             = "pktstatbpf.icmp.code"
 	// AttrOverflow marks the series that count packets of flows that did not
 	// fit in the kernel table. It cannot be deselected: dropping it would
 	// merge overflow totals into ordinary flows and hide that the table is full.
 	AttrOverflow = "pktstatbpf.overflow"
+	// AttrOther marks the series that sums the keys top_n or max_series left
+	// out. It cannot be deselected either: without it the remainder would
+	// look like a flow without attributes.
+	AttrOther = "pktstatbpf.other"
 )
 
-// DefaultFlowAttributes are recorded on the flow metrics unless the config
-// selects others; the remaining selectable attributes are opt-in.
-var DefaultFlowAttributes = []string{
+// SelectableFlowAttributes are the attributes a flow metric's `attributes`
+// list may name, in the order of the selection bits. An empty list selects
+// all of them; which ones a series carries is decided by the receiver's
+// dimensions.
+var SelectableFlowAttributes = []string{
 	AttrNetworkInterfaceName,
 	AttrNetworkIODirection,
 	AttrNetworkType,
@@ -43,23 +52,22 @@ var DefaultFlowAttributes = []string{
 	AttrSourcePort,
 	AttrDestinationAddress,
 	AttrDestinationPort,
-}
-
-// OptionalFlowAttributes are off by default because they multiply the
-// number of series (pid, vlan, icmp code) or need cgroup mode to be filled.
-var OptionalFlowAttributes = []string{
 	AttrProcessPID,
 	AttrProcessExecutable,
 	AttrContainerID,
+	AttrK8sPodUID,
 	AttrNetworkProtocolName,
 	AttrVLANID,
+	AttrFlags,
+	AttrCgroupPath,
 	AttrICMPType,
 	AttrICMPCode,
 }
 
-// FlowAttributes are the attribute values of one flow. The struct is
-// comparable: after Select it is the identity of one output series, so flows
-// that differ only in deselected attributes are summed into one series.
+// FlowAttributes are the attribute values of one series. The struct is
+// comparable: after Select it is the identity of one output series, so
+// series that differ only in deselected attributes are summed into one.
+// Empty strings and unset Has* flags mean "absent".
 type FlowAttributes struct {
 	InterfaceName      string
 	Direction          string
@@ -67,25 +75,32 @@ type FlowAttributes struct {
 	Transport          string
 	SourceAddress      string
 	DestinationAddress string
-	// HasPorts says SourcePort and DestinationPort are transport ports.
-	HasPorts        bool
-	SourcePort      int64
-	DestinationPort int64
+	// HasSourcePort and HasDestinationPort say the port is a transport
+	// port that was kept (not folded, not dropped).
+	HasSourcePort      bool
+	SourcePort         int64
+	HasDestinationPort bool
+	DestinationPort    int64
 	// PID is 0 when unknown.
 	PID            int64
 	ExecutableName string
 	ContainerID    string
+	PodUID         string
 	ProtocolName   string
 	// VLANID is 0 when untagged.
-	VLANID int64
-	// HasICMP says ICMPType and ICMPCode are set.
-	HasICMP  bool
-	ICMPType int64
-	ICMPCode int64
-	Overflow bool
+	VLANID     int64
+	Flags      string
+	CgroupPath string
+	// HasICMPType and HasICMPCode say ICMPType and ICMPCode are set.
+	HasICMPType bool
+	ICMPType    int64
+	HasICMPCode bool
+	ICMPCode    int64
+	Overflow    bool
+	Other       bool
 }
 
-// Bits of AttributeSelection, in the order of selectableAttributes.
+// Bits of AttributeSelection, in the order of SelectableFlowAttributes.
 const (
 	bitNetworkInterfaceName uint32 = 1 << iota
 	bitNetworkIODirection
@@ -98,30 +113,36 @@ const (
 	bitProcessPID
 	bitProcessExecutable
 	bitContainerID
+	bitK8sPodUID
 	bitNetworkProtocolName
 	bitVLANID
+	bitFlags
+	bitCgroupPath
 	bitICMPType
 	bitICMPCode
 )
 
-// selectableAttributes indexes the bits of an AttributeSelection.
-var selectableAttributes = slices.Concat(DefaultFlowAttributes, OptionalFlowAttributes)
-
 // AttributeSelection is the set of attributes one metric records, one bit
-// per entry of selectableAttributes: it is consulted for every attribute of
-// every flow at every scrape, so a lookup must not hash strings.
+// per entry of SelectableFlowAttributes: it is consulted for every attribute
+// of every series at every scrape, so a lookup must not hash strings.
 type AttributeSelection struct {
 	bits uint32
+}
+
+// AllAttributes selects every attribute: the series' own (its dimensions)
+// decide what is recorded.
+func AllAttributes() AttributeSelection {
+	return AttributeSelection{bits: 1<<len(SelectableFlowAttributes) - 1}
 }
 
 // NewAttributeSelection checks names against the known attributes.
 func NewAttributeSelection(names []string) (AttributeSelection, error) {
 	var s AttributeSelection
 	for _, n := range names {
-		i := slices.Index(selectableAttributes, n)
+		i := slices.Index(SelectableFlowAttributes, n)
 		if i < 0 {
 			return AttributeSelection{}, fmt.Errorf("unknown attribute %q: choose from %s", n,
-				strings.Join(selectableAttributes, ", "))
+				strings.Join(SelectableFlowAttributes, ", "))
 		}
 		s.bits |= 1 << i
 	}
@@ -130,7 +151,7 @@ func NewAttributeSelection(names []string) (AttributeSelection, error) {
 
 // Has reports whether the attribute is selected.
 func (s AttributeSelection) Has(name string) bool {
-	i := slices.Index(selectableAttributes, name)
+	i := slices.Index(SelectableFlowAttributes, name)
 	return i >= 0 && s.bits&(1<<i) != 0
 }
 
@@ -138,7 +159,7 @@ func (s AttributeSelection) has(bit uint32) bool { return s.bits&bit != 0 }
 
 // Select returns a with every attribute that s does not record cleared.
 func (s AttributeSelection) Select(a FlowAttributes) FlowAttributes {
-	out := FlowAttributes{Overflow: a.Overflow}
+	out := FlowAttributes{Overflow: a.Overflow, Other: a.Other}
 	if s.has(bitNetworkInterfaceName) {
 		out.InterfaceName = a.InterfaceName
 	}
@@ -157,14 +178,11 @@ func (s AttributeSelection) Select(a FlowAttributes) FlowAttributes {
 	if s.has(bitDestinationAddress) {
 		out.DestinationAddress = a.DestinationAddress
 	}
-	if a.HasPorts && (s.has(bitSourcePort) || s.has(bitDestinationPort)) {
-		out.HasPorts = true
-		if s.has(bitSourcePort) {
-			out.SourcePort = a.SourcePort
-		}
-		if s.has(bitDestinationPort) {
-			out.DestinationPort = a.DestinationPort
-		}
+	if s.has(bitSourcePort) {
+		out.HasSourcePort, out.SourcePort = a.HasSourcePort, a.SourcePort
+	}
+	if s.has(bitDestinationPort) {
+		out.HasDestinationPort, out.DestinationPort = a.HasDestinationPort, a.DestinationPort
 	}
 	if s.has(bitProcessPID) {
 		out.PID = a.PID
@@ -175,30 +193,41 @@ func (s AttributeSelection) Select(a FlowAttributes) FlowAttributes {
 	if s.has(bitContainerID) {
 		out.ContainerID = a.ContainerID
 	}
+	if s.has(bitK8sPodUID) {
+		out.PodUID = a.PodUID
+	}
 	if s.has(bitNetworkProtocolName) {
 		out.ProtocolName = a.ProtocolName
 	}
 	if s.has(bitVLANID) {
 		out.VLANID = a.VLANID
 	}
-	if a.HasICMP && (s.has(bitICMPType) || s.has(bitICMPCode)) {
-		out.HasICMP = true
-		if s.has(bitICMPType) {
-			out.ICMPType = a.ICMPType
-		}
-		if s.has(bitICMPCode) {
-			out.ICMPCode = a.ICMPCode
-		}
+	if s.has(bitFlags) {
+		out.Flags = a.Flags
+	}
+	if s.has(bitCgroupPath) {
+		out.CgroupPath = a.CgroupPath
+	}
+	if s.has(bitICMPType) {
+		out.HasICMPType, out.ICMPType = a.HasICMPType, a.ICMPType
+	}
+	if s.has(bitICMPCode) {
+		out.HasICMPCode, out.ICMPCode = a.HasICMPCode, a.ICMPCode
 	}
 	return out
 }
 
 // put writes the selected attributes that have a value into m.
 func (s AttributeSelection) put(a FlowAttributes, m pcommon.Map) {
-	m.EnsureCapacity(len(DefaultFlowAttributes))
+	m.EnsureCapacity(8)
 	putStr := func(bit uint32, name, v string) {
 		if v != "" && s.has(bit) {
 			m.PutStr(name, v)
+		}
+	}
+	putInt := func(bit uint32, name string, ok bool, v int64) {
+		if ok && s.has(bit) {
+			m.PutInt(name, v)
 		}
 	}
 	putStr(bitNetworkInterfaceName, AttrNetworkInterfaceName, a.InterfaceName)
@@ -206,29 +235,23 @@ func (s AttributeSelection) put(a FlowAttributes, m pcommon.Map) {
 	putStr(bitNetworkType, AttrNetworkType, a.NetworkType)
 	putStr(bitNetworkTransport, AttrNetworkTransport, a.Transport)
 	putStr(bitSourceAddress, AttrSourceAddress, a.SourceAddress)
-	if a.HasPorts && s.has(bitSourcePort) {
-		m.PutInt(AttrSourcePort, a.SourcePort)
-	}
+	putInt(bitSourcePort, AttrSourcePort, a.HasSourcePort, a.SourcePort)
 	putStr(bitDestinationAddress, AttrDestinationAddress, a.DestinationAddress)
-	if a.HasPorts && s.has(bitDestinationPort) {
-		m.PutInt(AttrDestinationPort, a.DestinationPort)
-	}
-	if a.PID != 0 && s.has(bitProcessPID) {
-		m.PutInt(AttrProcessPID, a.PID)
-	}
+	putInt(bitDestinationPort, AttrDestinationPort, a.HasDestinationPort, a.DestinationPort)
+	putInt(bitProcessPID, AttrProcessPID, a.PID != 0, a.PID)
 	putStr(bitProcessExecutable, AttrProcessExecutable, a.ExecutableName)
 	putStr(bitContainerID, AttrContainerID, a.ContainerID)
+	putStr(bitK8sPodUID, AttrK8sPodUID, a.PodUID)
 	putStr(bitNetworkProtocolName, AttrNetworkProtocolName, a.ProtocolName)
-	if a.VLANID != 0 && s.has(bitVLANID) {
-		m.PutInt(AttrVLANID, a.VLANID)
-	}
-	if a.HasICMP && s.has(bitICMPType) {
-		m.PutInt(AttrICMPType, a.ICMPType)
-	}
-	if a.HasICMP && s.has(bitICMPCode) {
-		m.PutInt(AttrICMPCode, a.ICMPCode)
-	}
+	putInt(bitVLANID, AttrVLANID, a.VLANID != 0, a.VLANID)
+	putStr(bitFlags, AttrFlags, a.Flags)
+	putStr(bitCgroupPath, AttrCgroupPath, a.CgroupPath)
+	putInt(bitICMPType, AttrICMPType, a.HasICMPType, a.ICMPType)
+	putInt(bitICMPCode, AttrICMPCode, a.HasICMPCode, a.ICMPCode)
 	if a.Overflow {
 		m.PutBool(AttrOverflow, true)
+	}
+	if a.Other {
+		m.PutBool(AttrOther, true)
 	}
 }

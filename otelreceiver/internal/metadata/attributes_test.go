@@ -1,12 +1,11 @@
 package metadata
 
 import (
-	"slices"
 	"testing"
 )
 
 // TestSelectionBitsFollowNames guards the bit constants against a reordering
-// of DefaultFlowAttributes or OptionalFlowAttributes.
+// of SelectableFlowAttributes.
 func TestSelectionBitsFollowNames(t *testing.T) {
 	bits := map[string]uint32{
 		AttrNetworkInterfaceName: bitNetworkInterfaceName, AttrNetworkIODirection: bitNetworkIODirection,
@@ -14,11 +13,13 @@ func TestSelectionBitsFollowNames(t *testing.T) {
 		AttrSourceAddress: bitSourceAddress, AttrSourcePort: bitSourcePort,
 		AttrDestinationAddress: bitDestinationAddress, AttrDestinationPort: bitDestinationPort,
 		AttrProcessPID: bitProcessPID, AttrProcessExecutable: bitProcessExecutable,
-		AttrContainerID: bitContainerID, AttrNetworkProtocolName: bitNetworkProtocolName,
-		AttrVLANID: bitVLANID, AttrICMPType: bitICMPType, AttrICMPCode: bitICMPCode,
+		AttrContainerID: bitContainerID, AttrK8sPodUID: bitK8sPodUID,
+		AttrNetworkProtocolName: bitNetworkProtocolName,
+		AttrVLANID:              bitVLANID, AttrFlags: bitFlags, AttrCgroupPath: bitCgroupPath,
+		AttrICMPType: bitICMPType, AttrICMPCode: bitICMPCode,
 	}
-	if len(bits) != len(selectableAttributes) {
-		t.Fatalf("%d bits for %d attributes", len(bits), len(selectableAttributes))
+	if len(bits) != len(SelectableFlowAttributes) {
+		t.Fatalf("%d bits for %d attributes", len(bits), len(SelectableFlowAttributes))
 	}
 	for name, bit := range bits {
 		s, err := NewAttributeSelection([]string{name})
@@ -28,13 +29,16 @@ func TestSelectionBitsFollowNames(t *testing.T) {
 		if s.bits != bit || !s.has(bit) || !s.Has(name) {
 			t.Errorf("%s: selection bits %b, constant %b", name, s.bits, bit)
 		}
-		for _, other := range selectableAttributes {
+		for _, other := range SelectableFlowAttributes {
 			if other != name && s.Has(other) {
 				t.Errorf("selecting %s also selects %s", name, other)
 			}
 		}
+		if !AllAttributes().Has(name) {
+			t.Errorf("AllAttributes lacks %s", name)
+		}
 	}
-	if !slices.Equal(selectableAttributes[:len(DefaultFlowAttributes)], DefaultFlowAttributes) {
-		t.Error("default attributes must come first")
+	if all, err := NewAttributeSelection(SelectableFlowAttributes); err != nil || all != AllAttributes() {
+		t.Errorf("AllAttributes() = %b, every name selects %b (%v)", AllAttributes().bits, all.bits, err)
 	}
 }

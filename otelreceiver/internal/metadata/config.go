@@ -9,6 +9,7 @@ import (
 const (
 	MetricNetworkFlowBytes          = "network.flow.bytes"
 	MetricNetworkFlowPackets        = "network.flow.packets"
+	MetricNetworkFlowTCPRetransmits = "network.flow.tcp.retransmits"
 	MetricPktstatbpfFlowsActive     = "pktstatbpf.flows.active"
 	MetricPktstatbpfFlowsCapacity   = "pktstatbpf.flows.capacity"
 	MetricPktstatbpfFlowsExpired    = "pktstatbpf.flows.expired"
@@ -30,18 +31,19 @@ type MetricConfig struct {
 }
 
 // FlowMetricConfig is a MetricConfig for the per-flow metrics, which also
-// choose their attributes: flows that differ only in attributes left out are
-// summed into one series, so totals are kept.
+// choose their attributes: series that differ only in attributes left out
+// are summed into one, so totals are kept.
 type FlowMetricConfig struct {
 	Enabled bool `mapstructure:"enabled"`
-	// Attributes lists the recorded attributes; empty means the defaults.
+	// Attributes lists the recorded attributes; empty means every attribute
+	// the receiver's dimensions produce.
 	Attributes []string `mapstructure:"attributes"`
 }
 
 // Selection returns the attributes this metric records.
 func (c FlowMetricConfig) Selection() (AttributeSelection, error) {
 	if len(c.Attributes) == 0 {
-		return NewAttributeSelection(DefaultFlowAttributes)
+		return AllAttributes(), nil
 	}
 	return NewAttributeSelection(c.Attributes)
 }
@@ -50,6 +52,7 @@ func (c FlowMetricConfig) Selection() (AttributeSelection, error) {
 type MetricsConfig struct {
 	NetworkFlowBytes          FlowMetricConfig `mapstructure:"network.flow.bytes"`
 	NetworkFlowPackets        FlowMetricConfig `mapstructure:"network.flow.packets"`
+	NetworkFlowTCPRetransmits FlowMetricConfig `mapstructure:"network.flow.tcp.retransmits"`
 	PktstatbpfFlowsActive     MetricConfig     `mapstructure:"pktstatbpf.flows.active"`
 	PktstatbpfFlowsCapacity   MetricConfig     `mapstructure:"pktstatbpf.flows.capacity"`
 	PktstatbpfFlowsExpired    MetricConfig     `mapstructure:"pktstatbpf.flows.expired"`
@@ -59,12 +62,14 @@ type MetricsConfig struct {
 	PktstatbpfHooksAttached   MetricConfig     `mapstructure:"pktstatbpf.hooks.attached"`
 }
 
-// DefaultMetricsConfig enables every metric; the flow metrics record
-// DefaultFlowAttributes.
+// DefaultMetricsConfig enables every metric but network.flow.tcp.retransmits,
+// which only kprobe mode fills; the flow metrics record every attribute of
+// the configured dimensions.
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
 		NetworkFlowBytes:          FlowMetricConfig{Enabled: true},
 		NetworkFlowPackets:        FlowMetricConfig{Enabled: true},
+		NetworkFlowTCPRetransmits: FlowMetricConfig{Enabled: false},
 		PktstatbpfFlowsActive:     MetricConfig{Enabled: true},
 		PktstatbpfFlowsCapacity:   MetricConfig{Enabled: true},
 		PktstatbpfFlowsExpired:    MetricConfig{Enabled: true},
@@ -110,24 +115,33 @@ func DefaultMetricsBuilderConfig() MetricsBuilderConfig {
 	}
 }
 
+// FlowMetric names one flow metric's config.
+type FlowMetric struct {
+	Name   string
+	Config FlowMetricConfig
+}
+
+// FlowMetrics lists the flow metrics' configs, in a fixed order.
+func (c MetricsBuilderConfig) FlowMetrics() []FlowMetric {
+	return []FlowMetric{
+		{MetricNetworkFlowBytes, c.Metrics.NetworkFlowBytes},
+		{MetricNetworkFlowPackets, c.Metrics.NetworkFlowPackets},
+		{MetricNetworkFlowTCPRetransmits, c.Metrics.NetworkFlowTCPRetransmits},
+	}
+}
+
 // CheckAttributes rejects unknown or repeated attribute names in the flow metrics'
 // attribute lists.
 func (c MetricsBuilderConfig) CheckAttributes() error {
 	var errs []error
-	for _, m := range []struct {
-		name string
-		cfg  FlowMetricConfig
-	}{
-		{MetricNetworkFlowBytes, c.Metrics.NetworkFlowBytes},
-		{MetricNetworkFlowPackets, c.Metrics.NetworkFlowPackets},
-	} {
-		if _, err := m.cfg.Selection(); err != nil {
-			errs = append(errs, fmt.Errorf("metrics::%s::attributes: %w", m.name, err))
+	for _, m := range c.FlowMetrics() {
+		if _, err := m.Config.Selection(); err != nil {
+			errs = append(errs, fmt.Errorf("metrics::%s::attributes: %w", m.Name, err))
 		}
 		seen := map[string]bool{}
-		for _, a := range m.cfg.Attributes {
+		for _, a := range m.Config.Attributes {
 			if seen[a] {
-				errs = append(errs, fmt.Errorf("metrics::%s::attributes: %q is listed twice", m.name, a))
+				errs = append(errs, fmt.Errorf("metrics::%s::attributes: %q is listed twice", m.Name, a))
 			}
 			seen[a] = true
 		}

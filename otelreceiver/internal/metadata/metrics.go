@@ -94,6 +94,9 @@ var (
 	defNetworkFlowPackets = metricDef{MetricNetworkFlowPackets,
 		"Packets of the flow seen at the hook.",
 		"{packet}", kindSumInt}
+	defNetworkFlowTCPRetransmits = metricDef{MetricNetworkFlowTCPRetransmits,
+		"TCP segments the kernel sent again (tcp_retransmit_skb) for the flow; kprobe mode only, on the transmit side.",
+		"{packet}", kindSumInt}
 	defFlowsActive = metricDef{MetricPktstatbpfFlowsActive,
 		"Flows in the kernel flow table at the last drain.",
 		"{flow}", kindGaugeInt}
@@ -119,13 +122,15 @@ var (
 
 // MetricsBuilder buffers data points and emits them as one pmetric.Metrics.
 type MetricsBuilder struct {
-	config           MetricsBuilderConfig
-	buildInfo        component.BuildInfo
-	bytesSelection   AttributeSelection
-	packetsSelection AttributeSelection
+	config               MetricsBuilderConfig
+	buildInfo            component.BuildInfo
+	bytesSelection       AttributeSelection
+	packetsSelection     AttributeSelection
+	retransmitsSelection AttributeSelection
 
 	networkFlowBytes          *metricBuffer
 	networkFlowPackets        *metricBuffer
+	networkFlowRetransmits    *metricBuffer
 	pktstatbpfFlowsActive     *metricBuffer
 	pktstatbpfFlowsCapacity   *metricBuffer
 	pktstatbpfFlowsExpired    *metricBuffer
@@ -142,7 +147,7 @@ type builderOptions struct {
 	flowTemporality pmetric.AggregationTemporality
 }
 
-// WithFlowTemporality sets the temporality of the two flow metrics; the
+// WithFlowTemporality sets the temporality of the flow metrics; the
 // default is cumulative. The receiver's self-metrics stay cumulative.
 func WithFlowTemporality(t pmetric.AggregationTemporality) MetricBuilderOption {
 	return func(o *builderOptions) { o.flowTemporality = t }
@@ -162,6 +167,10 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 	if err != nil {
 		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricNetworkFlowPackets, err)
 	}
+	retransSel, err := mbc.Metrics.NetworkFlowTCPRetransmits.Selection()
+	if err != nil {
+		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricNetworkFlowTCPRetransmits, err)
+	}
 	cum := pmetric.AggregationTemporalityCumulative
 	m := mbc.Metrics
 	return &MetricsBuilder{
@@ -169,8 +178,10 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		buildInfo:                 settings.BuildInfo,
 		bytesSelection:            bytesSel,
 		packetsSelection:          packetsSel,
+		retransmitsSelection:      retransSel,
 		networkFlowBytes:          newMetricBuffer(defNetworkFlowBytes, m.NetworkFlowBytes.Enabled, o.flowTemporality),
 		networkFlowPackets:        newMetricBuffer(defNetworkFlowPackets, m.NetworkFlowPackets.Enabled, o.flowTemporality),
+		networkFlowRetransmits:    newMetricBuffer(defNetworkFlowTCPRetransmits, m.NetworkFlowTCPRetransmits.Enabled, o.flowTemporality),
 		pktstatbpfFlowsActive:     newMetricBuffer(defFlowsActive, m.PktstatbpfFlowsActive.Enabled, cum),
 		pktstatbpfFlowsCapacity:   newMetricBuffer(defFlowsCapacity, m.PktstatbpfFlowsCapacity.Enabled, cum),
 		pktstatbpfFlowsExpired:    newMetricBuffer(defFlowsExpired, m.PktstatbpfFlowsExpired.Enabled, cum),
@@ -203,6 +214,24 @@ func (mb *MetricsBuilder) RecordNetworkFlowPacketsDataPoint(start, ts pcommon.Ti
 	if dp, ok := mb.networkFlowPackets.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
 		mb.packetsSelection.put(attrs, dp.Attributes())
+	}
+}
+
+// NetworkFlowTCPRetransmitsSelection is the attribute selection of network.flow.tcp.retransmits.
+func (mb *MetricsBuilder) NetworkFlowTCPRetransmitsSelection() AttributeSelection {
+	return mb.retransmitsSelection
+}
+
+// NetworkFlowTCPRetransmitsEnabled reports whether network.flow.tcp.retransmits is recorded.
+func (mb *MetricsBuilder) NetworkFlowTCPRetransmitsEnabled() bool {
+	return mb.networkFlowRetransmits.enabled
+}
+
+// RecordNetworkFlowTCPRetransmitsDataPoint adds a point for one series.
+func (mb *MetricsBuilder) RecordNetworkFlowTCPRetransmitsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+	if dp, ok := mb.networkFlowRetransmits.newDataPoint(start, ts); ok {
+		dp.SetIntValue(val)
+		mb.retransmitsSelection.put(attrs, dp.Attributes())
 	}
 }
 
@@ -278,6 +307,7 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 	for _, m := range []*metricBuffer{
 		mb.networkFlowBytes,
 		mb.networkFlowPackets,
+		mb.networkFlowRetransmits,
 		mb.pktstatbpfFlowsActive,
 		mb.pktstatbpfFlowsCapacity,
 		mb.pktstatbpfFlowsExpired,
