@@ -40,12 +40,12 @@ func TestLoadInput(t *testing.T) {
 	got, err := loadInput(path)
 	require.NoError(t, err)
 	require.Equal(t, &pktstat_bpf.PktstatBPF{
-		Mode:         "xdp",
-		Interfaces:   []string{"veth0"},
-		XDPMode:      "generic",
-		MaxFlows:     1024,
-		IdleTimeout:  config.Duration(30 * time.Second),
-		NetNS:        "/var/run/netns/blue",
+		Mode:        "xdp",
+		Interfaces:  []string{"veth0"},
+		XDPMode:     "generic",
+		MaxFlows:    1024,
+		IdleTimeout: config.Duration(30 * time.Second),
+		NetNS:       "/var/run/netns/blue",
 		Config: aggregate.Config{
 			Dimensions:        []aggregate.Dimension{"interface", "direction", "src_ip", "dst_ip", "dst_port", "vlan"},
 			FoldPorts:         "higher",
