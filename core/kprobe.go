@@ -79,9 +79,18 @@ func (k *kprobeCapture) close() error {
 // startKprobe loads the kprobe-mode maps and attaches every hook with
 // fentry/fexit or kprobes, as kprobe_attach says.
 func (c *Collector) startKprobe() error {
+	spec, err := c.loadKprobeMaps()
+	if err != nil {
+		return err
+	}
+	return c.attachKprobe(spec)
+}
+
+// loadKprobeMaps creates the mode's maps and the tables that drain them.
+func (c *Collector) loadKprobeMaps() (*ebpf.CollectionSpec, error) {
 	spec, err := bpf.LoadKprobe()
 	if err != nil {
-		return fmt.Errorf("load kprobe object spec: %w", err)
+		return nil, fmt.Errorf("load kprobe object spec: %w", err)
 	}
 	spec.Maps[bpf.KprobeMapKprobeFlows].MaxEntries = uint32(c.cfg.MaxFlows)
 	spec.Maps[bpf.KprobeMapKprobeRetransmits].MaxEntries = uint32(c.cfg.MaxFlows)
@@ -89,26 +98,30 @@ func (c *Collector) startKprobe() error {
 	mapsOnly.Programs = nil
 	maps, err := ebpf.NewCollection(mapsOnly)
 	if err != nil {
-		return explainLoad("kprobe-mode maps", err)
+		return nil, explainLoad("kprobe-mode maps", err)
 	}
 	kp := &kprobeCapture{maps: maps, pending: map[bpf.KprobeCgroupFlowKey]retransmits{}}
 	c.kp = kp
 	if kp.flows, err = newTable[bpf.KprobeCgroupFlowKey](maps.Maps[bpf.KprobeMapKprobeFlows]); err != nil {
-		return err
+		return nil, err
 	}
 	if kp.retrans, err = newTable[bpf.KprobeCgroupFlowKey](maps.Maps[bpf.KprobeMapKprobeRetransmits]); err != nil {
-		return err
+		return nil, err
 	}
 	kp.rov, kp.rovBuf = maps.Maps[bpf.KprobeMapRetransmitsOverflow], make([]counters, kp.retrans.ncpu)
 	if err := c.startOverflow(maps.Maps[bpf.KprobeMapFlowsOverflow], maps.Maps[bpf.KprobeMapFlowsOverflowTotal]); err != nil {
-		return err
+		return nil, err
 	}
 	if mount, err := cgroup2Mount(); err == nil {
 		c.cgroups = &cgroupResolver{root: mount}
 	} else {
 		c.cfg.Logger.Warn("pktstat-bpf: cgroup paths not resolved", "err", err)
 	}
+	return spec, nil
+}
 
+// attachKprobe attaches every hook with the method kprobe_attach asks for.
+func (c *Collector) attachKprobe(spec *ebpf.CollectionSpec) error {
 	var fentryErr error
 	if c.cfg.KprobeAttach != KprobeAttachKprobe {
 		fentryErr = c.attachKprobeHooks(spec, true)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/pktstat-bpf/pktstat-bpf/bpf"
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
 
@@ -519,4 +521,72 @@ func kprobePrograms(t *testing.T) int {
 			}
 		}
 	}
+}
+
+// Retransmit counts join their flow's egress record; those with no such
+// record get one of their own, and those that found the table full an
+// overflow record; cumulative and delta counts follow the drains.
+func TestKprobeDrainJoinsRetransmits(t *testing.T) {
+	nettest.RequireBPF(t)
+	c, err := New(Config{Mode: ModeKprobe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.loadKprobeMaps(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.started, c.lastRead = true, time.Now()
+	kp, ncpu := c.kp, c.kp.flows.ncpu
+	first := uint64(readClock().mono)
+	key := func(port uint16, pid uint32) bpf.KprobeCgroupFlowKey {
+		var k bpf.KprobeCgroupFlowKey
+		k.Flow.EthProto, k.Flow.IpProto, k.Flow.Direction = EtherTypeIPv4, ProtoTCP, uint8(Egress)
+		copy(k.Flow.SrcAddr[:], []byte{192, 0, 2, 1})
+		copy(k.Flow.DstAddr[:], []byte{192, 0, 2, 2})
+		k.Flow.SrcPort, k.Flow.DstPort, k.Pid = 40000, port, pid
+		return k
+	}
+	// put spreads packets over the first and last CPU, as the kernel would.
+	put := func(m *ebpf.Map, k any, packets, bytes uint64) {
+		t.Helper()
+		vals := make([]counters, ncpu)
+		vals[0] = counters{Packets: packets / 2, Bytes: bytes / 2, FirstSeenNs: first}
+		vals[ncpu-1].Packets += packets - packets/2
+		vals[ncpu-1].Bytes += bytes - bytes/2
+		if err := m.Put(k, vals); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withSends, orphan := key(80, 7), key(81, 0)
+	put(kp.flows.m, withSends, 10, 1000)
+	put(kp.retrans.m, withSends, 3, 300)
+	put(kp.retrans.m, orphan, 2, 200)
+	put(kp.rov, uint32(0), 5, 500)
+
+	type row struct {
+		port                    uint16
+		overflow                bool
+		packets, retrans, delta uint64
+	}
+	check := func(want []row) {
+		t.Helper()
+		s := read(t, c)
+		var got []row
+		for _, r := range s.Records {
+			got = append(got, row{r.DstPort, r.Overflow, r.Packets, r.Retransmits, r.DeltaRetransmits})
+		}
+		if fmt.Sprint(sortRows(got)) != fmt.Sprint(want) {
+			t.Errorf("records (port, overflow, packets, retransmits, delta) %v, want %v", got, want)
+		}
+	}
+	check([]row{{0, true, 0, 5, 5}, {80, false, 10, 3, 3}, {81, false, 0, 2, 2}})
+	put(kp.retrans.m, withSends, 4, 400)
+	put(kp.rov, uint32(0), 6, 600)
+	check([]row{{0, true, 0, 6, 1}, {80, false, 10, 4, 1}, {81, false, 0, 2, 0}})
+}
+
+func sortRows[T any](rows []T) []T {
+	sort.Slice(rows, func(i, j int) bool { return fmt.Sprint(rows[i]) < fmt.Sprint(rows[j]) })
+	return rows
 }
