@@ -29,8 +29,10 @@ BENCH_TARGETS += bench-telegraf
 
 .PHONY: deps-telegraf test-telegraf test-telegraf-unit bench-telegraf run-telegraf telegraf-src clean-telegraf
 
-## deps-telegraf: install InfluxDB $(INFLUXD_VERSION) for the end-to-end test, if missing
+## deps-telegraf: install InfluxDB $(INFLUXD_VERSION) for the end-to-end test and setcap/setpriv for the least-privilege test, if missing
 deps-telegraf:
+	@command -v setcap >/dev/null && command -v setpriv >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcap2-bin util-linux >/dev/null; }
 	@test -x $(INFLUXD) || { echo "installing influxd $(INFLUXD_VERSION) (about 1.5 min)"; \
 		GOTOOLCHAIN=local GOFLAGS= $(GO) install github.com/influxdata/influxdb/cmd/influxd@v$(INFLUXD_VERSION); }
 
