@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
 )
@@ -317,4 +318,64 @@ func TestReceiverXDPMode(t *testing.T) {
 	assert.Equal(t, map[string]int64{in6: 11 * int64(nettest.UDPFrameLen(300, true))}, withoutMLD(t, flowTotals(last, metadata.MetricNetworkFlowBytes, p.IfA)))
 	mode, _ := last[0].ResourceMetrics().At(0).Resource().Attributes().Get(metadata.ResourceAttrCaptureMode)
 	assert.Equal(t, "xdp", mode.Str())
+}
+
+// TestReceiverAggregatesRealTraffic: eight UDP flows on a veth, reported
+// with dimensions (no interface), ephemeral ports folded and two CIDR
+// groups, become four series with the exact packets and bytes sent.
+func TestReceiverAggregatesRealTraffic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("attaches BPF programs")
+	}
+	for _, temporality := range []string{TemporalityCumulative, TemporalityDelta} {
+		t.Run(temporality, func(t *testing.T) {
+			p := nettest.NewPair(t)
+			cfg := createDefaultConfig().(*Config)
+			cfg.Interfaces = []string{p.IfA}
+			cfg.NetNS = p.NSPathA()
+			cfg.Temporality = temporality
+			cfg.InitialDelay = 0
+			cfg.CollectionInterval = 50 * time.Millisecond
+			cfg.Dimensions = []aggregate.Dimension{aggregate.DimDirection, aggregate.DimIPVersion, aggregate.DimProto,
+				aggregate.DimSrcIP, aggregate.DimDstIP, aggregate.DimSrcPort, aggregate.DimDstPort}
+			cfg.FoldPorts = aggregate.FoldEphemeral
+			cfg.CIDRGroups = []aggregate.CIDRGroup{{Name: "peer", CIDR: "192.0.2.2/32"}, {Name: "lab6", CIDR: "2001:db8::/64"}}
+			sink := new(consumertest.MetricsSink)
+			rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
+			require.NoError(t, err)
+			require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+			stopped := false
+			t.Cleanup(func() {
+				if !stopped {
+					_ = rcv.Shutdown(context.Background())
+				}
+			})
+
+			// Five clients on ephemeral ports to one service: one series.
+			for c := range 5 {
+				p.SendUDP(t, 10, 100, uint16(40000+c), 9000, false)
+			}
+			p.SendUDP(t, 7, 100, 40010, 9001, false)
+			p.SendUDP(t, 4, 100, 41000, 9000, true)
+			p.SendUDPFromB(t, 6, 50, 42000, 9002, false)
+
+			require.NoError(t, rcv.Shutdown(context.Background()))
+			stopped = true
+			mds := sink.AllMetrics()
+			require.NotEmpty(t, mds)
+			if temporality == TemporalityCumulative {
+				mds = mds[len(mds)-1:]
+			}
+			// No interface dimension: the points carry none, hence "".
+			to9000 := "transmit ipv4 udp 192.0.2.1 peer 9000 "
+			to9001 := "transmit ipv4 udp 192.0.2.1 peer 9001 "
+			v6 := "transmit ipv6 udp lab6 lab6 9000 "
+			in := "receive ipv4 udp peer 192.0.2.1 9002 "
+			frame4, frame6, frameIn := int64(nettest.UDPFrameLen(100, false)), int64(nettest.UDPFrameLen(100, true)), int64(nettest.UDPFrameLen(50, false))
+			assert.Equal(t, map[string]int64{to9000: 50, to9001: 7, v6: 4, in: 6},
+				withoutMLD(t, flowTotals(mds, metadata.MetricNetworkFlowPackets, "")))
+			assert.Equal(t, map[string]int64{to9000: 50 * frame4, to9001: 7 * frame4, v6: 4 * frame6, in: 6 * frameIn},
+				withoutMLD(t, flowTotals(mds, metadata.MetricNetworkFlowBytes, "")))
+		})
+	}
 }

@@ -53,6 +53,7 @@ func TestValidateRejectsBadReceiverConfig(t *testing.T) {
 	}{
 		{filepath.Join("..", "..", "testdata", "otelcol.yaml"), nil},
 		{configPath("capture.yaml"), []string{"PKTSTAT_IFACE=eth0", "PKTSTAT_OTLP_PORT=4317", "PKTSTAT_INTERVAL=1s", "PKTSTAT_TEMPORALITY=delta"}},
+		{configPath("capture-aggregated.yaml"), []string{"PKTSTAT_IFACE=eth0", "PKTSTAT_OTLP_PORT=4317"}},
 		{configPath("sink.yaml"), []string{"PKTSTAT_OTLP_PORT=4317", "PKTSTAT_PROM_PORT=9464", "PKTSTAT_OUT_FILE=/tmp/x.json"}},
 	} {
 		cmd := exec.Command(bin, "validate", "--config", tc.file)
@@ -76,12 +77,26 @@ type flowCounts struct{ packets, bytes int64 }
 // It also returns the resources the points came with.
 func readFileExport(t *testing.T, path string, temporality pmetric.AggregationTemporality) (map[flowKey]flowCounts, []pcommon.Map) {
 	t.Helper()
+	return readFileExportBy(t, path, temporality, func(a pcommon.Map) flowKey {
+		str := func(k string) string { v, _ := a.Get(k); return v.AsString() }
+		num := func(k string) int64 { v, _ := a.Get(k); return v.Int() }
+		return flowKey{
+			str("network.interface.name"), str("network.io.direction"), str("network.type"),
+			str("network.transport"), str("source.address"), str("destination.address"),
+			num("source.port"), num("destination.port"),
+		}
+	})
+}
+
+// readFileExportBy is readFileExport with the series named by label.
+func readFileExportBy[K comparable](t *testing.T, path string, temporality pmetric.AggregationTemporality, label func(pcommon.Map) K) (map[K]flowCounts, []pcommon.Map) {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return nil, nil
 	}
 	require.NoError(t, err)
-	out := map[flowKey]flowCounts{}
+	out := map[K]flowCounts{}
 	var resources []pcommon.Map
 	var um pmetric.JSONUnmarshaler
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -106,14 +121,7 @@ func readFileExport(t *testing.T, path string, temporality pmetric.AggregationTe
 					require.Equal(t, temporality, m.Sum().AggregationTemporality(), "temporality of %s", m.Name())
 					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
 						dp := m.Sum().DataPoints().At(l)
-						a := dp.Attributes()
-						str := func(k string) string { v, _ := a.Get(k); return v.AsString() }
-						num := func(k string) int64 { v, _ := a.Get(k); return v.Int() }
-						key := flowKey{
-							str("network.interface.name"), str("network.io.direction"), str("network.type"),
-							str("network.transport"), str("source.address"), str("destination.address"),
-							num("source.port"), num("destination.port"),
-						}
+						key := label(dp.Attributes())
 						c := out[key]
 						v := &c.bytes
 						if m.Name() == "network.flow.packets" {
@@ -312,4 +320,65 @@ func runEndToEnd(t *testing.T, temporality pmetric.AggregationTemporality, inter
 		assert.Equal(t, c.packets, promValue(t, metrics, "network_flow_packets_total", labels), "packets of %v", k)
 		assert.Equal(t, c.bytes, promValue(t, metrics, "network_flow_bytes_total", labels), "bytes of %v", k)
 	}
+}
+
+// TestDistributionAggregates: the distribution with dimensions, ephemeral
+// port folding and two CIDR groups (testdata/otel/capture-aggregated.yaml)
+// reports eight UDP flows as four series, through OTLP into the second
+// collector's file, with the exact packets and bytes sent and no other
+// attributes than the kept dimensions.
+func TestDistributionAggregates(t *testing.T) {
+	if testing.Short() {
+		t.Skip("attaches BPF programs and runs two collectors")
+	}
+	bin := collectorPath(t)
+	p := nettest.NewPair(t)
+	outFile := filepath.Join(t.TempDir(), "metrics.json")
+	const otlpPort, promPort = "14327", "19474"
+	startCollector(t, "sink collector", p.NSA, bin, configPath("sink.yaml"), nil,
+		"PKTSTAT_OTLP_PORT="+otlpPort, "PKTSTAT_PROM_PORT="+promPort, "PKTSTAT_OUT_FILE="+outFile)
+	capture := startCollector(t, "capture collector", p.NSA, bin, configPath("capture-aggregated.yaml"), nil,
+		"PKTSTAT_IFACE="+p.IfA, "PKTSTAT_OTLP_PORT="+otlpPort)
+	require.True(t, capture.logged(`"interface": "`+p.IfA+`"`), "capture collector did not log attaching to %s:\n%s", p.IfA, capture.logText())
+
+	// Five clients on ephemeral ports to one service: one series.
+	for c := range 5 {
+		p.SendUDP(t, 10, 100, uint16(40000+c), 9000, false)
+	}
+	p.SendUDP(t, 7, 100, 40010, 9001, false)
+	p.SendUDP(t, 4, 100, 41000, 9000, true)
+	p.SendUDPFromB(t, 6, 50, 42000, 9002, false)
+
+	series := func(dir, netType, src, dst string, dport int) string {
+		return fmt.Sprint(map[string]any{
+			"network.io.direction": dir, "network.type": netType, "network.transport": "udp",
+			"source.address": src, "destination.address": dst, "destination.port": int64(dport),
+		})
+	}
+	frame4, frame6, frameIn := int64(nettest.UDPFrameLen(100, false)), int64(nettest.UDPFrameLen(100, true)), int64(nettest.UDPFrameLen(50, false))
+	want := map[string]flowCounts{
+		series("transmit", "ipv4", "192.0.2.1", "peer", 9000): {50, 50 * frame4},
+		series("transmit", "ipv4", "192.0.2.1", "peer", 9001): {7, 7 * frame4},
+		series("transmit", "ipv6", "lab6", "lab6", 9000):      {4, 4 * frame6},
+		series("receive", "ipv4", "peer", "192.0.2.1", 9002):  {6, 6 * frameIn},
+	}
+	// The kernel's own MLD reports (to ff02::16) are the only other
+	// traffic that may cross the veth.
+	label := func(a pcommon.Map) string {
+		if dst, _ := a.Get("destination.address"); dst.Str() == "ff02::16" {
+			return "mld"
+		}
+		return fmt.Sprint(a.AsRaw())
+	}
+	var got map[string]flowCounts
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, _ = readFileExportBy(t, outFile, pmetric.AggregationTemporalityCumulative, label)
+		delete(got, "mld")
+		if fmt.Sprint(got) == fmt.Sprint(want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	require.Equal(t, want, got, "series in the file exporter's output")
 }
