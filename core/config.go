@@ -83,6 +83,9 @@ type Config struct {
 	// legacyTC forces the clsact/cls_bpf path, so that tests exercise it on
 	// kernels that have TCX.
 	legacyTC bool
+	// breakFentry makes the fentry/fexit load for this kernel function
+	// fail, so that tests exercise the fallback to kprobes.
+	breakFentry string
 }
 
 // Validate checks the configuration without touching the system.

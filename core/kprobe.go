@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -171,9 +172,12 @@ func (c *Collector) attachKprobeHooks(spec *ebpf.CollectionSpec, fentry bool) er
 
 func (c *Collector) attachKprobeHook(spec *ebpf.CollectionSpec, cache *btf.Cache, fn string, names []string) error {
 	one := spec.Copy()
-	one.Programs = map[string]*ebpf.ProgramSpec{}
-	for _, n := range names {
-		one.Programs[n] = spec.Programs[n]
+	for n, ps := range one.Programs {
+		if !slices.Contains(names, n) {
+			delete(one.Programs, n)
+		} else if ps.Type == ebpf.Tracing && fn == c.cfg.breakFentry {
+			ps.AttachTo = "pktstat_no_such_function"
+		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: c.kp.maps.Maps, Cache: cache})
 	if err != nil {

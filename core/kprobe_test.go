@@ -495,6 +495,35 @@ func TestKprobeAttachMethods(t *testing.T) {
 	}
 }
 
+// When fentry fails part way (here on udp_sendmsg, after tcp_sendmsg and
+// tcp_cleanup_rbuf attached), auto detaches what it attached and uses
+// kprobes for every hook.
+func TestKprobeAutoFallsBackToKprobes(t *testing.T) {
+	nettest.RequireBPF(t)
+	before := kprobePrograms(t)
+	c, err := New(Config{Mode: ModeKprobe, breakFentry: "udp_sendmsg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		if errors.Is(err, ErrNotSupported) {
+			t.Skipf("kernel lacks both fentry/fexit and kprobes: %v", err)
+		}
+		t.Fatalf("start: %v", err)
+	}
+	defer c.Close()
+	got := map[string]int{}
+	for _, h := range read(t, c).Health.Hooks {
+		got[h.Hook]++
+	}
+	if want := map[string]int{"kprobe": 13, "kretprobe": 8}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("hooks %v, want %v", got, want)
+	}
+	if n := kprobePrograms(t); n != before+21 {
+		t.Errorf("%d kprobe-mode programs loaded, want the 21 kprobes only (%d before)", n-before, before)
+	}
+}
+
 // kprobePrograms counts loaded programs named like the kprobe mode's.
 func kprobePrograms(t *testing.T) int {
 	t.Helper()
