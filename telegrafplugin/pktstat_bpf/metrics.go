@@ -52,10 +52,17 @@ func newConverter(cfg aggregate.Config) (*converter, error) {
 func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 	series := c.agg.Aggregate(snap.Time, snap.Records)
 	for i := range series {
-		acc.AddCounter(measurement, map[string]interface{}{
-			"bytes":   series[i].Bytes,
-			"packets": series[i].Packets,
-		}, c.tags(&series[i]), snap.Time)
+		s := &series[i]
+		fields := map[string]interface{}{
+			"bytes":   s.Bytes,
+			"packets": s.Packets,
+		}
+		// Only kprobe mode counts retransmissions; a series carries the
+		// field from its first one on, as the receiver does.
+		if s.Retransmits > 0 {
+			fields["retransmits"] = s.Retransmits
+		}
+		acc.AddCounter(measurement, fields, c.tags(s), snap.Time)
 	}
 	return len(series)
 }

@@ -720,3 +720,41 @@ func TestReadmeSample(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, sampleConfig, block)
 }
+
+// TestKprobeRetransmits: the retransmits counter appears on series that
+// retransmitted (kprobe mode, TCP egress), summed like packets and bytes.
+func TestKprobeRetransmits(t *testing.T) {
+	tcp := core.FlowKey{Direction: core.Egress, EtherType: core.EtherTypeIPv4, Proto: core.ProtoTCP,
+		SrcAddr: netip.MustParseAddr("10.0.0.1"), DstAddr: netip.MustParseAddr("10.0.0.2"), SrcPort: 5000, DstPort: 80, PID: 7}
+	tcp2 := tcp
+	tcp2.PID = 8
+	in := tcp
+	in.Direction = core.Ingress
+	in.SrcAddr, in.DstAddr, in.SrcPort, in.DstPort = tcp.DstAddr, tcp.SrcAddr, tcp.DstPort, tcp.SrcPort
+	snap := core.Snapshot{Time: t0, Records: first(
+		core.Record{FlowKey: tcp, Packets: 10, Bytes: 10000, Retransmits: 2, DeltaRetransmits: 2},
+		core.Record{FlowKey: tcp2, Packets: 1, Bytes: 100, Retransmits: 1, DeltaRetransmits: 1},
+		core.Record{FlowKey: in, Packets: 4, Bytes: 4000},
+	)}
+	tags := func(k core.FlowKey, sport, dport string) map[string]string {
+		return map[string]string{"direction": k.Direction.String(), "ip_version": "4", "proto": "tcp",
+			"src_ip": k.SrcAddr.String(), "dst_ip": k.DstAddr.String(), "src_port": sport, "dst_port": dport}
+	}
+	f := &fakeSource{snapshots: []core.Snapshot{snap}}
+	p := withFake(&PktstatBPF{Mode: "kprobe"}, f)
+	require.NoError(t, p.Init())
+	var acc testutil.Accumulator
+	require.NoError(t, p.Start(&acc))
+	require.NoError(t, p.Gather(&acc))
+	var flows []telegraf.Metric
+	for _, m := range acc.GetTelegrafMetrics() {
+		if m.Name() == "pktstat_bpf" {
+			flows = append(flows, m)
+		}
+	}
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{
+		metric.New("pktstat_bpf", tags(tcp, "5000", "80"),
+			map[string]interface{}{"packets": uint64(11), "bytes": uint64(10100), "retransmits": uint64(3)}, t0, telegraf.Counter),
+		counter(tags(in, "80", "5000"), 4, 4000, t0),
+	}, flows, testutil.SortMetrics())
+}
