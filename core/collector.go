@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -123,6 +124,7 @@ func (c *Collector) startInterfaces() error {
 	if c.flows, err = newTable[bpf.FlowFlowKey](objs.Flows); err != nil {
 		return err
 	}
+	c.flows.reserve = c.reserveRecords
 	if err := c.startOverflow(objs.FlowsOverflow, objs.FlowsOverflowTotal); err != nil {
 		return err
 	}
@@ -193,6 +195,7 @@ func (c *Collector) startCgroup() error {
 	if c.cgFlows, err = newTable[bpf.CgroupCgroupFlowKey](objs.CgroupFlows); err != nil {
 		return err
 	}
+	c.cgFlows.reserve = c.reserveRecords
 	if err := c.startOverflow(objs.FlowsOverflow, objs.FlowsOverflowTotal); err != nil {
 		return err
 	}
@@ -332,6 +335,10 @@ func (c *Collector) emit(k FlowKey, st *flowState, dp, db uint64, expired, overf
 	}
 	c.records = append(c.records, r)
 }
+
+// reserveRecords makes room for n more records before a table emits them:
+// appending 131,072 records one by one copies the slice over and over.
+func (c *Collector) reserveRecords(n int) { c.records = slices.Grow(c.records, n) }
 
 // comm interns process names: many flows share a few.
 func (c *Collector) comm(raw [16]int8) string {

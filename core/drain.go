@@ -46,6 +46,8 @@ type table[K comparable] struct {
 	// slabSize new flows instead of one per flow.
 	slab []flowState
 	free []*flowState
+	// reserve, if set, is told how many flows are about to be emitted.
+	reserve func(n int)
 }
 
 type seenFlow[K comparable] struct {
@@ -117,6 +119,9 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 		if err != nil {
 			return 0, fmt.Errorf("drain %s: %w", t.m.String(), err)
 		}
+	}
+	if t.reserve != nil {
+		t.reserve(len(t.seen))
 	}
 	active, expired := 0, 0
 	perCPU := t.vals[:t.ncpu]

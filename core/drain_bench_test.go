@@ -74,6 +74,7 @@ func benchCollector(b *testing.B, objs *bpf.FlowObjects) *Collector {
 	if c.flows, err = newTable[bpf.FlowFlowKey](objs.Flows); err != nil {
 		b.Fatal(err)
 	}
+	c.flows.reserve = c.reserveRecords
 	if err := c.startOverflow(objs.FlowsOverflow, objs.FlowsOverflowTotal); err != nil {
 		b.Fatal(err)
 	}
