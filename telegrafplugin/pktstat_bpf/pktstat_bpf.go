@@ -156,7 +156,7 @@ func (p *PktstatBPF) Start(acc telegraf.Accumulator) error {
 	return nil
 }
 
-// Gather drains the kernel tables and emits one metric per flow.
+// Gather drains the kernel tables and emits one metric per series.
 func (p *PktstatBPF) Gather(acc telegraf.Accumulator) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

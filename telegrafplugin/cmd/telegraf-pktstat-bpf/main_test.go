@@ -122,3 +122,11 @@ func TestMissingFile(t *testing.T) {
 	_, err := loadInput(filepath.Join(t.TempDir(), "absent.conf"))
 	require.ErrorContains(t, err, "read config: open ")
 }
+
+// TestExampleConfig loads the shim config the README tells users to install.
+func TestExampleConfig(t *testing.T) {
+	in, err := loadInput(filepath.Join("..", "..", "..", "testdata", "telegraf", "pktstat_bpf.conf"))
+	require.NoError(t, err)
+	require.Equal(t, "tc", in.Mode)
+	require.NoError(t, in.Init())
+}
