@@ -136,8 +136,9 @@ func TestReceiverCountsRealTraffic(t *testing.T) {
 	}
 }
 
-// TestReceiverRestartsExpiredFlow: a flow that idles out of the kernel table
-// and comes back is a new series with a new start time, counting from zero,
+// TestReceiverRestartsExpiredFlow: a flow that idles out of the kernel table,
+// and whose series then ends after series_idle_timeout without growth, is a
+// new series with a new start time when it comes back, counting from zero,
 // never a reset of the old one.
 func TestReceiverRestartsExpiredFlow(t *testing.T) {
 	if testing.Short() {
@@ -150,6 +151,7 @@ func TestReceiverRestartsExpiredFlow(t *testing.T) {
 	cfg.InitialDelay = 0
 	cfg.CollectionInterval = 100 * time.Millisecond
 	cfg.IdleTimeout = 500 * time.Millisecond
+	cfg.SeriesIdleTimeout = aggregate.Duration(500 * time.Millisecond)
 	sink := new(consumertest.MetricsSink)
 	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
 	require.NoError(t, err)
@@ -188,9 +190,9 @@ func TestReceiverRestartsExpiredFlow(t *testing.T) {
 		return ok && n == 5
 	}, 5*time.Second, 20*time.Millisecond, "first series never reached 5 packets")
 
-	// After the idle timeout the flow is reported once more and then gone.
+	// After the idle timeouts the series is no longer reported.
 	require.Eventually(t, func() bool { _, _, ok := latest(); return !ok }, 10*time.Second, 20*time.Millisecond,
-		"the flow did not expire after idle_timeout")
+		"the series did not end after series_idle_timeout")
 
 	secondSend := time.Now()
 	p.SendUDP(t, 3, 100, 42000, 9200, false)
