@@ -222,11 +222,6 @@ func (mb *MetricsBuilder) NetworkFlowTCPRetransmitsSelection() AttributeSelectio
 	return mb.retransmitsSelection
 }
 
-// NetworkFlowTCPRetransmitsEnabled reports whether network.flow.tcp.retransmits is recorded.
-func (mb *MetricsBuilder) NetworkFlowTCPRetransmitsEnabled() bool {
-	return mb.networkFlowRetransmits.enabled
-}
-
 // RecordNetworkFlowTCPRetransmitsDataPoint adds a point for one series.
 func (mb *MetricsBuilder) RecordNetworkFlowTCPRetransmitsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
 	if dp, ok := mb.networkFlowRetransmits.newDataPoint(start, ts); ok {
