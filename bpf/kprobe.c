@@ -10,6 +10,8 @@
  * headers; ICMP counts the ICMP message, header included):
  *   tcp_sendmsg return      egress tcp: bytes the call accepted (its return
  *                           value), packets = sendmsg calls that sent bytes.
+ *   tcp_sendpage return     the same for sendfile/splice before 6.5: packets
+ *                           = tcp_sendpage calls (about one per page).
  *   tcp_cleanup_rbuf        ingress tcp: bytes newly consumed by the reader.
  *                           copied is cumulative within one recvmsg call (it
  *                           is called again while a blocking read waits for
@@ -41,8 +43,8 @@
  * chose (ip_route_output_flow, ip6_dst_lookup_flow); receives take the
  * packet's IP header. IPv4 over a dual-stack IPv6 socket is keyed as IPv4.
  *
- * Not counted: sendfile/splice to a socket before 6.5 (tcp_sendpage,
- * udp_sendpage), raw sockets, ICMP the kernel sends itself (echo replies,
+ * Not counted: sendfile/splice to a UDP socket before 6.5 (udp_sendpage),
+ * raw sockets, ICMP the kernel sends itself (echo replies,
  * errors), MPTCP subflows (tcp_sendmsg_locked). MSG_PEEK reads of TCP count
  * as reads. The kprobe set can miss returns when more calls than the
  * kretprobe's maxactive are in flight at once; fexit cannot.
@@ -127,6 +129,18 @@ struct {
 	__type(value, struct sock_owner);
 } tcp_owners SEC(".maps");
 
+/*
+ * The socket a thread is in tcp_sendpage for (sendfile/splice to TCP before
+ * 6.5): that call is counted at its return, and a tcp_sendmsg inside it,
+ * should a kernel route one through it, is not counted again.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} tcp_sendpages SEC(".maps");
+
 /* The read in progress per thread, to count only the growth of copied. */
 struct tcp_read {
 	__u64 sk;
@@ -175,6 +189,7 @@ enum kret_fn {
 	KRET_TCP_RETRANSMIT,
 	KRET_ROUTE4,
 	KRET_ROUTE6,
+	KRET_TCP_SENDPAGE,
 };
 
 struct kret_key {
@@ -435,6 +450,28 @@ static __always_inline void tcp_send(struct sock *sk, int ret)
 	count_sock_send(sk, 0, IPPROTO_TCP, ret);
 }
 
+static __always_inline void tcp_sendmsg_done(struct sock *sk, int ret)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u64 *in = bpf_map_lookup_elem(&tcp_sendpages, &tid);
+	if (in && *in == (__u64)sk)
+		return;
+	tcp_send(sk, ret);
+}
+
+static __always_inline void tcp_sendpage_start(struct sock *sk)
+{
+	__u64 tid = bpf_get_current_pid_tgid(), skp = (__u64)sk;
+	bpf_map_update_elem(&tcp_sendpages, &tid, &skp, BPF_ANY);
+}
+
+static __always_inline void tcp_sendpage_done(struct sock *sk, int ret)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&tcp_sendpages, &tid);
+	tcp_send(sk, ret);
+}
+
 static __always_inline void tcp_read(struct sock *sk, int copied)
 {
 	if (copied <= 0)
@@ -605,7 +642,21 @@ static __always_inline void tcp_closed(struct sock *sk)
 SEC("fexit/tcp_sendmsg")
 int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size, int ret)
 {
-	tcp_send(sk, ret);
+	tcp_sendmsg_done(sk, ret);
+	return 0;
+}
+
+SEC("fentry/tcp_sendpage")
+int BPF_PROG(fentry_tcp_sendpage, struct sock *sk)
+{
+	tcp_sendpage_start(sk);
+	return 0;
+}
+
+SEC("fexit/tcp_sendpage")
+int BPF_PROG(fexit_tcp_sendpage, struct sock *sk, struct page *page, int offset, size_t size, int flags, int ret)
+{
+	tcp_sendpage_done(sk, ret);
 	return 0;
 }
 
@@ -728,7 +779,24 @@ int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
 {
 	struct kret_args a;
 	if (kret_take(KRET_TCP_SENDMSG, &a))
-		tcp_send((struct sock *)a.sk, ret);
+		tcp_sendmsg_done((struct sock *)a.sk, ret);
+	return 0;
+}
+
+SEC("kprobe/tcp_sendpage")
+int BPF_KPROBE(kprobe_tcp_sendpage, struct sock *sk)
+{
+	kret_save(KRET_TCP_SENDPAGE, sk, 0);
+	tcp_sendpage_start(sk);
+	return 0;
+}
+
+SEC("kretprobe/tcp_sendpage")
+int BPF_KRETPROBE(kretprobe_tcp_sendpage, int ret)
+{
+	struct kret_args a;
+	if (kret_take(KRET_TCP_SENDPAGE, &a))
+		tcp_sendpage_done((struct sock *)a.sk, ret);
 	return 0;
 }
 

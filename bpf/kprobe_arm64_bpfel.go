@@ -104,17 +104,20 @@ const (
 	KprobeMapSendSources                 = "send_sources"
 	KprobeMapTcpOwners                   = "tcp_owners"
 	KprobeMapTcpReads                    = "tcp_reads"
+	KprobeMapTcpSendpages                = "tcp_sendpages"
 	KprobeProgFentryIcmpRcv              = "fentry_icmp_rcv"
 	KprobeProgFentryIcmpv6Rcv            = "fentry_icmpv6_rcv"
 	KprobeProgFentrySkbConsumeUdp        = "fentry_skb_consume_udp"
 	KprobeProgFentryTcpCleanupRbuf       = "fentry_tcp_cleanup_rbuf"
 	KprobeProgFentryTcpClose             = "fentry_tcp_close"
+	KprobeProgFentryTcpSendpage          = "fentry_tcp_sendpage"
 	KprobeProgFexitIp6DstLookupFlow      = "fexit_ip6_dst_lookup_flow"
 	KprobeProgFexitIpRouteOutputFlow     = "fexit_ip_route_output_flow"
 	KprobeProgFexitPingV4Sendmsg         = "fexit_ping_v4_sendmsg"
 	KprobeProgFexitPingV6Sendmsg         = "fexit_ping_v6_sendmsg"
 	KprobeProgFexitTcpRetransmitSkb      = "fexit_tcp_retransmit_skb"
 	KprobeProgFexitTcpSendmsg            = "fexit_tcp_sendmsg"
+	KprobeProgFexitTcpSendpage           = "fexit_tcp_sendpage"
 	KprobeProgFexitUdpSendmsg            = "fexit_udp_sendmsg"
 	KprobeProgFexitUdpv6Sendmsg          = "fexit_udpv6_sendmsg"
 	KprobeProgKprobeIcmpRcv              = "kprobe_icmp_rcv"
@@ -128,6 +131,7 @@ const (
 	KprobeProgKprobeTcpClose             = "kprobe_tcp_close"
 	KprobeProgKprobeTcpRetransmitSkb     = "kprobe_tcp_retransmit_skb"
 	KprobeProgKprobeTcpSendmsg           = "kprobe_tcp_sendmsg"
+	KprobeProgKprobeTcpSendpage          = "kprobe_tcp_sendpage"
 	KprobeProgKprobeUdpSendmsg           = "kprobe_udp_sendmsg"
 	KprobeProgKprobeUdpv6Sendmsg         = "kprobe_udpv6_sendmsg"
 	KprobeProgKretprobeIp6DstLookupFlow  = "kretprobe_ip6_dst_lookup_flow"
@@ -136,6 +140,7 @@ const (
 	KprobeProgKretprobePingV6Sendmsg     = "kretprobe_ping_v6_sendmsg"
 	KprobeProgKretprobeTcpRetransmitSkb  = "kretprobe_tcp_retransmit_skb"
 	KprobeProgKretprobeTcpSendmsg        = "kretprobe_tcp_sendmsg"
+	KprobeProgKretprobeTcpSendpage       = "kretprobe_tcp_sendpage"
 	KprobeProgKretprobeUdpSendmsg        = "kretprobe_udp_sendmsg"
 	KprobeProgKretprobeUdpv6Sendmsg      = "kretprobe_udpv6_sendmsg"
 )
@@ -187,12 +192,14 @@ type KprobeProgramSpecs struct {
 	FentrySkbConsumeUdp        *ebpf.ProgramSpec `ebpf:"fentry_skb_consume_udp"`
 	FentryTcpCleanupRbuf       *ebpf.ProgramSpec `ebpf:"fentry_tcp_cleanup_rbuf"`
 	FentryTcpClose             *ebpf.ProgramSpec `ebpf:"fentry_tcp_close"`
+	FentryTcpSendpage          *ebpf.ProgramSpec `ebpf:"fentry_tcp_sendpage"`
 	FexitIp6DstLookupFlow      *ebpf.ProgramSpec `ebpf:"fexit_ip6_dst_lookup_flow"`
 	FexitIpRouteOutputFlow     *ebpf.ProgramSpec `ebpf:"fexit_ip_route_output_flow"`
 	FexitPingV4Sendmsg         *ebpf.ProgramSpec `ebpf:"fexit_ping_v4_sendmsg"`
 	FexitPingV6Sendmsg         *ebpf.ProgramSpec `ebpf:"fexit_ping_v6_sendmsg"`
 	FexitTcpRetransmitSkb      *ebpf.ProgramSpec `ebpf:"fexit_tcp_retransmit_skb"`
 	FexitTcpSendmsg            *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
+	FexitTcpSendpage           *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendpage"`
 	FexitUdpSendmsg            *ebpf.ProgramSpec `ebpf:"fexit_udp_sendmsg"`
 	FexitUdpv6Sendmsg          *ebpf.ProgramSpec `ebpf:"fexit_udpv6_sendmsg"`
 	KprobeIcmpRcv              *ebpf.ProgramSpec `ebpf:"kprobe_icmp_rcv"`
@@ -206,6 +213,7 @@ type KprobeProgramSpecs struct {
 	KprobeTcpClose             *ebpf.ProgramSpec `ebpf:"kprobe_tcp_close"`
 	KprobeTcpRetransmitSkb     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_retransmit_skb"`
 	KprobeTcpSendmsg           *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpSendpage          *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendpage"`
 	KprobeUdpSendmsg           *ebpf.ProgramSpec `ebpf:"kprobe_udp_sendmsg"`
 	KprobeUdpv6Sendmsg         *ebpf.ProgramSpec `ebpf:"kprobe_udpv6_sendmsg"`
 	KretprobeIp6DstLookupFlow  *ebpf.ProgramSpec `ebpf:"kretprobe_ip6_dst_lookup_flow"`
@@ -214,6 +222,7 @@ type KprobeProgramSpecs struct {
 	KretprobePingV6Sendmsg     *ebpf.ProgramSpec `ebpf:"kretprobe_ping_v6_sendmsg"`
 	KretprobeTcpRetransmitSkb  *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_retransmit_skb"`
 	KretprobeTcpSendmsg        *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
+	KretprobeTcpSendpage       *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendpage"`
 	KretprobeUdpSendmsg        *ebpf.ProgramSpec `ebpf:"kretprobe_udp_sendmsg"`
 	KretprobeUdpv6Sendmsg      *ebpf.ProgramSpec `ebpf:"kretprobe_udpv6_sendmsg"`
 }
@@ -231,6 +240,7 @@ type KprobeMapSpecs struct {
 	SendSources         *ebpf.MapSpec `ebpf:"send_sources"`
 	TcpOwners           *ebpf.MapSpec `ebpf:"tcp_owners"`
 	TcpReads            *ebpf.MapSpec `ebpf:"tcp_reads"`
+	TcpSendpages        *ebpf.MapSpec `ebpf:"tcp_sendpages"`
 }
 
 // KprobeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -268,6 +278,7 @@ type KprobeMaps struct {
 	SendSources         *ebpf.Map `ebpf:"send_sources"`
 	TcpOwners           *ebpf.Map `ebpf:"tcp_owners"`
 	TcpReads            *ebpf.Map `ebpf:"tcp_reads"`
+	TcpSendpages        *ebpf.Map `ebpf:"tcp_sendpages"`
 }
 
 func (m *KprobeMaps) Close() error {
@@ -281,6 +292,7 @@ func (m *KprobeMaps) Close() error {
 		m.SendSources,
 		m.TcpOwners,
 		m.TcpReads,
+		m.TcpSendpages,
 	)
 }
 
@@ -299,12 +311,14 @@ type KprobePrograms struct {
 	FentrySkbConsumeUdp        *ebpf.Program `ebpf:"fentry_skb_consume_udp"`
 	FentryTcpCleanupRbuf       *ebpf.Program `ebpf:"fentry_tcp_cleanup_rbuf"`
 	FentryTcpClose             *ebpf.Program `ebpf:"fentry_tcp_close"`
+	FentryTcpSendpage          *ebpf.Program `ebpf:"fentry_tcp_sendpage"`
 	FexitIp6DstLookupFlow      *ebpf.Program `ebpf:"fexit_ip6_dst_lookup_flow"`
 	FexitIpRouteOutputFlow     *ebpf.Program `ebpf:"fexit_ip_route_output_flow"`
 	FexitPingV4Sendmsg         *ebpf.Program `ebpf:"fexit_ping_v4_sendmsg"`
 	FexitPingV6Sendmsg         *ebpf.Program `ebpf:"fexit_ping_v6_sendmsg"`
 	FexitTcpRetransmitSkb      *ebpf.Program `ebpf:"fexit_tcp_retransmit_skb"`
 	FexitTcpSendmsg            *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
+	FexitTcpSendpage           *ebpf.Program `ebpf:"fexit_tcp_sendpage"`
 	FexitUdpSendmsg            *ebpf.Program `ebpf:"fexit_udp_sendmsg"`
 	FexitUdpv6Sendmsg          *ebpf.Program `ebpf:"fexit_udpv6_sendmsg"`
 	KprobeIcmpRcv              *ebpf.Program `ebpf:"kprobe_icmp_rcv"`
@@ -318,6 +332,7 @@ type KprobePrograms struct {
 	KprobeTcpClose             *ebpf.Program `ebpf:"kprobe_tcp_close"`
 	KprobeTcpRetransmitSkb     *ebpf.Program `ebpf:"kprobe_tcp_retransmit_skb"`
 	KprobeTcpSendmsg           *ebpf.Program `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpSendpage          *ebpf.Program `ebpf:"kprobe_tcp_sendpage"`
 	KprobeUdpSendmsg           *ebpf.Program `ebpf:"kprobe_udp_sendmsg"`
 	KprobeUdpv6Sendmsg         *ebpf.Program `ebpf:"kprobe_udpv6_sendmsg"`
 	KretprobeIp6DstLookupFlow  *ebpf.Program `ebpf:"kretprobe_ip6_dst_lookup_flow"`
@@ -326,6 +341,7 @@ type KprobePrograms struct {
 	KretprobePingV6Sendmsg     *ebpf.Program `ebpf:"kretprobe_ping_v6_sendmsg"`
 	KretprobeTcpRetransmitSkb  *ebpf.Program `ebpf:"kretprobe_tcp_retransmit_skb"`
 	KretprobeTcpSendmsg        *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
+	KretprobeTcpSendpage       *ebpf.Program `ebpf:"kretprobe_tcp_sendpage"`
 	KretprobeUdpSendmsg        *ebpf.Program `ebpf:"kretprobe_udp_sendmsg"`
 	KretprobeUdpv6Sendmsg      *ebpf.Program `ebpf:"kretprobe_udpv6_sendmsg"`
 }
@@ -337,12 +353,14 @@ func (p *KprobePrograms) Close() error {
 		p.FentrySkbConsumeUdp,
 		p.FentryTcpCleanupRbuf,
 		p.FentryTcpClose,
+		p.FentryTcpSendpage,
 		p.FexitIp6DstLookupFlow,
 		p.FexitIpRouteOutputFlow,
 		p.FexitPingV4Sendmsg,
 		p.FexitPingV6Sendmsg,
 		p.FexitTcpRetransmitSkb,
 		p.FexitTcpSendmsg,
+		p.FexitTcpSendpage,
 		p.FexitUdpSendmsg,
 		p.FexitUdpv6Sendmsg,
 		p.KprobeIcmpRcv,
@@ -356,6 +374,7 @@ func (p *KprobePrograms) Close() error {
 		p.KprobeTcpClose,
 		p.KprobeTcpRetransmitSkb,
 		p.KprobeTcpSendmsg,
+		p.KprobeTcpSendpage,
 		p.KprobeUdpSendmsg,
 		p.KprobeUdpv6Sendmsg,
 		p.KretprobeIp6DstLookupFlow,
@@ -364,6 +383,7 @@ func (p *KprobePrograms) Close() error {
 		p.KretprobePingV6Sendmsg,
 		p.KretprobeTcpRetransmitSkb,
 		p.KretprobeTcpSendmsg,
+		p.KretprobeTcpSendpage,
 		p.KretprobeUdpSendmsg,
 		p.KretprobeUdpv6Sendmsg,
 	)

@@ -21,28 +21,30 @@ import (
 // bpf/kprobe.c says what each counts.
 type kprobeHook struct {
 	fn      string
-	fentry  string   // fentry or fexit program
+	fentry  []string // fentry and fexit programs
 	kprobes []string // kprobe and kretprobe programs
-	// optional hooks are static functions a kernel may inline, rename or
-	// build as a module; without them the mode still counts TCP and UDP.
+	// optional hooks are functions a kernel may inline, rename, build as a
+	// module or not have (tcp_sendpage is gone in 6.5); without them the
+	// mode still counts TCP and UDP.
 	optional bool
 }
 
 var kprobeHooks = []kprobeHook{
-	{"tcp_sendmsg", bpf.KprobeProgFexitTcpSendmsg, []string{bpf.KprobeProgKprobeTcpSendmsg, bpf.KprobeProgKretprobeTcpSendmsg}, false},
-	{"tcp_cleanup_rbuf", bpf.KprobeProgFentryTcpCleanupRbuf, []string{bpf.KprobeProgKprobeTcpCleanupRbuf}, false},
-	{"udp_sendmsg", bpf.KprobeProgFexitUdpSendmsg, []string{bpf.KprobeProgKprobeUdpSendmsg, bpf.KprobeProgKretprobeUdpSendmsg}, false},
-	{"udpv6_sendmsg", bpf.KprobeProgFexitUdpv6Sendmsg, []string{bpf.KprobeProgKprobeUdpv6Sendmsg, bpf.KprobeProgKretprobeUdpv6Sendmsg}, false},
-	{"skb_consume_udp", bpf.KprobeProgFentrySkbConsumeUdp, []string{bpf.KprobeProgKprobeSkbConsumeUdp}, false},
-	{"tcp_retransmit_skb", bpf.KprobeProgFexitTcpRetransmitSkb, []string{bpf.KprobeProgKprobeTcpRetransmitSkb, bpf.KprobeProgKretprobeTcpRetransmitSkb}, false},
-	{"tcp_close", bpf.KprobeProgFentryTcpClose, []string{bpf.KprobeProgKprobeTcpClose}, false},
-	{"ping_v4_sendmsg", bpf.KprobeProgFexitPingV4Sendmsg, []string{bpf.KprobeProgKprobePingV4Sendmsg, bpf.KprobeProgKretprobePingV4Sendmsg}, true},
-	{"ping_v6_sendmsg", bpf.KprobeProgFexitPingV6Sendmsg, []string{bpf.KprobeProgKprobePingV6Sendmsg, bpf.KprobeProgKretprobePingV6Sendmsg}, true},
-	{"icmp_rcv", bpf.KprobeProgFentryIcmpRcv, []string{bpf.KprobeProgKprobeIcmpRcv}, true},
-	{"icmpv6_rcv", bpf.KprobeProgFentryIcmpv6Rcv, []string{bpf.KprobeProgKprobeIcmpv6Rcv}, true},
+	{"tcp_sendmsg", []string{bpf.KprobeProgFexitTcpSendmsg}, []string{bpf.KprobeProgKprobeTcpSendmsg, bpf.KprobeProgKretprobeTcpSendmsg}, false},
+	{"tcp_sendpage", []string{bpf.KprobeProgFentryTcpSendpage, bpf.KprobeProgFexitTcpSendpage}, []string{bpf.KprobeProgKprobeTcpSendpage, bpf.KprobeProgKretprobeTcpSendpage}, true},
+	{"tcp_cleanup_rbuf", []string{bpf.KprobeProgFentryTcpCleanupRbuf}, []string{bpf.KprobeProgKprobeTcpCleanupRbuf}, false},
+	{"udp_sendmsg", []string{bpf.KprobeProgFexitUdpSendmsg}, []string{bpf.KprobeProgKprobeUdpSendmsg, bpf.KprobeProgKretprobeUdpSendmsg}, false},
+	{"udpv6_sendmsg", []string{bpf.KprobeProgFexitUdpv6Sendmsg}, []string{bpf.KprobeProgKprobeUdpv6Sendmsg, bpf.KprobeProgKretprobeUdpv6Sendmsg}, false},
+	{"skb_consume_udp", []string{bpf.KprobeProgFentrySkbConsumeUdp}, []string{bpf.KprobeProgKprobeSkbConsumeUdp}, false},
+	{"tcp_retransmit_skb", []string{bpf.KprobeProgFexitTcpRetransmitSkb}, []string{bpf.KprobeProgKprobeTcpRetransmitSkb, bpf.KprobeProgKretprobeTcpRetransmitSkb}, false},
+	{"tcp_close", []string{bpf.KprobeProgFentryTcpClose}, []string{bpf.KprobeProgKprobeTcpClose}, false},
+	{"ping_v4_sendmsg", []string{bpf.KprobeProgFexitPingV4Sendmsg}, []string{bpf.KprobeProgKprobePingV4Sendmsg, bpf.KprobeProgKretprobePingV4Sendmsg}, true},
+	{"ping_v6_sendmsg", []string{bpf.KprobeProgFexitPingV6Sendmsg}, []string{bpf.KprobeProgKprobePingV6Sendmsg, bpf.KprobeProgKretprobePingV6Sendmsg}, true},
+	{"icmp_rcv", []string{bpf.KprobeProgFentryIcmpRcv}, []string{bpf.KprobeProgKprobeIcmpRcv}, true},
+	{"icmpv6_rcv", []string{bpf.KprobeProgFentryIcmpv6Rcv}, []string{bpf.KprobeProgKprobeIcmpv6Rcv}, true},
 	// Without these, unbound unconnected sockets' sends have no source address.
-	{"ip_route_output_flow", bpf.KprobeProgFexitIpRouteOutputFlow, []string{bpf.KprobeProgKprobeIpRouteOutputFlow, bpf.KprobeProgKretprobeIpRouteOutputFlow}, true},
-	{"ip6_dst_lookup_flow", bpf.KprobeProgFexitIp6DstLookupFlow, []string{bpf.KprobeProgKprobeIp6DstLookupFlow, bpf.KprobeProgKretprobeIp6DstLookupFlow}, true},
+	{"ip_route_output_flow", []string{bpf.KprobeProgFexitIpRouteOutputFlow}, []string{bpf.KprobeProgKprobeIpRouteOutputFlow, bpf.KprobeProgKretprobeIpRouteOutputFlow}, true},
+	{"ip6_dst_lookup_flow", []string{bpf.KprobeProgFexitIp6DstLookupFlow}, []string{bpf.KprobeProgKprobeIp6DstLookupFlow, bpf.KprobeProgKretprobeIp6DstLookupFlow}, true},
 }
 
 // kprobeCapture is what the kprobe mode holds besides hooks and overflow.
@@ -155,14 +157,14 @@ func (c *Collector) attachKprobeHooks(spec *ebpf.CollectionSpec, fentry bool) er
 	for _, h := range kprobeHooks {
 		names := h.kprobes
 		if fentry {
-			names = []string{h.fentry}
+			names = h.fentry
 		}
 		err := c.attachKprobeHook(spec, cache, h.fn, names)
 		if err == nil {
 			continue
 		}
 		if h.optional {
-			c.cfg.Logger.Warn("pktstat-bpf: optional hook not attached", "function", h.fn, "err", err)
+			c.cfg.Logger.Info("pktstat-bpf: optional hook not attached (kernels differ in these functions)", "function", h.fn, "err", err)
 			continue
 		}
 		return err

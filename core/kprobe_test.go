@@ -444,6 +444,57 @@ func TestKprobeModeCountsRetransmits(t *testing.T) {
 	}
 }
 
+// sendfile(2) to a TCP socket goes through tcp_sendpage on kernels before
+// 6.5 and through tcp_sendmsg after: either way its bytes count once.
+func TestKprobeModeCountsSendfile(t *testing.T) {
+	for _, attach := range kprobeAttaches {
+		t.Run(attach, func(t *testing.T) {
+			c := startKprobe(t, attach)
+			p := nettest.NewPair(t)
+			const size = 10000
+			path := t.TempDir() + "/payload"
+			if err := os.WriteFile(path, make([]byte, size), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			cli, srvAddr := netip.AddrPortFrom(p.A4, 45001), netip.AddrPortFrom(p.B4, 7401)
+			acc := tcpServer(t, p.NSPathB(), srvAddr)
+			var conn *net.TCPConn
+			if err := p.DoA(func() error {
+				d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(cli)}
+				c, err := d.Dial("tcp", srvAddr.String())
+				if err == nil {
+					conn = c.(*net.TCPConn)
+				}
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			srv := accepted(t, acc)
+			if n, err := conn.ReadFrom(f); err != nil || n != size { // sendfile(2)
+				t.Fatalf("sendfile: %d bytes, %v", n, err)
+			}
+			reads := readExactly(t, srv, size)
+			s := read(t, c)
+			rs := find(s, func(r Record) bool {
+				return !r.Overflow && r.Direction == Egress && r.SrcAddr == cli.Addr() && r.SrcPort == cli.Port()
+			})
+			// Packets are tcp_sendpage calls (one per page, at most 3 for
+			// 10000 bytes), or 1 sendmsg call on newer kernels.
+			if len(rs) != 1 || rs[0].Bytes != size || rs[0].Packets < 1 || rs[0].Packets > 3 || rs[0].PID != uint32(os.Getpid()) {
+				t.Fatalf("want one egress flow from %s with %d bytes, 1 to 3 calls, pid %d; got %+v", cli, size, os.Getpid(), rs)
+			}
+			checkFlows(t, s, []expectFlow{{"sendfile receive", Ingress, ProtoTCP, cli, srvAddr, reads, size, os.Getpid(), ""}})
+			t.Logf("sendfile of %d bytes counted in %d calls", size, rs[0].Packets)
+		})
+	}
+}
+
 func withFD(c net.Conn, fn func(fd int) error) error {
 	raw, err := c.(syscall.Conn).SyscallConn()
 	if err != nil {
@@ -463,9 +514,9 @@ func TestKprobeAttachMethods(t *testing.T) {
 		attach string
 		kinds  map[string]int // hook kind -> count
 	}{
-		{KprobeAttachAuto, map[string]int{"fentry": 5, "fexit": 8}},
-		{KprobeAttachFentry, map[string]int{"fentry": 5, "fexit": 8}},
-		{KprobeAttachKprobe, map[string]int{"kprobe": 13, "kretprobe": 8}},
+		{KprobeAttachAuto, map[string]int{"fentry": 6, "fexit": 9}},
+		{KprobeAttachFentry, map[string]int{"fentry": 6, "fexit": 9}},
+		{KprobeAttachKprobe, map[string]int{"kprobe": 14, "kretprobe": 9}},
 	} {
 		t.Run(tc.attach, func(t *testing.T) {
 			before := kprobePrograms(t)
@@ -516,11 +567,11 @@ func TestKprobeAutoFallsBackToKprobes(t *testing.T) {
 	for _, h := range read(t, c).Health.Hooks {
 		got[h.Hook]++
 	}
-	if want := map[string]int{"kprobe": 13, "kretprobe": 8}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if want := map[string]int{"kprobe": 14, "kretprobe": 9}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("hooks %v, want %v", got, want)
 	}
-	if n := kprobePrograms(t); n != before+21 {
-		t.Errorf("%d kprobe-mode programs loaded, want the 21 kprobes only (%d before)", n-before, before)
+	if n := kprobePrograms(t); n != before+23 {
+		t.Errorf("%d kprobe-mode programs loaded, want the 23 kprobes only (%d before)", n-before, before)
 	}
 }
 
