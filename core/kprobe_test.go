@@ -670,3 +670,66 @@ func sortRows[T any](rows []T) []T {
 	sort.Slice(rows, func(i, j int) bool { return fmt.Sprint(rows[i]) < fmt.Sprint(rows[j]) })
 	return rows
 }
+
+// With the flow table full, sends and receives of flows that do not fit are
+// counted in overflow records: the totals still equal the traffic.
+func TestKprobeModeOverflowConserves(t *testing.T) {
+	for _, attach := range kprobeAttaches {
+		t.Run(attach, func(t *testing.T) {
+			nettest.RequireBPF(t)
+			c, err := New(Config{Mode: ModeKprobe, KprobeAttach: attach, MaxFlows: MinMaxFlows})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Start(context.Background()); err != nil {
+				if errors.Is(err, ErrNotSupported) {
+					t.Skipf("kernel lacks %s: %v", attach, err)
+				}
+				t.Fatal(err)
+			}
+			defer c.Close()
+			p := nettest.NewPair(t)
+			const socks, n, size = 40, 3, 100
+			dst := netip.AddrPortFrom(p.B4, 7501)
+			rx := nettest.ListenUDP(t, p.NSPathB(), dst.Addr(), dst.Port())
+			for i := 0; i < socks; i++ {
+				var conn *net.UDPConn
+				if err := p.DoA(func() (err error) {
+					conn, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.A4, uint16(46001+i))), net.UDPAddrFromAddrPort(dst))
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				for j := 0; j < n; j++ {
+					if _, err := conn.Write(make([]byte, size)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				conn.Close()
+			}
+			rx.Wait(t, socks*n)
+			s := read(t, c)
+			var flows, overflow int
+			for _, dir := range []Direction{Egress, Ingress} {
+				var packets, bytes uint64
+				for _, r := range s.Records {
+					ours := r.Proto == ProtoUDP && r.DstAddr == dst.Addr() && r.DstPort == dst.Port()
+					if r.Direction == dir && (r.Overflow || ours) {
+						packets, bytes = packets+r.Packets, bytes+r.Bytes
+						if r.Overflow {
+							overflow++
+						} else {
+							flows++
+						}
+					}
+				}
+				if packets != socks*n || bytes != socks*n*size {
+					t.Errorf("%s: %d packets %d bytes in flows and overflow, want %d and %d", dir, packets, bytes, socks*n, socks*n*size)
+				}
+			}
+			if flows > MinMaxFlows || overflow == 0 || s.Health.OverflowPackets == 0 {
+				t.Errorf("%d flow records, %d overflow records, health %+v: want at most %d flows and some overflow", flows, overflow, s.Health, MinMaxFlows)
+			}
+		})
+	}
+}
