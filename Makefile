@@ -62,8 +62,8 @@ check-generate: generate
 test-core:
 	$(GO) test -count=1 -p 1 ./...
 
-## test-unit: the tests that need no privileges
-test-unit:
+## test-unit: the tests that need no privileges, in every module
+test-unit: test-telegraf-unit test-otelcol-unit
 	PKTSTAT_REQUIRE_BPF= $(GO) test -count=1 -short ./...
 
 help:

@@ -4,8 +4,8 @@ package core
 // app_proto and network.protocol.name. The detection tests exercise every
 // entry, so a drift from the C enum fails them.
 var appProtoNames = [...]string{
-	0:  "",  // undecided: no payload seen yet
-	1:  "",  // decided: no known protocol
+	0:  "", // undecided: no payload seen yet
+	1:  "", // decided: no known protocol
 	2:  "http",
 	3:  "http2",
 	4:  "tls",

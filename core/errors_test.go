@@ -68,4 +68,14 @@ func TestUnprivilegedStartNamesCapabilities(t *testing.T) {
 			t.Errorf("unprivileged start said %q; want it to mention %s", out, w)
 		}
 	}
+
+	// With CAP_BPF and CAP_NET_ADMIN but not CAP_PERFMON the verifier
+	// rejects the parser; the error must blame the capability, not the kernel.
+	cmd = exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"--inh-caps=-all,+bpf,+net_admin", "--ambient-caps=-all,+bpf,+net_admin", os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PKTSTAT_HELPER=hold-collector", "PKTSTAT_MODE=tc", "PKTSTAT_IFACE=lo")
+	out, _ = cmd.CombinedOutput()
+	if !strings.Contains(string(out), "lacks CAP_PERFMON") || strings.Contains(string(out), "too old") {
+		t.Errorf("start without CAP_PERFMON said %q; want it to say the process lacks CAP_PERFMON", out)
+	}
 }

@@ -85,6 +85,12 @@ func (s *ifaceSet) start() error {
 	updates := make(chan netlink.LinkUpdate, 64)
 	opts := netlink.LinkSubscribeOptions{
 		ErrorCallback: func(err error) {
+			select {
+			case <-s.done:
+				// Closing the socket at shutdown surfaces as a receive error.
+				return
+			default:
+			}
 			s.log.Warn("pktstat-bpf: link event subscription failed; new interfaces will not be attached", "err", err)
 		},
 	}
