@@ -76,11 +76,17 @@ static __always_inline int too_short(const struct cursor *c, __u32 n)
 	return c->pos + n > c->end || (c->limit && c->pos + n > c->limit);
 }
 
-/* set_limit ends the packet at len bytes from pos when that is before its end. */
+/* set_limit ends the packet at len bytes from start when that is before its end. */
 static __always_inline void set_limit(struct cursor *c, void *start, __u32 len)
 {
-	if (len > 0xffff)
-		return;
+	/*
+	 * len comes from a byte swap, after which verifiers before about 6.3
+	 * know nothing of its range. The compiler knows it is 16 bits and
+	 * would drop a plain mask, so hide the value from it first: the mask
+	 * then reaches the verifier and bounds the pointer arithmetic.
+	 */
+	asm volatile("" : "+r"(len));
+	len &= 0xffff;
 	void *limit = start + len;
 	if (limit < c->end)
 		c->limit = limit;
