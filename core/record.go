@@ -105,8 +105,11 @@ type Record struct {
 	LastSeen time.Time
 
 	// Overflow marks the record that counts packets of flows that did not
-	// fit in the kernel table, per interface and direction (Ifindex 0 is
-	// the last-resort total when even the overflow table was full).
+	// fit in the kernel table, per interface and direction. The last-resort
+	// total, for when even the overflow table was full, has an all-zero
+	// key; so does kprobe mode's ingress overflow for sockets bound to no
+	// device, and consumers that sum by key merge the two, which keeps
+	// totals right.
 	Overflow bool
 	// Expired marks a flow's final report: it was idle for the idle timeout
 	// and was removed from the kernel table. If it returns it starts a new
