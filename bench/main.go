@@ -228,13 +228,11 @@ func e2eRows(t *table, rounds int, tmp string) {
 		fatal("end to end: %v", err)
 	}
 	for _, g := range r.gens {
-		sec := "end to end: veth, trafgen TX ring (kpps received by B)"
+		sec := "end to end: veth, trafgen TX ring (kpps; generator CPU ns/pkt)"
 		if g != "trafgen" {
 			sec = "end to end: veth, AF_PACKET sendto (kpps; sender CPU ns/pkt)"
 		}
 		none, noneCPU := r.pps[g]["none"], r.cpu[g]["none"]
-		// trafgen's workers are not accounted to the process we wait for:
-		// only the in-process AF_PACKET sender has a CPU time.
 		withCPU := median(noneCPU) > 0
 		show := func(pps, cpu []float64) string {
 			if withCPU {
@@ -263,14 +261,18 @@ func e2eRows(t *table, rounds int, tmp string) {
 			wall := diffsRatio(v, none)
 			rw.delta = fmt.Sprintf("%.2f x", median(wall))
 			rw.spread = "rounds " + spread(wall, "%.2f")
+			// The wall ratio moves with whatever else runs on the shared
+			// CPUs; packets per generator CPU-second do not, so they decide.
+			ratio := median(wall)
 			if withCPU {
-				perCPU := diffsRatio(noneCPU, cpu) // packets per sender CPU-second, relative
-				rw.delta += fmt.Sprintf("; per CPU %.2f x", median(perCPU))
-				rw.spread += "; per CPU " + spread(perCPU, "%.2f")
+				perCPU := diffsRatio(noneCPU, cpu) // packets per generator CPU-second, relative
+				ratio = median(perCPU)
+				rw.delta = fmt.Sprintf("per CPU %.2f x; wall %.2f x", median(perCPU), median(wall))
+				rw.spread = "per CPU " + spread(perCPU, "%.2f") + "; wall " + spread(wall, "%.2f")
 			}
 			if c == "tc" {
 				rw.target = ">= 0.90 x"
-				t.judge(rw, median(wall) >= 0.9)
+				t.judge(rw, ratio >= 0.9)
 			} else {
 				t.add(rw)
 			}

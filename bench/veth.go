@@ -34,6 +34,9 @@ type vethPair struct {
 	ifA, ifB   string
 	macA, macB net.HardwareAddr
 	ifindexB   int
+	// cgroup is a cgroup v2 directory trafgen runs in, so that its CPU time
+	// (workers and the receive path they run included) can be read.
+	cgroup string
 }
 
 func ipCmd(args ...string) error {
@@ -68,7 +71,15 @@ func newVethPair() (*vethPair, error) {
 			return nil, fmt.Errorf("create veth pair: %w", err)
 		}
 	}
-	var err error
+	mount, err := cgroup2Mount()
+	if err == nil {
+		p.cgroup = filepath.Join(mount, "pkbench-"+id)
+		err = os.Mkdir(p.cgroup, 0o755)
+	}
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("create a cgroup for the generator: %w", err)
+	}
 	if p.macA, _, err = p.link(p.nsA, p.ifA); err == nil {
 		p.macB, p.ifindexB, err = p.link(p.nsB, p.ifB)
 	}
@@ -85,7 +96,40 @@ func newVethPair() (*vethPair, error) {
 	return p, nil
 }
 
+// cgroup2Mount finds the cgroup v2 mount (hybrid hosts have it at
+// /sys/fs/cgroup/unified, not /sys/fs/cgroup).
+func cgroup2Mount() (string, error) {
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[2] == "cgroup2" {
+			return f[1], nil
+		}
+	}
+	return "", errors.New("no cgroup2 mount in /proc/mounts")
+}
+
+// cgroupCPU returns usage_usec of the cgroup in nanoseconds.
+func cgroupCPU(dir string) (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
+			us, err := strconv.ParseInt(v, 10, 64)
+			return time.Duration(us) * time.Microsecond, err
+		}
+	}
+	return 0, fmt.Errorf("no usage_usec in %s/cpu.stat", dir)
+}
+
 func (p *vethPair) Close() {
+	if p.cgroup != "" {
+		_ = os.Remove(p.cgroup)
+	}
 	// Deleting a namespace deletes the veth end in it, and so its peer.
 	_ = exec.Command("ip", "netns", "del", p.nsA).Run()
 	_ = exec.Command("ip", "netns", "del", p.nsB).Run()
@@ -226,6 +270,17 @@ func (p *vethPair) trafgenRun(conf string, count int) (genRun, error) {
 	// Leave the host's socket memory and IRQ affinity settings alone.
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", p.nsA, "trafgen", "--dev", p.ifA, "--conf", conf,
 		"--num", strconv.Itoa(count), "--cpus", "1", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats")
+	cg, err := os.Open(p.cgroup)
+	if err != nil {
+		return genRun{}, err
+	}
+	defer cg.Close()
+	// Started inside the cgroup (clone3), so trafgen's workers are in it too.
+	cmd.SysProcAttr = &unix.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	cpu0, err := cgroupCPU(p.cgroup)
+	if err != nil {
+		return genRun{}, err
+	}
 	t0 := time.Now()
 	out, err := cmd.CombinedOutput()
 	elapsed := time.Since(t0)
@@ -240,12 +295,11 @@ func (p *vethPair) trafgenRun(conf string, count int) (genRun, error) {
 	if got < uint64(count)/2 {
 		return genRun{}, fmt.Errorf("B received %d of %d frames: the link or generator is broken", got, count)
 	}
-	// `ip netns exec` execs trafgen: the child's usage is trafgen's.
-	var cpu time.Duration
-	if ru, ok := cmd.ProcessState.SysUsage().(*unix.Rusage); ok {
-		cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	cpu1, err := cgroupCPU(p.cgroup)
+	if err != nil {
+		return genRun{}, err
 	}
-	return genRun{float64(got) / elapsed.Seconds(), float64(cpu.Nanoseconds()) / float64(got)}, nil
+	return genRun{float64(got) / elapsed.Seconds(), float64((cpu1 - cpu0).Nanoseconds()) / float64(got)}, nil
 }
 
 // attachment is what one end-to-end configuration attaches to B.
