@@ -156,33 +156,12 @@ type LinkStats struct {
 // Stats reads the counters of dev in namespace ns (a name under /var/run/netns).
 func Stats(t testing.TB, ns, dev string) LinkStats {
 	t.Helper()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", ns, err)
-	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
-	if err != nil {
-		t.Fatalf("netlink handle in %s: %v", ns, err)
-	}
-	defer nh.Close()
-	l, err := nh.LinkByName(dev)
-	if err != nil {
-		t.Fatalf("link %s in %s: %v", dev, ns, err)
-	}
-	s := l.Attrs().Statistics
-	return LinkStats{RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes}
+	st := linkIn(t, ns, dev).Attrs().Statistics
+	return LinkStats{RxPackets: st.RxPackets, RxBytes: st.RxBytes, TxPackets: st.TxPackets, TxBytes: st.TxBytes}
 }
 
-// LinkStats reads the counters of dev in namespace ns.
-func (p *Pair) LinkStats(t testing.TB, ns, dev string) LinkStats { return Stats(t, ns, dev) }
-
-// Sub returns the counter increase from s0 to s.
-func (s LinkStats) Sub(s0 LinkStats) LinkStats {
-	return LinkStats{s.RxPackets - s0.RxPackets, s.RxBytes - s0.RxBytes, s.TxPackets - s0.TxPackets, s.TxBytes - s0.TxBytes}
-}
-
-func (p *Pair) mac(t testing.TB, ns, dev string) net.HardwareAddr {
+// linkIn looks dev up in namespace ns.
+func linkIn(t testing.TB, ns, dev string) netlink.Link {
 	t.Helper()
 	h, err := netns.GetFromName(ns)
 	if err != nil {
@@ -198,7 +177,20 @@ func (p *Pair) mac(t testing.TB, ns, dev string) net.HardwareAddr {
 	if err != nil {
 		t.Fatalf("link %s in %s: %v", dev, ns, err)
 	}
-	return l.Attrs().HardwareAddr
+	return l
+}
+
+// LinkStats reads the counters of dev in namespace ns.
+func (p *Pair) LinkStats(t testing.TB, ns, dev string) LinkStats { return Stats(t, ns, dev) }
+
+// Sub returns the counter increase from s0 to s.
+func (s LinkStats) Sub(s0 LinkStats) LinkStats {
+	return LinkStats{s.RxPackets - s0.RxPackets, s.RxBytes - s0.RxBytes, s.TxPackets - s0.TxPackets, s.TxBytes - s0.TxBytes}
+}
+
+func (p *Pair) mac(t testing.TB, ns, dev string) net.HardwareAddr {
+	t.Helper()
+	return linkIn(t, ns, dev).Attrs().HardwareAddr
 }
 
 // settle waits until the link has been quiet for half a second: bringing
