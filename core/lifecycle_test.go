@@ -2,11 +2,16 @@ package core
 
 import (
 	"bufio"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
@@ -35,6 +40,8 @@ func TestKilledProcessLeavesNothingAttached(t *testing.T) {
 			cmd.Wait()
 			t.Fatalf("%s legacy=%v: child said %q", tc.mode, tc.legacy, line)
 		}
+		// Without TCX (before 6.6) tc mode falls back to cls_bpf on its own.
+		legacy := tc.legacy || tc.mode == ModeTC && !haveTCX(t)
 		want := map[Mode]int{ModeTC: 2, ModeXDP: 1}[tc.mode]
 		if got := attachedPrograms(t, p.NSA, p.IfA); got != want {
 			t.Errorf("%s legacy=%v: %d programs attached while running, want %d", tc.mode, tc.legacy, got, want)
@@ -42,12 +49,12 @@ func TestKilledProcessLeavesNothingAttached(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 		got := attachedPrograms(t, p.NSA, p.IfA)
-		if tc.legacy {
+		if legacy {
 			if got != 2 {
 				t.Fatalf("legacy tc: %d filters after kill; the kernel keeps cls_bpf filters, want 2", got)
 			}
 			// The next start takes the stale filters over, and its Close removes them.
-			c := startCollector(t, Config{Mode: ModeTC, Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), legacyTC: true})
+			c := startCollector(t, Config{Mode: ModeTC, Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), legacyTC: tc.legacy})
 			if got := attachedPrograms(t, p.NSA, p.IfA); got != 2 {
 				t.Errorf("legacy tc restart: %d filters, want 2 (stale ones replaced, not added to)", got)
 			}
@@ -63,6 +70,21 @@ func TestKilledProcessLeavesNothingAttached(t *testing.T) {
 			t.Errorf("%s legacy=%v: %d programs left attached", tc.mode, tc.legacy, got)
 		}
 	}
+}
+
+// haveTCX reports whether the kernel has TCX links (6.6+): querying them
+// on loopback fails with EINVAL or ErrNotSupported where it does not.
+func haveTCX(t *testing.T) bool {
+	t.Helper()
+	_, err := link.QueryPrograms(link.QueryOptions{Target: 1, Attach: ebpf.AttachTCXIngress})
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL):
+		return false
+	}
+	t.Fatalf("query tcx on lo: %v", err)
+	return false
 }
 
 // An idle flow is reported once more with its final counts, marked Expired,
