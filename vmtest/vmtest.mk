@@ -12,6 +12,8 @@ VMTEST_RUN ?=
 VMTEST_TIMEOUT ?= 900
 # -test.timeout for each test binary inside the guest (panics with stacks when hit).
 VMTEST_TEST_TIMEOUT ?= 10m
+# Boots again after a guest that never reached /init (no test ran); its console is kept.
+VMTEST_BOOT_RETRIES ?= 1
 VMTEST_MEM ?= 1536
 VMTEST_SMP ?= 2
 # Kernel modules (from the same kernel package) loaded at boot, dependencies added automatically.
@@ -37,7 +39,7 @@ TEST_TARGETS += vmtest
 
 VMTEST_ENV = GO='$(GO)' VMTEST_DIR='$(BUILD)/vmtest' VMTEST_PKGS='$(VMTEST_PKGS)' \
 	VMTEST_SELF_PKGS='$(VMTEST_SELF_PKGS)' VMTEST_RUN='$(VMTEST_RUN)' VMTEST_TIMEOUT='$(VMTEST_TIMEOUT)' \
-	VMTEST_TEST_TIMEOUT='$(VMTEST_TEST_TIMEOUT)' VMTEST_MEM='$(VMTEST_MEM)' VMTEST_SMP='$(VMTEST_SMP)' \
+	VMTEST_TEST_TIMEOUT='$(VMTEST_TEST_TIMEOUT)' VMTEST_BOOT_RETRIES='$(VMTEST_BOOT_RETRIES)' VMTEST_MEM='$(VMTEST_MEM)' VMTEST_SMP='$(VMTEST_SMP)' \
 	VMTEST_MODULES='$(VMTEST_MODULES)' VMTEST_AUTOLOAD_DIRS='$(VMTEST_AUTOLOAD_DIRS)' VMTEST_HOST_BINS='$(VMTEST_HOST_BINS)' VMTEST_SHELL='$(VMTEST_SHELL)' \
 	VMTEST_KERNEL_PKG='$(VMTEST_KERNEL_PKG)' VMTEST_APPEND='$(VMTEST_APPEND)'
 

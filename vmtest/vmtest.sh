@@ -25,6 +25,7 @@ VMTEST_RUN=${VMTEST_RUN:-}
 VMTEST_SHELL=${VMTEST_SHELL:-}
 VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-900}
 VMTEST_TEST_TIMEOUT=${VMTEST_TEST_TIMEOUT:-10m}
+VMTEST_BOOT_RETRIES=${VMTEST_BOOT_RETRIES:-1}
 VMTEST_MEM=${VMTEST_MEM:-1536}
 VMTEST_SMP=${VMTEST_SMP:-2}
 VMTEST_KERNEL_PKG=${VMTEST_KERNEL_PKG:-}
@@ -250,11 +251,22 @@ cmd_boot() {
 	if [[ $VMTEST_SHELL == 1 ]]; then
 		"${qemu[@]}" | tee "$log" || status=$?
 	else
-		# No stdin: the guest needs none, and a terminal would be put in raw mode.
-		set +e
-		timeout -k 10 "$VMTEST_TIMEOUT" "${qemu[@]}" </dev/null | sed -u 's/\r$//' | tee "$log"
-		status=${PIPESTATUS[0]}
-		set -e
+		local attempt
+		for attempt in $(seq 0 "$VMTEST_BOOT_RETRIES"); do
+			# No stdin: the guest needs none, and a terminal would be put in raw mode.
+			set +e
+			timeout -k 10 "$VMTEST_TIMEOUT" "${qemu[@]}" </dev/null | sed -u 's/\r$//' | tee "$log"
+			status=${PIPESTATUS[0]}
+			set -e
+			# A guest that never reached /init ran no test, so booting it
+			# again hides no test result; it only rides out an emulation
+			# hiccup on a loaded host. Its console is kept beside the log.
+			grep -aq VMTEST-BOOTED "$log" && break
+			[[ $status == 124 || $status == 137 ]] && break
+			((attempt < VMTEST_BOOT_RETRIES)) || break
+			mv "$log" "$log.boot-failed-$((attempt + 1))"
+			say "WARNING: the guest did not boot (console in $log.boot-failed-$((attempt + 1))); booting again"
+		done
 	fi
 	end=$(date +%s.%N)
 	report "$status" "$(awk "BEGIN{printf \"%.0f\", $end - $start}")"
