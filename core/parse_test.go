@@ -170,6 +170,22 @@ func parseCases(t testing.TB) []parseCase {
 	}
 }
 
+// runTimes runs prog on pkt n times, one packet per BPF_PROG_TEST_RUN. A run
+// with Repeat > 1 can be interrupted by a signal and is then retried from
+// the start, while the map updates of the interrupted part stay: counts
+// would come out too high.
+func runTimes(t testing.TB, prog *ebpf.Program, pkt []byte, n int) uint32 {
+	t.Helper()
+	var ret uint32
+	for i := 0; i < n; i++ {
+		var err error
+		if ret, err = prog.Run(&ebpf.RunOptions{Data: pkt}); err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	}
+	return ret
+}
+
 // loadFlowForTest loads the TC/XDP object with a small flow table.
 func loadFlowForTest(t testing.TB, maxFlows uint32) *bpf.FlowObjects {
 	t.Helper()
@@ -241,10 +257,7 @@ func TestParsePrograms(t *testing.T) {
 			}
 			t.Run(tc.name+"/"+p.name, func(t *testing.T) {
 				clearMap(t, objs.Flows)
-				ret, err := p.prog.Run(&ebpf.RunOptions{Data: tc.pkt, Repeat: 3})
-				if err != nil {
-					t.Fatalf("run: %v", err)
-				}
+				ret := runTimes(t, p.prog, tc.pkt, 3)
 				if ret != p.ret {
 					t.Errorf("returned %d, want %d (the program must never drop or redirect)", int32(ret), int32(p.ret))
 				}
@@ -279,9 +292,7 @@ func TestOverflowConservesTotals(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		pkt := serialize(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP),
 			&layers.UDP{SrcPort: layers.UDPPort(10000 + i), DstPort: 53}, gopacket.Payload(make([]byte, i)))
-		if _, err := objs.TcEgress.Run(&ebpf.RunOptions{Data: pkt, Repeat: 2}); err != nil {
-			t.Fatal(err)
-		}
+		runTimes(t, objs.TcEgress, pkt, 2)
 		sent += 2
 		sentBytes += 2 * uint64(len(pkt))
 	}
@@ -325,9 +336,7 @@ func TestOverflowConservesTotals(t *testing.T) {
 		_ = objs.FlowsOverflow.Update(&k, make([]counters, ncpu), ebpf.UpdateNoExist)
 	}
 	pkt := serialize(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), &layers.UDP{SrcPort: 9, DstPort: 9})
-	if _, err := objs.TcIngress.Run(&ebpf.RunOptions{Data: pkt, Repeat: 5}); err != nil {
-		t.Fatal(err)
-	}
+	runTimes(t, objs.TcIngress, pkt, 5)
 	var zero uint32
 	if err := objs.FlowsOverflowTotal.Lookup(&zero, &vals); err != nil {
 		t.Fatal(err)
