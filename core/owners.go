@@ -28,10 +28,10 @@ func seedSocketOwners(owners *ebpf.Map, cgroupRel string) (int, error) {
 	var errs []error
 	n := 0
 	for nsPath, byInode := range procs {
+		// Partial results still attribute what they can.
 		socks, err := diagSockets(nsPath)
 		if err != nil {
 			errs = append(errs, err)
-			continue
 		}
 		for _, s := range socks {
 			owner, ok := byInode[uint64(s.INode)]
@@ -59,15 +59,22 @@ func diagSockets(nsPath string) ([]*netlink.Socket, error) {
 	ns.handle = h
 	var socks []*netlink.Socket
 	err = ns.do(func() error {
+		var errs []error
 		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			if s, err := netlink.SocketDiagTCP(fam); err == nil {
-				socks = append(socks, s...)
-			}
-			if s, err := netlink.SocketDiagUDP(fam); err == nil {
+			for _, dump := range []struct {
+				proto string
+				fn    func(uint8) ([]*netlink.Socket, error)
+			}{{"tcp", netlink.SocketDiagTCP}, {"udp", netlink.SocketDiagUDP}} {
+				s, err := dump.fn(fam)
+				if err != nil {
+					// Typically the inet_diag, tcp_diag or udp_diag module is missing.
+					errs = append(errs, fmt.Errorf("sock_diag %s (family %d) in %s: %w", dump.proto, fam, nsPath, err))
+					continue
+				}
 				socks = append(socks, s...)
 			}
 		}
-		return nil
+		return errors.Join(errs...)
 	})
 	return socks, err
 }
