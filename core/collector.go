@@ -52,9 +52,8 @@ type Collector struct {
 	cgIfaces ifaceNames
 	comms    map[[16]int8]string
 
-	records  []Record
-	expired  uint64
-	lastRead time.Time
+	records []Record
+	expired uint64
 }
 
 // New validates cfg and returns a Collector that has not touched the kernel yet.
@@ -106,7 +105,6 @@ func (c *Collector) Start(ctx context.Context) (err error) {
 		return err
 	}
 	c.started = true
-	c.lastRead = time.Now()
 	return nil
 }
 

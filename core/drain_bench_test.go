@@ -79,7 +79,6 @@ func benchCollector(b *testing.B, objs *bpf.FlowObjects) *Collector {
 		b.Fatal(err)
 	}
 	c.ifaces = &ifaceSet{names: map[int]string{2: "eth0"}}
-	c.lastRead = time.Now()
 	return c
 }
 

@@ -616,7 +616,7 @@ func TestKprobeDrainJoinsRetransmits(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	c.started, c.lastRead = true, time.Now()
+	c.started = true
 	kp, ncpu := c.kp, c.kp.flows.ncpu
 	first := uint64(readClock().mono)
 	key := func(port uint16, pid uint32) bpf.KprobeCgroupFlowKey {
