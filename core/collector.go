@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/pktstat-bpf/pktstat-bpf/bpf"
@@ -35,6 +34,7 @@ type Collector struct {
 	closed  bool
 
 	ns     *nsContext
+	pins   *pinStore // pin_path, nil without
 	ifaces *ifaceSet // tc and xdp
 	hooks  []*hook   // cgroup, kprobe
 	kp     *kprobeCapture
@@ -114,8 +114,12 @@ func (c *Collector) startInterfaces() error {
 		return fmt.Errorf("load flow object spec: %w", err)
 	}
 	spec.Maps[bpf.FlowMapFlows].MaxEntries = uint32(c.cfg.MaxFlows)
+	opts, err := c.openPins(spec)
+	if err != nil {
+		return err
+	}
 	objs := &bpf.FlowObjects{}
-	if err := spec.LoadAndAssign(objs, nil); err != nil {
+	if err := spec.LoadAndAssign(objs, opts); err != nil {
 		return explainLoad("tc/xdp programs", err)
 	}
 	c.flowObjs = objs
@@ -137,17 +141,49 @@ func (c *Collector) startInterfaces() error {
 		}
 		patterns = []string{name}
 	}
+	progs := []tcProgram{
+		{prog: objs.TcIngress, attach: ebpf.AttachTCXIngress, suffix: "ingress"},
+		{prog: objs.TcEgress, attach: ebpf.AttachTCXEgress, suffix: "egress"},
+	}
+	for i := range progs {
+		if progs[i].id, err = programID(progs[i].prog); err != nil {
+			return err
+		}
+	}
 	attach := func(ifindex int, name string) ([]*hook, error) {
-		return attachTC(c.ns, objs.TcIngress, objs.TcEgress, ifindex, name, c.cfg.legacyTC)
+		return attachTC(c.ns, progs, ifindex, name, c.cfg.legacyTC, c.pins)
 	}
 	if c.cfg.Mode == ModeXDP {
 		c.cfg.Logger.Info("pktstat-bpf: xdp mode counts ingress only; use mode tc for egress too")
 		attach = func(ifindex int, name string) ([]*hook, error) {
-			return attachXDP(c.ns, objs.XdpIngress, ifindex, name, c.cfg.XDPMode)
+			return attachXDP(c.ns, objs.XdpIngress, ifindex, name, c.cfg.XDPMode, c.pins)
 		}
 	}
 	c.ifaces = &ifaceSet{ns: c.ns, patterns: patterns, attach: attach, log: c.cfg.Logger}
-	return c.ifaces.start()
+	if err := c.ifaces.start(); err != nil {
+		return err
+	}
+	if c.pins != nil {
+		c.pins.prune(pinnedMaps(spec), c.ifaces.pinned)
+	}
+	return nil
+}
+
+// openPins opens pin_path for spec's maps and returns the load options
+// that pin them there, or adopt the ones a previous run pinned; nil
+// options without pin_path.
+func (c *Collector) openPins(spec *ebpf.CollectionSpec) (*ebpf.CollectionOptions, error) {
+	if c.cfg.PinPath == "" {
+		return nil, nil
+	}
+	maps := pinnedMaps(spec)
+	pins, err := openPins(c.cfg.PinPath, c.cfg.Mode, spec, maps, c.cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	c.pins = pins
+	pinMaps(spec, maps)
+	return &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pins.dir}}, nil
 }
 
 func (c *Collector) startOverflow(m, total *ebpf.Map) error {
@@ -185,8 +221,12 @@ func (c *Collector) startCgroup() error {
 		return fmt.Errorf("load cgroup object spec: %w", err)
 	}
 	spec.Maps[bpf.CgroupMapCgroupFlows].MaxEntries = uint32(c.cfg.MaxFlows)
+	opts, err := c.openPins(spec)
+	if err != nil {
+		return err
+	}
 	objs := &bpf.CgroupObjects{}
-	if err := spec.LoadAndAssign(objs, nil); err != nil {
+	if err := spec.LoadAndAssign(objs, opts); err != nil {
 		return explainLoad("cgroup programs", err)
 	}
 	c.cgroupObjs = objs
@@ -210,7 +250,8 @@ func (c *Collector) startCgroup() error {
 		{objs.CgroupIngress, ebpf.AttachCGroupInetIngress, "cgroup_skb/ingress", false},
 		{objs.CgroupEgress, ebpf.AttachCGroupInetEgress, "cgroup_skb/egress", false},
 	} {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgPath, Attach: a.attach, Program: a.prog})
+		h := &hook{target: cgPath, kind: a.kind}
+		l, err := c.attachCgroup(h, cgPath, a.attach, a.prog)
 		if err != nil {
 			if a.optional {
 				c.cfg.Logger.Warn("pktstat-bpf: optional hook not attached", "hook", a.kind, "err", err)
@@ -221,7 +262,13 @@ func (c *Collector) startCgroup() error {
 			}
 			return needPrivilege(fmt.Sprintf("attach %s to %s", a.kind, cgPath), err)
 		}
-		c.hooks = append(c.hooks, &hook{target: cgPath, kind: a.kind, link: l})
+		h.link = l
+		c.hooks = append(c.hooks, h)
+	}
+	if c.pins != nil {
+		c.pins.prune(pinnedMaps(spec), func(path string) bool {
+			return slices.ContainsFunc(c.hooks, func(h *hook) bool { return h.pin == path })
+		})
 	}
 	n, err := seedSocketOwners(objs.SockOwners, rel)
 	if err != nil {
@@ -400,7 +447,8 @@ func (c *Collector) release() error {
 		errs = append(errs, c.ifaces.stop())
 		c.ifaces = nil
 	}
-	errs = append(errs, closeHooks(c.hooks))
+	// Pinned hooks stay in the kernel (pin_path), the rest is detached.
+	errs = append(errs, closeHooks(c.hooks, false))
 	c.hooks = nil
 	if c.flowObjs != nil {
 		errs = append(errs, c.flowObjs.Close())
@@ -417,6 +465,10 @@ func (c *Collector) release() error {
 	if c.ns != nil {
 		c.ns.close()
 		c.ns = nil
+	}
+	if c.pins != nil {
+		c.pins.close()
+		c.pins = nil
 	}
 	return errors.Join(errs...)
 }

@@ -77,6 +77,11 @@ type Config struct {
 	// /var/run/netns/blue or /proc/PID/ns/net) whose interfaces are
 	// watched and attached instead of the caller's own.
 	NetNS string
+	// PinPath, if set, is a directory on a bpffs mount where the flow maps
+	// and the program links are pinned, so that counting goes on while no
+	// agent runs and the next Start with the same PinPath adopts them
+	// (see pin.go). Empty means everything is detached and freed at Close.
+	PinPath string
 	// Logger receives attach/detach events; nil means slog.Default().
 	Logger *slog.Logger
 
@@ -132,6 +137,14 @@ func (c Config) Validate() error {
 	}
 	if c.MaxFlows != 0 && (c.MaxFlows < MinMaxFlows || c.MaxFlows > MaxMaxFlows) {
 		errs = append(errs, fmt.Errorf("max_flows %d is out of range [%d, %d]", c.MaxFlows, MinMaxFlows, MaxMaxFlows))
+	}
+	if c.PinPath != "" {
+		switch {
+		case !path.IsAbs(c.PinPath):
+			errs = append(errs, fmt.Errorf("pin_path %q is not an absolute path: use a directory under the bpffs mount, such as /sys/fs/bpf/pktstat-bpf/eth0", c.PinPath))
+		case c.Mode == ModeKprobe:
+			errs = append(errs, errors.New("pin_path is not supported in kprobe mode: its tracing links cannot be adopted across restarts; remove pin_path or use mode tc, xdp or cgroup"))
+		}
 	}
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("idle_timeout %s is negative", c.IdleTimeout))

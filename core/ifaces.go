@@ -151,6 +151,7 @@ func (s *ifaceSet) add(ifindex int, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur, ok := s.attached[ifindex]; ok && cur.name == name {
+		s.checkChains(cur.hooks)
 		return nil
 	}
 	hooks, err := s.attach(ifindex, name)
@@ -162,11 +163,37 @@ func (s *ifaceSet) add(ifindex int, name string) error {
 	s.attached[ifindex] = &ifaceHooks{name: name, hooks: hooks}
 	s.names[ifindex] = name
 	kinds := make([]string, len(hooks))
+	adopted := 0
 	for i, h := range hooks {
 		kinds[i] = h.kind
+		if h.adopted {
+			adopted++
+		}
 	}
-	s.log.Info("pktstat-bpf: attached", "interface", name, "ifindex", ifindex, "hooks", kinds)
+	s.log.Info("pktstat-bpf: attached", "interface", name, "ifindex", ifindex, "hooks", kinds, "adopted_pinned", adopted)
+	s.checkChains(hooks)
 	return nil
+}
+
+// checkChains checks where our programs sit in their chains (chain.go).
+func (s *ifaceSet) checkChains(hooks []*hook) {
+	if err := s.ns.do(func() error { checkChains(hooks, s.log); return nil }); err != nil {
+		s.log.Debug("pktstat-bpf: could not check tc chains", "err", err)
+	}
+}
+
+// pinned reports whether path is the pin of an attached hook.
+func (s *ifaceSet) pinned(path string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.attached {
+		for _, h := range a.hooks {
+			if h.pin == path {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *ifaceSet) remove(ifindex int, gone bool) {
@@ -177,7 +204,8 @@ func (s *ifaceSet) remove(ifindex int, gone bool) {
 		return
 	}
 	delete(s.attached, ifindex)
-	if err := closeHooks(cur.hooks); err != nil && !gone {
+	// No longer watched: a pinned link is unpinned too, which detaches it.
+	if err := closeHooks(cur.hooks, true); err != nil && !gone {
 		s.log.Warn("pktstat-bpf: detach failed", "interface", cur.name, "err", err)
 	}
 	s.log.Info("pktstat-bpf: detached", "interface", cur.name, "ifindex", ifindex, "gone", gone)
@@ -226,14 +254,18 @@ func (s *ifaceSet) name(ifindex int) string {
 	return s.names[ifindex]
 }
 
+// states checks every hook's chain position and reports the hooks.
 func (s *ifaceSet) states() []HookState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []HookState
+	var all []*hook
 	for _, a := range s.attached {
-		for _, h := range a.hooks {
-			out = append(out, HookState{Target: h.target, Hook: h.kind, Attached: true})
-		}
+		all = append(all, a.hooks...)
+	}
+	s.checkChains(all)
+	var out []HookState
+	for _, h := range all {
+		out = append(out, HookState{Target: h.target, Hook: h.kind, Attached: true, InFront: h.inFront})
 	}
 	for name, err := range s.failed {
 		out = append(out, HookState{Target: name, Attached: false, Error: err})
@@ -252,7 +284,8 @@ func (s *ifaceSet) closeAll() error {
 	defer s.mu.Unlock()
 	var errs []error
 	for idx, a := range s.attached {
-		errs = append(errs, closeHooks(a.hooks))
+		// Pinned hooks stay in the kernel (pin_path), the rest is detached.
+		errs = append(errs, closeHooks(a.hooks, false))
 		delete(s.attached, idx)
 	}
 	return errors.Join(errs...)

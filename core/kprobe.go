@@ -246,7 +246,7 @@ func haveKprobes() bool {
 }
 
 func (c *Collector) detachKprobeHooks() {
-	_ = closeHooks(c.hooks)
+	_ = closeHooks(c.hooks, true)
 	c.hooks = nil
 	for _, p := range c.kp.progs {
 		p.Close()

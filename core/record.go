@@ -189,8 +189,24 @@ type HookState struct {
 	// Hook is for example "tcx/ingress", "tc/egress" (legacy), "xdp/generic", "cgroup_skb/egress".
 	Hook     string
 	Attached bool
+	// InFront names the program or tc filter that runs before ours on this
+	// hook (id, name and type), "" when ours runs first. Packets it drops,
+	// redirects or ends the chain on are not counted.
+	InFront string
 	// Error is why it is not attached, if it is not.
 	Error string
+}
+
+// HooksNotFirst counts the attached hooks on which another program runs
+// before ours.
+func (h Health) HooksNotFirst() int {
+	n := 0
+	for _, hk := range h.Hooks {
+		if hk.Attached && hk.InFront != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // Snapshot is the result of one Read.
