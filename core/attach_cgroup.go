@@ -60,4 +60,3 @@ func pinnedMaps(spec *ebpf.CollectionSpec) []string {
 	}
 	return out
 }
-

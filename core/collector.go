@@ -54,6 +54,9 @@ type Collector struct {
 
 	records []Record
 	expired uint64
+	// clockOffset converts kernel times to wall time, fixed at Start (and
+	// kept in pin_path across restarts).
+	clockOffset int64
 }
 
 // New validates cfg and returns a Collector that has not touched the kernel yet.
@@ -103,6 +106,12 @@ func (c *Collector) Start(ctx context.Context) (err error) {
 	}
 	if err != nil {
 		return err
+	}
+	c.clockOffset = readClock(0).offset
+	if c.pins != nil {
+		if c.clockOffset, err = c.pins.clockOffset(c.clockOffset); err != nil {
+			return err
+		}
 	}
 	c.started = true
 	return nil
@@ -291,7 +300,7 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	t0 := time.Now()
-	clock := readClock()
+	clock := readClock(c.clockOffset)
 	now := clock.wall
 	c.records = c.records[:0]
 	var active int

@@ -206,19 +206,27 @@ func (t *table[K]) forget(key K, st *flowState) {
 
 // monoClock converts bpf_ktime_get_ns (CLOCK_MONOTONIC) to wall time.
 type monoClock struct {
-	wall time.Time
-	mono int64
+	wall   time.Time
+	offset int64 // wall clock minus monotonic clock, in ns
 }
 
-func readClock() monoClock {
+// readClock reads the wall clock for a drain. offset, when not zero, is the
+// wall-minus-monotonic offset to convert kernel times with: a collector
+// keeps one for its lifetime, and with pin_path across restarts, so that a
+// series' start time is the same at every drain and in every process.
+func readClock(offset int64) monoClock {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return monoClock{wall: time.Now(), mono: ts.Nano()}
+	wall := time.Now()
+	if offset == 0 {
+		offset = wall.UnixNano() - ts.Nano()
+	}
+	return monoClock{wall: wall, offset: offset}
 }
 
 func (c monoClock) toTime(ns uint64) time.Time {
 	if ns == 0 {
 		return c.wall
 	}
-	return c.wall.Add(time.Duration(int64(ns) - c.mono))
+	return time.Unix(0, c.offset+int64(ns))
 }

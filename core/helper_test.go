@@ -137,6 +137,7 @@ func holdCollector() int {
 		Interfaces: []string{os.Getenv("PKTSTAT_IFACE")},
 		NetNS:      os.Getenv("PKTSTAT_NETNS"),
 		legacyTC:   os.Getenv("PKTSTAT_LEGACY") == "1",
+		PinPath:    os.Getenv("PKTSTAT_PIN"),
 	})
 	if err == nil {
 		err = c.Start(context.Background())

@@ -618,7 +618,9 @@ func TestKprobeDrainJoinsRetransmits(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	c.started = true
 	kp, ncpu := c.kp, c.kp.flows.ncpu
-	first := uint64(readClock().mono)
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	first := uint64(ts.Nano())
 	key := func(port uint16, pid uint32) bpf.KprobeCgroupFlowKey {
 		var k bpf.KprobeCgroupFlowKey
 		k.Flow.EthProto, k.Flow.IpProto, k.Flow.Direction = EtherTypeIPv4, ProtoTCP, uint8(Egress)

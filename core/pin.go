@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -102,7 +103,7 @@ func (p *pinStore) prune(maps []string, keep func(path string) bool) {
 	}
 	for _, e := range entries {
 		path := p.path(e.Name())
-		if slices.Contains(maps, e.Name()) || keep(path) {
+		if slices.Contains(maps, e.Name()) || e.Name() == clockOffsetPin || keep(path) {
 			continue
 		}
 		if err := os.Remove(path); err != nil {
@@ -111,6 +112,32 @@ func (p *pinStore) prune(maps []string, keep func(path string) bool) {
 		}
 		p.log.Info("pktstat-bpf: removed a pinned link no longer configured", "path", path)
 	}
+}
+
+// clockOffsetPin holds the wall-minus-monotonic clock offset of the run
+// that created the pinned maps, so that every later run converts the
+// kernel's first-seen times to the same series start times.
+const clockOffsetPin = "clock_offset"
+
+// clockOffset returns the pinned clock offset, pinning now's if there is none.
+func (p *pinStore) clockOffset(now int64) (int64, error) {
+	m, err := ebpf.NewMapWithOptions(&ebpf.MapSpec{Name: clockOffsetPin, Type: ebpf.Array, KeySize: 4, ValueSize: 8,
+		MaxEntries: 1, Pinning: ebpf.PinByName}, ebpf.MapOptions{PinPath: p.dir})
+	if err != nil {
+		return 0, fmt.Errorf("pin clock offset in %s: %w", p.dir, err)
+	}
+	defer m.Close()
+	var v int64
+	if err := m.Lookup(uint32(0), &v); err != nil {
+		return 0, fmt.Errorf("read pinned clock offset: %w", err)
+	}
+	if v != 0 {
+		return v, nil
+	}
+	if err := m.Put(uint32(0), now); err != nil {
+		return 0, fmt.Errorf("write pinned clock offset: %w", err)
+	}
+	return now, nil
 }
 
 func (p *pinStore) close() {
@@ -200,7 +227,7 @@ func mkdirPrivate(dir string) error {
 // checkPrivate accepts a directory or pin owned by the effective user with
 // no group or other permissions.
 func checkPrivate(path string, fi fs.FileInfo) error {
-	st, ok := fi.Sys().(*unix.Stat_t)
+	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
 		return fmt.Errorf("pin_path %s: no owner information", path)
 	}
