@@ -62,6 +62,9 @@ type Config struct {
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
 	// NetNS is a network namespace path whose interfaces are watched.
 	NetNS string `mapstructure:"netns"`
+	// PinPath is a bpffs directory where the kernel tables and links are
+	// pinned across collector restarts; empty detaches everything at shutdown.
+	PinPath string `mapstructure:"pin_path"`
 	// Temporality of the flow metrics: cumulative or delta.
 	Temporality string `mapstructure:"temporality"`
 
@@ -188,6 +191,7 @@ func (c *Config) coreConfig(logger *slog.Logger) core.Config {
 		MaxFlows:     c.MaxFlows,
 		IdleTimeout:  c.IdleTimeout,
 		NetNS:        c.NetNS,
+		PinPath:      c.PinPath,
 		Logger:       logger,
 	}
 }

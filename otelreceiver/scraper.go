@@ -242,6 +242,7 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		}
 	}
 	s.mb.RecordPktstatbpfHooksAttachedDataPoint(ts, int64(attached))
+	s.mb.RecordPktstatbpfHooksNotFirstDataPoint(ts, int64(h.HooksNotFirst()))
 	s.prevEnd = now
 
 	rb := metadata.NewResourceBuilder(s.cfg.ResourceAttributes)

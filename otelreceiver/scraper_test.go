@@ -110,7 +110,7 @@ func mixedSnapshot() core.Snapshot {
 			ExpiredFlows: 2, DrainDuration: 1500 * time.Microsecond,
 			Hooks: []core.HookState{
 				{Target: "veth0", Hook: "tcx/ingress", Attached: true},
-				{Target: "veth0", Hook: "tcx/egress", Attached: true},
+				{Target: "veth0", Hook: "tcx/egress", Attached: true, InFront: "program id 7 name cil_to_netdev type SchedCLS"},
 				{Target: "veth1", Hook: "tcx/ingress", Error: "no such device"},
 			},
 		},

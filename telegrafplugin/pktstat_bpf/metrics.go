@@ -213,6 +213,7 @@ func addInternalMetric(acc telegraf.Accumulator, snap core.Snapshot, series int,
 		"convert_ns":       convert.Nanoseconds(),
 		"hooks_attached":   int64(attached),
 		"hooks_failed":     int64(len(h.Hooks) - attached),
+		"hooks_not_first":  int64(h.HooksNotFirst()),
 		"records":          int64(len(snap.Records)),
 		"series":           int64(series),
 	}, map[string]string{"mode": mode}, snap.Time)

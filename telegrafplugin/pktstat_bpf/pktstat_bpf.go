@@ -44,6 +44,7 @@ type PktstatBPF struct {
 	MaxFlows     int             `toml:"max_flows"`
 	IdleTimeout  config.Duration `toml:"idle_timeout"`
 	NetNS        string          `toml:"netns"`
+	PinPath      string          `toml:"pin_path"`
 	// The series keys: dimensions, fold_ports, cidr_groups, top_n, ... The
 	// collector receiver takes the same keys.
 	aggregate.Config
@@ -97,6 +98,7 @@ func (p *PktstatBPF) Init() error {
 		MaxFlows:     p.MaxFlows,
 		IdleTimeout:  idle,
 		NetNS:        p.NetNS,
+		PinPath:      p.PinPath,
 	}
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
@@ -185,6 +187,9 @@ func (p *PktstatBPF) Stop() {
 		p.Log.Errorf("detach: %v", err)
 	}
 	p.src = nil
+	if p.cfg.PinPath != "" {
+		p.Log.Infof("programs and counters stay pinned in %s and keep counting until the next start adopts them", p.cfg.PinPath)
+	}
 }
 
 func (p *PktstatBPF) drain(ctx context.Context, acc telegraf.Accumulator) error {
@@ -197,6 +202,18 @@ func (p *PktstatBPF) drain(ctx context.Context, acc telegraf.Accumulator) error 
 	series := p.conv.add(acc, snap)
 	addInternalMetric(acc, snap, series, modeName(p.cfg.Mode), time.Since(start))
 	return nil
+}
+
+// RemovePinned validates the configuration, then removes for good the
+// state that pin_path keeps in the kernel (the shim's -unpin flag).
+func (p *PktstatBPF) RemovePinned() error {
+	if err := p.Init(); err != nil {
+		return err
+	}
+	if p.cfg.PinPath == "" {
+		return errors.New("pin_path is not set in the config: there is no pinned state to remove")
+	}
+	return core.RemovePinned(p.cfg)
 }
 
 // reportHookErrors logs each hook that failed to attach once per distinct

@@ -466,7 +466,7 @@ func TestConversion(t *testing.T) {
 			DrainDuration: 1500 * time.Microsecond,
 			Hooks: []core.HookState{
 				{Target: "veth0", Hook: "tcx/ingress", Attached: true},
-				{Target: "veth0", Hook: "tcx/egress", Attached: true},
+				{Target: "veth0", Hook: "tcx/egress", Attached: true, InFront: "program id 7 name cil_from_netdev type SchedCLS"},
 				{Target: "eth0", Hook: "tcx/ingress", Error: "interface is gone"},
 			}},
 	}
@@ -498,7 +498,7 @@ func TestConversion(t *testing.T) {
 		return internal("tc", map[string]interface{}{
 			"active_flows": int64(11), "capacity": int64(1024), "overflow_packets": uint64(8), "overflow_bytes": uint64(800),
 			"expired_flows": uint64(3), "drain_ns": int64(1500000), "convert_ns": int64(0), "hooks_attached": int64(2), "hooks_failed": int64(1),
-			"records": int64(13), "series": series,
+			"hooks_not_first": int64(1), "records": int64(13), "series": series,
 		}, t0)
 	}
 	udpTags := func(sport, dport string, extra ...string) map[string]string {

@@ -17,6 +17,7 @@ const (
 	MetricPktstatbpfOverflowBytes   = "pktstatbpf.overflow.bytes"
 	MetricPktstatbpfDrainDuration   = "pktstatbpf.drain.duration"
 	MetricPktstatbpfHooksAttached   = "pktstatbpf.hooks.attached"
+	MetricPktstatbpfHooksNotFirst   = "pktstatbpf.hooks.not_first"
 )
 
 // Resource attribute names.
@@ -60,6 +61,7 @@ type MetricsConfig struct {
 	PktstatbpfOverflowBytes   MetricConfig     `mapstructure:"pktstatbpf.overflow.bytes"`
 	PktstatbpfDrainDuration   MetricConfig     `mapstructure:"pktstatbpf.drain.duration"`
 	PktstatbpfHooksAttached   MetricConfig     `mapstructure:"pktstatbpf.hooks.attached"`
+	PktstatbpfHooksNotFirst   MetricConfig     `mapstructure:"pktstatbpf.hooks.not_first"`
 }
 
 // DefaultMetricsConfig enables every metric but network.flow.tcp.retransmits,
@@ -77,6 +79,7 @@ func DefaultMetricsConfig() MetricsConfig {
 		PktstatbpfOverflowBytes:   MetricConfig{Enabled: true},
 		PktstatbpfDrainDuration:   MetricConfig{Enabled: true},
 		PktstatbpfHooksAttached:   MetricConfig{Enabled: true},
+		PktstatbpfHooksNotFirst:   MetricConfig{Enabled: true},
 	}
 }
 

@@ -118,6 +118,9 @@ var (
 	defHooksAttached = metricDef{MetricPktstatbpfHooksAttached,
 		"Kernel hooks currently attached (one per interface and direction, or per cgroup and direction).",
 		"{hook}", kindGaugeInt}
+	defHooksNotFirst = metricDef{MetricPktstatbpfHooksNotFirst,
+		"Attached TC hooks on which another program or tc filter runs before ours; packets it drops or redirects are not counted (the log names it).",
+		"{hook}", kindGaugeInt}
 )
 
 // MetricsBuilder buffers data points and emits them as one pmetric.Metrics.
@@ -138,6 +141,7 @@ type MetricsBuilder struct {
 	pktstatbpfOverflowBytes   *metricBuffer
 	pktstatbpfDrainDuration   *metricBuffer
 	pktstatbpfHooksAttached   *metricBuffer
+	pktstatbpfHooksNotFirst   *metricBuffer
 }
 
 // MetricBuilderOption changes a MetricsBuilder at construction.
@@ -189,6 +193,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		pktstatbpfOverflowBytes:   newMetricBuffer(defOverflowBytes, m.PktstatbpfOverflowBytes.Enabled, cum),
 		pktstatbpfDrainDuration:   newMetricBuffer(defDrainDuration, m.PktstatbpfDrainDuration.Enabled, cum),
 		pktstatbpfHooksAttached:   newMetricBuffer(defHooksAttached, m.PktstatbpfHooksAttached.Enabled, cum),
+		pktstatbpfHooksNotFirst:   newMetricBuffer(defHooksNotFirst, m.PktstatbpfHooksNotFirst.Enabled, cum),
 	}, nil
 }
 
@@ -279,6 +284,13 @@ func (mb *MetricsBuilder) RecordPktstatbpfHooksAttachedDataPoint(ts pcommon.Time
 	}
 }
 
+// RecordPktstatbpfHooksNotFirstDataPoint adds a pktstatbpf.hooks.not_first point.
+func (mb *MetricsBuilder) RecordPktstatbpfHooksNotFirstDataPoint(ts pcommon.Timestamp, val int64) {
+	if dp, ok := mb.pktstatbpfHooksNotFirst.newDataPoint(0, ts); ok {
+		dp.SetIntValue(val)
+	}
+}
+
 // ResourceMetricsOption changes the ResourceMetrics that Emit builds.
 type ResourceMetricsOption func(pmetric.ResourceMetrics)
 
@@ -310,6 +322,7 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 		mb.pktstatbpfOverflowBytes,
 		mb.pktstatbpfDrainDuration,
 		mb.pktstatbpfHooksAttached,
+		mb.pktstatbpfHooksNotFirst,
 	} {
 		m.emit(ms)
 	}

@@ -22,6 +22,9 @@ var (
 	pollInterval = flag.Duration("poll_interval", 10*time.Second, "how often to drain and emit flows on the shim's own schedule")
 	pollDisabled = flag.Bool("poll_interval_disabled", false,
 		"emit only when Telegraf asks with a newline on stdin (inputs.execd signal = \"STDIN\")")
+	unpin = flag.Bool("unpin", false,
+		"remove for good what the config's pin_path keeps in the kernel (pinned maps and links, legacy tc filters), then exit; "+
+			"refused while an instance runs with that pin_path")
 )
 
 func main() {
@@ -39,6 +42,9 @@ func run() error {
 	input, err := loadInput(*configFile)
 	if err != nil {
 		return err
+	}
+	if *unpin {
+		return input.RemovePinned()
 	}
 	s := shim.New()
 	// AddInput runs Init, which validates the values.
