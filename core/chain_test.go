@@ -423,14 +423,3 @@ func ip(t *testing.T, args ...string) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-
-// dialIn opens a UDP socket from A:sport to B:dport inside nsPath.
-func dialIn(nsPath string, p *nettest.Pair, sport, dport uint16) (*net.UDPConn, error) {
-	var c *net.UDPConn
-	err := nettest.Do(nsPath, func() (err error) {
-		c, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.A4, sport)),
-			net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.B4, dport)))
-		return err
-	})
-	return c, err
-}

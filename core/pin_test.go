@@ -13,30 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
-
-// bpffs mounts a private bpffs instance for one test and removes it when
-// the test ends, so pins never touch the host's /sys/fs/bpf.
-func bpffs(t *testing.T) string {
-	t.Helper()
-	nettest.RequireBPF(t)
-	dir, err := os.MkdirTemp("", "pktstat-bpffs-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		os.Remove(dir)
-		t.Fatalf("mount bpffs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		_ = unix.Unmount(dir, unix.MNT_DETACH)
-		_ = os.Remove(dir)
-	})
-	return dir
-}
 
 // pinCase is one capture mode whose state pin_path keeps.
 type pinCase struct {
@@ -67,7 +45,7 @@ func TestPinPathKeepsCountingAcrossRestart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := nettest.NewPair(t)
 			cfg := tc.cfg(p)
-			cfg.PinPath = filepath.Join(bpffs(t), "pktstat-bpf", p.IfA)
+			cfg.PinPath = filepath.Join(nettest.BPFFS(t), "pktstat-bpf", p.IfA)
 			send := p.SendUDP
 			dir := Egress
 			if tc.fromB {
@@ -167,7 +145,7 @@ func checkPinModes(t *testing.T, root string) {
 // with one log line, and its links are detached rather than left counting.
 func TestPinPathReplacesIncompatibleLayout(t *testing.T) {
 	p := nettest.NewPair(t)
-	cfg := Config{Mode: ModeTC, Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), MaxFlows: 1024, PinPath: filepath.Join(bpffs(t), "pin")}
+	cfg := Config{Mode: ModeTC, Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), MaxFlows: 1024, PinPath: filepath.Join(nettest.BPFFS(t), "pin")}
 	c1 := startCollector(t, cfg)
 	p.SendUDP(t, 4, 64, 41202, 7202, false)
 	c1.Close()
@@ -203,7 +181,7 @@ func TestPinPathReplacesIncompatibleLayout(t *testing.T) {
 // refused at Start with a message that says what to do.
 func TestPinPathRefusesUnsafeOrBusy(t *testing.T) {
 	p := nettest.NewPair(t)
-	fsRoot := bpffs(t)
+	fsRoot := nettest.BPFFS(t)
 	base := Config{Mode: ModeTC, Interfaces: []string{p.IfA}, NetNS: p.NSPathA()}
 	wide := filepath.Join(fsRoot, "wide")
 	other := filepath.Join(fsRoot, "other")
@@ -275,8 +253,7 @@ func TestPinPathRefusesUnsafeOrBusy(t *testing.T) {
 // of the flow equals what the receiver got, with one start time throughout.
 func TestPinPathSurvivesKillUnderTraffic(t *testing.T) {
 	p := nettest.NewPair(t)
-	cfg := Config{Mode: ModeTC, Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), PinPath: filepath.Join(bpffs(t), "kill")}
-	rx := nettest.ListenUDP(t, p.NSPathB(), p.B4, 7203)
+	cfg := Config{Mode: ModeTC, Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), PinPath: filepath.Join(nettest.BPFFS(t), "kill")}
 	// 1: a child process holds the capture and is killed with SIGKILL;
 	// traffic starts once it has attached.
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -291,30 +268,7 @@ func TestPinPathSurvivesKillUnderTraffic(t *testing.T) {
 		cmd.Wait()
 		t.Fatalf("child said %q", line)
 	}
-	stop := make(chan struct{})
-	sent := make(chan int)
-	go func() {
-		n := 0
-		defer func() { sent <- n }()
-		tx, err := dialIn(p.NSPathA(), p, 41203, 7203)
-		if err != nil {
-			return
-		}
-		defer tx.Close()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := tx.Write(make([]byte, 80)); err != nil {
-				return
-			}
-			n++
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
-
+	stream := p.StartStream(t, 80, 41203, 7203, 2*time.Millisecond)
 	time.Sleep(300 * time.Millisecond)
 	cmd.Process.Kill()
 	cmd.Wait()
@@ -337,9 +291,7 @@ func TestPinPathSurvivesKillUnderTraffic(t *testing.T) {
 		c.Close()
 		time.Sleep(200 * time.Millisecond)
 	}
-	close(stop)
-	n := <-sent
-	rx.Wait(t, n)
+	n := stream.Stop(t)
 	c := startCollector(t, cfg)
 	rs := find(read(t, c), func(r Record) bool { return r.DstPort == 7203 && r.Direction == Egress })
 	if n < 200 || len(rs) != 1 || rs[0].Packets != uint64(n) || rs[0].Bytes != uint64(n*nettest.UDPFrameLen(80, false)) {
@@ -362,7 +314,7 @@ func TestPinPathCgroupMode(t *testing.T) {
 	p := nettest.NewPair(t)
 	abs, _ := testCgroup(t)
 	rx := nettest.ListenUDP(t, p.NSPathB(), p.B4, 7204)
-	cfg := Config{Mode: ModeCgroup, CgroupPath: abs, PinPath: filepath.Join(bpffs(t), "cg")}
+	cfg := Config{Mode: ModeCgroup, CgroupPath: abs, PinPath: filepath.Join(nettest.BPFFS(t), "cg")}
 	c1 := startCollector(t, cfg)
 	pr := startPeer(t, abs, p.NSA, netip.AddrPortFrom(p.A4, 41204), netip.AddrPortFrom(p.B4, 7204))
 	flow := func(s Snapshot) []Record {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // RequireBPF skips t when the process cannot load BPF programs, unless
@@ -219,4 +220,24 @@ func randID() string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)[:7]
+}
+
+// BPFFS mounts a private bpffs instance for one test and unmounts it when
+// the test ends, so that pins never touch the host's /sys/fs/bpf.
+func BPFFS(t testing.TB) string {
+	t.Helper()
+	RequireBPF(t)
+	dir, err := os.MkdirTemp("", "pktstat-bpffs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		os.Remove(dir)
+		t.Fatalf("mount bpffs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+		_ = os.Remove(dir)
+	})
+	return dir
 }

@@ -141,3 +141,64 @@ func (p *Pair) SendUDPFromB(t testing.TB, n, payloadLen int, srcPort, dstPort ui
 	q.A4, q.B4, q.A6, q.B6 = p.B4, p.A4, p.B6, p.A6
 	q.SendUDP(t, n, payloadLen, srcPort, dstPort, v6)
 }
+
+// Stream is a steady flow of UDP datagrams from A to B, for tests that
+// restart a collector while traffic goes on.
+type Stream struct {
+	rx   *Receiver
+	stop chan struct{}
+	sent chan int
+	err  chan error
+}
+
+// StartStream sends a datagram of payloadLen bytes from A:srcPort to
+// B:dstPort every interval until Stop.
+func (p *Pair) StartStream(t testing.TB, payloadLen int, srcPort, dstPort uint16, interval time.Duration) *Stream {
+	t.Helper()
+	s := &Stream{rx: ListenUDP(t, p.NSPathB(), p.B4, dstPort), stop: make(chan struct{}), sent: make(chan int, 1), err: make(chan error, 1)}
+	var tx *net.UDPConn
+	if err := p.DoA(func() (err error) {
+		tx, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.A4, srcPort)),
+			net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.B4, dstPort)))
+		return err
+	}); err != nil {
+		t.Fatalf("dial udp from A: %v", err)
+	}
+	go func() {
+		defer tx.Close()
+		payload := make([]byte, payloadLen)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		n := 0
+		for {
+			select {
+			case <-s.stop:
+				s.sent <- n
+				return
+			case <-tick.C:
+				if _, err := tx.Write(payload); err != nil {
+					s.err <- err
+					s.sent <- n
+					return
+				}
+				n++
+			}
+		}
+	}()
+	return s
+}
+
+// Stop ends the stream and returns the number of datagrams sent, once B
+// has received every one of them.
+func (s *Stream) Stop(t testing.TB) int {
+	t.Helper()
+	close(s.stop)
+	n := <-s.sent
+	select {
+	case err := <-s.err:
+		t.Fatalf("stream send %d: %v", n, err)
+	default:
+	}
+	s.rx.Wait(t, n)
+	return n
+}
