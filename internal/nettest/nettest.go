@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -240,4 +242,28 @@ func BPFFS(t testing.TB) string {
 		_ = os.Remove(dir)
 	})
 	return dir
+}
+
+// TCXPrograms counts the TCX programs attached to dev, ingress and egress,
+// in the namespace at nsPath (bpftool 7.1 does not list them).
+func TCXPrograms(t testing.TB, nsPath, dev string) int {
+	t.Helper()
+	n := 0
+	if err := Do(nsPath, func() error {
+		ifc, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: at})
+			if err != nil {
+				return fmt.Errorf("query %s programs: %w", at, err)
+			}
+			n += len(res.Programs)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("count tcx programs on %s: %v", dev, err)
+	}
+	return n
 }
