@@ -91,13 +91,39 @@ func readFileExport(t *testing.T, path string, temporality pmetric.AggregationTe
 // readFileExportBy is readFileExport with the series named by label.
 func readFileExportBy[K comparable](t *testing.T, path string, temporality pmetric.AggregationTemporality, label func(pcommon.Map) K) (map[K]flowCounts, []pcommon.Map) {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
+	out := map[K]flowCounts{}
+	resources := eachFlowPoint(t, path, func(m pmetric.Metric, dp pmetric.NumberDataPoint) {
+		require.Equal(t, temporality, m.Sum().AggregationTemporality(), "temporality of %s", m.Name())
+		key := label(dp.Attributes())
+		c := out[key]
+		v := &c.bytes
+		if m.Name() == "network.flow.packets" {
+			v = &c.packets
+		}
+		if temporality == pmetric.AggregationTemporalityDelta {
+			*v += dp.IntValue()
+		} else {
+			*v = dp.IntValue()
+		}
+		out[key] = c
+	})
+	if resources == nil {
 		return nil, nil
 	}
+	return out, resources
+}
+
+// eachFlowPoint calls fn for every point of the flow byte and packet
+// metrics in the file exporter's output, in file order, and returns the
+// resources they came with (nil when there is no file yet).
+func eachFlowPoint(t *testing.T, path string, fn func(pmetric.Metric, pmetric.NumberDataPoint)) []pcommon.Map {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
 	require.NoError(t, err)
-	out := map[K]flowCounts{}
-	var resources []pcommon.Map
+	resources := []pcommon.Map{}
 	var um pmetric.JSONUnmarshaler
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 16<<20), 16<<20)
@@ -118,27 +144,14 @@ func readFileExportBy[K comparable](t *testing.T, path string, temporality pmetr
 					if m.Name() != "network.flow.packets" && m.Name() != "network.flow.bytes" {
 						continue
 					}
-					require.Equal(t, temporality, m.Sum().AggregationTemporality(), "temporality of %s", m.Name())
 					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
-						dp := m.Sum().DataPoints().At(l)
-						key := label(dp.Attributes())
-						c := out[key]
-						v := &c.bytes
-						if m.Name() == "network.flow.packets" {
-							v = &c.packets
-						}
-						if temporality == pmetric.AggregationTemporalityDelta {
-							*v += dp.IntValue()
-						} else {
-							*v = dp.IntValue()
-						}
-						out[key] = c
+						fn(m, m.Sum().DataPoints().At(l))
 					}
 				}
 			}
 		}
 	}
-	return out, resources
+	return resources
 }
 
 // scrapePrometheus reads the sink's Prometheus endpoint, which listens on
