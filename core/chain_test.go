@@ -2,7 +2,6 @@ package core
 
 import (
 	"bytes"
-	"encoding/binary"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -19,91 +18,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/pktstat-bpf/pktstat-bpf/internal/bpftest"
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
-
-// TC verdicts a program in front of ours may return.
-const (
-	tcxNext = -1
-	tcxPass = 0 // TC_ACT_OK
-	tcxDrop = 2 // TC_ACT_SHOT
-)
-
-// front is a TC program that a test puts in front of ours, standing for
-// another datapath (Cilium, Calico): it counts what it sees, then returns
-// its verdict or redirects to another interface. Its counts are the
-// oracle for what reached the hook.
-type front struct {
-	prog  *ebpf.Program
-	count *ebpf.Map // one entry: packets, bytes
-}
-
-func newFront(t *testing.T, name string, verdict int32, redirectTo int) *front {
-	t.Helper()
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 16, MaxEntries: 1})
-	if err != nil {
-		t.Fatalf("front counter map: %v", err)
-	}
-	t.Cleanup(func() { m.Close() })
-	addBytes := asm.StoreXAdd(asm.R0, asm.R1, asm.DWord)
-	addBytes.Offset = 8
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1), // ctx
-		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, m.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "verdict"),
-		asm.Mov.Imm(asm.R1, 1),
-		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
-		asm.LoadMem(asm.R1, asm.R6, 0, asm.Word), // skb->len
-		addBytes,
-	}
-	if redirectTo != 0 {
-		insns = append(insns,
-			asm.Mov.Imm(asm.R1, int32(redirectTo)).WithSymbol("verdict"),
-			asm.Mov.Imm(asm.R2, 0),
-			asm.FnRedirect.Call(),
-			asm.Return())
-	} else {
-		insns = append(insns, asm.Mov.Imm(asm.R0, verdict).WithSymbol("verdict"), asm.Return())
-	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: name, Type: ebpf.SchedCLS, Instructions: insns, License: "Dual MIT/GPL"})
-	if err != nil {
-		t.Fatalf("load front program %s: %v", name, err)
-	}
-	t.Cleanup(func() { prog.Close() })
-	return &front{prog: prog, count: m}
-}
-
-func (f *front) seen(t *testing.T) (packets, bytes uint64) {
-	t.Helper()
-	var v [16]byte
-	if err := f.count.Lookup(uint32(0), &v); err != nil {
-		t.Fatalf("read front counter: %v", err)
-	}
-	return binary.LittleEndian.Uint64(v[:8]), binary.LittleEndian.Uint64(v[8:])
-}
-
-// attachTCXIn attaches prog to dev in the namespace at nsPath; anchor nil
-// appends at the tail. The link is closed when t ends.
-func attachTCXIn(t *testing.T, nsPath, dev string, prog *ebpf.Program, at ebpf.AttachType, anchor link.Anchor) link.Link {
-	t.Helper()
-	var l link.Link
-	if err := nettest.Do(nsPath, func() error {
-		ifc, err := net.InterfaceByName(dev)
-		if err != nil {
-			return err
-		}
-		l, err = link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: prog, Attach: at, Anchor: anchor})
-		return err
-	}); err != nil {
-		t.Fatalf("attach tcx program to %s: %v", dev, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
 
 // sendUDP sends n datagrams of size bytes from the namespace at nsPath
 // without waiting for them to arrive: a program in front may drop them.
@@ -161,7 +78,7 @@ func TestTCXFirstInChain(t *testing.T) {
 		name    string
 		verdict int32
 		redir   bool
-	}{{"pass", tcxPass, false}, {"drop", tcxDrop, false}, {"redirect", 0, true}} {
+	}{{"pass", bpftest.TCXPass, false}, {"drop", bpftest.TCXDrop, false}, {"redirect", 0, true}} {
 		for _, dir := range []Direction{Ingress, Egress} {
 			t.Run(tc.name+"/"+dir.String(), func(t *testing.T) {
 				p := nettest.NewPair(t)
@@ -175,9 +92,9 @@ func TestTCXFirstInChain(t *testing.T) {
 					ip(t, "-n", p.NSA, "link", "set", "pvs"+p.IfA[3:], "up")
 					redirIndex = ifindexIn(t, p.NSPathA(), redirDev)
 				}
-				f := newFront(t, "front_"+tc.name, tc.verdict, redirIndex)
+				f := bpftest.NewFront(t, "front_"+tc.name, tc.verdict, redirIndex)
 				at := map[Direction]ebpf.AttachType{Ingress: ebpf.AttachTCXIngress, Egress: ebpf.AttachTCXEgress}[dir]
-				attachTCXIn(t, p.NSPathA(), p.IfA, f.prog, at, nil)
+				bpftest.AttachTCX(t, p.NSPathA(), p.IfA, f.Prog, at, nil)
 
 				c := startCollector(t, Config{Mode: ModeTC, Interfaces: []string{p.IfA}, NetNS: p.NSPathA()})
 				if s := read(t, c); s.Health.HooksNotFirst() != 0 {
@@ -197,25 +114,25 @@ func TestTCXFirstInChain(t *testing.T) {
 				// A listener, so that no port-unreachable answer adds traffic.
 				rx := nettest.ListenUDP(t, dstNS, dst.Addr(), dst.Port())
 				sendUDP(t, nsPath, src, dst, n, size)
-				waitFor(t, func() bool { pk, _ := f.seen(t); return pk >= n }, "the front program to see the traffic")
+				waitFor(t, func() bool { pk, _ := f.Seen(t); return pk >= n }, "the front program to see the traffic")
 				s := read(t, c)
 				rs := find(s, func(r Record) bool { return !r.Overflow && r.DstPort == 7101 && r.Direction == dir })
 				if len(rs) != 1 || rs[0].Packets != n || rs[0].Bytes != n*frame {
 					t.Fatalf("our count %+v, want one %s flow of %d packets, %d bytes", rs, dir, n, n*frame)
 				}
-				if fp, fb := f.seen(t); fp != n || fb != n*frame {
+				if fp, fb := f.Seen(t); fp != n || fb != n*frame {
 					t.Errorf("front program saw %d packets %d bytes, want %d and %d", fp, fb, n, n*frame)
 				}
 				link := p.LinkStats(t, p.NSA, p.IfA).Sub(before)
 				switch {
 				case dir == Ingress && link.RxPackets != n:
 					t.Errorf("veth rx counter grew by %d, want %d", link.RxPackets, n)
-				case dir == Egress && tc.verdict == tcxPass && !tc.redir && link.TxPackets != n:
+				case dir == Egress && tc.verdict == bpftest.TCXPass && !tc.redir && link.TxPackets != n:
 					t.Errorf("veth tx counter grew by %d, want %d (front passes)", link.TxPackets, n)
-				case dir == Egress && (tc.verdict == tcxDrop || tc.redir) && link.TxPackets != 0:
+				case dir == Egress && (tc.verdict == bpftest.TCXDrop || tc.redir) && link.TxPackets != 0:
 					t.Errorf("veth tx counter grew by %d, want 0: the front program dropped or redirected them", link.TxPackets)
 				}
-				if tc.verdict == tcxPass && !tc.redir {
+				if tc.verdict == bpftest.TCXPass && !tc.redir {
 					rx.Wait(t, n)
 				}
 				if tc.redir {
@@ -244,9 +161,9 @@ func TestProgramInsertedInFrontIsReported(t *testing.T) {
 	if s := read(t, c); s.Health.HooksNotFirst() != 0 {
 		t.Fatalf("not first before anything was inserted: %+v", s.Health.Hooks)
 	}
-	f := newFront(t, "intruder", tcxNext, 0)
-	l := attachTCXIn(t, p.NSPathA(), p.IfA, f.prog, ebpf.AttachTCXIngress, link.Head())
-	id, err := programID(f.prog)
+	f := bpftest.NewFront(t, "intruder", bpftest.TCXNext, 0)
+	l := bpftest.AttachTCX(t, p.NSPathA(), p.IfA, f.Prog, ebpf.AttachTCXIngress, link.Head())
+	id, err := programID(f.Prog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +210,7 @@ func TestLegacyFilterRunsFirst(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := nettest.NewPair(t)
-			f := newFront(t, "legacy_front", tcxPass, 0)
+			f := bpftest.NewFront(t, "legacy_front", bpftest.TCXPass, 0)
 			ns, err := openNS(p.NSPathA())
 			if err != nil {
 				t.Fatal(err)
@@ -306,7 +223,7 @@ func TestLegacyFilterRunsFirst(t *testing.T) {
 			}
 			for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
 				if err := ns.nl.FilterAdd(&netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: ifindex, Parent: parent,
-					Handle: 1, Protocol: tc.protocol, Priority: tc.prio}, Fd: f.prog.FD(), Name: "other-datapath", DirectAction: true}); err != nil {
+					Handle: 1, Protocol: tc.protocol, Priority: tc.prio}, Fd: f.Prog.FD(), Name: "other-datapath", DirectAction: true}); err != nil {
 					t.Fatalf("add the other filter: %v", err)
 				}
 			}
@@ -353,7 +270,7 @@ func TestLegacyFilterRunsFirst(t *testing.T) {
 					link.TxPackets, link.TxBytes, link.RxPackets, link.RxBytes)
 			}
 			// The other filter still runs: it saw the same packets after us.
-			if fp, _ := f.seen(t); fp != link.TxPackets+link.RxPackets {
+			if fp, _ := f.Seen(t); fp != link.TxPackets+link.RxPackets {
 				t.Errorf("the other filter saw %d packets, the veth moved %d", fp, link.TxPackets+link.RxPackets)
 			}
 		})

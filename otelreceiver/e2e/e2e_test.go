@@ -118,6 +118,20 @@ func readFileExportBy[K comparable](t *testing.T, path string, temporality pmetr
 // resources they came with (nil when there is no file yet).
 func eachFlowPoint(t *testing.T, path string, fn func(pmetric.Metric, pmetric.NumberDataPoint)) []pcommon.Map {
 	t.Helper()
+	return eachMetric(t, path, func(m pmetric.Metric) {
+		if m.Name() != "network.flow.packets" && m.Name() != "network.flow.bytes" {
+			return
+		}
+		for l := 0; l < m.Sum().DataPoints().Len(); l++ {
+			fn(m, m.Sum().DataPoints().At(l))
+		}
+	})
+}
+
+// eachMetric calls fn for every metric in the file exporter's output and
+// returns the resources they came with (nil when there is no file yet).
+func eachMetric(t *testing.T, path string, fn func(pmetric.Metric)) []pcommon.Map {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return nil
@@ -140,13 +154,7 @@ func eachFlowPoint(t *testing.T, path string, fn func(pmetric.Metric, pmetric.Nu
 			for j := 0; j < sms.Len(); j++ {
 				ms := sms.At(j).Metrics()
 				for k := 0; k < ms.Len(); k++ {
-					m := ms.At(k)
-					if m.Name() != "network.flow.packets" && m.Name() != "network.flow.bytes" {
-						continue
-					}
-					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
-						fn(m, m.Sum().DataPoints().At(l))
-					}
+					fn(ms.At(k))
 				}
 			}
 		}

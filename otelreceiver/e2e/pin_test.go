@@ -7,10 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/pktstat-bpf/pktstat-bpf/internal/bpftest"
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
 
@@ -82,6 +85,43 @@ func TestDistributionPinPathAcrossRestartAndKill(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for nettest.TCXPrograms(t, p.NSPathA(), p.IfA) != 0 {
 		require.True(t, time.Now().Before(deadline), "programs still attached after removing %s", pin)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A program inserted at the head of our hook while the collector runs
+// shows in pktstatbpf.hooks.not_first within an interval, and one warning
+// names it.
+func TestDistributionReportsProgramInFront(t *testing.T) {
+	bin := collectorPath(t)
+	p := nettest.NewPair(t)
+	outFile := filepath.Join(t.TempDir(), "metrics.json")
+	c := startCollector(t, "collector", p.NSA, bin, configPath("capture-pinned.yaml"), nil,
+		"PKTSTAT_IFACE="+p.IfA, "PKTSTAT_PIN_PATH=", "PKTSTAT_OUT_FILE="+outFile)
+	notFirst := func() int64 {
+		v := int64(-1)
+		eachMetric(t, outFile, func(m pmetric.Metric) {
+			if m.Name() == "pktstatbpf.hooks.not_first" && m.Gauge().DataPoints().Len() > 0 {
+				v = m.Gauge().DataPoints().At(0).IntValue()
+			}
+		})
+		return v
+	}
+	waitFor(t, 10*time.Second, "a scrape with pktstatbpf.hooks.not_first = 0", func() bool { return notFirst() == 0 })
+	intruder := bpftest.NewFront(t, "intruder", bpftest.TCXNext, 0)
+	bpftest.AttachTCX(t, p.NSPathA(), p.IfA, intruder.Prog, ebpf.AttachTCXIngress, link.Head())
+	waitFor(t, 3*time.Second, "pktstatbpf.hooks.not_first = 1 within one interval", func() bool { return notFirst() == 1 })
+	want := fmt.Sprintf(`"in_front": "program id %d name intruder type SchedCLS"`, intruder.ID(t))
+	waitFor(t, 3*time.Second, "a warning naming the intruder", func() bool { return c.logged(want) })
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %s", what, timeout)
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -9,9 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/influxdata/telegraf"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pktstat-bpf/pktstat-bpf/internal/bpftest"
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
 
@@ -139,6 +142,62 @@ func requireNothingAttached(t *testing.T, p *nettest.Pair) {
 	for nettest.TCXPrograms(t, p.NSPathA(), p.IfA) != 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d TCX programs still attached to %s", nettest.TCXPrograms(t, p.NSPathA(), p.IfA), p.IfA)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A program inserted at the head of our hook while Telegraf runs shows in
+// the next gathers' hooks_not_first, and one warning names it; when it
+// goes, the field drops back to zero.
+func TestTelegrafReportsProgramInFront(t *testing.T) {
+	nettest.RequireBPF(t)
+	telegrafBin := requireBinary(t, "telegraf")
+	p := nettest.NewPair(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "metrics.out")
+	conf := filepath.Join(dir, "telegraf.conf")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`
+[agent]
+  omit_hostname = true
+  interval = "1s"
+  flush_interval = "1s"
+[[inputs.pktstat_bpf]]
+  interfaces = [%q]
+  netns = %q
+[[outputs.file]]
+  files = [%q]
+  data_format = "influx"
+`, p.IfA, p.NSPathA(), out)), 0o600))
+	proc := startProcess(t, nil, telegrafBin, "--config", conf)
+	proc.waitLog(t, "counting started", 60*time.Second)
+
+	notFirst := func() int64 {
+		data, _ := os.ReadFile(out)
+		m := lastSeries(parseLines(t, data), "pktstat_bpf_internal", map[string]string{"mode": "tc"})
+		if m == nil {
+			return -1
+		}
+		v, _ := m.GetField("hooks_not_first")
+		n, _ := v.(int64)
+		return n
+	}
+	waitUntil(t, 10*time.Second, "a gather with hooks_not_first=0", func() bool { return notFirst() == 0 })
+	intruder := bpftest.NewFront(t, "intruder", bpftest.TCXNext, 0)
+	l := bpftest.AttachTCX(t, p.NSPathA(), p.IfA, intruder.Prog, ebpf.AttachTCXEgress, link.Head())
+	waitUntil(t, 3*time.Second, "hooks_not_first=1 within one interval", func() bool { return notFirst() == 1 })
+	proc.waitLog(t, fmt.Sprintf("in_front=program id %d name intruder type SchedCLS", intruder.ID(t)), 3*time.Second)
+	require.NoError(t, l.Close())
+	waitUntil(t, 3*time.Second, "hooks_not_first=0 after the intruder left", func() bool { return notFirst() == 0 })
+	require.Equal(t, 1, strings.Count(proc.log(), "another program runs before ours"), "one warning, not one per gather:\n%s", proc.log())
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %s", what, timeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
