@@ -361,3 +361,40 @@ func cgroupPrograms(t *testing.T, dir string) int {
 	}
 	return strings.Count(string(out), `"id":`)
 }
+
+// While no collector runs nothing expires flows, and a table that fills
+// spills into the pinned overflow counters: after the restart the totals
+// still equal what the interface sent.
+func TestPinPathOverflowWhileDown(t *testing.T) {
+	p := nettest.NewPair(t)
+	cfg := Config{Mode: ModeTC, Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), MaxFlows: 16, PinPath: filepath.Join(nettest.BPFFS(t), "ov")}
+	c1 := startCollector(t, cfg)
+	read(t, c1)
+	c1.Close()
+	before := p.LinkStats(t, p.NSA, p.IfA)
+	const flows = 40
+	p.SendUDPToPorts(t, flows, 23000, 30)
+	waitFor(t, func() bool { return p.LinkStats(t, p.NSA, p.IfA).Sub(before).TxPackets == flows }, "the veth to send every datagram")
+	c2 := startCollector(t, cfg)
+	s := read(t, c2)
+	link := p.LinkStats(t, p.NSA, p.IfA).Sub(before)
+	var tp, tb, op uint64
+	for _, r := range s.Records {
+		if r.Direction != Egress {
+			continue
+		}
+		tp += r.Packets
+		tb += r.Bytes
+		if r.Overflow {
+			op += r.Packets
+		}
+	}
+	if tp != link.TxPackets || tb != link.TxBytes || op < flows-16 {
+		t.Errorf("egress totals %d packets %d bytes (overflow %d); the veth sent %d and %d, at least %d flows did not fit",
+			tp, tb, op, link.TxPackets, link.TxBytes, flows-16)
+	}
+	c2.Close()
+	if err := RemovePinned(cfg); err != nil {
+		t.Fatal(err)
+	}
+}
