@@ -17,6 +17,7 @@ BENCH_TARGETS :=
 -include otelreceiver/otelcol.mk
 -include vmtest/vmtest.mk
 -include bench/bench.mk
+-include deploy/deploy.mk
 
 .PHONY: all run test build bench generate vmlinux check-generate deps deps-core test-core test-unit help
 
@@ -63,7 +64,7 @@ test-core:
 	$(GO) test -count=1 -p 1 ./...
 
 ## test-unit: the tests that need no privileges, in every module
-test-unit: test-telegraf-unit test-otelcol-unit
+test-unit: test-telegraf-unit test-otelcol-unit test-deploy-unit
 	PKTSTAT_REQUIRE_BPF= $(GO) test -count=1 -short ./...
 
 help:
