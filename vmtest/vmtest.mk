@@ -9,7 +9,7 @@ VMTEST_SELF_PKGS ?= ./guestcheck
 # Extra flags for every test binary, e.g. VMTEST_RUN='-test.run=TestLegacyTC'.
 VMTEST_RUN ?=
 # Seconds before the whole guest run is killed and the run fails (tcg is slow).
-VMTEST_TIMEOUT ?= 900
+VMTEST_TIMEOUT ?= 1800
 # -test.timeout for each test binary inside the guest (panics with stacks when hit).
 VMTEST_TEST_TIMEOUT ?= 10m
 # Boots again after a guest that never reached /init (no test ran); its console is kept.
