@@ -154,9 +154,7 @@ func (r *parseRef) ipv4(frame []byte, off int) {
 		if err := ip.DecodeFromBytes(fixed, nf); err != nil {
 			panic("fixed ipv4 header does not decode: " + err.Error())
 		}
-		if ip.Version != 4 {
-			r.except(excIPVersion)
-			r.truncated()
+		if r.wrongVersion(ip.Version, 4) {
 			return
 		}
 		r.except(excIPv4Header)
@@ -164,9 +162,7 @@ func (r *parseRef) ipv4(frame []byte, off int) {
 		r.truncated()
 		return
 	}
-	if ip.Version != 4 {
-		r.except(excIPVersion)
-		r.truncated()
+	if r.wrongVersion(ip.Version, 4) {
 		return
 	}
 	if length > len(data) {
@@ -180,6 +176,16 @@ func (r *parseRef) ipv4(frame []byte, off int) {
 		r.except(excFirstFragment)
 	}
 	r.transport(ip.Protocol, ip.Payload)
+}
+
+// wrongVersion keys a version nibble other than the EtherType's as the parser does.
+func (r *parseRef) wrongVersion(got, want uint8) bool {
+	if got == want {
+		return false
+	}
+	r.except(excIPVersion)
+	r.truncated()
+	return true
 }
 
 func (r *parseRef) ipv4Fixed(ip *layers.IPv4) {
@@ -203,9 +209,7 @@ func (r *parseRef) ipv6(frame []byte, off int) {
 		r.truncated()
 		return
 	}
-	if ip.Version != 6 {
-		r.except(excIPVersion)
-		r.truncated()
+	if r.wrongVersion(ip.Version, 6) {
 		return
 	}
 	copy(r.key.SrcAddr[:], ip.SrcIP)
@@ -281,33 +285,29 @@ func optionsRejected(nh layers.IPProtocol, b []byte) bool {
 	return false
 }
 
+// transportSizes holds, per protocol with identifiers in the key, the
+// bytes they take (need) and gopacket's smallest header (min).
+var transportSizes = map[layers.IPProtocol]struct{ need, min int }{
+	layers.IPProtocolTCP:     {4, 20},
+	layers.IPProtocolUDP:     {4, 8},
+	layers.IPProtocolUDPLite: {4, 8},
+	layers.IPProtocolSCTP:    {4, 12},
+	layers.IPProtocolGRE:     {4, 4},
+	layers.IPProtocolESP:     {4, 8},
+	layers.IPProtocolICMPv4:  {2, 8},
+	layers.IPProtocolICMPv6:  {2, 4},
+	layers.IPProtocolOSPF:    {2, 24},
+	layers.IPProtocolAH:      {8, 12},
+}
+
 // transport keys the identifiers of proto's header at the start of b.
 func (r *parseRef) transport(proto layers.IPProtocol, b []byte) {
 	nf := gopacket.NilDecodeFeedback
-	// need: the bytes the identifiers take; min: gopacket's smallest header.
-	need, min := 0, 0
-	switch proto {
-	case layers.IPProtocolTCP:
-		need, min = 4, 20
-	case layers.IPProtocolUDP, layers.IPProtocolUDPLite:
-		need, min = 4, 8
-	case layers.IPProtocolSCTP:
-		need, min = 4, 12
-	case layers.IPProtocolGRE:
-		need, min = 4, 4
-	case layers.IPProtocolESP:
-		need, min = 4, 8
-	case layers.IPProtocolICMPv4:
-		need, min = 2, 8
-	case layers.IPProtocolICMPv6:
-		need, min = 2, 4
-	case layers.IPProtocolOSPF:
-		need, min = 2, 24
-	case layers.IPProtocolAH:
-		need, min = 8, 12
-	default:
+	size, ok := transportSizes[proto]
+	if !ok {
 		return
 	}
+	need, min := size.need, size.min
 	if len(b) < need {
 		r.truncated()
 		return
@@ -363,15 +363,15 @@ func (r *parseRef) transport(proto layers.IPProtocol, b []byte) {
 		err = i.DecodeFromBytes(b, nf)
 		set(uint16(i.TypeCode.Type()), uint16(i.TypeCode.Code()))
 	case layers.IPProtocolOSPF:
+		var v2 layers.OSPFv2
+		var v3 layers.OSPFv3
 		switch b[0] { // gopacket's decodeOSPF dispatches on the version the same way
 		case 2:
-			var o layers.OSPFv2
-			err = o.DecodeFromBytes(b, nf)
-			set(uint16(o.Version), uint16(o.Type))
+			err = v2.DecodeFromBytes(b, nf)
+			set(uint16(v2.Version), uint16(v2.Type))
 		case 3:
-			var o layers.OSPFv3
-			err = o.DecodeFromBytes(b, nf)
-			set(uint16(o.Version), uint16(o.Type))
+			err = v3.DecodeFromBytes(b, nf)
+			set(uint16(v3.Version), uint16(v3.Type))
 		default:
 			r.except(excOSPFVersion)
 			set(uint16(b[0]), uint16(b[1]))
