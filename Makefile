@@ -19,7 +19,7 @@ BENCH_TARGETS :=
 -include bench/bench.mk
 -include deploy/deploy.mk
 
-.PHONY: all run test build bench generate vmlinux check-generate deps deps-core test-core test-unit help
+.PHONY: all run test build bench generate vmlinux check-generate deps deps-core test-core test-fuzz fuzz test-unit help
 
 all: build
 
@@ -28,7 +28,7 @@ run: $(RUN_TARGET)
 
 ## test: every test, BPF included; fails instead of skipping when BPF is unavailable
 test: export PKTSTAT_REQUIRE_BPF = 1
-test: deps check-generate test-core $(TEST_TARGETS)
+test: deps check-generate test-core test-fuzz $(TEST_TARGETS)
 
 ## build: the collector distribution, Telegraf with the plugin, and the execd shim
 build: $(BUILD_TARGETS)
@@ -62,6 +62,25 @@ check-generate: generate
 ## test-core: unit, BPF_PROG_TEST_RUN and real-attachment tests of the root module (bpf/, core/, internal/)
 test-core:
 	$(GO) test -count=1 -p 1 ./...
+
+# Differential fuzzing of bpf/parse.h against gopacket (core/parse_fuzz_test.go). `go test -fuzz`
+# takes one target per run; each starts from its seeds, core/testdata/fuzz/<target>/ and the cached corpus.
+FUZZ_TARGETS := FuzzTCIngress FuzzXDPIngress
+FUZZ_TEST_TIME ?= 60s
+FUZZTIME ?= 10m
+# Go minimizes every new interesting input for up to 60 s by default, executing nothing else meanwhile.
+FUZZ_MINIMIZE_TIME ?= 5s
+FUZZ_RUN = for t in $(FUZZ_TARGETS); do \
+		$(GO) test -count=1 -run '^$$' -fuzz "^$$t$$" -fuzztime $(1) -fuzzminimizetime $(FUZZ_MINIMIZE_TIME) ./core/ || exit 1; done
+
+## test-fuzz: each parser fuzz target for FUZZ_TEST_TIME (60s); a crasher lands in core/testdata/fuzz/ and fails
+test-fuzz:
+	@$(call FUZZ_RUN,$(FUZZ_TEST_TIME))
+
+## fuzz: the same for FUZZTIME (10m) per target
+fuzz: export PKTSTAT_REQUIRE_BPF = 1
+fuzz:
+	@$(call FUZZ_RUN,$(FUZZTIME))
 
 ## test-unit: the tests that need no privileges, in every module
 test-unit: test-telegraf-unit test-otelcol-unit test-deploy-unit

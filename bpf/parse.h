@@ -143,21 +143,33 @@ static __always_inline void parse_ipv4(struct cursor *c, struct flow_key *k)
 		k->flags |= FLOW_F_TRUNCATED;
 		return;
 	}
-	set_limit(c, ip, bpf_ntohs(ip->tot_len));
+	/*
+	 * A zero total length is a GSO packet's (BIG TCP, TSO): it runs to the
+	 * end of the packet, as a zero IPv6 payload length does.
+	 */
+	if (ip->tot_len)
+		set_limit(c, ip, bpf_ntohs(ip->tot_len));
 	*(__u32 *)k->src_addr = ip->saddr;
 	*(__u32 *)k->dst_addr = ip->daddr;
 	k->ip_proto = ip->protocol;
-	if (ip->frag_off & bpf_htons(0x1fff)) {
-		/* Only the first fragment carries the transport header. */
+	if (ip->frag_off & bpf_htons(0x1fff))
 		k->flags |= FLOW_F_FRAGMENT;
-		return;
-	}
-	if (ip->ihl < 5) {
+	/* IHL below 5, or options past the total length or the packet. */
+	if (ip->ihl < 5 || too_short(c, ip->ihl * 4)) {
 		k->flags |= FLOW_F_TRUNCATED;
 		return;
 	}
+	/* Only the first fragment carries the transport header. */
+	if (k->flags & FLOW_F_FRAGMENT)
+		return;
 	c->pos += ip->ihl * 4;
 	parse_l4(c, k);
+}
+
+static __always_inline int ipv6_ext_hdr(__u8 nexthdr)
+{
+	return nexthdr == IPPROTO_HOPOPTS_ || nexthdr == IPPROTO_ROUTING_ || nexthdr == IPPROTO_DSTOPTS_ ||
+	       nexthdr == IPPROTO_FRAGMENT_;
 }
 
 static __always_inline void parse_ipv6(struct cursor *c, struct flow_key *k)
@@ -171,27 +183,17 @@ static __always_inline void parse_ipv6(struct cursor *c, struct flow_key *k)
 	__builtin_memcpy(k->src_addr, &ip6->saddr, 16);
 	__builtin_memcpy(k->dst_addr, &ip6->daddr, 16);
 	__u8 nexthdr = ip6->nexthdr;
-	/* A zero payload length is a jumbogram's: no limit then. */
+	/*
+	 * A zero payload length is a jumbogram's or a GSO packet's: no limit
+	 * then. The limit counts from the end of the fixed header: with the
+	 * header added, a length above 65495 would overflow set_limit's 16 bits.
+	 */
 	if (ip6->payload_len)
-		set_limit(c, ip6, sizeof(*ip6) + bpf_ntohs(ip6->payload_len));
+		set_limit(c, ip6 + 1, bpf_ntohs(ip6->payload_len));
 	c->pos += sizeof(*ip6);
 
-	for (int i = 0; i < MAX_IPV6_EXT_HDRS; i++) {
-		switch (nexthdr) {
-		case IPPROTO_HOPOPTS_:
-		case IPPROTO_ROUTING_:
-		case IPPROTO_DSTOPTS_: {
-			struct ipv6_ext *ext = c->pos;
-			if (too_short(c, sizeof(*ext))) {
-				k->ip_proto = nexthdr;
-				k->flags |= FLOW_F_TRUNCATED;
-				return;
-			}
-			nexthdr = ext->nexthdr;
-			c->pos += (ext->hdrlen + 1) * 8;
-			continue;
-		}
-		case IPPROTO_FRAGMENT_: {
+	for (int i = 0; i < MAX_IPV6_EXT_HDRS && ipv6_ext_hdr(nexthdr); i++) {
+		if (nexthdr == IPPROTO_FRAGMENT_) {
 			struct ipv6_frag *fh = c->pos;
 			if (too_short(c, sizeof(*fh))) {
 				k->ip_proto = nexthdr;
@@ -207,14 +209,23 @@ static __always_inline void parse_ipv6(struct cursor *c, struct flow_key *k)
 			}
 			continue;
 		}
+		struct ipv6_ext *ext = c->pos;
+		/* The whole header, as its length says: a short one ends the chain here. */
+		if (too_short(c, sizeof(*ext)) || too_short(c, (ext->hdrlen + 1) * 8)) {
+			k->ip_proto = nexthdr;
+			k->flags |= FLOW_F_TRUNCATED;
+			return;
 		}
-		k->ip_proto = nexthdr;
-		parse_l4(c, k);
+		nexthdr = ext->nexthdr;
+		c->pos += (ext->hdrlen + 1) * 8;
+	}
+	k->ip_proto = nexthdr;
+	if (ipv6_ext_hdr(nexthdr)) {
+		/* Chain longer than we follow: keep the last header seen, no ports. */
+		k->flags |= FLOW_F_TRUNCATED;
 		return;
 	}
-	/* Chain longer than we follow: keep the last header seen, no ports. */
-	k->ip_proto = nexthdr;
-	k->flags |= FLOW_F_TRUNCATED;
+	parse_l4(c, k);
 }
 
 static __always_inline void parse_arp(struct cursor *c, struct flow_key *k)

@@ -17,7 +17,7 @@ import (
 )
 
 // clientHello returns the first bytes a real TLS client sends.
-func clientHello(t *testing.T) []byte {
+func clientHello(t testing.TB) []byte {
 	t.Helper()
 	c, s := net.Pipe()
 	defer s.Close()
@@ -36,7 +36,7 @@ func clientHello(t *testing.T) []byte {
 	return buf[:n]
 }
 
-func httpRequest(t *testing.T) []byte {
+func httpRequest(t testing.TB) []byte {
 	t.Helper()
 	req, _ := http.NewRequest("GET", "http://example.com/index.html", nil)
 	var b bytes.Buffer
@@ -63,12 +63,12 @@ func dnsQuery(flags uint16, qd uint16) []byte {
 	return b
 }
 
-func tcpPacket(t *testing.T, sport, dport uint16, payload []byte) []byte {
+func tcpPacket(t testing.TB, sport, dport uint16, payload []byte) []byte {
 	return serialize(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP),
 		&layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), PSH: true, ACK: true, Window: 500}, gopacket.Payload(payload))
 }
 
-func udpPacket(t *testing.T, sport, dport uint16, payload []byte) []byte {
+func udpPacket(t testing.TB, sport, dport uint16, payload []byte) []byte {
 	return serialize(t, eth(layers.EthernetTypeIPv6), ip6(layers.IPProtocolUDP),
 		&layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}, gopacket.Payload(payload))
 }

@@ -127,6 +127,18 @@ func parseCases(t testing.TB) []parseCase {
 	ah := []byte{byte(layers.IPProtocolTCP), 4, 0, 0, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 1}
 	ospf := []byte{2, 1, 0, 44, 1, 1, 1, 1}
 	sctp := []byte{0x0b, 0x59, 0x0b, 0x5a, 0, 0, 0, 0, 0, 0, 0, 0}
+	// Cases the differential fuzzing found (parse_fuzz_test.go).
+	sixExt := cat(ext(layers.IPProtocolIPv6Destination), ext(layers.IPProtocolIPv6Routing), ext(layers.IPProtocolIPv6Destination),
+		ext(layers.IPProtocolIPv6Fragment), frag6(layers.IPProtocolIPv6Destination, 0, false), ext(layers.IPProtocolUDP),
+		[]byte{0x13, 0x88, 0x13, 0x89, 0, 12, 0, 0, 1, 2, 3, 4})
+	gso := serialize(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp, gopacket.Payload("segment"))
+	binary.BigEndian.PutUint16(gso[14+2:], 0)
+	bigV6 := serialize(t, eth(layers.EthernetTypeIPv6), ip6(layers.IPProtocolUDP), udp, gopacket.Payload("q"))
+	binary.BigEndian.PutUint16(bigV6[14+4:], 0xffff) // a GRO packet's length; the frame holds its head
+	fragBadIHL := serialize(t, eth(layers.EthernetTypeIPv4), fragIP, gopacket.Payload("fragment data"))
+	fragBadIHL[14] = 0x44
+	optsPastEnd := serialize(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocol(253)), gopacket.Payload("abcdefgh"))
+	optsPastEnd[14] = 0x48 // 32-byte header in a 28-byte packet
 	loop := cat(ext(layers.IPProtocolIPv6Destination), ext(layers.IPProtocolIPv6Destination), ext(layers.IPProtocolIPv6Destination),
 		ext(layers.IPProtocolIPv6Destination), ext(layers.IPProtocolIPv6Destination), ext(layers.IPProtocolIPv6Destination),
 		ext(layers.IPProtocolIPv6Destination), ext(layers.IPProtocolUDP))
@@ -167,6 +179,13 @@ func parseCases(t testing.TB) []parseCase {
 		{"truncated arp", rawEth(EtherTypeARP, 0, 1, 8), FlowKey{EtherType: EtherTypeARP, Flags: FlagTruncated}},
 		{"lldp (unknown ethertype)", serialize(t, eth(0x88cc), gopacket.Payload("lldp-body-bytes")), FlowKey{EtherType: 0x88cc}},
 		{"vlan tag cut short", rawEth(0x8100, 0x00), FlowKey{EtherType: 0x8100, Flags: FlagTruncated}},
+		{"ipv6 six extension headers then udp", serialize(t, eth(layers.EthernetTypeIPv6), ip6(layers.IPProtocolIPv6HopByHop), sixExt), v6(ProtoUDP, 5000, 5001)},
+		{"ipv6 extension header longer than the packet", serialize(t, eth(layers.EthernetTypeIPv6), ip6(layers.IPProtocolIPv6Destination), gopacket.Payload{59, 1, 1, 4, 0, 0, 0, 0}),
+			withFlags(v6(60, 0, 0), FlagTruncated)},
+		{"ipv6 payload length above 65495", bigV6, v6(ProtoUDP, 5353, 53)},
+		{"ipv4 total length 0 (gso)", gso, v4(ProtoTCP, 40000, 443)},
+		{"ipv4 later fragment with a bad ihl", fragBadIHL, withFlags(v4(ProtoUDP, 0, 0), FlagFragment|FlagTruncated)},
+		{"ipv4 options past the packet, port-less protocol", optsPastEnd, withFlags(v4(253, 0, 0), FlagTruncated)},
 	}
 }
 
@@ -203,19 +222,35 @@ func loadFlowForTest(t testing.TB, maxFlows uint32) *bpf.FlowObjects {
 	return &objs
 }
 
-// dumpFlows returns every entry of the flow table with per-CPU values summed.
-func dumpFlows(t testing.TB, m *ebpf.Map) map[FlowKey][2]uint64 {
+// flowEntry is one flow table entry with its per-CPU values merged.
+type flowEntry struct {
+	packets, bytes uint64
+	app            uint8
+}
+
+// flowEntries returns every entry of the flow table under its raw key.
+func flowEntries(t testing.TB, m *ebpf.Map) map[bpf.FlowFlowKey]flowEntry {
 	t.Helper()
-	out := map[FlowKey][2]uint64{}
+	out := map[bpf.FlowFlowKey]flowEntry{}
 	var k bpf.FlowFlowKey
 	var vals []counters
 	it := m.Iterate()
 	for it.Next(&k, &vals) {
 		p, b, _ := sum(vals)
-		out[decodeKey(k)] = [2]uint64{p, b}
+		out[k] = flowEntry{p, b, mergeAppProto(vals)}
 	}
 	if err := it.Err(); err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// dumpFlows returns every entry of the flow table with per-CPU values summed.
+func dumpFlows(t testing.TB, m *ebpf.Map) map[FlowKey][2]uint64 {
+	t.Helper()
+	out := map[FlowKey][2]uint64{}
+	for k, e := range flowEntries(t, m) {
+		out[decodeKey(k)] = [2]uint64{e.packets, e.bytes}
 	}
 	return out
 }
