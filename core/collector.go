@@ -45,6 +45,7 @@ type Collector struct {
 	flows    *table[bpf.FlowFlowKey]
 	cgFlows  *table[bpf.CgroupCgroupFlowKey]
 	overflow *table[bpf.FlowOverflowKey]
+	filtered *table[bpf.FlowOverflowKey]
 	ovTotal  *ebpf.Map
 	ovBuf    []counters
 	ovState  flowState // the last-resort overflow total, as one series
@@ -114,11 +115,24 @@ func (c *Collector) startInterfaces() error {
 		return fmt.Errorf("load flow object spec: %w", err)
 	}
 	spec.Maps[bpf.FlowMapFlows].MaxEntries = uint32(c.cfg.MaxFlows)
+	filters, err := c.cfg.Filters.compile()
+	if err != nil {
+		return err
+	}
+	if err := filters.setKnobs(spec); err != nil {
+		return err
+	}
 	objs := &bpf.FlowObjects{}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
 		return explainLoad("tc/xdp programs", err)
 	}
 	c.flowObjs = objs
+	if err := filters.fill(objs.FilterCidrs, objs.FilterProtos, objs.FilterPorts); err != nil {
+		return err
+	}
+	if err := c.startFiltered(objs.FlowsFiltered); err != nil {
+		return err
+	}
 	if c.flows, err = newTable[bpf.FlowFlowKey](objs.Flows); err != nil {
 		return err
 	}
@@ -185,11 +199,24 @@ func (c *Collector) startCgroup() error {
 		return fmt.Errorf("load cgroup object spec: %w", err)
 	}
 	spec.Maps[bpf.CgroupMapCgroupFlows].MaxEntries = uint32(c.cfg.MaxFlows)
+	filters, err := c.cfg.Filters.compile()
+	if err != nil {
+		return err
+	}
+	if err := filters.setKnobs(spec); err != nil {
+		return err
+	}
 	objs := &bpf.CgroupObjects{}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
 		return explainLoad("cgroup programs", err)
 	}
 	c.cgroupObjs = objs
+	if err := filters.fill(objs.FilterCidrs, objs.FilterProtos, objs.FilterPorts); err != nil {
+		return err
+	}
+	if err := c.startFiltered(objs.FlowsFiltered); err != nil {
+		return err
+	}
 	if c.cgFlows, err = newTable[bpf.CgroupCgroupFlowKey](objs.CgroupFlows); err != nil {
 		return err
 	}
@@ -273,6 +300,9 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 		h.OverflowPackets += st.packets
 		h.OverflowBytes += st.bytes
 	}); err != nil {
+		return Snapshot{}, err
+	}
+	if err := c.drainFiltered(now, clock); err != nil {
 		return Snapshot{}, err
 	}
 	var zero uint32
