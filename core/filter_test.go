@@ -3,6 +3,7 @@ package core
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
@@ -415,4 +416,104 @@ func TestNoFilterIsPruned(t *testing.T) {
 		}
 		t.Logf("%s: %d instructions without filters, %d with", p.name, n, a)
 	}
+}
+
+// Real traffic through a veth with an exclude of one port and an include of
+// one CIDR: the kept flow is exact, the filtered series holds exactly the
+// rest, and together they equal the veth's counters.
+func TestFiltersOnRealTraffic(t *testing.T) {
+	for _, tc := range []struct {
+		mode    Mode
+		xdpMode string
+		fromB   bool
+	}{
+		{ModeTC, "", false},
+		{ModeTC, "", true},
+		{ModeXDP, XDPGeneric, true},
+	} {
+		t.Run(string(tc.mode)+map[bool]string{false: "/a-to-b", true: "/b-to-a"}[tc.fromB], func(t *testing.T) {
+			p := nettest.NewPair(t)
+			c := startCollector(t, Config{Mode: tc.mode, XDPMode: tc.xdpMode, Interfaces: []string{p.IfA}, NetNS: p.NSPathA(),
+				Filters: Filters{IncludeCIDRs: []string{"192.0.2.0/24"}, ExcludePorts: []string{"7003"}}})
+			before := p.LinkStats(t, p.NSA, p.IfA)
+			send, dir := p.SendUDP, Egress
+			if tc.fromB {
+				send, dir = p.SendUDPFromB, Ingress
+			}
+			const kept, excludedPort, outsideCIDR = 120, 70, 50
+			const size = 200
+			send(t, kept, size, 40001, 7001, false)
+			send(t, excludedPort, size, 40002, 7003, false)
+			send(t, outsideCIDR, size, 40003, 7001, true)
+			s := read(t, c)
+			link := p.LinkStats(t, p.NSA, p.IfA).Sub(before)
+
+			frame4, frame6 := uint64(nettest.UDPFrameLen(size, false)), uint64(nettest.UDPFrameLen(size, true))
+			var flows, filtered []Record
+			for _, r := range s.Records {
+				switch {
+				case r.Filtered:
+					filtered = append(filtered, r)
+				case r.Packets > 0:
+					flows = append(flows, r)
+				}
+			}
+			if len(flows) != 1 {
+				t.Fatalf("want exactly the one kept flow, got %d: %+v", len(flows), flows)
+			}
+			f := flows[0]
+			if f.DstPort != 7001 || f.SrcPort != 40001 || f.IPVersion() != 4 || f.Direction != dir || f.Overflow {
+				t.Errorf("kept flow %+v, want udp 40001 -> 7001 over ipv4, %s", f.FlowKey, dir)
+			}
+			if f.Packets != kept || f.Bytes != kept*frame4 {
+				t.Errorf("kept flow %d packets %d bytes, want %d and %d", f.Packets, f.Bytes, kept, kept*frame4)
+			}
+			var fp, fb uint64
+			for _, r := range filtered {
+				if r.Interface != p.IfA || r.Overflow || r.SrcAddr.IsValid() || r.Proto != 0 {
+					t.Errorf("filtered record %+v on %q: want only interface and direction", r.FlowKey, r.Interface)
+				}
+				if r.Direction == dir {
+					fp += r.Packets
+					fb += r.Bytes
+				}
+			}
+			// No other traffic is kept, so everything else on the link in
+			// this direction was left out by the filters.
+			wantP, wantB := uint64(excludedPort+outsideCIDR), excludedPort*frame4+outsideCIDR*frame6
+			if fp != wantP || fb != wantB {
+				t.Errorf("filtered %s: %d packets %d bytes, want %d and %d", dir, fp, fb, wantP, wantB)
+			}
+			ip, ib := totals(s, Ingress)
+			if tc.mode == ModeTC {
+				ep, eb := totals(s, Egress)
+				if ep != link.TxPackets || eb != link.TxBytes {
+					t.Errorf("egress: all series %d packets %d bytes, veth tx %d and %d", ep, eb, link.TxPackets, link.TxBytes)
+				}
+			}
+			if ip != link.RxPackets || ib != link.RxBytes {
+				t.Errorf("ingress: all series %d packets %d bytes, veth rx %d and %d", ip, ib, link.RxPackets, link.RxBytes)
+			}
+
+			// The filtered series is cumulative like a flow.
+			send(t, 10, size, 40002, 7003, false)
+			s2 := read(t, c)
+			again := find(s2, func(r Record) bool { return r.Filtered && r.Direction == dir })
+			if len(again) != 1 {
+				t.Fatalf("second read: want one filtered %s record, got %+v", dir, again)
+			}
+			if r := again[0]; r.Packets != fp+10 || r.DeltaPackets != 10 || !r.StartTime.Equal(filteredStart(filtered, dir)) {
+				t.Errorf("second read: filtered %d packets (delta %d) start %v, want %d (delta 10) and the same start", r.Packets, r.DeltaPackets, r.StartTime, fp+10)
+			}
+		})
+	}
+}
+
+func filteredStart(rs []Record, dir Direction) time.Time {
+	for _, r := range rs {
+		if r.Direction == dir {
+			return r.StartTime
+		}
+	}
+	return time.Time{}
 }
