@@ -27,9 +27,10 @@
 #define FILTER_PROTO_ARP 256
 #define FILTER_PROTO_OTHER 257
 
-/* Set from user space before loading (spec.Variables): the kinds with any key, and those with include keys. */
+/* Set from user space before loading (spec.Variables): the kinds with any key, with include keys, with exclude keys. */
 const volatile __u32 filter_enabled = 0;
 const volatile __u32 filter_has_in = 0;
+const volatile __u32 filter_has_out = 0;
 
 /* An address for the CIDR trie: family (4 or 6) first, so IPv4 and IPv6 never match each other. */
 struct filter_cidr_key {
@@ -160,8 +161,12 @@ static __always_inline int filtered_out(const struct flow_key *k)
 		int v6 = k->eth_proto == ETH_P_IPV6_;
 		int addrs = v6 || k->eth_proto == ETH_P_IP_ || k->eth_proto == ETH_P_ARP_;
 		__u8 bits = 0;
-		if (addrs)
-			bits = cidr_bits(k->src_addr, v6) | cidr_bits(k->dst_addr, v6);
+		if (addrs) {
+			bits = cidr_bits(k->src_addr, v6);
+			/* The second lookup only when it can change the verdict. */
+			if (!(bits & FILTER_OUT) && (!(bits & FILTER_IN) || (filter_has_out & FILTER_CIDRS)))
+				bits |= cidr_bits(k->dst_addr, v6);
+		}
 		if (!keep(bits, filter_has_in & FILTER_CIDRS))
 			return 1;
 	}
