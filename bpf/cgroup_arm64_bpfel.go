@@ -95,6 +95,7 @@ const (
 	CgroupProgSockRelease       = "sock_release"
 	CgroupVarFilterEnabled      = "filter_enabled"
 	CgroupVarFilterHasIn        = "filter_has_in"
+	CgroupVarFilterHasOut       = "filter_has_out"
 )
 
 // LoadCgroup returns the embedded CollectionSpec for Cgroup.
@@ -165,6 +166,7 @@ type CgroupMapSpecs struct {
 type CgroupVariableSpecs struct {
 	FilterEnabled *ebpf.VariableSpec `ebpf:"filter_enabled"`
 	FilterHasIn   *ebpf.VariableSpec `ebpf:"filter_has_in"`
+	FilterHasOut  *ebpf.VariableSpec `ebpf:"filter_has_out"`
 }
 
 // CgroupObjects contains all objects after they have been loaded into the kernel.
@@ -216,6 +218,7 @@ func (m *CgroupMaps) Close() error {
 type CgroupVariables struct {
 	FilterEnabled *ebpf.Variable `ebpf:"filter_enabled"`
 	FilterHasIn   *ebpf.Variable `ebpf:"filter_has_in"`
+	FilterHasOut  *ebpf.Variable `ebpf:"filter_has_out"`
 }
 
 // CgroupPrograms contains all programs after they have been loaded into the kernel.

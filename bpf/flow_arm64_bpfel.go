@@ -80,6 +80,7 @@ const (
 	FlowProgXdpIngress        = "xdp_ingress"
 	FlowVarFilterEnabled      = "filter_enabled"
 	FlowVarFilterHasIn        = "filter_has_in"
+	FlowVarFilterHasOut       = "filter_has_out"
 )
 
 // LoadFlow returns the embedded CollectionSpec for Flow.
@@ -148,6 +149,7 @@ type FlowMapSpecs struct {
 type FlowVariableSpecs struct {
 	FilterEnabled *ebpf.VariableSpec `ebpf:"filter_enabled"`
 	FilterHasIn   *ebpf.VariableSpec `ebpf:"filter_has_in"`
+	FilterHasOut  *ebpf.VariableSpec `ebpf:"filter_has_out"`
 }
 
 // FlowObjects contains all objects after they have been loaded into the kernel.
@@ -197,6 +199,7 @@ func (m *FlowMaps) Close() error {
 type FlowVariables struct {
 	FilterEnabled *ebpf.Variable `ebpf:"filter_enabled"`
 	FilterHasIn   *ebpf.Variable `ebpf:"filter_has_in"`
+	FilterHasOut  *ebpf.Variable `ebpf:"filter_has_out"`
 }
 
 // FlowPrograms contains all programs after they have been loaded into the kernel.
