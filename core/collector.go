@@ -115,11 +115,8 @@ func (c *Collector) startInterfaces() error {
 		return fmt.Errorf("load flow object spec: %w", err)
 	}
 	spec.Maps[bpf.FlowMapFlows].MaxEntries = uint32(c.cfg.MaxFlows)
-	filters, err := c.cfg.Filters.compile()
+	fillFilters, err := ApplyFilters(spec, c.cfg.Filters)
 	if err != nil {
-		return err
-	}
-	if err := filters.setKnobs(spec); err != nil {
 		return err
 	}
 	objs := &bpf.FlowObjects{}
@@ -127,7 +124,7 @@ func (c *Collector) startInterfaces() error {
 		return explainLoad("tc/xdp programs", err)
 	}
 	c.flowObjs = objs
-	if err := filters.fill(objs.FilterCidrs, objs.FilterProtos, objs.FilterPorts); err != nil {
+	if err := fillFilters(objs.FilterCidrs, objs.FilterProtos, objs.FilterPorts); err != nil {
 		return err
 	}
 	if err := c.startFiltered(objs.FlowsFiltered); err != nil {
@@ -199,11 +196,8 @@ func (c *Collector) startCgroup() error {
 		return fmt.Errorf("load cgroup object spec: %w", err)
 	}
 	spec.Maps[bpf.CgroupMapCgroupFlows].MaxEntries = uint32(c.cfg.MaxFlows)
-	filters, err := c.cfg.Filters.compile()
+	fillFilters, err := ApplyFilters(spec, c.cfg.Filters)
 	if err != nil {
-		return err
-	}
-	if err := filters.setKnobs(spec); err != nil {
 		return err
 	}
 	objs := &bpf.CgroupObjects{}
@@ -211,7 +205,7 @@ func (c *Collector) startCgroup() error {
 		return explainLoad("cgroup programs", err)
 	}
 	c.cgroupObjs = objs
-	if err := filters.fill(objs.FilterCidrs, objs.FilterProtos, objs.FilterPorts); err != nil {
+	if err := fillFilters(objs.FilterCidrs, objs.FilterProtos, objs.FilterPorts); err != nil {
 		return err
 	}
 	if err := c.startFiltered(objs.FlowsFiltered); err != nil {

@@ -41,7 +41,7 @@ type Filters struct {
 	ExcludePorts []string `toml:"exclude_ports" mapstructure:"exclude_ports"`
 }
 
-// Bits of the filter_enabled and filter_has_in knobs (bpf/filter.h).
+// Bits of the filter_enabled, filter_has_in and filter_has_out knobs (bpf/filter.h).
 const (
 	filterCIDRs  = 1 << 0
 	filterProtos = 1 << 1
@@ -66,7 +66,7 @@ const maxFilterCIDRs = 4096
 
 // filterTables are the Filters compiled for the kernel maps.
 type filterTables struct {
-	enabled, hasIn uint32
+	enabled, hasIn, hasOut uint32
 	cidrs          map[netip.Prefix]uint8
 	protos         bpf.FlowProtoVerdicts
 	ports          bpf.FlowPortBitmaps
@@ -173,6 +173,9 @@ func (f Filters) compile() (*filterTables, error) {
 	}
 	if len(in) > 0 {
 		t.hasIn |= filterCIDRs
+	}
+	if len(out) > 0 {
+		t.hasOut |= filterCIDRs
 	}
 	if len(f.IncludeProtocols)+len(f.ExcludeProtocols) > 0 {
 		t.enabled |= filterProtos
@@ -303,11 +306,27 @@ func cidrKey(p netip.Prefix) bpf.FlowFilterCidrKey {
 	return k
 }
 
-// setKnobs writes the filter_enabled and filter_has_in constants of an
+// ApplyFilters compiles f, sets its knobs in a flow or cgroup object spec
+// before the spec is loaded, and returns the function that fills the loaded
+// object's filter maps (filter_cidrs, filter_protos, filter_ports); call it
+// before attaching. The collector loads its objects this way, and so can a
+// tool that runs the programs without attaching them (make bench).
+func ApplyFilters(spec *ebpf.CollectionSpec, f Filters) (fill func(cidrs, protos, ports *ebpf.Map) error, err error) {
+	t, err := f.compile()
+	if err != nil {
+		return nil, err
+	}
+	if err := t.setKnobs(spec); err != nil {
+		return nil, err
+	}
+	return t.fill, nil
+}
+
+// setKnobs writes the filter_enabled, filter_has_in and filter_has_out constants of an
 // object spec before it is loaded: with no keys the verifier sees the check
 // as dead code and removes it.
 func (t *filterTables) setKnobs(spec *ebpf.CollectionSpec) error {
-	for name, v := range map[string]uint32{"filter_enabled": t.enabled, "filter_has_in": t.hasIn} {
+	for name, v := range map[string]uint32{"filter_enabled": t.enabled, "filter_has_in": t.hasIn, "filter_has_out": t.hasOut} {
 		vs, ok := spec.Variables[name]
 		if !ok {
 			return fmt.Errorf("set filter knob %s: not in the object", name)

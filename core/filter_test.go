@@ -82,8 +82,8 @@ func TestFilterCIDRAncestors(t *testing.T) {
 			t.Errorf("%s: bits %b, want %b", p, ft.cidrs[p], bits)
 		}
 	}
-	if ft.enabled != filterCIDRs || ft.hasIn != filterCIDRs {
-		t.Errorf("knobs enabled=%b has_in=%b, want both %b", ft.enabled, ft.hasIn, filterCIDRs)
+	if ft.enabled != filterCIDRs || ft.hasIn != filterCIDRs || ft.hasOut != filterCIDRs {
+		t.Errorf("knobs enabled=%b has_in=%b has_out=%b, want all %b", ft.enabled, ft.hasIn, ft.hasOut, filterCIDRs)
 	}
 }
 
@@ -92,10 +92,6 @@ func TestFilterCIDRAncestors(t *testing.T) {
 func loadFilteredForTest(t *testing.T, f Filters) (*bpf.FlowObjects, *bpf.CgroupObjects) {
 	t.Helper()
 	nettest.RequireBPF(t)
-	ft, err := f.compile()
-	if err != nil {
-		t.Fatal(err)
-	}
 	fspec, err := bpf.LoadFlow()
 	if err != nil {
 		t.Fatal(err)
@@ -108,22 +104,25 @@ func loadFilteredForTest(t *testing.T, f Filters) (*bpf.FlowObjects, *bpf.Cgroup
 	var co bpf.CgroupObjects
 	fspec.Maps[bpf.FlowMapFlows].MaxEntries = 64
 	cspec.Maps[bpf.CgroupMapCgroupFlows].MaxEntries = 64
+	var fills []func(cidrs, protos, ports *ebpf.Map) error
 	for _, o := range []struct {
 		spec *ebpf.CollectionSpec
 		objs interface{ Close() error }
 	}{{fspec, &fo}, {cspec, &co}} {
-		if err := ft.setKnobs(o.spec); err != nil {
+		fill, err := ApplyFilters(o.spec, f)
+		if err != nil {
 			t.Fatal(err)
 		}
 		if err := o.spec.LoadAndAssign(o.objs, nil); err != nil {
 			t.Fatalf("load: %v", err)
 		}
 		t.Cleanup(func() { o.objs.Close() })
+		fills = append(fills, fill)
 	}
-	if err := ft.fill(fo.FilterCidrs, fo.FilterProtos, fo.FilterPorts); err != nil {
+	if err := fills[0](fo.FilterCidrs, fo.FilterProtos, fo.FilterPorts); err != nil {
 		t.Fatal(err)
 	}
-	if err := ft.fill(co.FilterCidrs, co.FilterProtos, co.FilterPorts); err != nil {
+	if err := fills[1](co.FilterCidrs, co.FilterProtos, co.FilterPorts); err != nil {
 		t.Fatal(err)
 	}
 	return &fo, &co
@@ -327,6 +326,8 @@ func TestFilterPrograms(t *testing.T) {
 		}},
 		{"every kind", Filters{IncludeCIDRs: []string{"192.0.2.0/24"}, ExcludePorts: []string{"7003"}, ExcludeProtocols: []string{"icmp"}}, []pktCase{
 			{"kept", filterPkt(t, "udp", "192.0.2.1", "192.0.2.2", 40000, 7001), true},
+			{"only the destination inside", filterPkt(t, "udp", "198.51.100.1", "192.0.2.2", 40000, 7001), true},
+			{"only the source inside", filterPkt(t, "tcp", "192.0.2.2", "198.51.100.1", 7001, 40000), true},
 			{"port excluded", filterPkt(t, "udp", "192.0.2.1", "192.0.2.2", 40000, 7003), false},
 			{"protocol excluded", filterPkt(t, "icmp", "192.0.2.1", "192.0.2.2", 0, 0), false},
 			{"outside the cidr", filterPkt(t, "udp", "2001:db8::1", "2001:db8::2", 40000, 7001), false},
