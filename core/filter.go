@@ -67,9 +67,9 @@ const maxFilterCIDRs = 4096
 // filterTables are the Filters compiled for the kernel maps.
 type filterTables struct {
 	enabled, hasIn, hasOut uint32
-	cidrs          map[netip.Prefix]uint8
-	protos         bpf.FlowProtoVerdicts
-	ports          bpf.FlowPortBitmaps
+	cidrs                  map[netip.Prefix]uint8
+	protos                 bpf.FlowProtoVerdicts
+	ports                  bpf.FlowPortBitmaps
 }
 
 // empty reports whether no key is set.
