@@ -256,6 +256,8 @@ func TestFilterPrograms(t *testing.T) {
 		keep bool
 	}
 	lldp := serialize(t, eth(0x88cc), gopacket.Payload("lldp-body-bytes"))
+	_, probe := loadFilteredForTest(t, Filters{})
+	cgroupSeesData := cgroupTestRunSeesData(t, probe)
 	for _, cfg := range []struct {
 		name  string
 		f     Filters
@@ -359,6 +361,9 @@ func TestFilterPrograms(t *testing.T) {
 					continue
 				}
 				t.Run(cfg.name+"/"+pc.name+"/"+p.name, func(t *testing.T) {
+					if p.l3 && !cgroupSeesData {
+						t.Skip("this kernel's BPF_PROG_TEST_RUN gives cgroup_skb programs no packet data (data_end is not set for them before Linux 6.3): probed with an IPv4 packet whose addresses did not reach the flow key")
+					}
 					clearAll(t, p.flows, p.filtered)
 					if ret := runTimes(t, p.prog, pc.pkt, 3); ret != p.ret {
 						t.Errorf("returned %d, want %d: a filter must not drop the packet", int32(ret), int32(p.ret))
@@ -389,6 +394,28 @@ func TestFilterPrograms(t *testing.T) {
 			}
 		}
 	}
+}
+
+// cgroupTestRunSeesData probes whether BPF_PROG_TEST_RUN lets cgroup_skb
+// programs read the packet: it runs cgroup_egress, loaded without filters,
+// on one IPv4 packet and looks for its source address in the flow key.
+func cgroupTestRunSeesData(t *testing.T, co *bpf.CgroupObjects) bool {
+	t.Helper()
+	pkt := filterPkt(t, "udp", "192.0.2.1", "192.0.2.2", 1, 2)
+	runTimes(t, co.CgroupEgress, pkt, 1)
+	var k bpf.CgroupCgroupFlowKey
+	var vals []counters
+	it := co.CgroupFlows.Iterate()
+	seen := false
+	for it.Next(&k, &vals) {
+		if decodeKey(bpf.FlowFlowKey(k.Flow)).SrcAddr == v4A {
+			seen = true
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return seen
 }
 
 // With no filter key the check is dead code that the verifier removes: the
@@ -528,4 +555,48 @@ func filteredStart(rs []Record, dir Direction) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// Cgroup mode filters real traffic too: of three sockets in the cgroup,
+// the one to a kept port inside the included CIDR is a flow, and the other
+// two (an excluded port, an address outside the CIDR) are exactly the
+// filtered series, in L3 bytes. Only the cgroup's sockets are counted, so
+// nothing else can reach either.
+func TestCgroupFiltersOnRealTraffic(t *testing.T) {
+	nettest.RequireBPF(t)
+	p := nettest.NewPair(t)
+	abs, _ := testCgroup(t)
+	rxKept := nettest.ListenUDP(t, p.NSPathB(), p.B4, 7201)
+	rxPort := nettest.ListenUDP(t, p.NSPathB(), p.B4, 7203)
+	rxV6 := nettest.ListenUDP(t, p.NSPathB(), p.B6, 7201)
+	c := startCollector(t, Config{Mode: ModeCgroup, CgroupPath: abs,
+		Filters: Filters{IncludeCIDRs: []string{"192.0.2.0/24"}, ExcludePorts: []string{"7203"}}})
+	kept := startPeer(t, abs, p.NSA, netip.AddrPortFrom(p.A4, 41001), netip.AddrPortFrom(p.B4, 7201))
+	port := startPeer(t, abs, p.NSA, netip.AddrPortFrom(p.A4, 41002), netip.AddrPortFrom(p.B4, 7203))
+	v6 := startPeer(t, abs, p.NSA, netip.AddrPortFrom(p.A6, 41003), netip.AddrPortFrom(p.B6, 7201))
+	kept.do(t, "send 25 100")
+	port.do(t, "send 15 200")
+	v6.do(t, "send 10 300")
+	rxKept.Wait(t, 25)
+	rxPort.Wait(t, 15)
+	rxV6.Wait(t, 10)
+	s := read(t, c)
+
+	var flows, filtered []Record
+	for _, r := range s.Records {
+		switch {
+		case r.Filtered:
+			filtered = append(filtered, r)
+		case r.Packets > 0:
+			flows = append(flows, r)
+		}
+	}
+	if len(flows) != 1 || flows[0].DstPort != 7201 || flows[0].IPVersion() != 4 || flows[0].Direction != Egress ||
+		flows[0].Packets != 25 || flows[0].Bytes != 25*(20+8+100) {
+		t.Errorf("want one egress flow to 192.0.2.2:7201 with 25 packets, %d bytes; got %+v", 25*(20+8+100), flows)
+	}
+	if len(filtered) != 1 || filtered[0].Direction != Egress || filtered[0].Packets != 15+10 ||
+		filtered[0].Bytes != 15*(20+8+200)+10*(40+8+300) {
+		t.Errorf("want one egress filtered series with 25 packets, %d bytes; got %+v", 15*(20+8+200)+10*(40+8+300), filtered)
+	}
 }

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,25 +17,9 @@ func TestTelegrafFilters(t *testing.T) {
 	nettest.RequireBPF(t)
 	telegrafBin := requireBinary(t, "telegraf")
 	p := nettest.NewPair(t)
-	dir := sharedTempDir(t)
-	out := filepath.Join(dir, "metrics.out")
-	conf := filepath.Join(dir, "telegraf.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`
-[agent]
-  omit_hostname = true
-  interval = "1h"
-  flush_interval = "1h"
-
-[[inputs.pktstat_bpf]]
-  interfaces = [%q]
+	conf, out := onceConfig(t, p, `
   include_cidrs = ["192.0.2.0/24"]
-  exclude_ports = ["9003"]
-
-[[outputs.file]]
-  files = [%q]
-  data_format = "influx"
-  influx_uint_support = true
-`, p.IfA, out)), 0o644))
+  exclude_ports = ["9003"]`)
 
 	// The link counters span the whole run, so that a packet the kernel
 	// sends on its own (an IPv6 MLD report) is on both sides.
@@ -49,16 +31,14 @@ func TestTelegrafFilters(t *testing.T) {
 		{n: 13, payload: 300, srcPort: 40002, dstPort: 9001},
 	}
 	left := []flow{
-		{n: 17, payload: 200, srcPort: 40003, dstPort: 9003},         // the excluded port
+		{n: 17, payload: 200, srcPort: 40003, dstPort: 9003},           // the excluded port
 		{n: 11, payload: 400, srcPort: 40004, dstPort: 9000, v6: true}, // outside the included CIDR
 	}
 	sendAll(t, p, append(append([]flow{}, kept...), left...))
 	proc.wait(t, onceWait*time.Second+60*time.Second)
 	link := p.LinkStats(t, p.NSA, p.IfA).Sub(before)
 
-	data, err := os.ReadFile(out)
-	require.NoError(t, err)
-	ms := parseLines(t, data)
+	ms := readMetrics(t, out)
 	var egressPackets, egressBytes uint64
 	series := 0
 	for _, m := range ms {
