@@ -28,12 +28,12 @@ func TestDistributionFilters(t *testing.T) {
 	const otlpPort, promPort = "14337", "19484"
 	startCollector(t, "sink collector", p.NSA, bin, configPath("sink.yaml"), nil,
 		"PKTSTAT_OTLP_PORT="+otlpPort, "PKTSTAT_PROM_PORT="+promPort, "PKTSTAT_OUT_FILE="+outFile)
-	// The link counters span the whole capture, so that a packet the kernel
-	// sends on its own (an IPv6 MLD report) is on both sides.
-	before := p.LinkStats(t, p.NSA, p.IfA)
 	capture := startCollector(t, "capture collector", p.NSA, bin, configPath("capture-filtered.yaml"), nil,
 		"PKTSTAT_IFACE="+p.IfA, "PKTSTAT_OTLP_PORT="+otlpPort)
 	require.True(t, capture.logged(`"interface": "`+p.IfA+`"`), "capture collector did not log attaching to %s:\n%s", p.IfA, capture.logText())
+	// The link counters span the counting, so that a packet the kernel
+	// sends on its own meanwhile (an IPv6 MLD report) is on both sides.
+	before := p.LinkStats(t, p.NSA, p.IfA)
 
 	const kept1, kept2, port, outside = 30, 12, 17, 9
 	p.SendUDP(t, kept1, 200, 41000, 9100, false)

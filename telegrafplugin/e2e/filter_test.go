@@ -21,11 +21,11 @@ func TestTelegrafFilters(t *testing.T) {
   include_cidrs = ["192.0.2.0/24"]
   exclude_ports = ["9003"]`)
 
-	// The link counters span the whole run, so that a packet the kernel
-	// sends on its own (an IPv6 MLD report) is on both sides.
-	before := p.LinkStats(t, p.NSA, p.IfA)
 	proc := startProcess(t, nil, "ip", "netns", "exec", p.NSA, telegrafBin, "--config", conf, "--once", "--test-wait", fmt.Sprint(onceWait))
 	proc.waitLog(t, "counting started", 60*time.Second)
+	// The link counters span the counting, so that a packet the kernel
+	// sends on its own meanwhile (an IPv6 MLD report) is on both sides.
+	before := p.LinkStats(t, p.NSA, p.IfA)
 	kept := []flow{
 		{n: 20, payload: 100, srcPort: 40001, dstPort: 9000},
 		{n: 13, payload: 300, srcPort: 40002, dstPort: 9001},
