@@ -164,6 +164,10 @@ func (f Filters) compile() (*filterTables, error) {
 				quoteList(f.IncludePorts)))
 		}
 	}
+	if len(in) > 0 && kept == 1 && t.protos.Keep[filterProtoOther] == 1 {
+		errs = append(errs, fmt.Errorf("include_cidrs %s leaves nothing with the protocol filters: protocol \"other\" has no addresses; keep an IP protocol or arp, or remove include_cidrs",
+			quoteList(f.IncludeCIDRs)))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

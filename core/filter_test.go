@@ -40,6 +40,8 @@ func TestFiltersValidate(t *testing.T) {
 			`include_protocols ["tcp"] and exclude_protocols ["tcp", "udp"] leave nothing: every included protocol is also excluded`},
 		{"ports leave nothing", Filters{IncludePorts: []string{"80-90"}, ExcludePorts: []string{"0-100"}},
 			`include_ports ["80-90"] and exclude_ports ["0-100"] leave nothing: every included port is also excluded`},
+		{"cidrs with only non-ip protocols", Filters{IncludeCIDRs: []string{"10.0.0.0/8"}, IncludeProtocols: []string{"other"}},
+			`include_cidrs ["10.0.0.0/8"] leaves nothing with the protocol filters: protocol "other" has no addresses; keep an IP protocol or arp, or remove include_cidrs`},
 		{"ports without a protocol that has them", Filters{IncludePorts: []string{"53"}, IncludeProtocols: []string{"icmp"}},
 			`include_ports ["53"] leaves nothing with the protocol filters: only tcp, udp, udplite and sctp have ports; keep one of them or remove include_ports`},
 	} {
