@@ -479,15 +479,7 @@ func TestFiltersOnRealTraffic(t *testing.T) {
 			link := p.LinkStats(t, p.NSA, p.IfA).Sub(before)
 
 			frame4, frame6 := uint64(nettest.UDPFrameLen(size, false)), uint64(nettest.UDPFrameLen(size, true))
-			var flows, filtered []Record
-			for _, r := range s.Records {
-				switch {
-				case r.Filtered:
-					filtered = append(filtered, r)
-				case r.Packets > 0:
-					flows = append(flows, r)
-				}
-			}
+			flows, filtered := splitFiltered(s)
 			if len(flows) != 1 {
 				t.Fatalf("want exactly the one kept flow, got %d: %+v", len(flows), flows)
 			}
@@ -550,6 +542,19 @@ func TestFiltersOnRealTraffic(t *testing.T) {
 	}
 }
 
+// splitFiltered returns the flows that counted packets and the filtered records of s.
+func splitFiltered(s Snapshot) (flows, filtered []Record) {
+	for _, r := range s.Records {
+		switch {
+		case r.Filtered:
+			filtered = append(filtered, r)
+		case r.Packets > 0:
+			flows = append(flows, r)
+		}
+	}
+	return flows, filtered
+}
+
 func filteredStart(rs []Record, dir Direction) time.Time {
 	for _, r := range rs {
 		if r.Direction == dir {
@@ -584,15 +589,7 @@ func TestCgroupFiltersOnRealTraffic(t *testing.T) {
 	rxV6.Wait(t, 10)
 	s := read(t, c)
 
-	var flows, filtered []Record
-	for _, r := range s.Records {
-		switch {
-		case r.Filtered:
-			filtered = append(filtered, r)
-		case r.Packets > 0:
-			flows = append(flows, r)
-		}
-	}
+	flows, filtered := splitFiltered(s)
 	if len(flows) != 1 || flows[0].DstPort != 7201 || flows[0].IPVersion() != 4 || flows[0].Direction != Egress ||
 		flows[0].Packets != 25 || flows[0].Bytes != 25*(20+8+100) {
 		t.Errorf("want one egress flow to 192.0.2.2:7201 with 25 packets, %d bytes; got %+v", 25*(20+8+100), flows)
