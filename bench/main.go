@@ -111,6 +111,7 @@ func main() {
 	}
 	if step("packet") {
 		packetRows(t, *rounds)
+		filterRows(t, *rounds)
 	}
 	if step("drain") {
 		drainRows(t, absRoot, tmp)

@@ -13,6 +13,7 @@
 #include "flow.h"
 #include "parse.h"
 #include "maps.h"
+#include "filter.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -57,6 +58,8 @@ static __always_inline void count_cgroup(struct __sk_buff *skb, __u8 direction)
 		.end = (void *)(long)skb->data_end,
 	};
 	parse_l3(&c, &key.flow);
+	if (filter_enabled && filter_packet(&key.flow, skb->len))
+		return;
 	count_flow(&cgroup_flows, &key, &key.flow, &c, skb->len);
 }
 

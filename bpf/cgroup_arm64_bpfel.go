@@ -35,6 +35,14 @@ type CgroupCgroupFlowKey struct {
 	Pad      [4]uint8
 }
 
+type CgroupFilterCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Family    uint8
+	Addr      [16]uint8
+	Pad       [3]uint8
+}
+
 type CgroupFlowCounters struct {
 	_           structs.HostLayout
 	Packets     uint64
@@ -52,6 +60,17 @@ type CgroupOverflowKey struct {
 	Pad       [3]uint8
 }
 
+type CgroupPortBitmaps struct {
+	_   structs.HostLayout
+	In  [1024]uint64
+	Out [1024]uint64
+}
+
+type CgroupProtoVerdicts struct {
+	_    structs.HostLayout
+	Keep [264]uint8
+}
+
 type CgroupSockOwner struct {
 	_    structs.HostLayout
 	Pid  uint32
@@ -63,6 +82,10 @@ type CgroupSockOwner struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	CgroupMapCgroupFlows        = "cgroup_flows"
+	CgroupMapFilterCidrs        = "filter_cidrs"
+	CgroupMapFilterPorts        = "filter_ports"
+	CgroupMapFilterProtos       = "filter_protos"
+	CgroupMapFlowsFiltered      = "flows_filtered"
 	CgroupMapFlowsOverflow      = "flows_overflow"
 	CgroupMapFlowsOverflowTotal = "flows_overflow_total"
 	CgroupMapSockOwners         = "sock_owners"
@@ -70,6 +93,9 @@ const (
 	CgroupProgCgroupIngress     = "cgroup_ingress"
 	CgroupProgSockCreate        = "sock_create"
 	CgroupProgSockRelease       = "sock_release"
+	CgroupVarFilterEnabled      = "filter_enabled"
+	CgroupVarFilterHasIn        = "filter_has_in"
+	CgroupVarFilterHasOut       = "filter_has_out"
 )
 
 // LoadCgroup returns the embedded CollectionSpec for Cgroup.
@@ -125,6 +151,10 @@ type CgroupProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type CgroupMapSpecs struct {
 	CgroupFlows        *ebpf.MapSpec `ebpf:"cgroup_flows"`
+	FilterCidrs        *ebpf.MapSpec `ebpf:"filter_cidrs"`
+	FilterPorts        *ebpf.MapSpec `ebpf:"filter_ports"`
+	FilterProtos       *ebpf.MapSpec `ebpf:"filter_protos"`
+	FlowsFiltered      *ebpf.MapSpec `ebpf:"flows_filtered"`
 	FlowsOverflow      *ebpf.MapSpec `ebpf:"flows_overflow"`
 	FlowsOverflowTotal *ebpf.MapSpec `ebpf:"flows_overflow_total"`
 	SockOwners         *ebpf.MapSpec `ebpf:"sock_owners"`
@@ -134,6 +164,9 @@ type CgroupMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CgroupVariableSpecs struct {
+	FilterEnabled *ebpf.VariableSpec `ebpf:"filter_enabled"`
+	FilterHasIn   *ebpf.VariableSpec `ebpf:"filter_has_in"`
+	FilterHasOut  *ebpf.VariableSpec `ebpf:"filter_has_out"`
 }
 
 // CgroupObjects contains all objects after they have been loaded into the kernel.
@@ -157,6 +190,10 @@ func (o *CgroupObjects) Close() error {
 // It can be passed to LoadCgroupObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CgroupMaps struct {
 	CgroupFlows        *ebpf.Map `ebpf:"cgroup_flows"`
+	FilterCidrs        *ebpf.Map `ebpf:"filter_cidrs"`
+	FilterPorts        *ebpf.Map `ebpf:"filter_ports"`
+	FilterProtos       *ebpf.Map `ebpf:"filter_protos"`
+	FlowsFiltered      *ebpf.Map `ebpf:"flows_filtered"`
 	FlowsOverflow      *ebpf.Map `ebpf:"flows_overflow"`
 	FlowsOverflowTotal *ebpf.Map `ebpf:"flows_overflow_total"`
 	SockOwners         *ebpf.Map `ebpf:"sock_owners"`
@@ -165,6 +202,10 @@ type CgroupMaps struct {
 func (m *CgroupMaps) Close() error {
 	return _CgroupClose(
 		m.CgroupFlows,
+		m.FilterCidrs,
+		m.FilterPorts,
+		m.FilterProtos,
+		m.FlowsFiltered,
 		m.FlowsOverflow,
 		m.FlowsOverflowTotal,
 		m.SockOwners,
@@ -175,6 +216,9 @@ func (m *CgroupMaps) Close() error {
 //
 // It can be passed to LoadCgroupObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CgroupVariables struct {
+	FilterEnabled *ebpf.Variable `ebpf:"filter_enabled"`
+	FilterHasIn   *ebpf.Variable `ebpf:"filter_has_in"`
+	FilterHasOut  *ebpf.Variable `ebpf:"filter_has_out"`
 }
 
 // CgroupPrograms contains all programs after they have been loaded into the kernel.

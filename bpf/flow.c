@@ -10,6 +10,7 @@
 #include "flow.h"
 #include "parse.h"
 #include "maps.h"
+#include "filter.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -64,6 +65,8 @@ static __always_inline void count_tc(struct __sk_buff *skb, __u8 direction)
 		.end = (void *)(long)CTX_U32(skb, data_end),
 	};
 	parse_eth(&c, &key, have_outer_vlan);
+	if (filter_enabled && filter_packet(&key, len))
+		return;
 	count_flow(&flows, &key, &key, &c, len);
 }
 
@@ -96,6 +99,7 @@ int xdp_ingress(struct xdp_md *ctx)
 	};
 	__u64 len = c.end - c.pos;
 	parse_eth(&c, &key, 0);
-	count_flow(&flows, &key, &key, &c, len);
+	if (!(filter_enabled && filter_packet(&key, len)))
+		count_flow(&flows, &key, &key, &c, len);
 	return XDP_PASS;
 }

@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type FlowFilterCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Family    uint8
+	Addr      [16]uint8
+	Pad       [3]uint8
+}
+
 type FlowFlowCounters struct {
 	_           structs.HostLayout
 	Packets     uint64
@@ -45,16 +53,34 @@ type FlowOverflowKey struct {
 	Pad       [3]uint8
 }
 
+type FlowPortBitmaps struct {
+	_   structs.HostLayout
+	In  [1024]uint64
+	Out [1024]uint64
+}
+
+type FlowProtoVerdicts struct {
+	_    structs.HostLayout
+	Keep [264]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	FlowMapFilterCidrs        = "filter_cidrs"
+	FlowMapFilterPorts        = "filter_ports"
+	FlowMapFilterProtos       = "filter_protos"
 	FlowMapFlows              = "flows"
+	FlowMapFlowsFiltered      = "flows_filtered"
 	FlowMapFlowsOverflow      = "flows_overflow"
 	FlowMapFlowsOverflowTotal = "flows_overflow_total"
 	FlowProgTcEgress          = "tc_egress"
 	FlowProgTcIngress         = "tc_ingress"
 	FlowProgXdpIngress        = "xdp_ingress"
+	FlowVarFilterEnabled      = "filter_enabled"
+	FlowVarFilterHasIn        = "filter_has_in"
+	FlowVarFilterHasOut       = "filter_has_out"
 )
 
 // LoadFlow returns the embedded CollectionSpec for Flow.
@@ -108,7 +134,11 @@ type FlowProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowMapSpecs struct {
+	FilterCidrs        *ebpf.MapSpec `ebpf:"filter_cidrs"`
+	FilterPorts        *ebpf.MapSpec `ebpf:"filter_ports"`
+	FilterProtos       *ebpf.MapSpec `ebpf:"filter_protos"`
 	Flows              *ebpf.MapSpec `ebpf:"flows"`
+	FlowsFiltered      *ebpf.MapSpec `ebpf:"flows_filtered"`
 	FlowsOverflow      *ebpf.MapSpec `ebpf:"flows_overflow"`
 	FlowsOverflowTotal *ebpf.MapSpec `ebpf:"flows_overflow_total"`
 }
@@ -117,6 +147,9 @@ type FlowMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowVariableSpecs struct {
+	FilterEnabled *ebpf.VariableSpec `ebpf:"filter_enabled"`
+	FilterHasIn   *ebpf.VariableSpec `ebpf:"filter_has_in"`
+	FilterHasOut  *ebpf.VariableSpec `ebpf:"filter_has_out"`
 }
 
 // FlowObjects contains all objects after they have been loaded into the kernel.
@@ -139,14 +172,22 @@ func (o *FlowObjects) Close() error {
 //
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowMaps struct {
+	FilterCidrs        *ebpf.Map `ebpf:"filter_cidrs"`
+	FilterPorts        *ebpf.Map `ebpf:"filter_ports"`
+	FilterProtos       *ebpf.Map `ebpf:"filter_protos"`
 	Flows              *ebpf.Map `ebpf:"flows"`
+	FlowsFiltered      *ebpf.Map `ebpf:"flows_filtered"`
 	FlowsOverflow      *ebpf.Map `ebpf:"flows_overflow"`
 	FlowsOverflowTotal *ebpf.Map `ebpf:"flows_overflow_total"`
 }
 
 func (m *FlowMaps) Close() error {
 	return _FlowClose(
+		m.FilterCidrs,
+		m.FilterPorts,
+		m.FilterProtos,
 		m.Flows,
+		m.FlowsFiltered,
 		m.FlowsOverflow,
 		m.FlowsOverflowTotal,
 	)
@@ -156,6 +197,9 @@ func (m *FlowMaps) Close() error {
 //
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowVariables struct {
+	FilterEnabled *ebpf.Variable `ebpf:"filter_enabled"`
+	FilterHasIn   *ebpf.Variable `ebpf:"filter_has_in"`
+	FilterHasOut  *ebpf.Variable `ebpf:"filter_has_out"`
 }
 
 // FlowPrograms contains all programs after they have been loaded into the kernel.

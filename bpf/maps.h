@@ -32,27 +32,39 @@ static __always_inline void bump(struct flow_counters *c, __u64 len)
 	c->bytes += len;
 }
 
-static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 len)
+/*
+ * count_iface adds one packet to the (ifindex, direction) entry of a per-CPU
+ * hash keyed by struct overflow_key, creating it if needed. It returns
+ * non-zero when the table is full and the packet was not counted.
+ */
+static __always_inline int count_iface(void *map, __u32 ifindex, __u8 direction, __u64 len)
 {
 	struct overflow_key okey = { .ifindex = ifindex, .direction = direction };
-	struct flow_counters *c = bpf_map_lookup_elem(&flows_overflow, &okey);
+	struct flow_counters *c = bpf_map_lookup_elem(map, &okey);
 	if (c) {
 		bump(c, len);
-		return;
+		return 0;
 	}
 	struct flow_counters init = { .packets = 1, .bytes = len, .first_seen_ns = bpf_ktime_get_ns() };
-	long err = bpf_map_update_elem(&flows_overflow, &okey, &init, BPF_NOEXIST);
+	long err = bpf_map_update_elem(map, &okey, &init, BPF_NOEXIST);
 	if (!err)
-		return;
+		return 0;
 	if (err == -EEXIST) {
-		c = bpf_map_lookup_elem(&flows_overflow, &okey);
+		c = bpf_map_lookup_elem(map, &okey);
 		if (c) {
 			bump(c, len);
-			return;
+			return 0;
 		}
 	}
+	return 1;
+}
+
+static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 len)
+{
+	if (!count_iface(&flows_overflow, ifindex, direction, len))
+		return;
 	__u32 zero = 0;
-	c = bpf_map_lookup_elem(&flows_overflow_total, &zero);
+	struct flow_counters *c = bpf_map_lookup_elem(&flows_overflow_total, &zero);
 	if (c) {
 		if (!c->first_seen_ns)
 			c->first_seen_ns = bpf_ktime_get_ns();

@@ -45,6 +45,7 @@ type Collector struct {
 	flows    *table[bpf.FlowFlowKey]
 	cgFlows  *table[bpf.CgroupCgroupFlowKey]
 	overflow *table[bpf.FlowOverflowKey]
+	filtered *table[bpf.FlowOverflowKey]
 	ovTotal  *ebpf.Map
 	ovBuf    []counters
 	ovState  flowState // the last-resort overflow total, as one series
@@ -123,6 +124,10 @@ func (c *Collector) startInterfaces() error {
 		return fmt.Errorf("load flow object spec: %w", err)
 	}
 	spec.Maps[bpf.FlowMapFlows].MaxEntries = uint32(c.cfg.MaxFlows)
+	fillFilters, err := ApplyFilters(spec, c.cfg.Filters)
+	if err != nil {
+		return err
+	}
 	opts, err := c.openPins(spec)
 	if err != nil {
 		return err
@@ -132,6 +137,12 @@ func (c *Collector) startInterfaces() error {
 		return explainLoad("tc/xdp programs", err)
 	}
 	c.flowObjs = objs
+	if err := fillFilters(objs.FilterCidrs, objs.FilterProtos, objs.FilterPorts); err != nil {
+		return err
+	}
+	if err := c.startFiltered(objs.FlowsFiltered); err != nil {
+		return err
+	}
 	if c.flows, err = newTable[bpf.FlowFlowKey](objs.Flows); err != nil {
 		return err
 	}
@@ -230,6 +241,10 @@ func (c *Collector) startCgroup() error {
 		return fmt.Errorf("load cgroup object spec: %w", err)
 	}
 	spec.Maps[bpf.CgroupMapCgroupFlows].MaxEntries = uint32(c.cfg.MaxFlows)
+	fillFilters, err := ApplyFilters(spec, c.cfg.Filters)
+	if err != nil {
+		return err
+	}
 	opts, err := c.openPins(spec)
 	if err != nil {
 		return err
@@ -239,6 +254,12 @@ func (c *Collector) startCgroup() error {
 		return explainLoad("cgroup programs", err)
 	}
 	c.cgroupObjs = objs
+	if err := fillFilters(objs.FilterCidrs, objs.FilterProtos, objs.FilterPorts); err != nil {
+		return err
+	}
+	if err := c.startFiltered(objs.FlowsFiltered); err != nil {
+		return err
+	}
 	if c.cgFlows, err = newTable[bpf.CgroupCgroupFlowKey](objs.CgroupFlows); err != nil {
 		return err
 	}
@@ -329,6 +350,9 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 		h.OverflowPackets += st.packets
 		h.OverflowBytes += st.bytes
 	}); err != nil {
+		return Snapshot{}, err
+	}
+	if err := c.drainFiltered(now, clock); err != nil {
 		return Snapshot{}, err
 	}
 	var zero uint32

@@ -73,6 +73,9 @@ type Config struct {
 	// no packet for this long; its final counts are reported once, marked
 	// Expired. Zero means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// Filters leave packets out of the flows in the kernel; they are counted
+	// in Filtered records instead. Not in kprobe mode.
+	Filters Filters
 	// NetNS is an optional path to a network namespace (for example
 	// /var/run/netns/blue or /proc/PID/ns/net) whose interfaces are
 	// watched and attached instead of the caller's own.
@@ -148,6 +151,12 @@ func (c Config) Validate() error {
 	}
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("idle_timeout %s is negative", c.IdleTimeout))
+	}
+	if _, err := c.Filters.compile(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Mode == ModeKprobe && !c.Filters.empty() {
+		errs = append(errs, fmt.Errorf("%s is set but mode is \"kprobe\": filters run in the tc, xdp and cgroup programs; remove the filter keys or use one of those modes", c.Filters.firstKey()))
 	}
 	return errors.Join(errs...)
 }

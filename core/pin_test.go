@@ -398,3 +398,42 @@ func TestPinPathOverflowWhileDown(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Filters are configuration, not state: a restart with other filters keeps
+// the pinned counts (same layout) and the new filters take effect at once.
+func TestPinPathKeepsCountsAcrossFilterChange(t *testing.T) {
+	p := nettest.NewPair(t)
+	cfg := Config{Mode: ModeTC, Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), PinPath: filepath.Join(nettest.BPFFS(t), "flt")}
+	c1 := startCollector(t, cfg)
+	p.SendUDP(t, 6, 64, 41205, 7205, false)
+	first := find(read(t, c1), func(r Record) bool { return r.DstPort == 7205 && r.Direction == Egress && !r.Filtered })
+	c1.Close()
+	layouts, _ := os.ReadDir(cfg.PinPath)
+
+	cfg.Filters = Filters{ExcludePorts: []string{"7206"}}
+	c2 := startCollector(t, cfg)
+	if now, _ := os.ReadDir(cfg.PinPath); len(layouts) != 1 || len(now) != 1 || now[0].Name() != layouts[0].Name() {
+		t.Fatalf("layout directories %v then %v: a filter change must not replace the pinned state", layouts, now)
+	}
+	p.SendUDP(t, 4, 64, 41205, 7205, false)
+	p.SendUDP(t, 3, 64, 41206, 7206, false)
+	s := read(t, c2)
+	kept := find(s, func(r Record) bool { return r.DstPort == 7205 && r.Direction == Egress && !r.Filtered })
+	if len(first) != 1 || len(kept) != 1 || kept[0].Packets != 10 || !kept[0].StartTime.Equal(first[0].StartTime) {
+		t.Errorf("kept flow %+v after the restart, want 10 packets since %v", kept, first)
+	}
+	if rs := find(s, func(r Record) bool { return r.DstPort == 7206 }); len(rs) != 0 {
+		t.Errorf("the newly excluded port still has its own flow: %+v", rs)
+	}
+	var filtered uint64
+	for _, r := range find(s, func(r Record) bool { return r.Filtered && r.Direction == Egress }) {
+		filtered += r.Packets
+	}
+	if filtered < 3 {
+		t.Errorf("%d egress packets in the filtered series, want the 3 to the excluded port", filtered)
+	}
+	c2.Close()
+	if err := RemovePinned(cfg); err != nil {
+		t.Fatal(err)
+	}
+}

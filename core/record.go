@@ -111,6 +111,11 @@ type Record struct {
 	// device, and consumers that sum by key merge the two, which keeps
 	// totals right.
 	Overflow bool
+	// Filtered marks the record that counts the packets the filters
+	// (include_cidrs, exclude_ports, ...) left out, per interface and
+	// direction. Like an overflow record it stands for many flows: only
+	// Ifindex, Direction and Interface are set.
+	Filtered bool
 	// Expired marks a flow's final report: it was idle for the idle timeout
 	// and was removed from the kernel table. If it returns it starts a new
 	// series with a new StartTime.

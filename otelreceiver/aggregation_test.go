@@ -88,6 +88,12 @@ func TestAttributeMapping(t *testing.T) {
 			s:    aggregate.Series{Kind: aggregate.KindOverflow, Key: aggregate.Key{Interface: "eth0"}},
 			want: metadata.FlowAttributes{InterfaceName: "eth0", Overflow: true},
 		},
+		{
+			name: "filtered keeps where and which way",
+			dims: aggregate.DefaultDimensions,
+			s:    aggregate.Series{Kind: aggregate.KindFiltered, Key: aggregate.Key{Interface: "eth0", Direction: core.Egress}},
+			want: metadata.FlowAttributes{InterfaceName: "eth0", Direction: "transmit", Filtered: true},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

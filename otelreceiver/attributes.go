@@ -40,6 +40,13 @@ func (m attributeMapper) attributes(s *aggregate.Series) metadata.FlowAttributes
 			a.Direction = s.Direction.OTelString()
 		}
 		return a
+	case aggregate.KindFiltered:
+		// The packets the filters left out: like overflow, many flows.
+		a := metadata.FlowAttributes{InterfaceName: s.Interface, Filtered: true}
+		if m.direction {
+			a.Direction = s.Direction.OTelString()
+		}
+		return a
 	}
 	a := metadata.FlowAttributes{
 		InterfaceName: s.Interface,

@@ -45,6 +45,9 @@ type Config struct {
 	// Aggregation's keys are top-level: dimensions decide what a series
 	// is; a flow metric's attributes list can only drop further.
 	Aggregation `mapstructure:",squash"`
+	// The in-kernel filters (include_cidrs, exclude_ports, ...), shared with
+	// the Telegraf plugin; core validates them.
+	core.Filters `mapstructure:",squash"`
 
 	// Mode is the capture hook: tc, xdp, cgroup or kprobe.
 	Mode string `mapstructure:"mode"`
@@ -192,6 +195,7 @@ func (c *Config) coreConfig(logger *slog.Logger) core.Config {
 		IdleTimeout:  c.IdleTimeout,
 		NetNS:        c.NetNS,
 		PinPath:      c.PinPath,
+		Filters:      c.Filters,
 		Logger:       logger,
 	}
 }

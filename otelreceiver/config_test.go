@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
+	"github.com/pktstat-bpf/pktstat-bpf/core"
 	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
 )
@@ -64,6 +65,11 @@ func TestLoadConfig(t *testing.T) {
 	want.TopN = 100
 	want.MaxSeries = 500
 	want.SeriesIdleTimeout = aggregate.Duration(5 * time.Minute)
+	want.Filters = core.Filters{
+		IncludeCIDRs: []string{"10.0.0.0/8", "2001:db8::/32"}, ExcludeCIDRs: []string{"10.9.0.0/16"},
+		IncludeProtocols: []string{"tcp", "udp", "arp"}, ExcludeProtocols: []string{"other"},
+		IncludePorts: []string{"53", "30000-32767"}, ExcludePorts: []string{"32000"},
+	}
 	want.Metrics.NetworkFlowBytes.Attributes = []string{"network.interface.name", "network.io.direction", "process.pid"}
 	want.Metrics.NetworkFlowPackets.Enabled = false
 	want.Metrics.PktstatbpfDrainDuration.Enabled = false
@@ -110,6 +116,13 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"negative_max_series", `max_series -5 is negative: use 0 for no cap`},
 		{"attribute_without_dimension", `metrics::network.flow.bytes::attributes: "process.pid" needs "pid" in dimensions: add it there or remove the attribute` + "\n" +
 			`metrics::network.flow.tcp.retransmits::attributes: "pktstatbpf.icmp.type" needs "proto" in dimensions: add it there or remove the attribute`},
+		// The filter keys' messages come from core, the same as the Telegraf plugin's.
+		{"filter_host_bits", filterErrHostBits},
+		{"filter_unknown_protocol", filterErrProtocol},
+		{"filter_port_out_of_range", filterErrPortRange},
+		{"filter_empty_range", filterErrEmptyRange},
+		{"filter_leaves_nothing", filterErrNothing},
+		{"filter_in_kprobe_mode", filterErrKprobe},
 		{"two_errors", "mode \"ebpf\" is not one of tc, xdp, cgroup, kprobe\ntemporality \"gauge\" is not one of cumulative, delta"},
 	}
 	for _, tc := range cases {
@@ -145,3 +158,14 @@ func TestConfigRejectsUnknownKey(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "invalid keys: interface")
 }
+
+// The filter messages, word for word as the Telegraf plugin's tests expect
+// them (telegrafplugin/pktstat_bpf/pktstat_bpf_test.go).
+const (
+	filterErrHostBits   = `exclude_cidrs "10.1.2.3/8" has host bits set: write "10.0.0.0/8"`
+	filterErrProtocol   = `include_protocols "tcpp" is not a protocol: use a lower-case IANA keyword as in the proto tag (tcp, udp, icmp, ipv6-icmp, gre, esp, sctp, ...), an IP protocol number 0-255, arp, or other (any other non-IP protocol)`
+	filterErrPortRange  = `include_ports "70000" is out of range: 70000 is not in [0, 65535]`
+	filterErrEmptyRange = `exclude_ports "2000-1000" is an empty range: write the lower port first, like "1000-2000"`
+	filterErrNothing    = `include_protocols ["tcp"] and exclude_protocols ["tcp"] leave nothing: every included protocol is also excluded`
+	filterErrKprobe     = `include_cidrs is set but mode is "kprobe": filters run in the tc, xdp and cgroup programs; remove the filter keys or use one of those modes`
+)

@@ -5,7 +5,8 @@
 //
 // Every packet and byte of an input delta lands in exactly one output series:
 // its key's own series, the single "other" series, or, for the kernel's
-// overflow records, an overflow series that no cap or top-N ever touches.
+// overflow records, an overflow series that no cap or top-N ever touches,
+// and for the packets the kernel filters left out, a filtered series alike.
 // So for every call, the output's DeltaPackets and DeltaBytes sum to the
 // input's.
 //
@@ -42,6 +43,10 @@ const (
 	// did not fit in the kernel table); its Key has only Interface and
 	// Direction, when those dimensions are kept.
 	KindOverflow
+	// KindFiltered carries core's filtered records (packets the include and
+	// exclude filters left out); like an overflow series its Key has only
+	// Interface and Direction, and no cap or top-N touches it.
+	KindFiltered
 )
 
 // Series is one output time series at one Aggregate call.
@@ -79,6 +84,7 @@ type Aggregator struct {
 
 	flows    table
 	overflow table
+	filtered table
 	other    entry
 
 	epoch uint64
@@ -86,8 +92,8 @@ type Aggregator struct {
 
 	// Reused between calls so that a steady stream of flows allocates
 	// nothing.
-	cand, overCand, heap, idle []int32
-	out                        []Series
+	cand, overCand, filtCand, heap, idle []int32
+	out                                  []Series
 }
 
 // New validates cfg and returns an Aggregator with no series yet.
@@ -111,6 +117,7 @@ func New(cfg Config) (*Aggregator, error) {
 		idleTimeout: time.Duration(cfg.SeriesIdleTimeout),
 		flows:       newTable(),
 		overflow:    newTable(),
+		filtered:    newTable(),
 	}, nil
 }
 
@@ -122,11 +129,12 @@ func (a *Aggregator) Dimensions() []Dimension { return slices.Clone(a.dims) }
 // (core.Snapshot.Time) and must not go backwards between calls; pass every
 // snapshot, from the first, or the deltas of the skipped ones are lost. The
 // result lists the flow series in a stable order, then the other series,
-// then the overflow series; it is reused by the next call.
+// then the overflow series, then the filtered series; it is reused by the
+// next call.
 func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 	a.epoch++
 	clear(a.keyer.identities)
-	a.cand, a.overCand = a.cand[:0], a.overCand[:0]
+	a.cand, a.overCand, a.filtCand = a.cand[:0], a.overCand[:0], a.filtCand[:0]
 	for i := range records {
 		r := &records[i]
 		if r.DeltaPackets == 0 && r.DeltaBytes == 0 && r.DeltaRetransmits == 0 {
@@ -136,15 +144,12 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 			// not idle.
 			continue
 		}
-		if r.Overflow {
-			var k Key
-			if a.keepIface {
-				k.Interface = r.Interface
-			}
-			if a.keepDir {
-				k.Direction = r.Direction
-			}
-			a.overCand = a.overflow.accumulate(k, r, a.epoch, now, a.overCand)
+		switch {
+		case r.Overflow:
+			a.overCand = a.overflow.accumulate(a.markerKey(r), r, a.epoch, now, a.overCand)
+			continue
+		case r.Filtered:
+			a.filtCand = a.filtered.accumulate(a.markerKey(r), r, a.epoch, now, a.filtCand)
 			continue
 		}
 		a.cand = a.flows.accumulate(a.keyer.key(r), r, a.epoch, now, a.cand)
@@ -169,10 +174,26 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 	for _, i := range a.overCand {
 		a.grow(&a.overflow.entries[i], now)
 	}
+	for _, i := range a.filtCand {
+		a.grow(&a.filtered.entries[i], now)
+	}
 
 	a.retire(now)
 	a.prev = now
 	return a.emit()
+}
+
+// markerKey is the key of an overflow or filtered series: they stand for
+// many flows, so only where and which way the packets crossed is kept.
+func (a *Aggregator) markerKey(r *core.Record) Key {
+	var k Key
+	if a.keepIface {
+		k.Interface = r.Interface
+	}
+	if a.keepDir {
+		k.Direction = r.Direction
+	}
+	return k
 }
 
 // choose marks the candidates that get their own series in this call.
@@ -353,8 +374,15 @@ func (a *Aggregator) retire(now time.Time) {
 		}
 	}
 
-	for i := range a.overflow.entries {
-		e := &a.overflow.entries[i]
+	a.retireMarkers(&a.overflow, now)
+	a.retireMarkers(&a.filtered, now)
+}
+
+// retireMarkers ends the overflow or filtered series idle for longer than
+// series_idle_timeout; max_series does not count them.
+func (a *Aggregator) retireMarkers(t *table, now time.Time) {
+	for i := range t.entries {
+		e := &t.entries[i]
 		if e.free {
 			continue
 		}
@@ -362,7 +390,7 @@ func (a *Aggregator) retire(now time.Time) {
 			e.live = false
 		}
 		if !e.live {
-			a.overflow.release(int32(i))
+			t.release(int32(i))
 		}
 	}
 }
@@ -377,9 +405,14 @@ func (a *Aggregator) emit() []Series {
 	if a.other.live {
 		out = append(out, a.series(KindOther, &a.other))
 	}
-	for i := range a.overflow.entries {
-		if e := &a.overflow.entries[i]; !e.free && e.live {
-			out = append(out, a.series(KindOverflow, e))
+	for _, m := range []struct {
+		kind Kind
+		t    *table
+	}{{KindOverflow, &a.overflow}, {KindFiltered, &a.filtered}} {
+		for i := range m.t.entries {
+			if e := &m.t.entries[i]; !e.free && e.live {
+				out = append(out, a.series(m.kind, e))
+			}
 		}
 	}
 	a.out = out

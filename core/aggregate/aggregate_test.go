@@ -294,6 +294,53 @@ func TestOverflowPassesThrough(t *testing.T) {
 	checkConserved(t, in, out)
 }
 
+// Filtered records become their own series per interface and direction,
+// apart from the overflow series and from any flow, and no cap or top-N
+// touches them.
+func TestFilteredPassesThrough(t *testing.T) {
+	a := mustNew(t, Config{Dimensions: []Dimension{DimInterface, DimDirection, DimDstPort}, TopN: 1, MaxSeries: 2})
+	marker := func(iface string, dir core.Direction, p, b uint64, overflow bool) core.Record {
+		return core.Record{
+			FlowKey: core.FlowKey{Direction: dir}, Interface: iface, Overflow: overflow, Filtered: !overflow,
+			Packets: p, Bytes: b, DeltaPackets: p, DeltaBytes: b, StartTime: at(-60),
+		}
+	}
+	f1 := rec(tcp4("10.0.0.2", 1, "10.0.0.1", 1), 1, 100, at(-1))
+	f1.Interface = "eth0"
+	f2 := rec(tcp4("10.0.0.2", 1, "10.0.0.1", 2), 2, 200, at(-1))
+	f2.Interface = "eth0"
+	in := []core.Record{
+		f1,
+		marker("eth0", core.Ingress, 1000, 64000, false),
+		marker("eth0", core.Ingress, 7, 700, true),
+		f2,
+		marker("eth1", core.Ingress, 10, 640, false),
+		marker("eth0", core.Egress, 5, 500, false),
+	}
+	out := a.Aggregate(at(0), in)
+	checkSeries(t, out, []Series{
+		{Key: Key{Interface: "eth0", Direction: core.Egress, HasPorts: true, DstPort: 2}, Packets: 2, Bytes: 200, DeltaPackets: 2, DeltaBytes: 200, StartTime: at(-1)},
+		{Kind: KindOther, Packets: 1, Bytes: 100, DeltaPackets: 1, DeltaBytes: 100, StartTime: at(-1)},
+		{Kind: KindOverflow, Key: Key{Interface: "eth0", Direction: core.Ingress}, Packets: 7, Bytes: 700, DeltaPackets: 7, DeltaBytes: 700, StartTime: at(-60)},
+		{Kind: KindFiltered, Key: Key{Interface: "eth0", Direction: core.Ingress}, Packets: 1000, Bytes: 64000, DeltaPackets: 1000, DeltaBytes: 64000, StartTime: at(-60)},
+		{Kind: KindFiltered, Key: Key{Interface: "eth1", Direction: core.Ingress}, Packets: 10, Bytes: 640, DeltaPackets: 10, DeltaBytes: 640, StartTime: at(-60)},
+		{Kind: KindFiltered, Key: Key{Interface: "eth0", Direction: core.Egress}, Packets: 5, Bytes: 500, DeltaPackets: 5, DeltaBytes: 500, StartTime: at(-60)},
+	})
+	checkConserved(t, in, out)
+
+	// The next interval grows the filtered series cumulatively.
+	out = a.Aggregate(at(10), []core.Record{marker("eth0", core.Egress, 3, 300, false)})
+	var got []Series
+	for _, s := range out {
+		if s.Kind == KindFiltered && s.DeltaPackets > 0 {
+			got = append(got, s)
+		}
+	}
+	checkSeries(t, got, []Series{
+		{Kind: KindFiltered, Key: Key{Interface: "eth0", Direction: core.Egress}, Packets: 8, Bytes: 800, DeltaPackets: 3, DeltaBytes: 300, StartTime: at(-60)},
+	})
+}
+
 func TestIdleSeriesLifetime(t *testing.T) {
 	a := mustNew(t, Config{Dimensions: []Dimension{DimDstPort}, SeriesIdleTimeout: Duration(30 * time.Second)})
 	f := rec(tcp4("10.0.0.2", 1, "10.0.0.1", 443), 2, 200, at(-5))

@@ -54,6 +54,7 @@ func TestValidateRejectsBadReceiverConfig(t *testing.T) {
 		{filepath.Join("..", "..", "testdata", "otelcol.yaml"), nil},
 		{configPath("capture.yaml"), []string{"PKTSTAT_IFACE=eth0", "PKTSTAT_OTLP_PORT=4317", "PKTSTAT_INTERVAL=1s", "PKTSTAT_TEMPORALITY=delta"}},
 		{configPath("capture-aggregated.yaml"), []string{"PKTSTAT_IFACE=eth0", "PKTSTAT_OTLP_PORT=4317"}},
+		{configPath("capture-filtered.yaml"), []string{"PKTSTAT_IFACE=eth0", "PKTSTAT_OTLP_PORT=4317"}},
 		{configPath("sink.yaml"), []string{"PKTSTAT_OTLP_PORT=4317", "PKTSTAT_PROM_PORT=9464", "PKTSTAT_OUT_FILE=/tmp/x.json"}},
 	} {
 		cmd := exec.Command(bin, "validate", "--config", tc.file)

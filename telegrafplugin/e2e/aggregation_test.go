@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,30 +18,14 @@ func TestTelegrafAggregation(t *testing.T) {
 	nettest.RequireBPF(t)
 	telegrafBin := requireBinary(t, "telegraf")
 	p := nettest.NewPair(t)
-	dir := sharedTempDir(t)
-	out := filepath.Join(dir, "metrics.out")
-	conf := filepath.Join(dir, "telegraf.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`
-[agent]
-  omit_hostname = true
-  interval = "1h"
-  flush_interval = "1h"
-
-[[inputs.pktstat_bpf]]
-  interfaces = [%q]
+	conf, out := onceConfig(t, p, `
   dimensions = ["interface", "direction", "proto", "src_ip", "dst_ip", "src_port", "dst_port"]
   fold_ports = "ephemeral"
   cidr_groups = [
     {name = "testnet", cidr = "192.0.2.0/24"},
     {name = "peer", cidr = "192.0.2.2/32"},
     {name = "v6net", cidr = "2001:db8::/64"},
-  ]
-
-[[outputs.file]]
-  files = [%q]
-  data_format = "influx"
-  influx_uint_support = true
-`, p.IfA, out)), 0o644))
+  ]`)
 
 	proc := startProcess(t, nil, "ip", "netns", "exec", p.NSA, telegrafBin, "--config", conf, "--once", "--test-wait", fmt.Sprint(onceWait))
 	proc.waitLog(t, "counting started", 60*time.Second)
@@ -56,9 +38,7 @@ func TestTelegrafAggregation(t *testing.T) {
 	link := sendAll(t, p, flows)
 	proc.wait(t, onceWait*time.Second+60*time.Second)
 
-	data, err := os.ReadFile(out)
-	require.NoError(t, err)
-	ms := parseLines(t, data)
+	ms := readMetrics(t, out)
 	tags := func(src, dst, port string) map[string]string {
 		return map[string]string{"interface": p.IfA, "direction": "egress", "proto": "udp", "src_ip": src, "dst_ip": dst, "dst_port": port}
 	}

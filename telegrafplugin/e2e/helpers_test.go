@@ -341,3 +341,37 @@ func (g *gatherReader) next(t *testing.T, timeout time.Duration) []telegraf.Metr
 		}
 	}
 }
+
+// onceConfig writes the telegraf.conf of a `telegraf --once` run: the input
+// on A's veth end with the extra keys (TOML lines), and the file output in
+// line protocol with unsigned integers. It returns the config's path and the
+// output file's.
+func onceConfig(t *testing.T, p *nettest.Pair, keys string) (conf, out string) {
+	t.Helper()
+	dir := sharedTempDir(t)
+	out = filepath.Join(dir, "metrics.out")
+	conf = filepath.Join(dir, "telegraf.conf")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`
+[agent]
+  omit_hostname = true
+  interval = "1h"
+  flush_interval = "1h"
+
+[[inputs.pktstat_bpf]]
+  interfaces = [%q]
+%s
+[[outputs.file]]
+  files = [%q]
+  data_format = "influx"
+  influx_uint_support = true
+`, p.IfA, keys, out)), 0o644))
+	return conf, out
+}
+
+// readMetrics parses the line protocol a run wrote to out.
+func readMetrics(t *testing.T, out string) []telegraf.Metric {
+	t.Helper()
+	data, err := os.ReadFile(out)
+	require.NoError(t, err)
+	return parseLines(t, data)
+}

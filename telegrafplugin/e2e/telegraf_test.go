@@ -49,24 +49,7 @@ func runTelegrafOnce(t *testing.T, p *nettest.Pair, telegrafBin string, prefix [
 	} else {
 		args = []string{"ip", "netns", "exec", p.NSA}
 	}
-	dir := sharedTempDir(t)
-	out := filepath.Join(dir, "metrics.out")
-	conf := filepath.Join(dir, "telegraf.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`
-[agent]
-  omit_hostname = true
-  interval = "1h"
-  flush_interval = "1h"
-
-[[inputs.pktstat_bpf]]
-  mode = "tc"
-  interfaces = [%q]
-%s
-[[outputs.file]]
-  files = [%q]
-  data_format = "influx"
-  influx_uint_support = true
-`, p.IfA, netns, out)), 0o644))
+	conf, out := onceConfig(t, p, "  mode = \"tc\"\n"+netns)
 
 	args = append(args, prefix...)
 	args = append(args, telegrafBin, "--config", conf, "--once", "--test-wait", fmt.Sprint(onceWait))
@@ -82,9 +65,7 @@ func runTelegrafOnce(t *testing.T, p *nettest.Pair, telegrafBin string, prefix [
 	link := sendAll(t, p, flows)
 	proc.wait(t, onceWait*time.Second+60*time.Second)
 
-	data, err := os.ReadFile(out)
-	require.NoError(t, err)
-	ms := parseLines(t, data)
+	ms := readMetrics(t, out)
 	requireCounted(t, p, ms, flows, link, false)
 
 	internal := lastSeries(ms, "pktstat_bpf_internal", map[string]string{"mode": "tc"})

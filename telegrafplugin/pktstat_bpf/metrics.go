@@ -86,6 +86,10 @@ func (c *converter) tags(s *aggregate.Series) map[string]string {
 		// port or protocol belongs on it.
 		tags["overflow"] = "true"
 		return tags
+	case aggregate.KindFiltered:
+		// The packets the filters left out, many flows' worth, like overflow.
+		tags["filtered"] = "true"
+		return tags
 	case aggregate.KindOther:
 		// The keys that top_n or max_series left out in this interval.
 		return map[string]string{"other": "true"}

@@ -48,6 +48,9 @@ type PktstatBPF struct {
 	// The series keys: dimensions, fold_ports, cidr_groups, top_n, ... The
 	// collector receiver takes the same keys.
 	aggregate.Config
+	// The in-kernel filters: include_cidrs, exclude_ports, ... The
+	// collector receiver takes the same keys, and core validates them.
+	core.Filters
 	Log telegraf.Logger `toml:"-"`
 
 	newSource func(core.Config) (flowSource, error)
@@ -99,6 +102,7 @@ func (p *PktstatBPF) Init() error {
 		IdleTimeout:  idle,
 		NetNS:        p.NetNS,
 		PinPath:      p.PinPath,
+		Filters:      p.Filters,
 	}
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)

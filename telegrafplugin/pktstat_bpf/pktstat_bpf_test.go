@@ -201,6 +201,13 @@ func TestInitErrors(t *testing.T) {
 			p:    &PktstatBPF{Config: aggregate.Config{SeriesIdleTimeout: aggregate.Duration(-time.Second)}},
 			err:  `series_idle_timeout -1s is negative`,
 		},
+		// The filter keys' messages come from core, the same as the receiver's.
+		{name: "filter host bits", p: &PktstatBPF{Filters: core.Filters{ExcludeCIDRs: []string{"10.1.2.3/8"}}}, err: filterErrHostBits},
+		{name: "filter unknown protocol", p: &PktstatBPF{Filters: core.Filters{IncludeProtocols: []string{"tcpp"}}}, err: filterErrProtocol},
+		{name: "filter port out of range", p: &PktstatBPF{Filters: core.Filters{IncludePorts: []string{"70000"}}}, err: filterErrPortRange},
+		{name: "filter empty range", p: &PktstatBPF{Filters: core.Filters{ExcludePorts: []string{"2000-1000"}}}, err: filterErrEmptyRange},
+		{name: "filter leaves nothing", p: &PktstatBPF{Filters: core.Filters{IncludeProtocols: []string{"tcp"}, ExcludeProtocols: []string{"tcp"}}}, err: filterErrNothing},
+		{name: "filter in kprobe mode", p: &PktstatBPF{Mode: "kprobe", Filters: core.Filters{IncludeCIDRs: []string{"10.0.0.0/8"}}}, err: filterErrKprobe},
 		{
 			name: "every error is reported at once",
 			p:    &PktstatBPF{Mode: "tc", MaxFlows: 1, NetNS: "x", IdleTimeout: config.Duration(-time.Minute)},
@@ -289,6 +296,12 @@ func TestTelegrafConfig(t *testing.T) {
   top_n = 100
   max_series = 500
   series_idle_timeout = "5m"
+  include_cidrs = ["10.0.0.0/8", "2001:db8::/32"]
+  exclude_cidrs = ["10.9.0.0/16"]
+  include_protocols = ["tcp", "udp", "arp"]
+  exclude_protocols = ["other"]
+  include_ports = ["53", "30000-32767"]
+  exclude_ports = ["32000"]
 `), ""))
 		require.Len(t, c.Inputs, 1)
 		p := c.Inputs[0].Input.(*PktstatBPF)
@@ -308,6 +321,11 @@ func TestTelegrafConfig(t *testing.T) {
 				TopN:              100,
 				MaxSeries:         500,
 				SeriesIdleTimeout: aggregate.Duration(5 * time.Minute),
+			},
+			Filters: core.Filters{
+				IncludeCIDRs: []string{"10.0.0.0/8", "2001:db8::/32"}, ExcludeCIDRs: []string{"10.9.0.0/16"},
+				IncludeProtocols: []string{"tcp", "udp", "arp"}, ExcludeProtocols: []string{"other"},
+				IncludePorts: []string{"53", "30000-32767"}, ExcludePorts: []string{"32000"},
 			},
 			Log: p.Log,
 		}, p)
@@ -565,6 +583,39 @@ func TestConversion(t *testing.T) {
 	}
 }
 
+// A filtered record becomes its own series tagged filtered = "true" with
+// only interface and direction, apart from the flows and the overflow
+// series, whatever top_n and max_series say.
+func TestFilteredSeries(t *testing.T) {
+	snap := core.Snapshot{Time: t0, Records: first(
+		core.Record{FlowKey: udp4("", core.Egress, "192.0.2.1", "192.0.2.2", 40000, 53), Interface: "veth0", Packets: 10, Bytes: 1000},
+		core.Record{FlowKey: udp4("", core.Egress, "192.0.2.1", "192.0.2.2", 40001, 54), Interface: "veth0", Packets: 1, Bytes: 100},
+		core.Record{FlowKey: core.FlowKey{Direction: core.Egress}, Interface: "veth0", Filtered: true, Packets: 20, Bytes: 2400},
+		core.Record{FlowKey: core.FlowKey{Direction: core.Ingress}, Interface: "veth0", Filtered: true, Packets: 3, Bytes: 300},
+		core.Record{FlowKey: core.FlowKey{Direction: core.Egress}, Interface: "veth0", Overflow: true, Packets: 2, Bytes: 200},
+	)}
+	f := &fakeSource{snapshots: []core.Snapshot{snap}}
+	p := withFake(&PktstatBPF{Config: aggregate.Config{TopN: 1, MaxSeries: 2}}, f)
+	require.NoError(t, p.Init())
+	var acc testutil.Accumulator
+	require.NoError(t, p.Start(&acc))
+	require.NoError(t, p.Gather(&acc))
+	var got []telegraf.Metric
+	for _, m := range acc.GetTelegrafMetrics() {
+		if m.Name() == measurement {
+			got = append(got, m)
+		}
+	}
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{
+		counter(map[string]string{"interface": "veth0", "direction": "egress", "ip_version": "4", "proto": "udp",
+			"src_ip": "192.0.2.1", "dst_ip": "192.0.2.2", "src_port": "40000", "dst_port": "53"}, 10, 1000, t0),
+		counter(map[string]string{"other": "true"}, 1, 100, t0),
+		counter(map[string]string{"interface": "veth0", "direction": "egress", "overflow": "true"}, 2, 200, t0),
+		counter(map[string]string{"interface": "veth0", "direction": "egress", "filtered": "true"}, 20, 2400, t0),
+		counter(map[string]string{"interface": "veth0", "direction": "ingress", "filtered": "true"}, 3, 300, t0),
+	}, got, testutil.SortMetrics())
+}
+
 // TestFoldGroupOther checks the aggregation keys end to end through the
 // plugin: folded ports lose their tag, addresses become group names, and
 // top_n sends the rest to the other series, with totals unchanged.
@@ -758,3 +809,14 @@ func TestKprobeRetransmits(t *testing.T) {
 		counter(tags(in, "80", "5000"), 4, 4000, t0),
 	}, flows, testutil.SortMetrics())
 }
+
+// The filter messages, word for word as the receiver's tests expect them
+// (otelreceiver/config_test.go).
+const (
+	filterErrHostBits   = `exclude_cidrs "10.1.2.3/8" has host bits set: write "10.0.0.0/8"`
+	filterErrProtocol   = `include_protocols "tcpp" is not a protocol: use a lower-case IANA keyword as in the proto tag (tcp, udp, icmp, ipv6-icmp, gre, esp, sctp, ...), an IP protocol number 0-255, arp, or other (any other non-IP protocol)`
+	filterErrPortRange  = `include_ports "70000" is out of range: 70000 is not in [0, 65535]`
+	filterErrEmptyRange = `exclude_ports "2000-1000" is an empty range: write the lower port first, like "1000-2000"`
+	filterErrNothing    = `include_protocols ["tcp"] and exclude_protocols ["tcp"] leave nothing: every included protocol is also excluded`
+	filterErrKprobe     = `include_cidrs is set but mode is "kprobe": filters run in the tc, xdp and cgroup programs; remove the filter keys or use one of those modes`
+)

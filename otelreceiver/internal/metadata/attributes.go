@@ -33,6 +33,10 @@ const (
 	// fit in the kernel table. It cannot be deselected: dropping it would
 	// merge overflow totals into ordinary flows and hide that the table is full.
 	AttrOverflow = "pktstatbpf.overflow"
+	// AttrFiltered marks the series that count the packets the include and
+	// exclude filters left out. It cannot be deselected either: without it
+	// they would be summed into flows and the filtering hidden.
+	AttrFiltered = "pktstatbpf.filtered"
 	// AttrOther marks the series that sums the keys top_n or max_series left
 	// out. It cannot be deselected either: without it the remainder would
 	// look like a flow without attributes.
@@ -97,6 +101,7 @@ type FlowAttributes struct {
 	HasICMPCode bool
 	ICMPCode    int64
 	Overflow    bool
+	Filtered    bool
 	Other       bool
 }
 
@@ -159,7 +164,7 @@ func (s AttributeSelection) has(bit uint32) bool { return s.bits&bit != 0 }
 
 // Select returns a with every attribute that s does not record cleared.
 func (s AttributeSelection) Select(a FlowAttributes) FlowAttributes {
-	out := FlowAttributes{Overflow: a.Overflow, Other: a.Other}
+	out := FlowAttributes{Overflow: a.Overflow, Filtered: a.Filtered, Other: a.Other}
 	if s.has(bitNetworkInterfaceName) {
 		out.InterfaceName = a.InterfaceName
 	}
@@ -250,6 +255,9 @@ func (s AttributeSelection) put(a FlowAttributes, m pcommon.Map) {
 	putInt(bitICMPCode, AttrICMPCode, a.HasICMPCode, a.ICMPCode)
 	if a.Overflow {
 		m.PutBool(AttrOverflow, true)
+	}
+	if a.Filtered {
+		m.PutBool(AttrFiltered, true)
 	}
 	if a.Other {
 		m.PutBool(AttrOther, true)
