@@ -302,6 +302,7 @@ func TestPinPathSurvivesKillUnderTraffic(t *testing.T) {
 	if !rs[0].StartTime.Equal(start) {
 		t.Errorf("final start time %v, want %v", rs[0].StartTime, start)
 	}
+	t.Logf("%d datagrams across a SIGKILL and two restarts, all counted in one series", n)
 	c.Close()
 	if err := RemovePinned(cfg); err != nil {
 		t.Fatal(err)
