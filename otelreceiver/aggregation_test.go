@@ -140,7 +140,7 @@ func TestAppProtoIsProtocolName(t *testing.T) {
 	s := newTestScraper(t, f, func(c *Config) {
 		c.Dimensions = []aggregate.Dimension{aggregate.DimDstPort, aggregate.DimAppProto}
 	})
-	got := flowSeries(scrapeN(t, s, 1)[0], metadata.MetricNetworkFlowPackets)
+	got := flowSeries(scrapeN(t, s, 1)[0], metadata.MetricPktstatbpfNetworkFlowPackets)
 	assert.ElementsMatch(t, []string{
 		"map[destination.port:443 network.protocol.name:http]",
 		"map[destination.port:22]",
@@ -215,8 +215,8 @@ func TestAggregationConservesTotals(t *testing.T) {
 			for i, md := range got {
 				runPkts += wantPkts[i]
 				runBytes += wantBytes[i]
-				pkts := flowSeries(md, metadata.MetricNetworkFlowPackets)
-				bytes := flowSeries(md, metadata.MetricNetworkFlowBytes)
+				pkts := flowSeries(md, metadata.MetricPktstatbpfNetworkFlowPackets)
+				bytes := flowSeries(md, metadata.MetricPktstatbpfNetworkFlowBytes)
 				// The office's clients to 443 both ways are the two top
 				// keys every time; port 80 and the others are in other.
 				assert.ElementsMatch(t, []string{
@@ -239,7 +239,7 @@ func TestAggregationConservesTotals(t *testing.T) {
 			}
 			// Exact values of the last drain: transmit to the office is
 			// 2 * sum(i+c+1) packets over the 20 clients.
-			last := flowSeries(got[drains-1], metadata.MetricNetworkFlowPackets)
+			last := flowSeries(got[drains-1], metadata.MetricPktstatbpfNetworkFlowPackets)
 			tx := last["map[destination.address:office network.io.direction:transmit network.transport:tcp source.address:192.0.2.10 source.port:443]"]
 			other := last["map[pktstatbpf.other:true]"]
 			if temporality == TemporalityDelta {
@@ -255,7 +255,7 @@ func TestAggregationConservesTotals(t *testing.T) {
 	}
 }
 
-// TestRetransmitsMetric: network.flow.tcp.retransmits has a point only for
+// TestRetransmitsMetric: pktstatbpf.network.flow.tcp.retransmits has a point only for
 // series that retransmitted, cumulative from the series' start or per
 // window, including retransmissions reported without new packets.
 func TestRetransmitsMetric(t *testing.T) {
@@ -285,11 +285,11 @@ func TestRetransmitsMetric(t *testing.T) {
 		t.Run(tc.temporality, func(t *testing.T) {
 			s := newTestScraper(t, &fakeSource{snaps: snaps}, func(c *Config) {
 				c.Temporality = tc.temporality
-				c.Metrics.NetworkFlowTCPRetransmits.Enabled = true
+				c.Metrics.PktstatbpfNetworkFlowTCPRetransmits.Enabled = true
 			})
 			for i, md := range scrapeN(t, s, len(snaps)) {
 				got := map[string]int64{}
-				for k, dp := range flowSeries(md, metadata.MetricNetworkFlowTCPRetransmits) {
+				for k, dp := range flowSeries(md, metadata.MetricPktstatbpfNetworkFlowTCPRetransmits) {
 					got[k] = dp.IntValue()
 					if tc.temporality == TemporalityCumulative {
 						assert.Equal(t, pcommon.NewTimestampFromTime(at(1)), dp.StartTimestamp())
@@ -302,7 +302,7 @@ func TestRetransmitsMetric(t *testing.T) {
 	// Off by default: no metric at all.
 	s := newTestScraper(t, &fakeSource{snaps: snaps}, nil)
 	for _, md := range scrapeN(t, s, len(snaps)) {
-		assert.Empty(t, flowSeries(md, metadata.MetricNetworkFlowTCPRetransmits))
+		assert.Empty(t, flowSeries(md, metadata.MetricPktstatbpfNetworkFlowTCPRetransmits))
 	}
 }
 
@@ -320,11 +320,11 @@ func TestAttributesDropFurther(t *testing.T) {
 	}}
 	s := newTestScraper(t, f, func(c *Config) {
 		c.SeriesIdleTimeout = aggregate.Duration(15 * time.Second)
-		c.Metrics.NetworkFlowPackets.Attributes = []string{metadata.AttrDestinationPort}
+		c.Metrics.PktstatbpfNetworkFlowPackets.Attributes = []string{metadata.AttrDestinationPort}
 	})
 	label := "map[destination.port:53]"
 	for i, want := range []int64{4, 6, 7} {
-		got := flowSeries(scrapeN(t, s, 1)[0], metadata.MetricNetworkFlowPackets)
+		got := flowSeries(scrapeN(t, s, 1)[0], metadata.MetricPktstatbpfNetworkFlowPackets)
 		require.Contains(t, got, label)
 		assert.Equal(t, want, got[label].IntValue(), "scrape %d", i+1)
 		assert.Equal(t, pcommon.NewTimestampFromTime(at(3)), got[label].StartTimestamp())

@@ -43,7 +43,7 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, aggregate.Duration(2*time.Minute), def.SeriesIdleTimeout)
 	assert.Zero(t, def.TopN)
 	assert.Zero(t, def.MaxSeries)
-	assert.False(t, def.Metrics.NetworkFlowTCPRetransmits.Enabled)
+	assert.False(t, def.Metrics.PktstatbpfNetworkFlowTCPRetransmits.Enabled)
 
 	custom := loadConfig(t, component.NewIDWithName(metadata.Type, "custom"))
 	require.NoError(t, confmap.Validate(custom))
@@ -64,8 +64,8 @@ func TestLoadConfig(t *testing.T) {
 	want.TopN = 100
 	want.MaxSeries = 500
 	want.SeriesIdleTimeout = aggregate.Duration(5 * time.Minute)
-	want.Metrics.NetworkFlowBytes.Attributes = []string{"network.interface.name", "network.io.direction", "process.pid"}
-	want.Metrics.NetworkFlowPackets.Enabled = false
+	want.Metrics.PktstatbpfNetworkFlowBytes.Attributes = []string{"network.interface.name", "network.io.direction", "process.pid"}
+	want.Metrics.PktstatbpfNetworkFlowPackets.Enabled = false
 	want.Metrics.PktstatbpfDrainDuration.Enabled = false
 	want.ResourceAttributes.HostName.Enabled = false
 	assert.Equal(t, want, custom)
@@ -92,11 +92,11 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"relative_netns", `netns "blue" is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net`},
 		{"bad_temporality", `temporality "gauge" is not one of cumulative, delta`},
 		{"bad_collection_interval", `"collection_interval": requires positive value`},
-		{"unknown_attribute", `metrics::network.flow.bytes::attributes: unknown attribute "src_ip": choose from ` +
+		{"unknown_attribute", `metrics::pktstatbpf.network.flow.bytes::attributes: unknown attribute "src_ip": choose from ` +
 			`network.interface.name, network.io.direction, network.type, network.transport, source.address, source.port, ` +
 			`destination.address, destination.port, process.pid, process.executable.name, container.id, k8s.pod.uid, ` +
 			`network.protocol.name, pktstatbpf.vlan.id, pktstatbpf.flags, pktstatbpf.cgroup.path, pktstatbpf.icmp.type, pktstatbpf.icmp.code`},
-		{"repeated_attribute", `metrics::network.flow.packets::attributes: "source.port" is listed twice`},
+		{"repeated_attribute", `metrics::pktstatbpf.network.flow.packets::attributes: "source.port" is listed twice`},
 		// The aggregation keys' own messages, unchanged.
 		{"unknown_dimension", `dimensions: unknown dimension "src_addr"; valid dimensions are interface, direction, ip_version, ` +
 			`proto, src_ip, dst_ip, src_port, dst_port, vlan, flags, pid, comm, cgroup, container_id, pod_uid, app_proto`},
@@ -108,8 +108,8 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"ungrouped_without_groups", `ungrouped_as_other is set but cidr_groups is empty: add groups or remove ungrouped_as_other`},
 		{"negative_top_n", `top_n -1 is negative: use 0 to keep every series`},
 		{"negative_max_series", `max_series -5 is negative: use 0 for no cap`},
-		{"attribute_without_dimension", `metrics::network.flow.bytes::attributes: "process.pid" needs "pid" in dimensions: add it there or remove the attribute` + "\n" +
-			`metrics::network.flow.tcp.retransmits::attributes: "pktstatbpf.icmp.type" needs "proto" in dimensions: add it there or remove the attribute`},
+		{"attribute_without_dimension", `metrics::pktstatbpf.network.flow.bytes::attributes: "process.pid" needs "pid" in dimensions: add it there or remove the attribute` + "\n" +
+			`metrics::pktstatbpf.network.flow.tcp.retransmits::attributes: "pktstatbpf.icmp.type" needs "proto" in dimensions: add it there or remove the attribute`},
 		{"two_errors", "mode \"ebpf\" is not one of tc, xdp, cgroup, kprobe\ntemporality \"gauge\" is not one of cumulative, delta"},
 	}
 	for _, tc := range cases {

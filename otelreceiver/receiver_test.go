@@ -35,7 +35,7 @@ func TestFactory(t *testing.T) {
 	require.NoError(t, componenttest.CheckConfigStruct(f.CreateDefaultConfig()))
 }
 
-// packetsOf sums network.flow.packets over md.
+// packetsOf sums pktstatbpf.network.flow.packets over md.
 func packetsOf(md pmetric.Metrics) int64 {
 	var n int64
 	rms := md.ResourceMetrics()
@@ -44,7 +44,7 @@ func packetsOf(md pmetric.Metrics) int64 {
 		for j := 0; j < sms.Len(); j++ {
 			ms := sms.At(j).Metrics()
 			for k := 0; k < ms.Len(); k++ {
-				if m := ms.At(k); m.Name() == metadata.MetricNetworkFlowPackets {
+				if m := ms.At(k); m.Name() == metadata.MetricPktstatbpfNetworkFlowPackets {
 					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
 						n += m.Sum().DataPoints().At(l).IntValue()
 					}

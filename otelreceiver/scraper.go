@@ -153,9 +153,9 @@ func newFlowScraper(cfg *Config, set receiver.Settings, next consumer.Metrics, n
 		hostName:    host,
 		mapper:      newAttributeMapper(cfg.dimensions()),
 		mb:          mb,
-		bytes:       newSeriesSet(m.NetworkFlowBytes.Enabled, mb.NetworkFlowBytesSelection()),
-		packets:     newSeriesSet(m.NetworkFlowPackets.Enabled, mb.NetworkFlowPacketsSelection()),
-		retransmits: newSeriesSet(m.NetworkFlowTCPRetransmits.Enabled, mb.NetworkFlowTCPRetransmitsSelection()),
+		bytes:       newSeriesSet(m.PktstatbpfNetworkFlowBytes.Enabled, mb.PktstatbpfNetworkFlowBytesSelection()),
+		packets:     newSeriesSet(m.PktstatbpfNetworkFlowPackets.Enabled, mb.PktstatbpfNetworkFlowPacketsSelection()),
+		retransmits: newSeriesSet(m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, mb.PktstatbpfNetworkFlowTCPRetransmitsSelection()),
 	}
 	if s.retransmits != nil {
 		s.retransmits.skipZero = true
@@ -222,16 +222,16 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		s.retransmits.add(a, sr.StartTime, sr.DeltaRetransmits)
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
-	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordNetworkFlowBytesDataPoint)
-	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordNetworkFlowPacketsDataPoint)
-	s.retransmits.flush(delta, s.prevEnd, now, s.mb.RecordNetworkFlowTCPRetransmitsDataPoint)
+	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint)
+	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
+	s.retransmits.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint)
 
 	ts := pcommon.NewTimestampFromTime(now)
 	start := pcommon.NewTimestampFromTime(s.startTime)
 	h := snap.Health
-	s.mb.RecordPktstatbpfFlowsActiveDataPoint(ts, int64(h.ActiveFlows))
-	s.mb.RecordPktstatbpfFlowsCapacityDataPoint(ts, int64(h.Capacity))
-	s.mb.RecordPktstatbpfFlowsExpiredDataPoint(start, ts, int64(h.ExpiredFlows))
+	s.mb.RecordPktstatbpfFlowCountDataPoint(start, ts, int64(h.ActiveFlows))
+	s.mb.RecordPktstatbpfFlowLimitDataPoint(start, ts, int64(h.Capacity))
+	s.mb.RecordPktstatbpfFlowExpiredDataPoint(start, ts, int64(h.ExpiredFlows))
 	s.mb.RecordPktstatbpfOverflowPacketsDataPoint(start, ts, int64(h.OverflowPackets))
 	s.mb.RecordPktstatbpfOverflowBytesDataPoint(start, ts, int64(h.OverflowBytes))
 	s.mb.RecordPktstatbpfDrainDurationDataPoint(ts, h.DrainDuration.Seconds())
@@ -241,7 +241,10 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 			attached++
 		}
 	}
-	s.mb.RecordPktstatbpfHooksAttachedDataPoint(ts, int64(attached))
+	// Both states every time, so that "failed > 0" can be alerted on
+	// without an absent series standing in for zero.
+	s.mb.RecordPktstatbpfHookCountDataPoint(start, ts, int64(attached), metadata.AttributeHookStateAttached)
+	s.mb.RecordPktstatbpfHookCountDataPoint(start, ts, int64(len(h.Hooks)-attached), metadata.AttributeHookStateFailed)
 	s.prevEnd = now
 
 	rb := metadata.NewResourceBuilder(s.cfg.ResourceAttributes)

@@ -115,7 +115,7 @@ func readFileExportBy[K comparable](t *testing.T, path string, temporality pmetr
 				ms := sms.At(j).Metrics()
 				for k := 0; k < ms.Len(); k++ {
 					m := ms.At(k)
-					if m.Name() != "network.flow.packets" && m.Name() != "network.flow.bytes" {
+					if m.Name() != "pktstatbpf.network.flow.packets" && m.Name() != "pktstatbpf.network.flow.bytes" {
 						continue
 					}
 					require.Equal(t, temporality, m.Sum().AggregationTemporality(), "temporality of %s", m.Name())
@@ -124,7 +124,7 @@ func readFileExportBy[K comparable](t *testing.T, path string, temporality pmetr
 						key := label(dp.Attributes())
 						c := out[key]
 						v := &c.bytes
-						if m.Name() == "network.flow.packets" {
+						if m.Name() == "pktstatbpf.network.flow.packets" {
 							v = &c.packets
 						}
 						if temporality == pmetric.AggregationTemporalityDelta {
@@ -317,8 +317,8 @@ func runEndToEnd(t *testing.T, temporality pmetric.AggregationTemporality, inter
 			"source_port": strconv.FormatInt(k.srcPort, 10), "destination_port": strconv.FormatInt(k.dstPort, 10),
 			"host_name": host, "pktstatbpf_capture_mode": "tc",
 		}
-		assert.Equal(t, c.packets, promValue(t, metrics, "network_flow_packets_total", labels), "packets of %v", k)
-		assert.Equal(t, c.bytes, promValue(t, metrics, "network_flow_bytes_total", labels), "bytes of %v", k)
+		assert.Equal(t, c.packets, promValue(t, metrics, "pktstatbpf_network_flow_packets_total", labels), "packets of %v", k)
+		assert.Equal(t, c.bytes, promValue(t, metrics, "pktstatbpf_network_flow_bytes_total", labels), "bytes of %v", k)
 	}
 }
 

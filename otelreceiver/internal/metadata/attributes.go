@@ -37,6 +37,14 @@ const (
 	// out. It cannot be deselected either: without it the remainder would
 	// look like a flow without attributes.
 	AttrOther = "pktstatbpf.other"
+	// AttrHookState is the attribute of pktstatbpf.hook.count.
+	AttrHookState = "pktstatbpf.hook.state"
+)
+
+// Values of AttrHookState.
+const (
+	AttributeHookStateAttached = "attached"
+	AttributeHookStateFailed   = "failed"
 )
 
 // SelectableFlowAttributes are the attributes a flow metric's `attributes`
