@@ -25,7 +25,7 @@ func TestAttributeMapping(t *testing.T) {
 		want metadata.FlowAttributes
 	}{
 		{
-			name: "folded source port is left out, group name stands for the address",
+			name: "folded source port is left out, a group replaces the address",
 			dims: aggregate.DefaultDimensions,
 			s: aggregate.Series{Key: aggregate.Key{
 				Interface: "eth0", Direction: core.Ingress, IPVersion: 4, Transport: "tcp",
@@ -34,9 +34,44 @@ func TestAttributeMapping(t *testing.T) {
 			}},
 			want: metadata.FlowAttributes{
 				InterfaceName: "eth0", Direction: "receive", NetworkType: "ipv4", Transport: "tcp",
-				SourceAddress: "office", DestinationAddress: "192.0.2.1",
+				SourceGroup: "office", SourceCIDR: "10.1.0.0/16", DestinationAddress: "192.0.2.1",
 				HasDestinationPort: true, DestinationPort: 443,
 			},
+		},
+		{
+			name: "an address outside every group is other, with no range",
+			dims: aggregate.DefaultDimensions,
+			s: aggregate.Series{Key: aggregate.Key{
+				IPVersion: 6, Transport: "udp", SrcGroup: aggregate.Other, DstGroup: "lab",
+			}},
+			want: metadata.FlowAttributes{
+				Direction: "receive", NetworkType: "ipv6", Transport: "udp",
+				SourceGroup: "other", DestinationGroup: "lab", DestinationCIDR: "2001:db8:1::/48",
+			},
+		},
+		{
+			name: "arp is a network type, not a transport",
+			dims: aggregate.DefaultDimensions,
+			s: aggregate.Series{Key: aggregate.Key{
+				Interface: "eth0", Direction: core.Egress, Transport: "arp",
+				SrcAddr: addr("192.0.2.1"), DstAddr: addr("192.0.2.2"), DstPort: 1,
+			}},
+			want: metadata.FlowAttributes{
+				InterfaceName: "eth0", Direction: "transmit", NetworkType: "arp",
+				SourceAddress: "192.0.2.1", DestinationAddress: "192.0.2.2",
+			},
+		},
+		{
+			name: "other ethertypes too, even without ip_version",
+			dims: []aggregate.Dimension{aggregate.DimProto},
+			s:    aggregate.Series{Key: aggregate.Key{Transport: "ethertype-0x88cc"}},
+			want: metadata.FlowAttributes{NetworkType: "ethertype-0x88cc"},
+		},
+		{
+			name: "an ip flow without ip_version keeps its transport and no network type",
+			dims: []aggregate.Dimension{aggregate.DimProto},
+			s:    aggregate.Series{Key: aggregate.Key{Transport: "tcp"}},
+			want: metadata.FlowAttributes{Transport: "tcp"},
 		},
 		{
 			name: "dropped dimensions are absent, port 0 and direction ingress included",
@@ -66,7 +101,7 @@ func TestAttributeMapping(t *testing.T) {
 				Cgroup: "/system.slice/nginx.service", ContainerID: "abc", PodUID: "uid", AppProto: "http2",
 			}},
 			want: metadata.FlowAttributes{
-				VLANID: 42, Flags: "fragment,truncated", PID: 7, ExecutableName: "nginx",
+				VLANID: 42, Flags: "fragment,truncated", PID: 7, Comm: "nginx",
 				CgroupPath: "/system.slice/nginx.service", ContainerID: "abc", PodUID: "uid", ProtocolName: "http2",
 			},
 		},
@@ -91,7 +126,8 @@ func TestAttributeMapping(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.want, newAttributeMapper(tc.dims).attributes(&tc.s))
+			groups := []aggregate.CIDRGroup{{Name: "office", CIDR: "10.1.0.0/16"}, {Name: "lab", CIDR: "2001:db8:1::/48"}}
+			assert.Equal(t, tc.want, newAttributeMapper(tc.dims, groups).attributes(&tc.s))
 		})
 	}
 }
@@ -220,8 +256,8 @@ func TestAggregationConservesTotals(t *testing.T) {
 				// The office's clients to 443 both ways are the two top
 				// keys every time; port 80 and the others are in other.
 				assert.ElementsMatch(t, []string{
-					"map[destination.address:office network.io.direction:transmit network.transport:tcp source.address:192.0.2.10 source.port:443]",
-					"map[destination.address:192.0.2.10 destination.port:443 network.io.direction:receive network.transport:tcp source.address:office]",
+					"map[network.io.direction:transmit network.transport:tcp pktstatbpf.destination.cidr:10.1.0.0/16 pktstatbpf.destination.group:office source.address:192.0.2.10 source.port:443]",
+					"map[destination.address:192.0.2.10 destination.port:443 network.io.direction:receive network.transport:tcp pktstatbpf.source.cidr:10.1.0.0/16 pktstatbpf.source.group:office]",
 					"map[pktstatbpf.other:true]",
 				}, keys(pkts), "drain %d", i+1)
 				var sumP, sumB int64
@@ -240,7 +276,7 @@ func TestAggregationConservesTotals(t *testing.T) {
 			// Exact values of the last drain: transmit to the office is
 			// 2 * sum(i+c+1) packets over the 20 clients.
 			last := flowSeries(got[drains-1], metadata.MetricPktstatbpfNetworkFlowPackets)
-			tx := last["map[destination.address:office network.io.direction:transmit network.transport:tcp source.address:192.0.2.10 source.port:443]"]
+			tx := last["map[network.io.direction:transmit network.transport:tcp pktstatbpf.destination.cidr:10.1.0.0/16 pktstatbpf.destination.group:office source.address:192.0.2.10 source.port:443]"]
 			other := last["map[pktstatbpf.other:true]"]
 			if temporality == TemporalityDelta {
 				assert.Equal(t, int64(2*(20*2+190+20)), tx.IntValue()) // i=2: 2*sum(c+3)

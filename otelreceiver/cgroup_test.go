@@ -144,7 +144,7 @@ func TestReceiverCgroupModeProcessAttributes(t *testing.T) {
 				continue
 			}
 			pid, _ := a.Get(metadata.AttrProcessPID)
-			exe, _ := a.Get(metadata.AttrProcessExecutable)
+			exe, _ := a.Get(metadata.AttrProcessComm)
 			v := m.Sum().DataPoints().At(l).IntValue()
 			if m.Name() == metadata.MetricPktstatbpfNetworkFlowPackets {
 				found = append(found, got{pid: pid.Int(), exe: exe.Str(), packets: v})

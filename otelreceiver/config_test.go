@@ -94,8 +94,9 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"bad_collection_interval", `"collection_interval": requires positive value`},
 		{"unknown_attribute", `metrics::pktstatbpf.network.flow.bytes::attributes: unknown attribute "src_ip": choose from ` +
 			`network.interface.name, network.io.direction, network.type, network.transport, source.address, source.port, ` +
-			`destination.address, destination.port, process.pid, process.executable.name, container.id, k8s.pod.uid, ` +
-			`network.protocol.name, pktstatbpf.vlan.id, pktstatbpf.flags, pktstatbpf.cgroup.path, pktstatbpf.icmp.type, pktstatbpf.icmp.code`},
+			`destination.address, destination.port, process.pid, pktstatbpf.process.comm, container.id, k8s.pod.uid, ` +
+			`network.protocol.name, pktstatbpf.vlan.id, pktstatbpf.flags, pktstatbpf.cgroup.path, pktstatbpf.icmp.type, pktstatbpf.icmp.code, ` +
+			`pktstatbpf.source.group, pktstatbpf.source.cidr, pktstatbpf.destination.group, pktstatbpf.destination.cidr`},
 		{"repeated_attribute", `metrics::pktstatbpf.network.flow.packets::attributes: "source.port" is listed twice`},
 		// The aggregation keys' own messages, unchanged.
 		{"unknown_dimension", `dimensions: unknown dimension "src_addr"; valid dimensions are interface, direction, ip_version, ` +

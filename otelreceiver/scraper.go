@@ -151,7 +151,7 @@ func newFlowScraper(cfg *Config, set receiver.Settings, next consumer.Metrics, n
 		newSource:   newSource,
 		now:         time.Now,
 		hostName:    host,
-		mapper:      newAttributeMapper(cfg.dimensions()),
+		mapper:      newAttributeMapper(cfg.dimensions(), cfg.CIDRGroups),
 		mb:          mb,
 		bytes:       newSeriesSet(m.PktstatbpfNetworkFlowBytes.Enabled, mb.PktstatbpfNetworkFlowBytesSelection()),
 		packets:     newSeriesSet(m.PktstatbpfNetworkFlowPackets.Enabled, mb.PktstatbpfNetworkFlowPacketsSelection()),

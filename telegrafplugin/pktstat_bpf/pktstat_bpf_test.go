@@ -581,7 +581,7 @@ func TestFoldGroupOther(t *testing.T) {
 	)}
 	tags := func(src, dst, dport string) map[string]string {
 		return map[string]string{"interface": "eth0", "direction": "egress", "ip_version": "4", "proto": "tcp",
-			"src_ip": src, "dst_ip": dst, "dst_port": dport}
+			"src_group": src, "dst_group": dst, "dst_port": dport}
 	}
 	f := &fakeSource{snapshots: []core.Snapshot{snap}}
 	p := withFake(&PktstatBPF{Config: aggregate.Config{
