@@ -40,7 +40,8 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, 2*time.Minute, def.IdleTimeout)
 	assert.Equal(t, aggregate.DefaultDimensions, def.Dimensions)
 	assert.Equal(t, "off", def.FoldPorts)
-	assert.Equal(t, aggregate.Duration(2*time.Minute), def.SeriesIdleTimeout)
+	assert.Zero(t, def.SeriesIdleTimeout, "unset: follows idle_timeout")
+	assert.Equal(t, aggregate.Duration(2*time.Minute), def.aggregateConfig().SeriesIdleTimeout)
 	assert.Zero(t, def.TopN)
 	assert.Zero(t, def.MaxSeries)
 	assert.False(t, def.Metrics.PktstatbpfNetworkFlowTCPRetransmits.Enabled)
@@ -56,7 +57,7 @@ func TestLoadConfig(t *testing.T) {
 	want.IdleTimeout = 30 * time.Second
 	want.NetNS = "/var/run/netns/blue"
 	want.Temporality = "delta"
-	want.Dimensions = []aggregate.Dimension{"interface", "direction", "proto", "src_ip", "dst_ip", "dst_port", "pid"}
+	want.Dimensions = []aggregate.Dimension{"interface", "direction", "proto", "src_ip", "dst_ip", "dst_port", "app_proto"}
 	want.FoldPorts = "ephemeral"
 	want.EphemeralPortMin = 49152
 	want.CIDRGroups = []aggregate.CIDRGroup{{Name: "office", CIDR: "10.1.0.0/16"}, {Name: "lab", CIDR: "2001:db8:1::/48"}}
@@ -64,7 +65,7 @@ func TestLoadConfig(t *testing.T) {
 	want.TopN = 100
 	want.MaxSeries = 500
 	want.SeriesIdleTimeout = aggregate.Duration(5 * time.Minute)
-	want.Metrics.PktstatbpfNetworkFlowBytes.Attributes = []string{"network.interface.name", "network.io.direction", "process.pid"}
+	want.Metrics.PktstatbpfNetworkFlowBytes.Attributes = []string{"network.interface.name", "network.io.direction", "network.protocol.name"}
 	want.Metrics.PktstatbpfNetworkFlowPackets.Enabled = false
 	want.Metrics.PktstatbpfDrainDuration.Enabled = false
 	want.ResourceAttributes.HostName.Enabled = false
@@ -88,7 +89,7 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"cgroup_path_without_cgroup", `cgroup_path is set but mode is "tc": set mode = "cgroup" or remove cgroup_path`},
 		{"max_flows_too_small", `max_flows 8 is out of range [16, 16777216]`},
 		{"max_flows_too_large", `max_flows 100000000 is out of range [16, 16777216]`},
-		{"negative_idle_timeout", `idle_timeout -5s is negative`},
+		{"negative_idle_timeout", `idle_timeout -5s is negative: set a positive duration or remove it for the default 2m0s`},
 		{"relative_netns", `netns "blue" is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net`},
 		{"bad_temporality", `temporality "gauge" is not one of cumulative, delta`},
 		{"bad_collection_interval", `"collection_interval": requires positive value`},
@@ -136,7 +137,7 @@ func TestConfigBadSeriesIdleTimeout(t *testing.T) {
 	cm := confmap.NewFromStringMap(map[string]any{"series_idle_timeout": "5 minutes"})
 	err := cm.Unmarshal(createDefaultConfig())
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), `'series_idle_timeout' duration "5 minutes": write it like "90s" or "2m"`)
+	assert.Contains(t, err.Error(), `'series_idle_timeout' duration "5 minutes": write it like "90s", "2m" or "1d", or as a number of seconds`)
 }
 
 func TestConfigRejectsUnknownKey(t *testing.T) {

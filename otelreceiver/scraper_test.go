@@ -124,6 +124,8 @@ func TestScrapeGolden(t *testing.T) {
 	}{
 		{"cumulative_default", nil},
 		{"all_dimensions", func(c *Config) {
+			// kprobe mode fills every dimension, retransmits included.
+			c.Mode = "kprobe"
 			c.Dimensions = allDimensions
 			c.Metrics.PktstatbpfNetworkFlowTCPRetransmits.Enabled = true
 		}},
