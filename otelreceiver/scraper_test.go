@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
@@ -33,7 +32,7 @@ func newTestScraper(t testing.TB, f *fakeSource, edit func(*Config)) *flowScrape
 		edit(cfg)
 	}
 	require.NoError(t, cfg.Validate())
-	s, err := newFlowScraper(cfg, receivertest.NewNopSettings(metadata.Type), consumertest.NewNop(), f.newSource)
+	s, err := newFlowScraper(cfg, receivertest.NewNopSettings(metadata.Type), f.newSource)
 	require.NoError(t, err)
 	s.now = func() time.Time { return t0 }
 	s.hostName = "testhost"
