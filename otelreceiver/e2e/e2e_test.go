@@ -349,11 +349,23 @@ func TestDistributionAggregates(t *testing.T) {
 	p.SendUDP(t, 4, 100, 41000, 9000, true)
 	p.SendUDPFromB(t, 6, 50, 42000, 9002, false)
 
+	// An address in a group is reported as the group's name and CIDR,
+	// never as source.address or destination.address.
+	groups := map[string]string{"peer": "192.0.2.2/32", "lab6": "2001:db8::/64"}
+	side := func(a map[string]any, dir, v string) {
+		if cidr, ok := groups[v]; ok {
+			a["pktstatbpf."+dir+".group"], a["pktstatbpf."+dir+".cidr"] = v, cidr
+		} else {
+			a[dir+".address"] = v
+		}
+	}
 	series := func(dir, netType, src, dst string, dport int) string {
-		return fmt.Sprint(map[string]any{
-			"network.io.direction": dir, "network.type": netType, "network.transport": "udp",
-			"source.address": src, "destination.address": dst, "destination.port": int64(dport),
-		})
+		a := map[string]any{
+			"network.io.direction": dir, "network.type": netType, "network.transport": "udp", "destination.port": int64(dport),
+		}
+		side(a, "source", src)
+		side(a, "destination", dst)
+		return fmt.Sprint(a)
 	}
 	frame4, frame6, frameIn := int64(nettest.UDPFrameLen(100, false)), int64(nettest.UDPFrameLen(100, true)), int64(nettest.UDPFrameLen(50, false))
 	want := map[string]flowCounts{
