@@ -175,6 +175,16 @@ var promLabel = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"
 // every label in want, failing t unless there is exactly one.
 func promValue(t *testing.T, text, metric string, want map[string]string) int64 {
 	t.Helper()
+	found := promSamples(text, metric, want)
+	require.Len(t, found, 1, "samples of %s with %v in:\n%s", metric, want, text)
+	v, err := strconv.ParseFloat(found[0], 64)
+	require.NoError(t, err)
+	return int64(v)
+}
+
+// promSamples returns the values of the samples of metric whose labels
+// include every label in want.
+func promSamples(text, metric string, want map[string]string) []string {
 	var found []string
 	for _, line := range strings.Split(text, "\n") {
 		m := promLine.FindStringSubmatch(line)
@@ -195,10 +205,7 @@ func promValue(t *testing.T, text, metric string, want map[string]string) int64 
 			found = append(found, m[3])
 		}
 	}
-	require.Len(t, found, 1, "samples of %s with %v in:\n%s", metric, want, text)
-	v, err := strconv.ParseFloat(found[0], 64)
-	require.NoError(t, err)
-	return int64(v)
+	return found
 }
 
 // TestDistributionEndToEnd: build/otelcol-pktstat counts traffic on a veth in

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,7 +99,21 @@ func TestRunConfig(t *testing.T) {
 		p.IfA, wantBytes[41100])
 	assert.Contains(t, c.stdoutLines(), want)
 
-	metrics := scrapePrometheus(t, p.NSPathA(), "127.0.0.1:"+promPort)
+	// The Prometheus pipeline batches: its counters may trail stdout by
+	// one batch timeout.
+	var metrics string
+	for {
+		metrics = scrapePrometheus(t, p.NSPathA(), "127.0.0.1:"+promPort)
+		done := true
+		for _, f := range flows {
+			labels := map[string]string{"network_interface_name": p.IfA, "network_transport": "udp", "source_port": strconv.Itoa(int(f.srcPort))}
+			done = done && slices.Equal(promSamples(metrics, "pktstatbpf_network_flow_bytes_total", labels), []string{strconv.FormatInt(wantBytes[int64(f.srcPort)], 10)})
+		}
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	for _, f := range flows {
 		labels := map[string]string{"network_interface_name": p.IfA, "network_transport": "udp", "source_port": strconv.Itoa(int(f.srcPort))}
 		assert.Equal(t, wantBytes[int64(f.srcPort)], promValue(t, metrics, "pktstatbpf_network_flow_bytes_total", labels), "bytes of %d", f.srcPort)
