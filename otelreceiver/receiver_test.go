@@ -59,19 +59,26 @@ func packetsOf(md pmetric.Metrics) int64 {
 	return n
 }
 
-// TestReceiverLifecycle runs the receiver as the collector does and checks
-// that Shutdown sends the last, partial interval before detaching.
-func TestReceiverLifecycle(t *testing.T) {
+// startAndFlushOnly returns a source of one flow, 3 packets at the first
+// drain and 2 more at the second, and a config that scrapes once at Start
+// and then not until Shutdown: the second count can only arrive through the
+// shutdown flush.
+func startAndFlushOnly() (*fakeSource, *Config) {
 	a := udp4(core.Ingress, 1111, 53)
 	f := &fakeSource{snaps: []core.Snapshot{
 		{Time: at(10), Records: []core.Record{rec(a, at(3), 0, 0, 3, 300)}},
 		{Time: at(12), Records: []core.Record{rec(a, at(3), 3, 300, 2, 200)}},
 	}}
 	cfg := createDefaultConfig().(*Config)
-	// One scrape at Start, then none until Shutdown: the second count can
-	// only arrive through the shutdown flush.
 	cfg.CollectionInterval = time.Hour
 	cfg.InitialDelay = 0
+	return f, cfg
+}
+
+// TestReceiverLifecycle runs the receiver as the collector does and checks
+// that Shutdown sends the last, partial interval before detaching.
+func TestReceiverLifecycle(t *testing.T) {
+	f, cfg := startAndFlushOnly()
 	cfg.Interfaces = []string{"veth0"}
 	cfg.NetNS = "/var/run/netns/test"
 	sink := new(consumertest.MetricsSink)
@@ -105,14 +112,7 @@ func TestReceiverLifecycle(t *testing.T) {
 func TestShutdownFlushIsAccounted(t *testing.T) {
 	for _, refuse := range []bool{false, true} {
 		t.Run(fmt.Sprintf("refused=%t", refuse), func(t *testing.T) {
-			a := udp4(core.Ingress, 1111, 53)
-			f := &fakeSource{snaps: []core.Snapshot{
-				{Time: at(10), Records: []core.Record{rec(a, at(3), 0, 0, 3, 300)}},
-				{Time: at(12), Records: []core.Record{rec(a, at(3), 3, 300, 2, 200)}},
-			}}
-			cfg := createDefaultConfig().(*Config)
-			cfg.CollectionInterval = time.Hour
-			cfg.InitialDelay = 0
+			f, cfg := startAndFlushOnly()
 			tel := componenttest.NewTelemetry()
 			t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
 			set := receivertest.NewNopSettings(metadata.Type)

@@ -141,3 +141,23 @@ func (p *Pair) SendUDPFromB(t testing.TB, n, payloadLen int, srcPort, dstPort ui
 	q.A4, q.B4, q.A6, q.B6 = p.B4, p.A4, p.B6, p.A6
 	q.SendUDP(t, n, payloadLen, srcPort, dstPort, v6)
 }
+
+// Flow is one UDP flow a test sends between the pair's ends, A to B unless
+// FromB.
+type Flow struct {
+	N, Payload       int
+	SrcPort, DstPort uint16
+	V6, FromB        bool
+}
+
+// Send sends n datagrams of f (which need not be f.N) and returns their
+// L2 bytes, what tc and xdp count for them.
+func (p *Pair) Send(t testing.TB, f Flow, n int) uint64 {
+	t.Helper()
+	if f.FromB {
+		p.SendUDPFromB(t, n, f.Payload, f.SrcPort, f.DstPort, f.V6)
+	} else {
+		p.SendUDP(t, n, f.Payload, f.SrcPort, f.DstPort, f.V6)
+	}
+	return uint64(n) * uint64(UDPFrameLen(f.Payload, f.V6))
+}

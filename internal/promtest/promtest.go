@@ -3,7 +3,6 @@
 package promtest
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -78,20 +77,7 @@ func Start(t testing.TB, nsName, nsPath, target, rules string) *Server {
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{addr: "127.0.0.1:" + FreePort(t, nsPath), client: &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
-				var conn net.Conn
-				err := nettest.Do(nsPath, func() (err error) {
-					conn, err = (&net.Dialer{}).DialContext(ctx, network, address)
-					return err
-				})
-				return conn, err
-			},
-		},
-	}}
+	s := &Server{addr: "127.0.0.1:" + FreePort(t, nsPath), client: nettest.HTTPClient(nsPath)}
 	cmd := exec.Command("ip", "netns", "exec", nsName, bin,
 		"--config.file="+configFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+s.addr, "--log.level=warn")
@@ -187,6 +173,55 @@ func (s *Server) Query(t testing.TB, expr string, ts int64) []Sample {
 	return out
 }
 
+// WaitEqual polls got until it prints as want does, for up to 30 s, and
+// fails t with what was last seen otherwise.
+func WaitEqual(t testing.TB, what string, want any, got func() any) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		g := got()
+		if fmt.Sprint(g) == fmt.Sprint(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: have %v, want %v", what, g, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// WarmThenMeasure sends 3 datagrams on every flow and waits until seen
+// (totals by source port) shows them, so that every series exists before
+// the measured window; calls mark, which opens the window; then sends each
+// flow's N datagrams and waits until seen shows the totals. It returns the
+// bytes of the measured part by source port.
+func WarmThenMeasure(t testing.TB, p *nettest.Pair, flows []nettest.Flow, seen func() map[string]uint64, mark func()) map[uint16]float64 {
+	t.Helper()
+	warm, total, measured := map[string]uint64{}, map[string]uint64{}, map[uint16]float64{}
+	for _, f := range flows {
+		warm[fmt.Sprint(f.SrcPort)] = p.Send(t, f, 3)
+	}
+	get := func() any { return seen() }
+	WaitEqual(t, "warm-up traffic", warm, get)
+	mark()
+	for _, f := range flows {
+		port := fmt.Sprint(f.SrcPort)
+		m := p.Send(t, f, f.N)
+		measured[f.SrcPort] = float64(m)
+		total[port] = warm[port] + m
+	}
+	WaitEqual(t, "measured traffic", total, get)
+	return measured
+}
+
+// Measure is WarmThenMeasure with the window between two scrapes of s: the
+// one after the warm-up showed, and the one that shows the totals.
+func (s *Server) Measure(t testing.TB, p *nettest.Pair, flows []nettest.Flow, seen func() map[string]uint64) (start, end int64, measured map[uint16]float64) {
+	t.Helper()
+	measured = WarmThenMeasure(t, p, flows, seen, func() { start = s.NextScrape(t) })
+	return start, s.LastScrape(t), measured
+}
+
 // Now is the current time in milliseconds, for Query.
 func Now() int64 { return time.Now().UnixMilli() }
 
@@ -238,6 +273,29 @@ func (s *Server) AlertRules(t testing.TB) []Rule {
 		out = append(out, g.Rules...)
 	}
 	return out
+}
+
+// CheckQuietRules fails t unless the loaded alerting rules are exactly
+// names, each healthy and inactive: the expected state after traffic that
+// overflows nothing and attaches every hook.
+func (s *Server) CheckQuietRules(t testing.TB, names ...string) {
+	t.Helper()
+	rules := s.AlertRules(t)
+	got := map[string]bool{}
+	for _, r := range rules {
+		got[r.Name] = true
+		if r.Health != "ok" || r.State != "inactive" {
+			t.Errorf("rule %s: health %q, state %q; want ok, inactive", r.Name, r.Health, r.State)
+		}
+	}
+	for _, n := range names {
+		if !got[n] {
+			t.Errorf("rule %s is not loaded (have %v)", n, rules)
+		}
+	}
+	if len(rules) != len(names) {
+		t.Errorf("%d rules loaded, want %d: %v", len(rules), len(names), rules)
+	}
 }
 
 // Want is what a dashboard panel must show: its series by legend. A rate

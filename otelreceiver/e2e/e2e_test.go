@@ -5,10 +5,8 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -145,20 +143,7 @@ func readFileExportBy[K comparable](t *testing.T, path string, temporality pmetr
 // the loopback of namespace nsPath: the connection is opened from inside it.
 func scrapePrometheus(t *testing.T, nsPath, addr string) string {
 	t.Helper()
-	client := &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
-				var conn net.Conn
-				err := nettest.Do(nsPath, func() (err error) {
-					conn, err = (&net.Dialer{}).DialContext(ctx, network, address)
-					return err
-				})
-				return conn, err
-			},
-		},
-	}
+	client := nettest.HTTPClient(nsPath)
 	resp, err := client.Get("http://" + addr + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()

@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
@@ -47,71 +43,24 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	bin := collectorPath(t)
 	p := nettest.NewPair(t)
 	collectorPort := promtest.FreePort(t, p.NSPathA())
-	c := startCollectorArgs(t, "collector", p.NSA, bin, []string{
-		"--config", filepath.Join("..", "..", "testdata", "otelcol.yaml"),
-		"--set=receivers::pktstatbpf::interfaces=[" + p.IfA + "]",
-		"--set=receivers::pktstatbpf::collection_interval=500ms",
-		"--set=receivers::pktstatbpf::initial_delay=0s",
-		"--set=exporters::prometheus::endpoint=127.0.0.1:" + collectorPort,
-	}, nil)
+	c := startCollectorArgs(t, "collector", p.NSA, bin, runConfigArgs(p.IfA, "500ms", collectorPort), nil)
 	require.True(t, c.logged(`"interface": "`+p.IfA+`"`), "collector did not log attaching to %s:\n%s", p.IfA, c.logText())
 	prom := promtest.Start(t, p.NSA, p.NSPathA(), "127.0.0.1:"+collectorPort, filepath.Join(distDir, "prometheus", "pktstat-bpf.rules.yaml"))
 	host, err := os.Hostname()
 	require.NoError(t, err)
 
-	type flow struct {
-		n, payload       int
-		srcPort, dstPort uint16
-		v6, fromB        bool
+	flows := []nettest.Flow{
+		{N: 20, Payload: 300, SrcPort: 41200, DstPort: 9300},
+		{N: 10, Payload: 1000, SrcPort: 41201, DstPort: 9301, V6: true},
+		{N: 15, Payload: 200, SrcPort: 41202, DstPort: 9302, FromB: true},
 	}
-	send := func(f flow, n int) int64 {
-		if f.fromB {
-			p.SendUDPFromB(t, n, f.payload, f.srcPort, f.dstPort, f.v6)
-		} else {
-			p.SendUDP(t, n, f.payload, f.srcPort, f.dstPort, f.v6)
+	start, end, measured := prom.Measure(t, p, flows, func() map[string]uint64 {
+		got := map[string]uint64{}
+		for _, s := range prom.Query(t, `pktstatbpf_network_flow_bytes_total{network_transport="udp"}`, promtest.Now()) {
+			got[s.Labels["source_port"]] = uint64(s.Value)
 		}
-		return int64(n) * int64(nettest.UDPFrameLen(f.payload, f.v6))
-	}
-	flows := []flow{
-		{20, 300, 41200, 9300, false, false},
-		{10, 1000, 41201, 9301, true, false},
-		{15, 200, 41202, 9302, false, true},
-	}
-	waitFor := func(what string, want map[uint16]int64) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			got := map[uint16]int64{}
-			for _, s := range prom.Query(t, `pktstatbpf_network_flow_bytes_total{network_transport="udp"}`, promtest.Now()) {
-				port, _ := strconv.Atoi(s.Labels["source_port"])
-				got[uint16(port)] = int64(s.Value)
-			}
-			if fmt.Sprint(got) == fmt.Sprint(want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: Prometheus has %v, want %v\ncollector log:\n%s", what, got, want, c.logText())
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	// Warm-up: the flows' series exist and have been scraped before the
-	// measured window starts, so increase() over it sees the whole jump.
-	warm, total, measured := map[uint16]int64{}, map[uint16]int64{}, map[uint16]float64{}
-	for _, f := range flows {
-		warm[f.srcPort] = send(f, 3)
-	}
-	waitFor("warm-up", warm)
-	// A scrape after the one that first showed the warm-up values: the
-	// window starts at it.
-	start := prom.NextScrape(t)
-	for _, f := range flows {
-		m := send(f, f.n)
-		measured[f.srcPort] = float64(m)
-		total[f.srcPort] = warm[f.srcPort] + m
-	}
-	waitFor("measured traffic", total)
-	end := prom.LastScrape(t)
+		return got
+	})
 
 	b := func(port uint16) float64 { return measured[port] }
 	tx, rx := b(41200)+b(41201), b(41202)
@@ -135,11 +84,5 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 		})
 
 	// The rules load, are healthy, and nothing in this quiet run fires.
-	var names []string
-	for _, r := range prom.AlertRules(t) {
-		names = append(names, r.Name)
-		assert.Equal(t, "ok", r.Health, r.Name)
-		assert.Equal(t, "inactive", r.State, r.Name)
-	}
-	assert.ElementsMatch(t, []string{"PktstatBPFOverflowGrowing", "PktstatBPFHookFailed", "PktstatBPFHookNotFirst", "PktstatBPFDrainSlow"}, names)
+	prom.CheckQuietRules(t, "PktstatBPFOverflowGrowing", "PktstatBPFHookFailed", "PktstatBPFHookNotFirst", "PktstatBPFDrainSlow")
 }

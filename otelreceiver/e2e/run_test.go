@@ -48,6 +48,19 @@ func terminalCounts(t *testing.T, lines []string, metric string) map[int64]int64
 	return out
 }
 
+// runConfigArgs runs the collector with the `make run` config, pointed at
+// iface instead of the default route, scraping every interval, and with
+// the Prometheus endpoint on promPort of the loopback.
+func runConfigArgs(iface, interval, promPort string) []string {
+	return []string{
+		"--config", filepath.Join("..", "..", "testdata", "otelcol.yaml"),
+		"--set=receivers::pktstatbpf::interfaces=[" + iface + "]",
+		"--set=receivers::pktstatbpf::collection_interval=" + interval,
+		"--set=receivers::pktstatbpf::initial_delay=0s",
+		"--set=exporters::prometheus::endpoint=127.0.0.1:" + promPort,
+	}
+}
+
 // TestRunConfig: the config `sudo make run` uses (testdata/otelcol.yaml),
 // pointed at a veth instead of the default route and at a free port, prints
 // each interval's flows on stdout, one readable line per series, and serves
@@ -59,13 +72,7 @@ func TestRunConfig(t *testing.T) {
 	bin := collectorPath(t)
 	p := nettest.NewPair(t)
 	const promPort = "19484"
-	c := startCollectorArgs(t, "run collector", p.NSA, bin, []string{
-		"--config", filepath.Join("..", "..", "testdata", "otelcol.yaml"),
-		"--set=receivers::pktstatbpf::interfaces=[" + p.IfA + "]",
-		"--set=receivers::pktstatbpf::collection_interval=1s",
-		"--set=receivers::pktstatbpf::initial_delay=0s",
-		"--set=exporters::prometheus::endpoint=127.0.0.1:" + promPort,
-	}, nil)
+	c := startCollectorArgs(t, "run collector", p.NSA, bin, runConfigArgs(p.IfA, "1s", promPort), nil)
 	require.True(t, c.logged(`"interface": "`+p.IfA+`"`), "collector did not log attaching to %s:\n%s", p.IfA, c.logText())
 
 	flows := []struct {

@@ -15,7 +15,33 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
+	"github.com/pktstat-bpf/pktstat-bpf/internal/promtest"
 )
+
+// dashboardConfig is the dashboard tests' Telegraf, without its output:
+// the input on iface, gathering and flushing every second, tagged host.
+func dashboardConfig(host, iface string) string {
+	return fmt.Sprintf(`
+[agent]
+  hostname = %q
+  interval = "1s"
+  flush_interval = "1s"
+
+[[inputs.pktstat_bpf]]
+  interfaces = [%q]
+`, host, iface)
+}
+
+// dashboardFlows are the dashboard tests' flows, from source port first
+// on: two from A (IPv4, IPv6), one from B, so that every panel has more
+// than one series to tell apart.
+func dashboardFlows(first uint16) []nettest.Flow {
+	return []nettest.Flow{
+		{N: 20, Payload: 300, SrcPort: first, DstPort: first + 10000},
+		{N: 10, Payload: 1000, SrcPort: first + 1, DstPort: first + 10001, V6: true},
+		{N: 15, Payload: 200, SrcPort: first + 2, DstPort: first + 10002, FromB: true},
+	}
+}
 
 // influxPanel is what the test reads of a Grafana panel on InfluxQL.
 type influxPanel struct {
@@ -44,82 +70,32 @@ func TestInfluxDBDashboard(t *testing.T) {
 	db.query(t, "", "CREATE DATABASE pktstat")
 	const host = "pktstat-e2e"
 
-	conf := filepath.Join(t.TempDir(), "telegraf.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`
-[agent]
-  hostname = %q
-  interval = "1s"
-  flush_interval = "1s"
-
-[[inputs.pktstat_bpf]]
-  interfaces = [%q]
-
+	runTelegraf(t, p, telegrafBin, dashboardConfig(host, p.IfA)+fmt.Sprintf(`
 [[outputs.influxdb]]
   urls = ["http://%s"]
   database = "pktstat"
   skip_database_creation = true
-`, host, p.IfA, db.addr)), 0o600))
-	proc := startProcess(t, nil, "ip", "netns", "exec", p.NSA, telegrafBin, "--config", conf)
-	proc.waitLog(t, "counting started", 60*time.Second)
-
-	type sent struct {
-		flow
-		fromB bool
-	}
-	flows := []sent{
-		{flow{n: 20, payload: 300, srcPort: 43001, dstPort: 53001}, false},
-		{flow{n: 10, payload: 1000, srcPort: 43002, dstPort: 53002, v6: true}, false},
-		{flow{n: 15, payload: 200, srcPort: 43003, dstPort: 53003}, true},
-	}
-	send := func(f sent, n int) uint64 {
-		f.n = n
-		if f.fromB {
-			p.SendUDPFromB(t, f.n, f.payload, f.srcPort, f.dstPort, f.v6)
-		} else {
-			f.send(t, p)
-		}
-		return f.bytes()
-	}
-	waitFor := func(what string, want map[string]uint64) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			got := map[string]uint64{}
-			for _, s := range db.query(t, "pktstat", `SELECT last("bytes") AS "bytes" FROM "pktstat_bpf" WHERE "proto" = 'udp' GROUP BY "src_port"`) {
-				got[s.Tags["src_port"]] = uint64(s.int(t, 0, "bytes"))
-			}
-			if fmt.Sprint(got) == fmt.Sprint(want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: InfluxDB has %v, want %v\n%s", what, got, want, proc.log())
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	warm, total, measured := map[string]uint64{}, map[string]uint64{}, map[string]float64{}
-	for _, f := range flows {
-		warm[fmt.Sprint(f.srcPort)] = send(f, 3)
-	}
-	waitFor("warm-up", warm)
+`, db.addr))
 
 	// Two buckets of $__interval: the first ends at b with the warm-up
 	// values (gathers every second), the second holds the measured traffic.
 	const interval = 10 * time.Second
-	b := time.Now().Add(2 * time.Second).Truncate(interval).Add(interval)
-	time.Sleep(time.Until(b.Add(200 * time.Millisecond)))
-	for _, f := range flows {
-		port := fmt.Sprint(f.srcPort)
-		m := send(f, f.n)
-		measured[port] = float64(m)
-		total[port] = warm[port] + m
-	}
-	waitFor("measured traffic", total)
+	var b time.Time
+	measured := promtest.WarmThenMeasure(t, p, dashboardFlows(43001), func() map[string]uint64 {
+		got := map[string]uint64{}
+		for _, s := range db.query(t, "pktstat", `SELECT last("bytes") AS "bytes" FROM "pktstat_bpf" WHERE "proto" = 'udp' GROUP BY "src_port"`) {
+			got[s.Tags["src_port"]] = uint64(s.int(t, 0, "bytes"))
+		}
+		return got
+	}, func() {
+		b = time.Now().Add(2 * time.Second).Truncate(interval).Add(interval)
+		time.Sleep(time.Until(b.Add(200 * time.Millisecond)))
+	})
 	require.Less(t, time.Now(), b.Add(interval-time.Second), "the measured traffic must land in the second bucket")
 	time.Sleep(time.Until(b.Add(interval + 1500*time.Millisecond)))
 
 	from, to := b.Add(-interval), b.Add(interval-time.Millisecond)
-	m := func(port uint16) float64 { return measured[fmt.Sprint(port)] }
+	m := func(port uint16) float64 { return measured[port] }
 	egress, ingress := m(43001)+m(43002), m(43003)
 	// Each panel's series by legend, as the panel shows them: a time
 	// series by its value in the second bucket (rates times the interval),
