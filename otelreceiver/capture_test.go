@@ -54,10 +54,17 @@ func flowLabel(attrs pcommon.Map) string {
 	s := ""
 	for _, k := range []string{
 		metadata.AttrNetworkIODirection, metadata.AttrNetworkType, metadata.AttrNetworkTransport,
-		metadata.AttrSourceAddress, metadata.AttrSourcePort, metadata.AttrDestinationAddress, metadata.AttrDestinationPort,
+		metadata.AttrSourceAddress, metadata.AttrSourceGroup, metadata.AttrSourcePort,
+		metadata.AttrDestinationAddress, metadata.AttrDestinationGroup, metadata.AttrDestinationPort,
 	} {
 		if v, ok := attrs.Get(k); ok {
-			s += v.AsString() + " "
+			s += v.AsString()
+			// A group is written with its CIDR: group(cidr).
+			cidr := map[string]string{metadata.AttrSourceGroup: metadata.AttrSourceCIDR, metadata.AttrDestinationGroup: metadata.AttrDestinationCIDR}[k]
+			if c, ok := attrs.Get(cidr); ok && cidr != "" {
+				s += "(" + c.AsString() + ")"
+			}
+			s += " "
 		}
 	}
 	return s
@@ -369,10 +376,11 @@ func TestReceiverAggregatesRealTraffic(t *testing.T) {
 				mds = mds[len(mds)-1:]
 			}
 			// No interface dimension: the points carry none, hence "".
-			to9000 := "transmit ipv4 udp 192.0.2.1 peer 9000 "
-			to9001 := "transmit ipv4 udp 192.0.2.1 peer 9001 "
-			v6 := "transmit ipv6 udp lab6 lab6 9000 "
-			in := "receive ipv4 udp peer 192.0.2.1 9002 "
+			// Grouped addresses are groups with their CIDR, not addresses.
+			to9000 := "transmit ipv4 udp 192.0.2.1 peer(192.0.2.2/32) 9000 "
+			to9001 := "transmit ipv4 udp 192.0.2.1 peer(192.0.2.2/32) 9001 "
+			v6 := "transmit ipv6 udp lab6(2001:db8::/64) lab6(2001:db8::/64) 9000 "
+			in := "receive ipv4 udp peer(192.0.2.2/32) 192.0.2.1 9002 "
 			frame4, frame6, frameIn := int64(nettest.UDPFrameLen(100, false)), int64(nettest.UDPFrameLen(100, true)), int64(nettest.UDPFrameLen(50, false))
 			assert.Equal(t, map[string]int64{to9000: 50, to9001: 7, v6: 4, in: 6},
 				withoutMLD(t, flowTotals(mds, metadata.MetricPktstatbpfNetworkFlowPackets, "")))
