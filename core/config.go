@@ -128,7 +128,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("interfaces: %q is longer than the kernel's 15-character interface name limit", name))
 		}
 	}
-	if len(c.Interfaces) > 0 && !c.Mode.HasInterfaces() {
+	if len(c.Interfaces) > 0 && c.Mode.HasSockets() {
 		errs = append(errs, fmt.Errorf("interfaces is set but mode %q counts per socket, not per interface: remove interfaces or use mode tc or xdp", c.Mode))
 	}
 	if c.CgroupPath != "" && c.Mode != ModeCgroup {
@@ -146,10 +146,6 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// HasInterfaces reports whether the mode counts per interface (tc, xdp)
-// rather than per socket (cgroup, kprobe).
-func (m Mode) HasInterfaces() bool { return m != ModeCgroup && m != ModeKprobe }
 
 // HasSockets reports whether the mode sees the socket that sent or received
 // a packet, and with it the process and cgroup (cgroup and kprobe modes).
