@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"path/filepath"
 	"time"
 )
 
@@ -96,7 +97,10 @@ type Config struct {
 	breakFentry string
 }
 
-// Validate checks the configuration without touching the system.
+// Validate checks the capture keys without touching the system. Agents call
+// aggregate.Validate, which runs this and the aggregation rules together, so
+// that both report the same mistake with the same words; a new capture key's
+// rule belongs here.
 func (c Config) Validate() error {
 	var errs []error
 	switch c.Mode {
@@ -132,7 +136,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("interfaces: %q is longer than the kernel's 15-character interface name limit", name))
 		}
 	}
-	if len(c.Interfaces) > 0 && (c.Mode == ModeCgroup || c.Mode == ModeKprobe) {
+	if len(c.Interfaces) > 0 && c.Mode.HasSockets() {
 		errs = append(errs, fmt.Errorf("interfaces is set but mode %q counts per socket, not per interface: remove interfaces or use mode tc or xdp", c.Mode))
 	}
 	if c.CgroupPath != "" && c.Mode != ModeCgroup {
@@ -150,7 +154,11 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.IdleTimeout < 0 {
-		errs = append(errs, fmt.Errorf("idle_timeout %s is negative", c.IdleTimeout))
+		errs = append(errs, fmt.Errorf("idle_timeout %s is negative: set a positive duration or remove it for the default %s",
+			c.IdleTimeout, DefaultIdleTimeout))
+	}
+	if c.NetNS != "" && !filepath.IsAbs(c.NetNS) {
+		errs = append(errs, fmt.Errorf("netns %q is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net", c.NetNS))
 	}
 	if _, err := c.Filters.compile(); err != nil {
 		errs = append(errs, err)
@@ -160,6 +168,13 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// HasSockets reports whether the mode sees the socket that sent or received
+// a packet, and with it the process and cgroup (cgroup and kprobe modes).
+func (m Mode) HasSockets() bool { return m == ModeCgroup || m == ModeKprobe }
+
+// EffectiveMode is the mode in force: an empty mode is tc.
+func (c Config) EffectiveMode() Mode { return c.effectiveMode() }
 
 func (c Config) effectiveMode() Mode {
 	if c.Mode == "" {

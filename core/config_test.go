@@ -25,7 +25,9 @@ func TestConfigValidate(t *testing.T) {
 		{"cgroup path in tc mode", Config{CgroupPath: "/sys/fs/cgroup"}, `cgroup_path is set but mode is "tc"`},
 		{"max_flows too small", Config{MaxFlows: 8}, "max_flows 8 is out of range [16, 16777216]"},
 		{"max_flows too large", Config{MaxFlows: 1 << 25}, "max_flows 33554432 is out of range"},
-		{"negative idle timeout", Config{IdleTimeout: -time.Second}, "idle_timeout -1s is negative"},
+		{"negative idle timeout", Config{IdleTimeout: -time.Second}, "idle_timeout -1s is negative: set a positive duration or remove it for the default 2m0s"},
+		{"relative netns", Config{NetNS: "blue"}, `netns "blue" is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net`},
+		{"absolute netns", Config{NetNS: "/var/run/netns/blue"}, ""},
 		{"two errors at once", Config{Mode: "x", MaxFlows: 1}, "max_flows 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

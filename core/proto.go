@@ -1,6 +1,9 @@
 package core
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // IP protocol numbers that the kernel programs decode.
 const (
@@ -61,4 +64,12 @@ func (k FlowKey) Transport() string {
 		return "arp"
 	}
 	return "ethertype-0x" + strconv.FormatUint(uint64(k.EtherType)|0x10000, 16)[1:]
+}
+
+// IsNonIP reports whether a Transport value names a network protocol other
+// than IP ("arp", "ethertype-0xNNNN") rather than an IP protocol, so that
+// an adapter can tell a non-IP flow from an IP flow whose ip_version
+// dimension was dropped.
+func IsNonIP(transport string) bool {
+	return transport == "arp" || strings.HasPrefix(transport, "ethertype-0x")
 }

@@ -222,8 +222,8 @@ func (a agent) bytesMetric() string {
 
 // The collector's flow metrics as its Prometheus exporter names them.
 const (
-	flowPacketsMetric = "network_flow_packets_total"
-	flowBytesMetric   = "network_flow_bytes_total"
+	flowPacketsMetric = "pktstatbpf_network_flow_packets_total"
+	flowBytesMetric   = "pktstatbpf_network_flow_bytes_total"
 )
 
 func (a agent) flowLabels(iface, src, dst string, sport, dport uint16) map[string]string {

@@ -25,7 +25,7 @@ func TestAttributeMapping(t *testing.T) {
 		want metadata.FlowAttributes
 	}{
 		{
-			name: "folded source port is left out, group name stands for the address",
+			name: "folded source port is left out, a group replaces the address",
 			dims: aggregate.DefaultDimensions,
 			s: aggregate.Series{Key: aggregate.Key{
 				Interface: "eth0", Direction: core.Ingress, IPVersion: 4, Transport: "tcp",
@@ -34,9 +34,44 @@ func TestAttributeMapping(t *testing.T) {
 			}},
 			want: metadata.FlowAttributes{
 				InterfaceName: "eth0", Direction: "receive", NetworkType: "ipv4", Transport: "tcp",
-				SourceAddress: "office", DestinationAddress: "192.0.2.1",
+				SourceGroup: "office", SourceCIDR: "10.1.0.0/16", DestinationAddress: "192.0.2.1",
 				HasDestinationPort: true, DestinationPort: 443,
 			},
+		},
+		{
+			name: "an address outside every group is other, with no range",
+			dims: aggregate.DefaultDimensions,
+			s: aggregate.Series{Key: aggregate.Key{
+				IPVersion: 6, Transport: "udp", SrcGroup: aggregate.Other, DstGroup: "lab",
+			}},
+			want: metadata.FlowAttributes{
+				Direction: "receive", NetworkType: "ipv6", Transport: "udp",
+				SourceGroup: "other", DestinationGroup: "lab", DestinationCIDR: "2001:db8:1::/48",
+			},
+		},
+		{
+			name: "arp is a network type, not a transport",
+			dims: aggregate.DefaultDimensions,
+			s: aggregate.Series{Key: aggregate.Key{
+				Interface: "eth0", Direction: core.Egress, Transport: "arp",
+				SrcAddr: addr("192.0.2.1"), DstAddr: addr("192.0.2.2"), DstPort: 1,
+			}},
+			want: metadata.FlowAttributes{
+				InterfaceName: "eth0", Direction: "transmit", NetworkType: "arp",
+				SourceAddress: "192.0.2.1", DestinationAddress: "192.0.2.2",
+			},
+		},
+		{
+			name: "other ethertypes too, even without ip_version",
+			dims: []aggregate.Dimension{aggregate.DimProto},
+			s:    aggregate.Series{Key: aggregate.Key{Transport: "ethertype-0x88cc"}},
+			want: metadata.FlowAttributes{NetworkType: "ethertype-0x88cc"},
+		},
+		{
+			name: "an ip flow without ip_version keeps its transport and no network type",
+			dims: []aggregate.Dimension{aggregate.DimProto},
+			s:    aggregate.Series{Key: aggregate.Key{Transport: "tcp"}},
+			want: metadata.FlowAttributes{Transport: "tcp"},
 		},
 		{
 			name: "dropped dimensions are absent, port 0 and direction ingress included",
@@ -66,7 +101,7 @@ func TestAttributeMapping(t *testing.T) {
 				Cgroup: "/system.slice/nginx.service", ContainerID: "abc", PodUID: "uid", AppProto: "http2",
 			}},
 			want: metadata.FlowAttributes{
-				VLANID: 42, Flags: "fragment,truncated", PID: 7, ExecutableName: "nginx",
+				VLANID: 42, Flags: "fragment,truncated", PID: 7, Comm: "nginx",
 				CgroupPath: "/system.slice/nginx.service", ContainerID: "abc", PodUID: "uid", ProtocolName: "http2",
 			},
 		},
@@ -97,7 +132,8 @@ func TestAttributeMapping(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.want, newAttributeMapper(tc.dims).attributes(&tc.s))
+			groups := []aggregate.CIDRGroup{{Name: "office", CIDR: "10.1.0.0/16"}, {Name: "lab", CIDR: "2001:db8:1::/48"}}
+			assert.Equal(t, tc.want, newAttributeMapper(tc.dims, groups).attributes(&tc.s))
 		})
 	}
 }
@@ -146,7 +182,7 @@ func TestAppProtoIsProtocolName(t *testing.T) {
 	s := newTestScraper(t, f, func(c *Config) {
 		c.Dimensions = []aggregate.Dimension{aggregate.DimDstPort, aggregate.DimAppProto}
 	})
-	got := flowSeries(scrapeN(t, s, 1)[0], metadata.MetricNetworkFlowPackets)
+	got := flowSeries(scrapeN(t, s, 1)[0], metadata.MetricPktstatbpfNetworkFlowPackets)
 	assert.ElementsMatch(t, []string{
 		"map[destination.port:443 network.protocol.name:http]",
 		"map[destination.port:22]",
@@ -221,13 +257,13 @@ func TestAggregationConservesTotals(t *testing.T) {
 			for i, md := range got {
 				runPkts += wantPkts[i]
 				runBytes += wantBytes[i]
-				pkts := flowSeries(md, metadata.MetricNetworkFlowPackets)
-				bytes := flowSeries(md, metadata.MetricNetworkFlowBytes)
+				pkts := flowSeries(md, metadata.MetricPktstatbpfNetworkFlowPackets)
+				bytes := flowSeries(md, metadata.MetricPktstatbpfNetworkFlowBytes)
 				// The office's clients to 443 both ways are the two top
 				// keys every time; port 80 and the others are in other.
 				assert.ElementsMatch(t, []string{
-					"map[destination.address:office network.io.direction:transmit network.transport:tcp source.address:192.0.2.10 source.port:443]",
-					"map[destination.address:192.0.2.10 destination.port:443 network.io.direction:receive network.transport:tcp source.address:office]",
+					"map[network.io.direction:transmit network.transport:tcp pktstatbpf.destination.cidr:10.1.0.0/16 pktstatbpf.destination.group:office source.address:192.0.2.10 source.port:443]",
+					"map[destination.address:192.0.2.10 destination.port:443 network.io.direction:receive network.transport:tcp pktstatbpf.source.cidr:10.1.0.0/16 pktstatbpf.source.group:office]",
 					"map[pktstatbpf.other:true]",
 				}, keys(pkts), "drain %d", i+1)
 				var sumP, sumB int64
@@ -245,8 +281,8 @@ func TestAggregationConservesTotals(t *testing.T) {
 			}
 			// Exact values of the last drain: transmit to the office is
 			// 2 * sum(i+c+1) packets over the 20 clients.
-			last := flowSeries(got[drains-1], metadata.MetricNetworkFlowPackets)
-			tx := last["map[destination.address:office network.io.direction:transmit network.transport:tcp source.address:192.0.2.10 source.port:443]"]
+			last := flowSeries(got[drains-1], metadata.MetricPktstatbpfNetworkFlowPackets)
+			tx := last["map[network.io.direction:transmit network.transport:tcp pktstatbpf.destination.cidr:10.1.0.0/16 pktstatbpf.destination.group:office source.address:192.0.2.10 source.port:443]"]
 			other := last["map[pktstatbpf.other:true]"]
 			if temporality == TemporalityDelta {
 				assert.Equal(t, int64(2*(20*2+190+20)), tx.IntValue()) // i=2: 2*sum(c+3)
@@ -261,7 +297,7 @@ func TestAggregationConservesTotals(t *testing.T) {
 	}
 }
 
-// TestRetransmitsMetric: network.flow.tcp.retransmits has a point only for
+// TestRetransmitsMetric: pktstatbpf.network.flow.tcp.retransmits has a point only for
 // series that retransmitted, cumulative from the series' start or per
 // window, including retransmissions reported without new packets.
 func TestRetransmitsMetric(t *testing.T) {
@@ -291,11 +327,11 @@ func TestRetransmitsMetric(t *testing.T) {
 		t.Run(tc.temporality, func(t *testing.T) {
 			s := newTestScraper(t, &fakeSource{snaps: snaps}, func(c *Config) {
 				c.Temporality = tc.temporality
-				c.Metrics.NetworkFlowTCPRetransmits.Enabled = true
+				c.Metrics.PktstatbpfNetworkFlowTCPRetransmits.Enabled = true
 			})
 			for i, md := range scrapeN(t, s, len(snaps)) {
 				got := map[string]int64{}
-				for k, dp := range flowSeries(md, metadata.MetricNetworkFlowTCPRetransmits) {
+				for k, dp := range flowSeries(md, metadata.MetricPktstatbpfNetworkFlowTCPRetransmits) {
 					got[k] = dp.IntValue()
 					if tc.temporality == TemporalityCumulative {
 						assert.Equal(t, pcommon.NewTimestampFromTime(at(1)), dp.StartTimestamp())
@@ -308,7 +344,7 @@ func TestRetransmitsMetric(t *testing.T) {
 	// Off by default: no metric at all.
 	s := newTestScraper(t, &fakeSource{snaps: snaps}, nil)
 	for _, md := range scrapeN(t, s, len(snaps)) {
-		assert.Empty(t, flowSeries(md, metadata.MetricNetworkFlowTCPRetransmits))
+		assert.Empty(t, flowSeries(md, metadata.MetricPktstatbpfNetworkFlowTCPRetransmits))
 	}
 }
 
@@ -326,11 +362,11 @@ func TestAttributesDropFurther(t *testing.T) {
 	}}
 	s := newTestScraper(t, f, func(c *Config) {
 		c.SeriesIdleTimeout = aggregate.Duration(15 * time.Second)
-		c.Metrics.NetworkFlowPackets.Attributes = []string{metadata.AttrDestinationPort}
+		c.Metrics.PktstatbpfNetworkFlowPackets.Attributes = []string{metadata.AttrDestinationPort}
 	})
 	label := "map[destination.port:53]"
 	for i, want := range []int64{4, 6, 7} {
-		got := flowSeries(scrapeN(t, s, 1)[0], metadata.MetricNetworkFlowPackets)
+		got := flowSeries(scrapeN(t, s, 1)[0], metadata.MetricPktstatbpfNetworkFlowPackets)
 		require.Contains(t, got, label)
 		assert.Equal(t, want, got[label].IntValue(), "scrape %d", i+1)
 		assert.Equal(t, pcommon.NewTimestampFromTime(at(3)), got[label].StartTimestamp())

@@ -1,6 +1,7 @@
 package pktstatbpfreceiver
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -14,14 +15,22 @@ import (
 // 0 is ingress and port 0 is a port.
 type attributeMapper struct {
 	direction, srcPort, dstPort bool
+	// groupCIDR maps a CIDR group's name to its range; names are unique
+	// (aggregate's validation).
+	groupCIDR map[string]string
 }
 
-func newAttributeMapper(dims []aggregate.Dimension) attributeMapper {
-	return attributeMapper{
+func newAttributeMapper(dims []aggregate.Dimension, groups []aggregate.CIDRGroup) attributeMapper {
+	m := attributeMapper{
 		direction: slices.Contains(dims, aggregate.DimDirection),
 		srcPort:   slices.Contains(dims, aggregate.DimSrcPort),
 		dstPort:   slices.Contains(dims, aggregate.DimDstPort),
+		groupCIDR: make(map[string]string, len(groups)),
 	}
+	for _, g := range groups {
+		m.groupCIDR[g.Name] = g.CIDR
+	}
+	return m
 }
 
 // attributes maps a series onto the attributes its key fills; the metrics'
@@ -50,15 +59,10 @@ func (m attributeMapper) attributes(s *aggregate.Series) metadata.FlowAttributes
 	}
 	a := metadata.FlowAttributes{
 		InterfaceName: s.Interface,
-		Transport:     s.Transport,
-		// A CIDR group's name (or "other" with ungrouped_as_other) stands
-		// in for the address, as in Telegraf's src_ip and dst_ip tags.
-		SourceAddress:      s.SrcIP(),
-		DestinationAddress: s.DstIP(),
-		PID:                int64(s.PID),
-		ExecutableName:     s.Comm,
-		ContainerID:        s.ContainerID,
-		PodUID:             s.PodUID,
+		PID:           int64(s.PID),
+		Comm:          s.Comm,
+		ContainerID:   s.ContainerID,
+		PodUID:        s.PodUID,
 		// Detected by the kernel in the flow's first payload bytes.
 		ProtocolName: s.AppProto,
 		VLANID:       int64(s.VLAN),
@@ -68,11 +72,24 @@ func (m attributeMapper) attributes(s *aggregate.Series) metadata.FlowAttributes
 	if m.direction {
 		a.Direction = s.Direction.OTelString()
 	}
-	switch s.IPVersion {
-	case 4:
-		a.NetworkType = "ipv4"
-	case 6:
-		a.NetworkType = "ipv6"
+	// A CIDR group (or "other" with ungrouped_as_other) replaces the
+	// address, as Telegraf's src_group and dst_group tags do.
+	a.SourceAddress, a.SourceGroup, a.SourceCIDR = m.address(s.SrcAddr, s.SrcGroup)
+	a.DestinationAddress, a.DestinationGroup, a.DestinationCIDR = m.address(s.DstAddr, s.DstGroup)
+	switch {
+	case core.IsNonIP(s.Transport):
+		// A non-IP flow has no transport: its EtherType name (arp,
+		// ethertype-0xNNNN) is the network layer, which aggregate keeps
+		// in the proto dimension.
+		a.NetworkType = s.Transport
+	default:
+		a.Transport = s.Transport
+		switch s.IPVersion {
+		case 4:
+			a.NetworkType = "ipv4"
+		case 6:
+			a.NetworkType = "ipv6"
+		}
 	}
 	switch {
 	case s.HasPorts:
@@ -96,6 +113,18 @@ func (m attributeMapper) attributes(s *aggregate.Series) metadata.FlowAttributes
 		}
 	}
 	return a
+}
+
+// address returns the address attribute or, for a grouped address, the
+// group's name and range.
+func (m attributeMapper) address(addr netip.Addr, group string) (address, name, cidr string) {
+	if group != "" {
+		return "", group, m.groupCIDR[group]
+	}
+	if addr.IsValid() {
+		return addr.String(), "", ""
+	}
+	return "", "", ""
 }
 
 // flagsString writes the parse flags as a comma-separated list, empty when

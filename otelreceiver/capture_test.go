@@ -54,10 +54,17 @@ func flowLabel(attrs pcommon.Map) string {
 	s := ""
 	for _, k := range []string{
 		metadata.AttrNetworkIODirection, metadata.AttrNetworkType, metadata.AttrNetworkTransport,
-		metadata.AttrSourceAddress, metadata.AttrSourcePort, metadata.AttrDestinationAddress, metadata.AttrDestinationPort,
+		metadata.AttrSourceAddress, metadata.AttrSourceGroup, metadata.AttrSourcePort,
+		metadata.AttrDestinationAddress, metadata.AttrDestinationGroup, metadata.AttrDestinationPort,
 	} {
 		if v, ok := attrs.Get(k); ok {
-			s += v.AsString() + " "
+			s += v.AsString()
+			// A group is written with its CIDR: group(cidr).
+			cidr := map[string]string{metadata.AttrSourceGroup: metadata.AttrSourceCIDR, metadata.AttrDestinationGroup: metadata.AttrDestinationCIDR}[k]
+			if c, ok := attrs.Get(cidr); ok && cidr != "" {
+				s += "(" + c.AsString() + ")"
+			}
+			s += " "
 		}
 	}
 	return s
@@ -130,8 +137,8 @@ func TestReceiverCountsRealTraffic(t *testing.T) {
 				out6: 25 * int64(nettest.UDPFrameLen(600, true)),
 				in4:  7 * int64(nettest.UDPFrameLen(50, false)),
 			}
-			assert.Equal(t, wantPackets, withoutMLD(t, flowTotals(mds, metadata.MetricNetworkFlowPackets, p.IfA)))
-			assert.Equal(t, wantBytes, withoutMLD(t, flowTotals(mds, metadata.MetricNetworkFlowBytes, p.IfA)))
+			assert.Equal(t, wantPackets, withoutMLD(t, flowTotals(mds, metadata.MetricPktstatbpfNetworkFlowPackets, p.IfA)))
+			assert.Equal(t, wantBytes, withoutMLD(t, flowTotals(mds, metadata.MetricPktstatbpfNetworkFlowBytes, p.IfA)))
 		})
 	}
 }
@@ -169,7 +176,7 @@ func TestReceiverRestartsExpiredFlow(t *testing.T) {
 		ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
 		for k := 0; k < ms.Len(); k++ {
 			m := ms.At(k)
-			if m.Name() != metadata.MetricNetworkFlowPackets {
+			if m.Name() != metadata.MetricPktstatbpfNetworkFlowPackets {
 				continue
 			}
 			for l := 0; l < m.Sum().DataPoints().Len(); l++ {
@@ -240,7 +247,7 @@ func TestReceiverConservesOverflow(t *testing.T) {
 		ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
 		for k := 0; k < ms.Len(); k++ {
 			m := ms.At(k)
-			if m.Name() != metadata.MetricNetworkFlowPackets && m.Name() != metadata.MetricNetworkFlowBytes {
+			if m.Name() != metadata.MetricPktstatbpfNetworkFlowPackets && m.Name() != metadata.MetricPktstatbpfNetworkFlowBytes {
 				continue
 			}
 			for l := 0; l < m.Sum().DataPoints().Len(); l++ {
@@ -252,7 +259,7 @@ func TestReceiverConservesOverflow(t *testing.T) {
 					continue
 				}
 				_, overflow := dp.Attributes().Get(metadata.AttrOverflow)
-				if m.Name() == metadata.MetricNetworkFlowBytes {
+				if m.Name() == metadata.MetricPktstatbpfNetworkFlowBytes {
 					bytes += dp.IntValue()
 					continue
 				}
@@ -316,8 +323,8 @@ func TestReceiverXDPMode(t *testing.T) {
 	last := mds[len(mds)-1:]
 	in6 := "receive ipv6 udp 2001:db8::2 43000 2001:db8::1 9300 "
 	// The datagrams A sent are egress, which XDP does not see.
-	assert.Equal(t, map[string]int64{in6: 11}, withoutMLD(t, flowTotals(last, metadata.MetricNetworkFlowPackets, p.IfA)))
-	assert.Equal(t, map[string]int64{in6: 11 * int64(nettest.UDPFrameLen(300, true))}, withoutMLD(t, flowTotals(last, metadata.MetricNetworkFlowBytes, p.IfA)))
+	assert.Equal(t, map[string]int64{in6: 11}, withoutMLD(t, flowTotals(last, metadata.MetricPktstatbpfNetworkFlowPackets, p.IfA)))
+	assert.Equal(t, map[string]int64{in6: 11 * int64(nettest.UDPFrameLen(300, true))}, withoutMLD(t, flowTotals(last, metadata.MetricPktstatbpfNetworkFlowBytes, p.IfA)))
 	mode, _ := last[0].ResourceMetrics().At(0).Resource().Attributes().Get(metadata.ResourceAttrCaptureMode)
 	assert.Equal(t, "xdp", mode.Str())
 }
@@ -369,15 +376,16 @@ func TestReceiverAggregatesRealTraffic(t *testing.T) {
 				mds = mds[len(mds)-1:]
 			}
 			// No interface dimension: the points carry none, hence "".
-			to9000 := "transmit ipv4 udp 192.0.2.1 peer 9000 "
-			to9001 := "transmit ipv4 udp 192.0.2.1 peer 9001 "
-			v6 := "transmit ipv6 udp lab6 lab6 9000 "
-			in := "receive ipv4 udp peer 192.0.2.1 9002 "
+			// Grouped addresses are groups with their CIDR, not addresses.
+			to9000 := "transmit ipv4 udp 192.0.2.1 peer(192.0.2.2/32) 9000 "
+			to9001 := "transmit ipv4 udp 192.0.2.1 peer(192.0.2.2/32) 9001 "
+			v6 := "transmit ipv6 udp lab6(2001:db8::/64) lab6(2001:db8::/64) 9000 "
+			in := "receive ipv4 udp peer(192.0.2.2/32) 192.0.2.1 9002 "
 			frame4, frame6, frameIn := int64(nettest.UDPFrameLen(100, false)), int64(nettest.UDPFrameLen(100, true)), int64(nettest.UDPFrameLen(50, false))
 			assert.Equal(t, map[string]int64{to9000: 50, to9001: 7, v6: 4, in: 6},
-				withoutMLD(t, flowTotals(mds, metadata.MetricNetworkFlowPackets, "")))
+				withoutMLD(t, flowTotals(mds, metadata.MetricPktstatbpfNetworkFlowPackets, "")))
 			assert.Equal(t, map[string]int64{to9000: 50 * frame4, to9001: 7 * frame4, v6: 4 * frame6, in: 6 * frameIn},
-				withoutMLD(t, flowTotals(mds, metadata.MetricNetworkFlowBytes, "")))
+				withoutMLD(t, flowTotals(mds, metadata.MetricPktstatbpfNetworkFlowBytes, "")))
 		})
 	}
 }

@@ -135,7 +135,7 @@ func TestReceiverCgroupModeProcessAttributes(t *testing.T) {
 	ms := mds[len(mds)-1].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
 	for k := 0; k < ms.Len(); k++ {
 		m := ms.At(k)
-		if m.Name() != metadata.MetricNetworkFlowPackets && m.Name() != metadata.MetricNetworkFlowBytes {
+		if m.Name() != metadata.MetricPktstatbpfNetworkFlowPackets && m.Name() != metadata.MetricPktstatbpfNetworkFlowBytes {
 			continue
 		}
 		for l := 0; l < m.Sum().DataPoints().Len(); l++ {
@@ -144,9 +144,9 @@ func TestReceiverCgroupModeProcessAttributes(t *testing.T) {
 				continue
 			}
 			pid, _ := a.Get(metadata.AttrProcessPID)
-			exe, _ := a.Get(metadata.AttrProcessExecutable)
+			exe, _ := a.Get(metadata.AttrProcessComm)
 			v := m.Sum().DataPoints().At(l).IntValue()
-			if m.Name() == metadata.MetricNetworkFlowPackets {
+			if m.Name() == metadata.MetricPktstatbpfNetworkFlowPackets {
 				found = append(found, got{pid: pid.Int(), exe: exe.Str(), packets: v})
 			} else {
 				found = append(found, got{pid: pid.Int(), exe: exe.Str(), bytes: v})

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -85,10 +84,11 @@ func createDefaultConfig() component.Config {
 		MetricsBuilderConfig: metadata.DefaultMetricsBuilderConfig(),
 		// ephemeral_port_min stays 0 (32768 once fold_ports is
 		// "ephemeral"): aggregate rejects it with folding off.
+		// series_idle_timeout stays 0: it then follows idle_timeout, as
+		// in Telegraf (aggregate.WithCapture).
 		Aggregation: Aggregation{
-			Dimensions:        slices.Clone(aggregate.DefaultDimensions),
-			FoldPorts:         aggregate.FoldOff,
-			SeriesIdleTimeout: aggregate.Duration(aggregate.DefaultSeriesIdleTimeout),
+			Dimensions: slices.Clone(aggregate.DefaultDimensions),
+			FoldPorts:  aggregate.FoldOff,
 		},
 		Mode:        string(core.ModeTC),
 		XDPMode:     "",
@@ -98,20 +98,15 @@ func createDefaultConfig() component.Config {
 	}
 }
 
-// Validate checks the receiver's own keys, the aggregation keys and the
+// Validate checks the keys shared with Telegraf through aggregate.Validate,
+// the one validation both agents run, then the receiver's own keys and the
 // flow metrics' attribute lists. The collector validates the embedded
 // scraper controller settings separately (confmap.Validate walks every
 // field), so they are not repeated.
 func (c *Config) Validate() error {
 	var errs []error
-	if err := c.coreConfig(nil).Validate(); err != nil {
+	if err := aggregate.Validate(c.coreConfig(nil), c.aggregateConfig()); err != nil {
 		errs = append(errs, err)
-	}
-	if err := c.aggregateConfig().Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if c.NetNS != "" && !filepath.IsAbs(c.NetNS) {
-		errs = append(errs, fmt.Errorf("netns %q is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net", c.NetNS))
 	}
 	switch c.Temporality {
 	case TemporalityCumulative, TemporalityDelta:
@@ -125,7 +120,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (c *Config) aggregateConfig() aggregate.Config { return aggregate.Config(c.Aggregation) }
+func (c *Config) aggregateConfig() aggregate.Config {
+	return aggregate.WithCapture(aggregate.Config(c.Aggregation), c.coreConfig(nil))
+}
 
 // dimensions are the dimensions in force: the configured ones or, when the
 // list is empty, aggregate's defaults.
@@ -148,8 +145,12 @@ var attributeDimensions = map[string][]aggregate.Dimension{
 	metadata.AttrSourcePort:           {aggregate.DimSrcPort},
 	metadata.AttrDestinationAddress:   {aggregate.DimDstIP},
 	metadata.AttrDestinationPort:      {aggregate.DimDstPort},
+	metadata.AttrSourceGroup:          {aggregate.DimSrcIP},
+	metadata.AttrSourceCIDR:           {aggregate.DimSrcIP},
+	metadata.AttrDestinationGroup:     {aggregate.DimDstIP},
+	metadata.AttrDestinationCIDR:      {aggregate.DimDstIP},
 	metadata.AttrProcessPID:           {aggregate.DimPID},
-	metadata.AttrProcessExecutable:    {aggregate.DimComm},
+	metadata.AttrProcessComm:          {aggregate.DimComm},
 	metadata.AttrContainerID:          {aggregate.DimContainerID},
 	metadata.AttrK8sPodUID:            {aggregate.DimPodUID},
 	metadata.AttrNetworkProtocolName:  {aggregate.DimAppProto},

@@ -41,10 +41,11 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, 2*time.Minute, def.IdleTimeout)
 	assert.Equal(t, aggregate.DefaultDimensions, def.Dimensions)
 	assert.Equal(t, "off", def.FoldPorts)
-	assert.Equal(t, aggregate.Duration(2*time.Minute), def.SeriesIdleTimeout)
+	assert.Zero(t, def.SeriesIdleTimeout, "unset: follows idle_timeout")
+	assert.Equal(t, aggregate.Duration(2*time.Minute), def.aggregateConfig().SeriesIdleTimeout)
 	assert.Zero(t, def.TopN)
 	assert.Zero(t, def.MaxSeries)
-	assert.False(t, def.Metrics.NetworkFlowTCPRetransmits.Enabled)
+	assert.False(t, def.Metrics.PktstatbpfNetworkFlowTCPRetransmits.Enabled)
 
 	custom := loadConfig(t, component.NewIDWithName(metadata.Type, "custom"))
 	require.NoError(t, confmap.Validate(custom))
@@ -57,7 +58,7 @@ func TestLoadConfig(t *testing.T) {
 	want.IdleTimeout = 30 * time.Second
 	want.NetNS = "/var/run/netns/blue"
 	want.Temporality = "delta"
-	want.Dimensions = []aggregate.Dimension{"interface", "direction", "proto", "src_ip", "dst_ip", "dst_port", "pid"}
+	want.Dimensions = []aggregate.Dimension{"interface", "direction", "proto", "src_ip", "dst_ip", "dst_port", "app_proto"}
 	want.FoldPorts = "ephemeral"
 	want.EphemeralPortMin = 49152
 	want.CIDRGroups = []aggregate.CIDRGroup{{Name: "office", CIDR: "10.1.0.0/16"}, {Name: "lab", CIDR: "2001:db8:1::/48"}}
@@ -70,8 +71,8 @@ func TestLoadConfig(t *testing.T) {
 		IncludeProtocols: []string{"tcp", "udp", "arp"}, ExcludeProtocols: []string{"other"},
 		IncludePorts: []string{"53", "30000-32767"}, ExcludePorts: []string{"32000"},
 	}
-	want.Metrics.NetworkFlowBytes.Attributes = []string{"network.interface.name", "network.io.direction", "process.pid"}
-	want.Metrics.NetworkFlowPackets.Enabled = false
+	want.Metrics.PktstatbpfNetworkFlowBytes.Attributes = []string{"network.interface.name", "network.io.direction", "network.protocol.name"}
+	want.Metrics.PktstatbpfNetworkFlowPackets.Enabled = false
 	want.Metrics.PktstatbpfDrainDuration.Enabled = false
 	want.ResourceAttributes.HostName.Enabled = false
 	assert.Equal(t, want, custom)
@@ -94,15 +95,16 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"cgroup_path_without_cgroup", `cgroup_path is set but mode is "tc": set mode = "cgroup" or remove cgroup_path`},
 		{"max_flows_too_small", `max_flows 8 is out of range [16, 16777216]`},
 		{"max_flows_too_large", `max_flows 100000000 is out of range [16, 16777216]`},
-		{"negative_idle_timeout", `idle_timeout -5s is negative`},
+		{"negative_idle_timeout", `idle_timeout -5s is negative: set a positive duration or remove it for the default 2m0s`},
 		{"relative_netns", `netns "blue" is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net`},
 		{"bad_temporality", `temporality "gauge" is not one of cumulative, delta`},
 		{"bad_collection_interval", `"collection_interval": requires positive value`},
-		{"unknown_attribute", `metrics::network.flow.bytes::attributes: unknown attribute "src_ip": choose from ` +
+		{"unknown_attribute", `metrics::pktstatbpf.network.flow.bytes::attributes: unknown attribute "src_ip": choose from ` +
 			`network.interface.name, network.io.direction, network.type, network.transport, source.address, source.port, ` +
-			`destination.address, destination.port, process.pid, process.executable.name, container.id, k8s.pod.uid, ` +
-			`network.protocol.name, pktstatbpf.vlan.id, pktstatbpf.flags, pktstatbpf.cgroup.path, pktstatbpf.icmp.type, pktstatbpf.icmp.code`},
-		{"repeated_attribute", `metrics::network.flow.packets::attributes: "source.port" is listed twice`},
+			`destination.address, destination.port, process.pid, pktstatbpf.process.comm, container.id, k8s.pod.uid, ` +
+			`network.protocol.name, pktstatbpf.vlan.id, pktstatbpf.flags, pktstatbpf.cgroup.path, pktstatbpf.icmp.type, pktstatbpf.icmp.code, ` +
+			`pktstatbpf.source.group, pktstatbpf.source.cidr, pktstatbpf.destination.group, pktstatbpf.destination.cidr`},
+		{"repeated_attribute", `metrics::pktstatbpf.network.flow.packets::attributes: "source.port" is listed twice`},
 		// The aggregation keys' own messages, unchanged.
 		{"unknown_dimension", `dimensions: unknown dimension "src_addr"; valid dimensions are interface, direction, ip_version, ` +
 			`proto, src_ip, dst_ip, src_port, dst_port, vlan, flags, pid, comm, cgroup, container_id, pod_uid, app_proto`},
@@ -114,8 +116,8 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"ungrouped_without_groups", `ungrouped_as_other is set but cidr_groups is empty: add groups or remove ungrouped_as_other`},
 		{"negative_top_n", `top_n -1 is negative: use 0 to keep every series`},
 		{"negative_max_series", `max_series -5 is negative: use 0 for no cap`},
-		{"attribute_without_dimension", `metrics::network.flow.bytes::attributes: "process.pid" needs "pid" in dimensions: add it there or remove the attribute` + "\n" +
-			`metrics::network.flow.tcp.retransmits::attributes: "pktstatbpf.icmp.type" needs "proto" in dimensions: add it there or remove the attribute`},
+		{"attribute_without_dimension", `metrics::pktstatbpf.network.flow.bytes::attributes: "process.pid" needs "pid" in dimensions: add it there or remove the attribute` + "\n" +
+			`metrics::pktstatbpf.network.flow.tcp.retransmits::attributes: "pktstatbpf.icmp.type" needs "proto" in dimensions: add it there or remove the attribute`},
 		// The filter keys' messages come from core, the same as the Telegraf plugin's.
 		{"filter_host_bits", filterErrHostBits},
 		{"filter_unknown_protocol", filterErrProtocol},
@@ -148,7 +150,7 @@ func TestConfigBadSeriesIdleTimeout(t *testing.T) {
 	cm := confmap.NewFromStringMap(map[string]any{"series_idle_timeout": "5 minutes"})
 	err := cm.Unmarshal(createDefaultConfig())
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), `'series_idle_timeout' duration "5 minutes": write it like "90s" or "2m"`)
+	assert.Contains(t, err.Error(), `'series_idle_timeout' duration "5 minutes": write it like "90s", "2m" or "1d", or as a number of seconds`)
 }
 
 func TestConfigRejectsUnknownKey(t *testing.T) {

@@ -32,7 +32,7 @@ func createMetricsReceiver(_ context.Context, set receiver.Settings, cfg compone
 	if !ok {
 		return nil, fmt.Errorf("create pktstatbpf receiver: config is %T, not *Config", cfg)
 	}
-	s, err := newFlowScraper(rCfg, set, next, newSource)
+	s, err := newFlowScraper(rCfg, set, newSource)
 	if err != nil {
 		return nil, fmt.Errorf("create pktstatbpf receiver: %w", err)
 	}
@@ -40,6 +40,11 @@ func createMetricsReceiver(_ context.Context, set receiver.Settings, cfg compone
 	if err != nil {
 		return nil, fmt.Errorf("create pktstatbpf scraper: %w", err)
 	}
-	return scraperhelper.NewMetricsController(&rCfg.ControllerConfig, set, next,
-		scraperhelper.AddMetricsScraper(metadata.Type, sc))
+	f := newFinalScrape(rCfg.CollectionInterval)
+	f.Metrics, err = scraperhelper.NewMetricsController(&rCfg.ControllerConfig, set, next,
+		scraperhelper.AddMetricsScraper(metadata.Type, sc), scraperhelper.WithTickerChannel(f.ticks))
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }

@@ -17,11 +17,16 @@ RUN_TARGET := run-otelcol
 
 .PHONY: deps-otelcol otelcol test-otelcol test-otelcol-unit bench-otelcol run-otelcol
 
-## deps-otelcol: install ocb (the collector builder) at the pinned release
+## deps-otelcol: install ocb (the collector builder) at the pinned release, and Debian's prometheus
+## (2.42, with promtool) for the dashboard and alert tests; without recommends, so no node exporter
+## comes along, and nothing is started (the tests run their own on 127.0.0.1)
 deps-otelcol:
 	@$(OCB) version 2>&1 | grep -q 'ocb version $(OCB_VERSION)$$' || { \
 		echo "installing ocb $(OCB_VERSION)"; \
 		GOBIN=$(dir $(OCB)) $(GO) install go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION); }
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+		&& { ! systemctl is-active -q prometheus 2>/dev/null || systemctl disable -q --now prometheus; }; }
 
 otelcol: $(OTELCOL)
 

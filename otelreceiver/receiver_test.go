@@ -2,17 +2,21 @@ package pktstatbpfreceiver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
@@ -35,7 +39,7 @@ func TestFactory(t *testing.T) {
 	require.NoError(t, componenttest.CheckConfigStruct(f.CreateDefaultConfig()))
 }
 
-// packetsOf sums network.flow.packets over md.
+// packetsOf sums pktstatbpf.network.flow.packets over md.
 func packetsOf(md pmetric.Metrics) int64 {
 	var n int64
 	rms := md.ResourceMetrics()
@@ -44,7 +48,7 @@ func packetsOf(md pmetric.Metrics) int64 {
 		for j := 0; j < sms.Len(); j++ {
 			ms := sms.At(j).Metrics()
 			for k := 0; k < ms.Len(); k++ {
-				if m := ms.At(k); m.Name() == metadata.MetricNetworkFlowPackets {
+				if m := ms.At(k); m.Name() == metadata.MetricPktstatbpfNetworkFlowPackets {
 					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
 						n += m.Sum().DataPoints().At(l).IntValue()
 					}
@@ -55,19 +59,26 @@ func packetsOf(md pmetric.Metrics) int64 {
 	return n
 }
 
-// TestReceiverLifecycle runs the receiver as the collector does and checks
-// that Shutdown sends the last, partial interval before detaching.
-func TestReceiverLifecycle(t *testing.T) {
+// startAndFlushOnly returns a source of one flow, 3 packets at the first
+// drain and 2 more at the second, and a config that scrapes once at Start
+// and then not until Shutdown: the second count can only arrive through the
+// shutdown flush.
+func startAndFlushOnly() (*fakeSource, *Config) {
 	a := udp4(core.Ingress, 1111, 53)
 	f := &fakeSource{snaps: []core.Snapshot{
 		{Time: at(10), Records: []core.Record{rec(a, at(3), 0, 0, 3, 300)}},
 		{Time: at(12), Records: []core.Record{rec(a, at(3), 3, 300, 2, 200)}},
 	}}
 	cfg := createDefaultConfig().(*Config)
-	// One scrape at Start, then none until Shutdown: the second count can
-	// only arrive through the shutdown flush.
 	cfg.CollectionInterval = time.Hour
 	cfg.InitialDelay = 0
+	return f, cfg
+}
+
+// TestReceiverLifecycle runs the receiver as the collector does and checks
+// that Shutdown sends the last, partial interval before detaching.
+func TestReceiverLifecycle(t *testing.T) {
+	f, cfg := startAndFlushOnly()
 	cfg.Interfaces = []string{"veth0"}
 	cfg.NetNS = "/var/run/netns/test"
 	sink := new(consumertest.MetricsSink)
@@ -93,6 +104,42 @@ func TestReceiverLifecycle(t *testing.T) {
 		IdleTimeout: core.DefaultIdleTimeout, NetNS: "/var/run/netns/test", Logger: f.gotConfig.Logger,
 	}, f.gotConfig)
 	assert.NotNil(t, f.gotConfig.Logger)
+}
+
+// TestShutdownFlushIsAccounted: the shutdown flush goes through the scraper
+// controller, so the collector's own receiver and scraper counters include
+// its points, and a refused flush is counted as refused.
+func TestShutdownFlushIsAccounted(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refused=%t", refuse), func(t *testing.T) {
+			f, cfg := startAndFlushOnly()
+			tel := componenttest.NewTelemetry()
+			t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+			set := receivertest.NewNopSettings(metadata.Type)
+			set.TelemetrySettings = tel.NewTelemetrySettings()
+			sink := &refusingSink{}
+			rcv, err := newFactory(f.newSource).CreateMetrics(context.Background(), set, cfg, sink)
+			require.NoError(t, err)
+			require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+			require.Eventually(t, func() bool { return sink.calls() == 1 }, 5*time.Second, 5*time.Millisecond)
+			first := sink.points()
+			sink.setRefuse(refuse)
+			require.NoError(t, rcv.Shutdown(context.Background()))
+			require.Equal(t, 2, sink.calls(), "the flush reached the consumer")
+			flushed := sink.points() - first
+			require.Positive(t, flushed)
+
+			accepted, refused := first+flushed, 0
+			if refuse {
+				accepted, refused = first, flushed
+			}
+			assert.Equal(t, int64(accepted), metricSum(t, tel, "otelcol_receiver_accepted_metric_points"))
+			assert.Equal(t, int64(refused), metricSum(t, tel, "otelcol_receiver_refused_metric_points"))
+			// The scraper counts metrics, not points: one scrape at start
+			// and the flush, each with the same metrics.
+			assert.Equal(t, 2*metricsPerScrape(sink), metricSum(t, tel, "otelcol_scraper_scraped_metric_points"))
+		})
+	}
 }
 
 // TestReceiverTicks checks that scrapes follow collection_interval.
@@ -137,4 +184,49 @@ func TestReceiverShutdownWithoutStart(t *testing.T) {
 	starts, _, closes, _ := f.counts()
 	assert.Zero(t, starts)
 	assert.Zero(t, closes)
+}
+
+// refusingSink keeps what it is given and, once told to, refuses it.
+type refusingSink struct {
+	mu      sync.Mutex
+	refuse  bool
+	got     []pmetric.Metrics
+	counted int
+}
+
+func (s *refusingSink) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+
+func (s *refusingSink) ConsumeMetrics(_ context.Context, md pmetric.Metrics) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.got = append(s.got, md)
+	s.counted += md.DataPointCount()
+	if s.refuse {
+		return errors.New("queue full")
+	}
+	return nil
+}
+
+func (s *refusingSink) setRefuse(r bool) { s.mu.Lock(); s.refuse = r; s.mu.Unlock() }
+func (s *refusingSink) calls() int       { s.mu.Lock(); defer s.mu.Unlock(); return len(s.got) }
+func (s *refusingSink) points() int      { s.mu.Lock(); defer s.mu.Unlock(); return s.counted }
+
+func metricsPerScrape(s *refusingSink) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return int64(s.got[0].MetricCount())
+}
+
+// metricSum adds up an int counter of the collector's own telemetry.
+func metricSum(t *testing.T, tel *componenttest.Telemetry, name string) int64 {
+	t.Helper()
+	m, err := tel.GetMetric(name)
+	require.NoError(t, err, name)
+	sum, ok := m.Data.(metricdata.Sum[int64])
+	require.True(t, ok, "%s is %T", name, m.Data)
+	var n int64
+	for _, dp := range sum.DataPoints {
+		n += dp.Value
+	}
+	return n
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
@@ -108,7 +107,6 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start
 type flowScraper struct {
 	cfg       *Config
 	settings  receiver.Settings
-	next      consumer.Metrics
 	newSource newSourceFunc
 	now       func() time.Time
 	hostName  string
@@ -125,7 +123,7 @@ type flowScraper struct {
 	prevEnd     time.Time
 }
 
-func newFlowScraper(cfg *Config, set receiver.Settings, next consumer.Metrics, newSource newSourceFunc) (*flowScraper, error) {
+func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc) (*flowScraper, error) {
 	temporality := pmetric.AggregationTemporalityCumulative
 	if cfg.Temporality == TemporalityDelta {
 		temporality = pmetric.AggregationTemporalityDelta
@@ -147,15 +145,14 @@ func newFlowScraper(cfg *Config, set receiver.Settings, next consumer.Metrics, n
 	s := &flowScraper{
 		cfg:         cfg,
 		settings:    set,
-		next:        next,
 		newSource:   newSource,
 		now:         time.Now,
 		hostName:    host,
-		mapper:      newAttributeMapper(cfg.dimensions()),
+		mapper:      newAttributeMapper(cfg.dimensions(), cfg.CIDRGroups),
 		mb:          mb,
-		bytes:       newSeriesSet(m.NetworkFlowBytes.Enabled, mb.NetworkFlowBytesSelection()),
-		packets:     newSeriesSet(m.NetworkFlowPackets.Enabled, mb.NetworkFlowPacketsSelection()),
-		retransmits: newSeriesSet(m.NetworkFlowTCPRetransmits.Enabled, mb.NetworkFlowTCPRetransmitsSelection()),
+		bytes:       newSeriesSet(m.PktstatbpfNetworkFlowBytes.Enabled, mb.PktstatbpfNetworkFlowBytesSelection()),
+		packets:     newSeriesSet(m.PktstatbpfNetworkFlowPackets.Enabled, mb.PktstatbpfNetworkFlowPacketsSelection()),
+		retransmits: newSeriesSet(m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, mb.PktstatbpfNetworkFlowTCPRetransmitsSelection()),
 	}
 	if s.retransmits != nil {
 		s.retransmits.skipZero = true
@@ -222,16 +219,16 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		s.retransmits.add(a, sr.StartTime, sr.DeltaRetransmits)
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
-	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordNetworkFlowBytesDataPoint)
-	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordNetworkFlowPacketsDataPoint)
-	s.retransmits.flush(delta, s.prevEnd, now, s.mb.RecordNetworkFlowTCPRetransmitsDataPoint)
+	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint)
+	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
+	s.retransmits.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint)
 
 	ts := pcommon.NewTimestampFromTime(now)
 	start := pcommon.NewTimestampFromTime(s.startTime)
 	h := snap.Health
-	s.mb.RecordPktstatbpfFlowsActiveDataPoint(ts, int64(h.ActiveFlows))
-	s.mb.RecordPktstatbpfFlowsCapacityDataPoint(ts, int64(h.Capacity))
-	s.mb.RecordPktstatbpfFlowsExpiredDataPoint(start, ts, int64(h.ExpiredFlows))
+	s.mb.RecordPktstatbpfFlowCountDataPoint(start, ts, int64(h.ActiveFlows))
+	s.mb.RecordPktstatbpfFlowLimitDataPoint(start, ts, int64(h.Capacity))
+	s.mb.RecordPktstatbpfFlowExpiredDataPoint(start, ts, int64(h.ExpiredFlows))
 	s.mb.RecordPktstatbpfOverflowPacketsDataPoint(start, ts, int64(h.OverflowPackets))
 	s.mb.RecordPktstatbpfOverflowBytesDataPoint(start, ts, int64(h.OverflowBytes))
 	s.mb.RecordPktstatbpfDrainDurationDataPoint(ts, h.DrainDuration.Seconds())
@@ -241,8 +238,11 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 			attached++
 		}
 	}
-	s.mb.RecordPktstatbpfHooksAttachedDataPoint(ts, int64(attached))
-	s.mb.RecordPktstatbpfHooksNotFirstDataPoint(ts, int64(h.HooksNotFirst()))
+	// Both states every time, so that "failed > 0" can be alerted on
+	// without an absent series standing in for zero.
+	s.mb.RecordPktstatbpfHookCountDataPoint(start, ts, int64(attached), metadata.AttributeHookStateAttached)
+	s.mb.RecordPktstatbpfHookCountDataPoint(start, ts, int64(len(h.Hooks)-attached), metadata.AttributeHookStateFailed)
+	s.mb.RecordPktstatbpfHookNotFirstDataPoint(start, ts, int64(h.HooksNotFirst()))
 	s.prevEnd = now
 
 	rb := metadata.NewResourceBuilder(s.cfg.ResourceAttributes)
@@ -251,33 +251,20 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	return s.mb.Emit(metadata.WithResource(rb.Emit()))
 }
 
-// shutdown sends the counts of the last, partial interval and detaches. The
-// scraper controller has stopped its loop before calling it, and the
-// collector shuts receivers down before the processors and exporters they
-// feed, so the final metrics still reach the pipeline.
-func (s *flowScraper) shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	started := s.src != nil
-	s.mu.Unlock()
-	if !started {
-		// Start failed or never ran: there is nothing to flush or close.
-		return nil
-	}
-	var errs []error
-	md, err := s.scrape(ctx)
-	switch {
-	case err != nil:
-		errs = append(errs, fmt.Errorf("flush last interval: %w", err))
-	case md.DataPointCount() > 0:
-		if err := s.next.ConsumeMetrics(ctx, md); err != nil {
-			errs = append(errs, fmt.Errorf("flush last interval: %w", err))
-		}
-	}
+// shutdown detaches. The last, partial interval has been scraped already:
+// finalScrape hands the controller one more tick before shutting it down,
+// and the controller waits for that scrape and its consumer call first.
+func (s *flowScraper) shutdown(context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.src.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("stop flow capture: %w", err))
+	if s.src == nil {
+		// Start failed or never ran: there is nothing to close.
+		return nil
 	}
+	err := s.src.Close()
 	s.src = nil
-	return errors.Join(errs...)
+	if err != nil {
+		return fmt.Errorf("stop flow capture: %w", err)
+	}
+	return nil
 }

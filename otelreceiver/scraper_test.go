@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
@@ -33,7 +32,7 @@ func newTestScraper(t testing.TB, f *fakeSource, edit func(*Config)) *flowScrape
 		edit(cfg)
 	}
 	require.NoError(t, cfg.Validate())
-	s, err := newFlowScraper(cfg, receivertest.NewNopSettings(metadata.Type), consumertest.NewNop(), f.newSource)
+	s, err := newFlowScraper(cfg, receivertest.NewNopSettings(metadata.Type), f.newSource)
 	require.NoError(t, err)
 	s.now = func() time.Time { return t0 }
 	s.hostName = "testhost"
@@ -124,8 +123,10 @@ func TestScrapeGolden(t *testing.T) {
 	}{
 		{"cumulative_default", nil},
 		{"all_dimensions", func(c *Config) {
+			// kprobe mode fills every dimension, retransmits included.
+			c.Mode = "kprobe"
 			c.Dimensions = allDimensions
-			c.Metrics.NetworkFlowTCPRetransmits.Enabled = true
+			c.Metrics.PktstatbpfNetworkFlowTCPRetransmits.Enabled = true
 		}},
 		{"aggregated", func(c *Config) {
 			// Ports folded, addresses grouped, the smallest flow in other.
@@ -138,8 +139,8 @@ func TestScrapeGolden(t *testing.T) {
 		{"selected_and_disabled", func(c *Config) {
 			// Only direction on bytes: every flow of one direction sums
 			// into a series; overflow stays apart.
-			c.Metrics.NetworkFlowBytes.Attributes = []string{metadata.AttrNetworkIODirection}
-			c.Metrics.NetworkFlowPackets.Enabled = false
+			c.Metrics.PktstatbpfNetworkFlowBytes.Attributes = []string{metadata.AttrNetworkIODirection}
+			c.Metrics.PktstatbpfNetworkFlowPackets.Enabled = false
 			c.Metrics.PktstatbpfDrainDuration.Enabled = false
 			c.ResourceAttributes.HostName.Enabled = false
 			c.Mode = "xdp"
@@ -225,13 +226,13 @@ func TestCumulativeStartTimes(t *testing.T) {
 		{1111: {at(70), at(80), 2}},
 	}
 	for i := range want {
-		assert.Equal(t, want[i], flowPoints(t, got[i], metadata.MetricNetworkFlowPackets), "scrape %d packets", i+1)
-		bytes := flowPoints(t, got[i], metadata.MetricNetworkFlowBytes)
+		assert.Equal(t, want[i], flowPoints(t, got[i], metadata.MetricPktstatbpfNetworkFlowPackets), "scrape %d packets", i+1)
+		bytes := flowPoints(t, got[i], metadata.MetricPktstatbpfNetworkFlowBytes)
 		for port, p := range want[i] {
 			assert.Equal(t, point{p.start, p.ts, p.value * 100}, bytes[port], "scrape %d bytes of port %d", i+1, port)
 		}
 		sum := got[i].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0)
-		if sum.Name() == metadata.MetricNetworkFlowBytes {
+		if sum.Name() == metadata.MetricPktstatbpfNetworkFlowBytes {
 			assert.Equal(t, pmetric.AggregationTemporalityCumulative, sum.Sum().AggregationTemporality())
 			assert.True(t, sum.Sum().IsMonotonic())
 		}
@@ -251,11 +252,11 @@ func TestMergedSeriesStartIsFixed(t *testing.T) {
 		{Time: at(20), Records: []core.Record{rec(a, at(5), 1, 100, 0, 0), rec(b, at(2), 2, 200, 0, 0), rec(c, at(1), 0, 0, 4, 400)}},
 	}}
 	s := newTestScraper(t, f, func(c *Config) {
-		c.Metrics.NetworkFlowPackets.Attributes = []string{metadata.AttrNetworkIODirection}
+		c.Metrics.PktstatbpfNetworkFlowPackets.Attributes = []string{metadata.AttrNetworkIODirection}
 	})
 	got := scrapeN(t, s, 2)
-	assert.Equal(t, map[int64]point{0: {at(2), at(10), 3}}, flowPoints(t, got[0], metadata.MetricNetworkFlowPackets))
-	assert.Equal(t, map[int64]point{0: {at(2), at(20), 7}}, flowPoints(t, got[1], metadata.MetricNetworkFlowPackets))
+	assert.Equal(t, map[int64]point{0: {at(2), at(10), 3}}, flowPoints(t, got[0], metadata.MetricPktstatbpfNetworkFlowPackets))
+	assert.Equal(t, map[int64]point{0: {at(2), at(20), 7}}, flowPoints(t, got[1], metadata.MetricPktstatbpfNetworkFlowPackets))
 }
 
 func TestDeltaWindows(t *testing.T) {
@@ -278,10 +279,10 @@ func TestDeltaWindows(t *testing.T) {
 		{1111: {at(20), at(30), 1}, 2222: {at(20), at(30), 5}},
 	}
 	for i := range want {
-		assert.Equal(t, want[i], flowPoints(t, got[i], metadata.MetricNetworkFlowPackets), "scrape %d", i+1)
+		assert.Equal(t, want[i], flowPoints(t, got[i], metadata.MetricPktstatbpfNetworkFlowPackets), "scrape %d", i+1)
 		ms := got[i].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
 		for k := 0; k < ms.Len(); k++ {
-			if m := ms.At(k); m.Name() == metadata.MetricNetworkFlowPackets {
+			if m := ms.At(k); m.Name() == metadata.MetricPktstatbpfNetworkFlowPackets {
 				assert.Equal(t, pmetric.AggregationTemporalityDelta, m.Sum().AggregationTemporality())
 			}
 		}
@@ -307,8 +308,8 @@ func TestSelectionConservesTotals(t *testing.T) {
 	}
 	f := &fakeSource{snaps: []core.Snapshot{snap}}
 	s := newTestScraper(t, f, func(c *Config) {
-		c.Metrics.NetworkFlowPackets.Attributes = []string{metadata.AttrNetworkType}
-		c.Metrics.NetworkFlowBytes.Attributes = []string{metadata.AttrNetworkTransport}
+		c.Metrics.PktstatbpfNetworkFlowPackets.Attributes = []string{metadata.AttrNetworkType}
+		c.Metrics.PktstatbpfNetworkFlowBytes.Attributes = []string{metadata.AttrNetworkTransport}
 	})
 	md := scrapeN(t, s, 1)[0]
 	totals := map[string]int64{}
@@ -316,7 +317,9 @@ func TestSelectionConservesTotals(t *testing.T) {
 	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
 	for k := 0; k < ms.Len(); k++ {
 		m := ms.At(k)
-		if m.Type() != pmetric.MetricTypeSum || m.Name() == metadata.MetricPktstatbpfFlowsExpired {
+		switch m.Name() {
+		case metadata.MetricPktstatbpfNetworkFlowPackets, metadata.MetricPktstatbpfNetworkFlowBytes, metadata.MetricPktstatbpfOverflowPackets:
+		default:
 			continue
 		}
 		for l := 0; l < m.Sum().DataPoints().Len(); l++ {
@@ -324,11 +327,11 @@ func TestSelectionConservesTotals(t *testing.T) {
 			series[m.Name()]++
 		}
 	}
-	assert.Equal(t, wantPkts, totals[metadata.MetricNetworkFlowPackets])
-	assert.Equal(t, wantBytes, totals[metadata.MetricNetworkFlowBytes])
+	assert.Equal(t, wantPkts, totals[metadata.MetricPktstatbpfNetworkFlowPackets])
+	assert.Equal(t, wantBytes, totals[metadata.MetricPktstatbpfNetworkFlowBytes])
 	// ipv4, ipv6, ARP (no network.type), and the two overflow series
 	// (receive on veth0, transmit last-resort), which keep their own identity.
-	assert.Equal(t, 4, series[metadata.MetricNetworkFlowPackets])
+	assert.Equal(t, 4, series[metadata.MetricPktstatbpfNetworkFlowPackets])
 	assert.Equal(t, int64(6), totals[metadata.MetricPktstatbpfOverflowPackets])
 }
 

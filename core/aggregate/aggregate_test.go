@@ -73,8 +73,8 @@ func checkSeries(t *testing.T, got, want []Series) {
 func dump(ss []Series) string {
 	var b strings.Builder
 	for _, s := range ss {
-		fmt.Fprintf(&b, "\n  kind=%d %s:%d->%s:%d(f%t,%t) if=%q cum=%d/%d delta=%d/%d start=%s",
-			s.Kind, s.SrcIP(), s.SrcPort, s.DstIP(), s.DstPort, s.SrcPortFolded, s.DstPortFolded, s.Interface,
+		fmt.Fprintf(&b, "\n  kind=%d %s%s:%d->%s%s:%d(f%t,%t) if=%q cum=%d/%d delta=%d/%d start=%s",
+			s.Kind, s.SrcGroup, s.SrcAddr, s.SrcPort, s.DstGroup, s.DstAddr, s.DstPort, s.SrcPortFolded, s.DstPortFolded, s.Interface,
 			s.Packets, s.Bytes, s.DeltaPackets, s.DeltaBytes, s.StartTime.Sub(t0))
 	}
 	return b.String()

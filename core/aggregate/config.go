@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
@@ -66,16 +69,39 @@ type CIDRGroup struct {
 	CIDR string `toml:"cidr" mapstructure:"cidr"`
 }
 
-// Duration is written as a Go duration string ("2m", "90s"). Telegraf's TOML
-// decoder cannot fill a plain time.Duration from a string, and both it and
-// the Collector's mapstructure hooks call UnmarshalText.
+// Duration is a duration config value. Telegraf's TOML decoder cannot fill a
+// plain time.Duration, and both it and the Collector's mapstructure hooks
+// call UnmarshalText.
 type Duration time.Duration
 
-// UnmarshalText parses a Go duration string.
+// daysRe finds the day counts ("1d", "1.5d") Telegraf allows in a duration.
+var daysRe = regexp.MustCompile(`(\d+(?:\.\d+)?)d`)
+
+// UnmarshalText reads the forms Telegraf's config.Duration reads, so that
+// every duration key of the Telegraf plugin takes the same values: a Go
+// duration ("90s", "2m"), one with days ("1d", "1d12h"), or a bare number of
+// seconds (120, 1.5), which Telegraf's decoder passes on as its text.
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	s := string(b)
+	if s == "" {
+		*d = 0
+		return nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		*d = Duration(time.Duration(n) * time.Second)
+		return nil
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		*d = Duration(f * float64(time.Second))
+		return nil
+	}
+	hours := daysRe.ReplaceAllStringFunc(s, func(m string) string {
+		days, _ := strconv.ParseFloat(strings.TrimSuffix(m, "d"), 64)
+		return strconv.FormatFloat(days*24, 'f', -1, 64) + "h"
+	})
+	v, err := time.ParseDuration(hours)
 	if err != nil {
-		return fmt.Errorf("duration %q: write it like \"90s\" or \"2m\": %w", b, err)
+		return fmt.Errorf("duration %q: write it like \"90s\", \"2m\" or \"1d\", or as a number of seconds: %w", b, err)
 	}
 	*d = Duration(v)
 	return nil
@@ -114,7 +140,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("ephemeral_port_min %d is out of range [1, 65535]", c.EphemeralPortMin))
 		}
 		if c.FoldPorts != FoldEphemeral {
-			errs = append(errs, fmt.Errorf("ephemeral_port_min is set but fold_ports is %q: set fold_ports = \"ephemeral\" or remove ephemeral_port_min", c.FoldPorts))
+			errs = append(errs, fmt.Errorf("ephemeral_port_min is set but fold_ports is %q: set fold_ports = \"ephemeral\" or remove ephemeral_port_min", c.withDefaults().FoldPorts))
 		}
 	}
 	if (c.FoldPorts == FoldEphemeral || c.FoldPorts == FoldHigher) && !dims.has(DimSrcPort) && !dims.has(DimDstPort) {

@@ -20,7 +20,9 @@ type Key struct {
 	Transport string
 	// SrcAddr and DstAddr are set when the address is reported as itself,
 	// SrcGroup and DstGroup when it is reported as a CIDR group name or
-	// Other. Both are empty for non-IP flows.
+	// Other, which the agents report under their own names (src_group,
+	// pktstatbpf.source.group): a group is not an address. Both are empty
+	// for non-IP flows.
 	SrcAddr, DstAddr   netip.Addr
 	SrcGroup, DstGroup string
 	// HasPorts, filled in whenever a port dimension is kept, says that
@@ -46,22 +48,6 @@ type Key struct {
 	AppProto    string
 	ContainerID string
 	PodUID      string
-}
-
-// SrcIP is the src_ip tag value: the group name or the address.
-func (k Key) SrcIP() string { return ipTag(k.SrcGroup, k.SrcAddr) }
-
-// DstIP is the dst_ip tag value: the group name or the address.
-func (k Key) DstIP() string { return ipTag(k.DstGroup, k.DstAddr) }
-
-func ipTag(group string, a netip.Addr) string {
-	if group != "" {
-		return group
-	}
-	if a.IsValid() {
-		return a.String()
-	}
-	return ""
 }
 
 // keyer turns records into keys. Its fields are the Config resolved once so

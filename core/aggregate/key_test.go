@@ -166,10 +166,4 @@ func TestKeyDimensions(t *testing.T) {
 			t.Errorf("key %+v", got)
 		}
 	})
-	t.Run("tag values", func(t *testing.T) {
-		k := Key{SrcAddr: netip.MustParseAddr("2001:db8::2"), DstGroup: "office"}
-		if k.SrcIP() != "2001:db8::2" || k.DstIP() != "office" || (Key{}).SrcIP() != "" {
-			t.Errorf("SrcIP %q, DstIP %q, empty %q", k.SrcIP(), k.DstIP(), Key{}.SrcIP())
-		}
-	})
 }

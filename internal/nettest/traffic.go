@@ -202,3 +202,23 @@ func (s *Stream) Stop(t testing.TB) int {
 	s.rx.Wait(t, n)
 	return n
 }
+
+// Flow is one UDP flow a test sends between the pair's ends, A to B unless
+// FromB.
+type Flow struct {
+	N, Payload       int
+	SrcPort, DstPort uint16
+	V6, FromB        bool
+}
+
+// Send sends n datagrams of f (which need not be f.N) and returns their
+// L2 bytes, what tc and xdp count for them.
+func (p *Pair) Send(t testing.TB, f Flow, n int) uint64 {
+	t.Helper()
+	if f.FromB {
+		p.SendUDPFromB(t, n, f.Payload, f.SrcPort, f.DstPort, f.V6)
+	} else {
+		p.SendUDP(t, n, f.Payload, f.SrcPort, f.DstPort, f.V6)
+	}
+	return uint64(n) * uint64(UDPFrameLen(f.Payload, f.V6))
+}

@@ -5,10 +5,8 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -98,7 +96,7 @@ func readFileExportBy[K comparable](t *testing.T, path string, temporality pmetr
 		key := label(dp.Attributes())
 		c := out[key]
 		v := &c.bytes
-		if m.Name() == "network.flow.packets" {
+		if m.Name() == "pktstatbpf.network.flow.packets" {
 			v = &c.packets
 		}
 		if temporality == pmetric.AggregationTemporalityDelta {
@@ -120,7 +118,7 @@ func readFileExportBy[K comparable](t *testing.T, path string, temporality pmetr
 func eachFlowPoint(t *testing.T, path string, fn func(pmetric.Metric, pmetric.NumberDataPoint)) []pcommon.Map {
 	t.Helper()
 	return eachMetric(t, path, func(m pmetric.Metric) {
-		if m.Name() != "network.flow.packets" && m.Name() != "network.flow.bytes" {
+		if m.Name() != "pktstatbpf.network.flow.packets" && m.Name() != "pktstatbpf.network.flow.bytes" {
 			return
 		}
 		for l := 0; l < m.Sum().DataPoints().Len(); l++ {
@@ -167,20 +165,7 @@ func eachMetric(t *testing.T, path string, fn func(pmetric.Metric)) []pcommon.Ma
 // the loopback of namespace nsPath: the connection is opened from inside it.
 func scrapePrometheus(t *testing.T, nsPath, addr string) string {
 	t.Helper()
-	client := &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
-				var conn net.Conn
-				err := nettest.Do(nsPath, func() (err error) {
-					conn, err = (&net.Dialer{}).DialContext(ctx, network, address)
-					return err
-				})
-				return conn, err
-			},
-		},
-	}
+	client := nettest.HTTPClient(nsPath)
 	resp, err := client.Get("http://" + addr + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -197,6 +182,16 @@ var promLabel = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"
 // every label in want, failing t unless there is exactly one.
 func promValue(t *testing.T, text, metric string, want map[string]string) int64 {
 	t.Helper()
+	found := promSamples(text, metric, want)
+	require.Len(t, found, 1, "samples of %s with %v in:\n%s", metric, want, text)
+	v, err := strconv.ParseFloat(found[0], 64)
+	require.NoError(t, err)
+	return int64(v)
+}
+
+// promSamples returns the values of the samples of metric whose labels
+// include every label in want.
+func promSamples(text, metric string, want map[string]string) []string {
 	var found []string
 	for _, line := range strings.Split(text, "\n") {
 		m := promLine.FindStringSubmatch(line)
@@ -217,10 +212,7 @@ func promValue(t *testing.T, text, metric string, want map[string]string) int64 
 			found = append(found, m[3])
 		}
 	}
-	require.Len(t, found, 1, "samples of %s with %v in:\n%s", metric, want, text)
-	v, err := strconv.ParseFloat(found[0], 64)
-	require.NoError(t, err)
-	return int64(v)
+	return found
 }
 
 // TestDistributionEndToEnd: build/otelcol-pktstat counts traffic on a veth in
@@ -339,8 +331,8 @@ func runEndToEnd(t *testing.T, temporality pmetric.AggregationTemporality, inter
 			"source_port": strconv.FormatInt(k.srcPort, 10), "destination_port": strconv.FormatInt(k.dstPort, 10),
 			"host_name": host, "pktstatbpf_capture_mode": "tc",
 		}
-		assert.Equal(t, c.packets, promValue(t, metrics, "network_flow_packets_total", labels), "packets of %v", k)
-		assert.Equal(t, c.bytes, promValue(t, metrics, "network_flow_bytes_total", labels), "bytes of %v", k)
+		assert.Equal(t, c.packets, promValue(t, metrics, "pktstatbpf_network_flow_packets_total", labels), "packets of %v", k)
+		assert.Equal(t, c.bytes, promValue(t, metrics, "pktstatbpf_network_flow_bytes_total", labels), "bytes of %v", k)
 	}
 }
 
@@ -371,11 +363,23 @@ func TestDistributionAggregates(t *testing.T) {
 	p.SendUDP(t, 4, 100, 41000, 9000, true)
 	p.SendUDPFromB(t, 6, 50, 42000, 9002, false)
 
+	// An address in a group is reported as the group's name and CIDR,
+	// never as source.address or destination.address.
+	groups := map[string]string{"peer": "192.0.2.2/32", "lab6": "2001:db8::/64"}
+	side := func(a map[string]any, dir, v string) {
+		if cidr, ok := groups[v]; ok {
+			a["pktstatbpf."+dir+".group"], a["pktstatbpf."+dir+".cidr"] = v, cidr
+		} else {
+			a[dir+".address"] = v
+		}
+	}
 	series := func(dir, netType, src, dst string, dport int) string {
-		return fmt.Sprint(map[string]any{
-			"network.io.direction": dir, "network.type": netType, "network.transport": "udp",
-			"source.address": src, "destination.address": dst, "destination.port": int64(dport),
-		})
+		a := map[string]any{
+			"network.io.direction": dir, "network.type": netType, "network.transport": "udp", "destination.port": int64(dport),
+		}
+		side(a, "source", src)
+		side(a, "destination", dst)
+		return fmt.Sprint(a)
 	}
 	frame4, frame6, frameIn := int64(nettest.UDPFrameLen(100, false)), int64(nettest.UDPFrameLen(100, true)), int64(nettest.UDPFrameLen(50, false))
 	want := map[string]flowCounts{

@@ -68,7 +68,7 @@ func TestDistributionPinPathAcrossRestartAndKill(t *testing.T) {
 	frame := int64(nettest.UDPFrameLen(90, false))
 	require.Greater(t, n, 1000, "the stream sent too little to cover the restarts")
 	t.Logf("%d datagrams across a clean restart, a SIGKILL and a restart", n)
-	for name, want := range map[string]int64{"network.flow.packets": int64(n), "network.flow.bytes": int64(n) * frame} {
+	for name, want := range map[string]int64{"pktstatbpf.network.flow.packets": int64(n), "pktstatbpf.network.flow.bytes": int64(n) * frame} {
 		pts := series[name]
 		require.NotEmpty(t, pts, "no %s points of the flow", name)
 		for i, pt := range pts {

@@ -67,7 +67,8 @@ type collector struct {
 	done chan struct{}
 
 	mu  sync.Mutex
-	log []string
+	log []string // stderr: the collector's log
+	out []string // stdout: the debug exporter without the internal logger
 	err error
 }
 
@@ -76,23 +77,40 @@ type collector struct {
 // the collector's) and waits until it reports that every pipeline is running.
 func startCollector(t *testing.T, name, nsName, bin, config string, wrap []string, env ...string) *collector {
 	t.Helper()
+	return startCollectorArgs(t, name, nsName, bin, []string{"--config", config}, wrap, env...)
+}
+
+// startCollectorArgs is startCollector with the collector's arguments.
+func startCollectorArgs(t *testing.T, name, nsName, bin string, binArgs, wrap []string, env ...string) *collector {
+	t.Helper()
 	args := append([]string{"netns", "exec", nsName}, wrap...)
-	args = append(args, bin, "--config", config)
+	args = append(append(args, bin), binArgs...)
 	cmd := exec.Command("ip", args...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
-	cmd.Stdout = io.Discard
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
 	require.NoError(t, cmd.Start(), "start %s", name)
 	c := &collector{name: name, cmd: cmd, done: make(chan struct{})}
+	var readers sync.WaitGroup
+	for _, r := range []struct {
+		from io.Reader
+		to   *[]string
+	}{{stderr, &c.log}, {stdout, &c.out}} {
+		readers.Go(func() {
+			sc := bufio.NewScanner(r.from)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				c.mu.Lock()
+				*r.to = append(*r.to, sc.Text())
+				c.mu.Unlock()
+			}
+		})
+	}
 	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			c.mu.Lock()
-			c.log = append(c.log, sc.Text())
-			c.mu.Unlock()
-		}
+		// Wait closes the pipes: read them to the end first.
+		readers.Wait()
 		err := cmd.Wait()
 		c.mu.Lock()
 		c.err = err
@@ -127,6 +145,13 @@ func (c *collector) logged(s string) bool {
 		}
 	}
 	return false
+}
+
+// stdoutLines returns what the collector has written to stdout so far.
+func (c *collector) stdoutLines() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.out...)
 }
 
 func (c *collector) logText() string {

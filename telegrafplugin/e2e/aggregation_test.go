@@ -40,7 +40,7 @@ func TestTelegrafAggregation(t *testing.T) {
 
 	ms := readMetrics(t, out)
 	tags := func(src, dst, port string) map[string]string {
-		return map[string]string{"interface": p.IfA, "direction": "egress", "proto": "udp", "src_ip": src, "dst_ip": dst, "dst_port": port}
+		return map[string]string{"interface": p.IfA, "direction": "egress", "proto": "udp", "src_group": src, "dst_group": dst, "dst_port": port}
 	}
 	var totalPackets, totalBytes uint64
 	for _, want := range []struct {
@@ -65,8 +65,10 @@ func TestTelegrafAggregation(t *testing.T) {
 	require.Equal(t, nettest.LinkStats{TxPackets: totalPackets, TxBytes: totalBytes}, link, "the series add up to what the veth sent")
 	for _, m := range ms {
 		require.NotContains(t, m.Tags(), "src_port", "ephemeral source ports are folded away: %v", m)
-		if ip, ok := m.GetTag("src_ip"); ok {
-			require.Contains(t, []string{"testnet", "peer", "v6net"}, ip, "addresses are reported as their group: %v", m)
+		require.NotContains(t, m.Tags(), "src_ip", "grouped addresses are reported as their group, not as an address: %v", m)
+		require.NotContains(t, m.Tags(), "dst_ip", "grouped addresses are reported as their group, not as an address: %v", m)
+		if g, ok := m.GetTag("src_group"); ok {
+			require.Contains(t, []string{"testnet", "peer", "v6net"}, g, "addresses are reported as their group: %v", m)
 		}
 	}
 }

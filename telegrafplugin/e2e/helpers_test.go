@@ -85,6 +85,17 @@ type process struct {
 	err    error
 }
 
+// runTelegraf starts telegrafBin inside namespace A with the config text
+// and waits until the input has attached.
+func runTelegraf(t *testing.T, p *nettest.Pair, telegrafBin, config string) *process {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "telegraf.conf")
+	require.NoError(t, os.WriteFile(conf, []byte(config), 0o600))
+	proc := startProcess(t, nil, "ip", "netns", "exec", p.NSA, telegrafBin, "--config", conf)
+	proc.waitLog(t, "counting started", 60*time.Second)
+	return proc
+}
+
 // startProcess starts args[0] with its stderr collected line by line.
 // stdout and stdin are the caller's to set up through setup.
 func startProcess(t *testing.T, setup func(*exec.Cmd), args ...string) *process {

@@ -2,6 +2,7 @@ package pktstat_bpf
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -100,12 +101,8 @@ func (c *converter) tags(s *aggregate.Series) map[string]string {
 	if k.Transport != "" {
 		tags["proto"] = k.Transport
 	}
-	if v := k.SrcIP(); v != "" {
-		tags["src_ip"] = v
-	}
-	if v := k.DstIP(); v != "" {
-		tags["dst_ip"] = v
-	}
+	addrTag(tags, "src", k.SrcGroup, k.SrcAddr)
+	addrTag(tags, "dst", k.DstGroup, k.DstAddr)
 	c.portTags(k, tags)
 	if k.VLAN != 0 {
 		tags["vlan"] = strconv.Itoa(int(k.VLAN))
@@ -135,6 +132,18 @@ func (c *converter) tags(s *aggregate.Series) map[string]string {
 		tags["app_proto"] = k.AppProto
 	}
 	return tags
+}
+
+// addrTag sets <side>_group for an address reported as its CIDR group (or
+// "other"), else <side>_ip: a group name in src_ip would read as an address
+// to every query that filters or joins on addresses.
+func addrTag(tags map[string]string, side, group string, a netip.Addr) {
+	switch {
+	case group != "":
+		tags[side+"_group"] = group
+	case a.IsValid():
+		tags[side+"_ip"] = a.String()
+	}
 }
 
 // portTags fills the tags of the two port slots. For protocols without

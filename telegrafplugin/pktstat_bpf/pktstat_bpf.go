@@ -7,7 +7,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -74,24 +73,10 @@ func (*PktstatBPF) SampleConfig() string {
 	return sampleConfig
 }
 
-// Init validates the configuration; it touches neither the kernel nor the
-// file system.
+// Init validates the configuration with aggregate.Validate, the same
+// validation the collector receiver runs; it touches neither the kernel nor
+// the file system.
 func (p *PktstatBPF) Init() error {
-	var errs []error
-	// core names this setting "idle timeout"; check it here so the message
-	// names the key the user wrote, and keep it out of core's check.
-	idle := time.Duration(p.IdleTimeout)
-	if idle < 0 {
-		errs = append(errs, fmt.Errorf("idle_timeout %s is negative: set a positive duration or remove it for the default %s",
-			idle, core.DefaultIdleTimeout))
-		idle = 0
-	}
-	if p.NetNS != "" && !filepath.IsAbs(p.NetNS) {
-		errs = append(errs, fmt.Errorf("netns %q is not an absolute path: use for example /var/run/netns/NAME or /proc/PID/ns/net", p.NetNS))
-	}
-	if err := checkModeDimensions(p.Dimensions, core.Mode(p.Mode)); err != nil {
-		errs = append(errs, err)
-	}
 	cfg := core.Config{
 		Mode:         core.Mode(p.Mode),
 		Interfaces:   p.Interfaces,
@@ -99,30 +84,19 @@ func (p *PktstatBPF) Init() error {
 		KprobeAttach: p.KprobeAttach,
 		CgroupPath:   p.CgroupPath,
 		MaxFlows:     p.MaxFlows,
-		IdleTimeout:  idle,
+		IdleTimeout:  time.Duration(p.IdleTimeout),
 		NetNS:        p.NetNS,
 		PinPath:      p.PinPath,
 		Filters:      p.Filters,
 	}
-	if err := cfg.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	aggCfg := p.Config
-	if aggCfg.SeriesIdleTimeout == 0 && idle > 0 {
-		// A series of one flow should live as long as the flow does.
-		aggCfg.SeriesIdleTimeout = aggregate.Duration(idle)
-	}
-	if err := aggCfg.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := aggregate.Validate(cfg, p.Config); err != nil {
 		return err
 	}
 	if p.Log != nil {
 		cfg.Logger = newSlogLogger(p.Log)
 	}
 	p.cfg = cfg
-	p.aggCfg = aggCfg
+	p.aggCfg = aggregate.WithCapture(p.Config, cfg)
 	if p.newSource == nil {
 		p.newSource = newCoreSource
 	}

@@ -142,7 +142,7 @@ func TestInitErrors(t *testing.T) {
 		{
 			name: "netns relative",
 			p:    &PktstatBPF{NetNS: "blue"},
-			err:  `netns "blue" is not an absolute path: use for example /var/run/netns/NAME or /proc/PID/ns/net`,
+			err:  `netns "blue" is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net`,
 		},
 		{
 			name: "unknown dimension",
@@ -174,7 +174,7 @@ func TestInitErrors(t *testing.T) {
 		{
 			name: "ephemeral_port_min without ephemeral folding",
 			p:    &PktstatBPF{Config: aggregate.Config{EphemeralPortMin: 49152}},
-			err:  `ephemeral_port_min is set but fold_ports is "": set fold_ports = "ephemeral" or remove ephemeral_port_min`,
+			err:  `ephemeral_port_min is set but fold_ports is "off": set fold_ports = "ephemeral" or remove ephemeral_port_min`,
 		},
 		{
 			name: "fold_ports without ports",
@@ -211,9 +211,9 @@ func TestInitErrors(t *testing.T) {
 		{
 			name: "every error is reported at once",
 			p:    &PktstatBPF{Mode: "tc", MaxFlows: 1, NetNS: "x", IdleTimeout: config.Duration(-time.Minute)},
-			err: "idle_timeout -1m0s is negative: set a positive duration or remove it for the default 2m0s\n" +
-				`netns "x" is not an absolute path: use for example /var/run/netns/NAME or /proc/PID/ns/net` + "\n" +
-				`max_flows 1 is out of range [16, 16777216]`,
+			err: "max_flows 1 is out of range [16, 16777216]\n" +
+				"idle_timeout -1m0s is negative: set a positive duration or remove it for the default 2m0s\n" +
+				`netns "x" is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net`,
 		},
 	}
 	for _, tc := range cases {
@@ -632,7 +632,7 @@ func TestFoldGroupOther(t *testing.T) {
 	)}
 	tags := func(src, dst, dport string) map[string]string {
 		return map[string]string{"interface": "eth0", "direction": "egress", "ip_version": "4", "proto": "tcp",
-			"src_ip": src, "dst_ip": dst, "dst_port": dport}
+			"src_group": src, "dst_group": dst, "dst_port": dport}
 	}
 	f := &fakeSource{snapshots: []core.Snapshot{snap}}
 	p := withFake(&PktstatBPF{Config: aggregate.Config{

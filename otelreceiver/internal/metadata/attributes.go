@@ -19,16 +19,25 @@ const (
 	AttrSourcePort           = "source.port"
 	AttrDestinationAddress   = "destination.address"
 	AttrDestinationPort      = "destination.port"
-	AttrProcessPID           = "process.pid"
-	AttrProcessExecutable    = "process.executable.name"
-	AttrContainerID          = "container.id"
-	AttrK8sPodUID            = "k8s.pod.uid"
-	AttrNetworkProtocolName  = "network.protocol.name"
-	AttrVLANID               = "pktstatbpf.vlan.id"
-	AttrFlags                = "pktstatbpf.flags"
-	AttrCgroupPath           = "pktstatbpf.cgroup.path"
-	AttrICMPType             = "pktstatbpf.icmp.type"
-	AttrICMPCode             = "pktstatbpf.icmp.code"
+	// A CIDR group's name and range stand in for the address: a group is
+	// not an address, so source.address is then absent.
+	AttrSourceGroup      = "pktstatbpf.source.group"
+	AttrSourceCIDR       = "pktstatbpf.source.cidr"
+	AttrDestinationGroup = "pktstatbpf.destination.group"
+	AttrDestinationCIDR  = "pktstatbpf.destination.cidr"
+	AttrProcessPID       = "process.pid"
+	// AttrProcessComm is the kernel's task comm, a thread name of at most
+	// 15 bytes that the process can change: not semconv's
+	// process.executable.name, which is the base name of /proc/PID/exe.
+	AttrProcessComm         = "pktstatbpf.process.comm"
+	AttrContainerID         = "container.id"
+	AttrK8sPodUID           = "k8s.pod.uid"
+	AttrNetworkProtocolName = "network.protocol.name"
+	AttrVLANID              = "pktstatbpf.vlan.id"
+	AttrFlags               = "pktstatbpf.flags"
+	AttrCgroupPath          = "pktstatbpf.cgroup.path"
+	AttrICMPType            = "pktstatbpf.icmp.type"
+	AttrICMPCode            = "pktstatbpf.icmp.code"
 	// AttrOverflow marks the series that count packets of flows that did not
 	// fit in the kernel table. It cannot be deselected: dropping it would
 	// merge overflow totals into ordinary flows and hide that the table is full.
@@ -41,6 +50,14 @@ const (
 	// out. It cannot be deselected either: without it the remainder would
 	// look like a flow without attributes.
 	AttrOther = "pktstatbpf.other"
+	// AttrHookState is the attribute of pktstatbpf.hook.count.
+	AttrHookState = "pktstatbpf.hook.state"
+)
+
+// Values of AttrHookState.
+const (
+	AttributeHookStateAttached = "attached"
+	AttributeHookStateFailed   = "failed"
 )
 
 // SelectableFlowAttributes are the attributes a flow metric's `attributes`
@@ -57,7 +74,7 @@ var SelectableFlowAttributes = []string{
 	AttrDestinationAddress,
 	AttrDestinationPort,
 	AttrProcessPID,
-	AttrProcessExecutable,
+	AttrProcessComm,
 	AttrContainerID,
 	AttrK8sPodUID,
 	AttrNetworkProtocolName,
@@ -66,6 +83,10 @@ var SelectableFlowAttributes = []string{
 	AttrCgroupPath,
 	AttrICMPType,
 	AttrICMPCode,
+	AttrSourceGroup,
+	AttrSourceCIDR,
+	AttrDestinationGroup,
+	AttrDestinationCIDR,
 }
 
 // FlowAttributes are the attribute values of one series. The struct is
@@ -79,6 +100,11 @@ type FlowAttributes struct {
 	Transport          string
 	SourceAddress      string
 	DestinationAddress string
+	// SourceGroup and SourceCIDR (and the destination's) are set instead of
+	// the address when it falls in a CIDR group; with ungrouped_as_other the
+	// group is "other" and the CIDR empty.
+	SourceGroup, SourceCIDR           string
+	DestinationGroup, DestinationCIDR string
 	// HasSourcePort and HasDestinationPort say the port is a transport
 	// port that was kept (not folded, not dropped).
 	HasSourcePort      bool
@@ -86,11 +112,11 @@ type FlowAttributes struct {
 	HasDestinationPort bool
 	DestinationPort    int64
 	// PID is 0 when unknown.
-	PID            int64
-	ExecutableName string
-	ContainerID    string
-	PodUID         string
-	ProtocolName   string
+	PID          int64
+	Comm         string
+	ContainerID  string
+	PodUID       string
+	ProtocolName string
 	// VLANID is 0 when untagged.
 	VLANID     int64
 	Flags      string
@@ -116,7 +142,7 @@ const (
 	bitDestinationAddress
 	bitDestinationPort
 	bitProcessPID
-	bitProcessExecutable
+	bitProcessComm
 	bitContainerID
 	bitK8sPodUID
 	bitNetworkProtocolName
@@ -125,6 +151,10 @@ const (
 	bitCgroupPath
 	bitICMPType
 	bitICMPCode
+	bitSourceGroup
+	bitSourceCIDR
+	bitDestinationGroup
+	bitDestinationCIDR
 )
 
 // AttributeSelection is the set of attributes one metric records, one bit
@@ -192,8 +222,20 @@ func (s AttributeSelection) Select(a FlowAttributes) FlowAttributes {
 	if s.has(bitProcessPID) {
 		out.PID = a.PID
 	}
-	if s.has(bitProcessExecutable) {
-		out.ExecutableName = a.ExecutableName
+	if s.has(bitProcessComm) {
+		out.Comm = a.Comm
+	}
+	if s.has(bitSourceGroup) {
+		out.SourceGroup = a.SourceGroup
+	}
+	if s.has(bitSourceCIDR) {
+		out.SourceCIDR = a.SourceCIDR
+	}
+	if s.has(bitDestinationGroup) {
+		out.DestinationGroup = a.DestinationGroup
+	}
+	if s.has(bitDestinationCIDR) {
+		out.DestinationCIDR = a.DestinationCIDR
 	}
 	if s.has(bitContainerID) {
 		out.ContainerID = a.ContainerID
@@ -240,11 +282,15 @@ func (s AttributeSelection) put(a FlowAttributes, m pcommon.Map) {
 	putStr(bitNetworkType, AttrNetworkType, a.NetworkType)
 	putStr(bitNetworkTransport, AttrNetworkTransport, a.Transport)
 	putStr(bitSourceAddress, AttrSourceAddress, a.SourceAddress)
+	putStr(bitSourceGroup, AttrSourceGroup, a.SourceGroup)
+	putStr(bitSourceCIDR, AttrSourceCIDR, a.SourceCIDR)
 	putInt(bitSourcePort, AttrSourcePort, a.HasSourcePort, a.SourcePort)
 	putStr(bitDestinationAddress, AttrDestinationAddress, a.DestinationAddress)
+	putStr(bitDestinationGroup, AttrDestinationGroup, a.DestinationGroup)
+	putStr(bitDestinationCIDR, AttrDestinationCIDR, a.DestinationCIDR)
 	putInt(bitDestinationPort, AttrDestinationPort, a.HasDestinationPort, a.DestinationPort)
 	putInt(bitProcessPID, AttrProcessPID, a.PID != 0, a.PID)
-	putStr(bitProcessExecutable, AttrProcessExecutable, a.ExecutableName)
+	putStr(bitProcessComm, AttrProcessComm, a.Comm)
 	putStr(bitContainerID, AttrContainerID, a.ContainerID)
 	putStr(bitK8sPodUID, AttrK8sPodUID, a.PodUID)
 	putStr(bitNetworkProtocolName, AttrNetworkProtocolName, a.ProtocolName)

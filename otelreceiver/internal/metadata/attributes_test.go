@@ -12,11 +12,13 @@ func TestSelectionBitsFollowNames(t *testing.T) {
 		AttrNetworkType: bitNetworkType, AttrNetworkTransport: bitNetworkTransport,
 		AttrSourceAddress: bitSourceAddress, AttrSourcePort: bitSourcePort,
 		AttrDestinationAddress: bitDestinationAddress, AttrDestinationPort: bitDestinationPort,
-		AttrProcessPID: bitProcessPID, AttrProcessExecutable: bitProcessExecutable,
+		AttrProcessPID: bitProcessPID, AttrProcessComm: bitProcessComm,
 		AttrContainerID: bitContainerID, AttrK8sPodUID: bitK8sPodUID,
 		AttrNetworkProtocolName: bitNetworkProtocolName,
 		AttrVLANID:              bitVLANID, AttrFlags: bitFlags, AttrCgroupPath: bitCgroupPath,
 		AttrICMPType: bitICMPType, AttrICMPCode: bitICMPCode,
+		AttrSourceGroup: bitSourceGroup, AttrSourceCIDR: bitSourceCIDR,
+		AttrDestinationGroup: bitDestinationGroup, AttrDestinationCIDR: bitDestinationCIDR,
 	}
 	if len(bits) != len(SelectableFlowAttributes) {
 		t.Fatalf("%d bits for %d attributes", len(bits), len(SelectableFlowAttributes))

@@ -7,17 +7,17 @@ import (
 
 // Metric names.
 const (
-	MetricNetworkFlowBytes          = "network.flow.bytes"
-	MetricNetworkFlowPackets        = "network.flow.packets"
-	MetricNetworkFlowTCPRetransmits = "network.flow.tcp.retransmits"
-	MetricPktstatbpfFlowsActive     = "pktstatbpf.flows.active"
-	MetricPktstatbpfFlowsCapacity   = "pktstatbpf.flows.capacity"
-	MetricPktstatbpfFlowsExpired    = "pktstatbpf.flows.expired"
-	MetricPktstatbpfOverflowPackets = "pktstatbpf.overflow.packets"
-	MetricPktstatbpfOverflowBytes   = "pktstatbpf.overflow.bytes"
-	MetricPktstatbpfDrainDuration   = "pktstatbpf.drain.duration"
-	MetricPktstatbpfHooksAttached   = "pktstatbpf.hooks.attached"
-	MetricPktstatbpfHooksNotFirst   = "pktstatbpf.hooks.not_first"
+	MetricPktstatbpfNetworkFlowBytes          = "pktstatbpf.network.flow.bytes"
+	MetricPktstatbpfNetworkFlowPackets        = "pktstatbpf.network.flow.packets"
+	MetricPktstatbpfNetworkFlowTCPRetransmits = "pktstatbpf.network.flow.tcp.retransmits"
+	MetricPktstatbpfFlowCount                 = "pktstatbpf.flow.count"
+	MetricPktstatbpfFlowLimit                 = "pktstatbpf.flow.limit"
+	MetricPktstatbpfFlowExpired               = "pktstatbpf.flow.expired"
+	MetricPktstatbpfOverflowPackets           = "pktstatbpf.overflow.packets"
+	MetricPktstatbpfOverflowBytes             = "pktstatbpf.overflow.bytes"
+	MetricPktstatbpfDrainDuration             = "pktstatbpf.drain.duration"
+	MetricPktstatbpfHookCount                 = "pktstatbpf.hook.count"
+	MetricPktstatbpfHookNotFirst              = "pktstatbpf.hook.not_first"
 )
 
 // Resource attribute names.
@@ -51,35 +51,35 @@ func (c FlowMetricConfig) Selection() (AttributeSelection, error) {
 
 // MetricsConfig holds one entry per metric.
 type MetricsConfig struct {
-	NetworkFlowBytes          FlowMetricConfig `mapstructure:"network.flow.bytes"`
-	NetworkFlowPackets        FlowMetricConfig `mapstructure:"network.flow.packets"`
-	NetworkFlowTCPRetransmits FlowMetricConfig `mapstructure:"network.flow.tcp.retransmits"`
-	PktstatbpfFlowsActive     MetricConfig     `mapstructure:"pktstatbpf.flows.active"`
-	PktstatbpfFlowsCapacity   MetricConfig     `mapstructure:"pktstatbpf.flows.capacity"`
-	PktstatbpfFlowsExpired    MetricConfig     `mapstructure:"pktstatbpf.flows.expired"`
-	PktstatbpfOverflowPackets MetricConfig     `mapstructure:"pktstatbpf.overflow.packets"`
-	PktstatbpfOverflowBytes   MetricConfig     `mapstructure:"pktstatbpf.overflow.bytes"`
-	PktstatbpfDrainDuration   MetricConfig     `mapstructure:"pktstatbpf.drain.duration"`
-	PktstatbpfHooksAttached   MetricConfig     `mapstructure:"pktstatbpf.hooks.attached"`
-	PktstatbpfHooksNotFirst   MetricConfig     `mapstructure:"pktstatbpf.hooks.not_first"`
+	PktstatbpfNetworkFlowBytes          FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.bytes"`
+	PktstatbpfNetworkFlowPackets        FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.packets"`
+	PktstatbpfNetworkFlowTCPRetransmits FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.tcp.retransmits"`
+	PktstatbpfFlowCount                 MetricConfig     `mapstructure:"pktstatbpf.flow.count"`
+	PktstatbpfFlowLimit                 MetricConfig     `mapstructure:"pktstatbpf.flow.limit"`
+	PktstatbpfFlowExpired               MetricConfig     `mapstructure:"pktstatbpf.flow.expired"`
+	PktstatbpfOverflowPackets           MetricConfig     `mapstructure:"pktstatbpf.overflow.packets"`
+	PktstatbpfOverflowBytes             MetricConfig     `mapstructure:"pktstatbpf.overflow.bytes"`
+	PktstatbpfDrainDuration             MetricConfig     `mapstructure:"pktstatbpf.drain.duration"`
+	PktstatbpfHookCount                 MetricConfig     `mapstructure:"pktstatbpf.hook.count"`
+	PktstatbpfHookNotFirst              MetricConfig     `mapstructure:"pktstatbpf.hook.not_first"`
 }
 
-// DefaultMetricsConfig enables every metric but network.flow.tcp.retransmits,
+// DefaultMetricsConfig enables every metric but pktstatbpf.network.flow.tcp.retransmits,
 // which only kprobe mode fills; the flow metrics record every attribute of
 // the configured dimensions.
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
-		NetworkFlowBytes:          FlowMetricConfig{Enabled: true},
-		NetworkFlowPackets:        FlowMetricConfig{Enabled: true},
-		NetworkFlowTCPRetransmits: FlowMetricConfig{Enabled: false},
-		PktstatbpfFlowsActive:     MetricConfig{Enabled: true},
-		PktstatbpfFlowsCapacity:   MetricConfig{Enabled: true},
-		PktstatbpfFlowsExpired:    MetricConfig{Enabled: true},
-		PktstatbpfOverflowPackets: MetricConfig{Enabled: true},
-		PktstatbpfOverflowBytes:   MetricConfig{Enabled: true},
-		PktstatbpfDrainDuration:   MetricConfig{Enabled: true},
-		PktstatbpfHooksAttached:   MetricConfig{Enabled: true},
-		PktstatbpfHooksNotFirst:   MetricConfig{Enabled: true},
+		PktstatbpfNetworkFlowBytes:          FlowMetricConfig{Enabled: true},
+		PktstatbpfNetworkFlowPackets:        FlowMetricConfig{Enabled: true},
+		PktstatbpfNetworkFlowTCPRetransmits: FlowMetricConfig{Enabled: false},
+		PktstatbpfFlowCount:                 MetricConfig{Enabled: true},
+		PktstatbpfFlowLimit:                 MetricConfig{Enabled: true},
+		PktstatbpfFlowExpired:               MetricConfig{Enabled: true},
+		PktstatbpfOverflowPackets:           MetricConfig{Enabled: true},
+		PktstatbpfOverflowBytes:             MetricConfig{Enabled: true},
+		PktstatbpfDrainDuration:             MetricConfig{Enabled: true},
+		PktstatbpfHookCount:                 MetricConfig{Enabled: true},
+		PktstatbpfHookNotFirst:              MetricConfig{Enabled: true},
 	}
 }
 
@@ -127,9 +127,9 @@ type FlowMetric struct {
 // FlowMetrics lists the flow metrics' configs, in a fixed order.
 func (c MetricsBuilderConfig) FlowMetrics() []FlowMetric {
 	return []FlowMetric{
-		{MetricNetworkFlowBytes, c.Metrics.NetworkFlowBytes},
-		{MetricNetworkFlowPackets, c.Metrics.NetworkFlowPackets},
-		{MetricNetworkFlowTCPRetransmits, c.Metrics.NetworkFlowTCPRetransmits},
+		{MetricPktstatbpfNetworkFlowBytes, c.Metrics.PktstatbpfNetworkFlowBytes},
+		{MetricPktstatbpfNetworkFlowPackets, c.Metrics.PktstatbpfNetworkFlowPackets},
+		{MetricPktstatbpfNetworkFlowTCPRetransmits, c.Metrics.PktstatbpfNetworkFlowTCPRetransmits},
 	}
 }
 

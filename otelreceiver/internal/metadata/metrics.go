@@ -13,7 +13,13 @@ import (
 type metricKind int
 
 const (
+	// kindSumInt is a monotonic sum: a count of events since a start.
 	kindSumInt metricKind = iota
+	// kindUpDownInt is a non-monotonic cumulative sum: how many of a thing
+	// exist now (flows in the table, attached hooks), which semconv
+	// records as an UpDownCounter rather than a gauge because the values
+	// of several hosts add up.
+	kindUpDownInt
 	kindGaugeInt
 	kindGaugeDouble
 )
@@ -48,9 +54,9 @@ func (m *metricBuffer) init() {
 	m.data.SetDescription(m.def.description)
 	m.data.SetUnit(m.def.unit)
 	switch m.def.kind {
-	case kindSumInt:
+	case kindSumInt, kindUpDownInt:
 		m.data.SetEmptySum()
-		m.data.Sum().SetIsMonotonic(true)
+		m.data.Sum().SetIsMonotonic(m.def.kind == kindSumInt)
 		m.data.Sum().SetAggregationTemporality(m.temporality)
 		m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
 	case kindGaugeInt, kindGaugeDouble:
@@ -60,7 +66,7 @@ func (m *metricBuffer) init() {
 }
 
 func (m *metricBuffer) dataPoints() pmetric.NumberDataPointSlice {
-	if m.def.kind == kindSumInt {
+	if m.def.kind == kindSumInt || m.def.kind == kindUpDownInt {
 		return m.data.Sum().DataPoints()
 	}
 	return m.data.Gauge().DataPoints()
@@ -88,22 +94,22 @@ func (m *metricBuffer) emit(metrics pmetric.MetricSlice) {
 }
 
 var (
-	defNetworkFlowBytes = metricDef{MetricNetworkFlowBytes,
+	defPktstatbpfNetworkFlowBytes = metricDef{MetricPktstatbpfNetworkFlowBytes,
 		"Bytes of the flow seen at the hook: the L2 frame length in tc and xdp modes, the L3 (IP) length in cgroup mode, the transport payload in kprobe mode.",
 		"By", kindSumInt}
-	defNetworkFlowPackets = metricDef{MetricNetworkFlowPackets,
+	defPktstatbpfNetworkFlowPackets = metricDef{MetricPktstatbpfNetworkFlowPackets,
 		"Packets of the flow seen at the hook.",
 		"{packet}", kindSumInt}
-	defNetworkFlowTCPRetransmits = metricDef{MetricNetworkFlowTCPRetransmits,
+	defPktstatbpfNetworkFlowTCPRetransmits = metricDef{MetricPktstatbpfNetworkFlowTCPRetransmits,
 		"TCP segments the kernel sent again (tcp_retransmit_skb) for the flow; kprobe mode only, on the transmit side.",
-		"{packet}", kindSumInt}
-	defFlowsActive = metricDef{MetricPktstatbpfFlowsActive,
+		"{segment}", kindSumInt}
+	defFlowCount = metricDef{MetricPktstatbpfFlowCount,
 		"Flows in the kernel flow table at the last drain.",
-		"{flow}", kindGaugeInt}
-	defFlowsCapacity = metricDef{MetricPktstatbpfFlowsCapacity,
+		"{flow}", kindUpDownInt}
+	defFlowLimit = metricDef{MetricPktstatbpfFlowLimit,
 		"Size of the kernel flow table (max_flows).",
-		"{flow}", kindGaugeInt}
-	defFlowsExpired = metricDef{MetricPktstatbpfFlowsExpired,
+		"{flow}", kindUpDownInt}
+	defFlowExpired = metricDef{MetricPktstatbpfFlowExpired,
 		"Flows removed from the kernel table after idle_timeout without packets, since the receiver started.",
 		"{flow}", kindSumInt}
 	defOverflowPackets = metricDef{MetricPktstatbpfOverflowPackets,
@@ -115,12 +121,12 @@ var (
 	defDrainDuration = metricDef{MetricPktstatbpfDrainDuration,
 		"Time the last drain of the kernel tables took.",
 		"s", kindGaugeDouble}
-	defHooksAttached = metricDef{MetricPktstatbpfHooksAttached,
-		"Kernel hooks currently attached (one per interface and direction, or per cgroup and direction).",
-		"{hook}", kindGaugeInt}
-	defHooksNotFirst = metricDef{MetricPktstatbpfHooksNotFirst,
-		"Attached TC hooks on which another program or tc filter runs before ours; packets it drops or redirects are not counted (the log names it).",
-		"{hook}", kindGaugeInt}
+	defHookCount = metricDef{MetricPktstatbpfHookCount,
+		"Kernel hooks the receiver manages (one per interface and direction, or per cgroup and direction), by pktstatbpf.hook.state: attached, or failed to attach.",
+		"{hook}", kindUpDownInt}
+	defHookNotFirst = metricDef{MetricPktstatbpfHookNotFirst,
+		"Attached TC hooks on which another program or tc filter runs before ours; packets it drops, redirects or passes without TCX_NEXT are not counted (the collector log names it).",
+		"{hook}", kindUpDownInt}
 )
 
 // MetricsBuilder buffers data points and emits them as one pmetric.Metrics.
@@ -134,14 +140,14 @@ type MetricsBuilder struct {
 	networkFlowBytes          *metricBuffer
 	networkFlowPackets        *metricBuffer
 	networkFlowRetransmits    *metricBuffer
-	pktstatbpfFlowsActive     *metricBuffer
-	pktstatbpfFlowsCapacity   *metricBuffer
-	pktstatbpfFlowsExpired    *metricBuffer
+	pktstatbpfFlowCount       *metricBuffer
+	pktstatbpfFlowLimit       *metricBuffer
+	pktstatbpfFlowExpired     *metricBuffer
 	pktstatbpfOverflowPackets *metricBuffer
 	pktstatbpfOverflowBytes   *metricBuffer
 	pktstatbpfDrainDuration   *metricBuffer
-	pktstatbpfHooksAttached   *metricBuffer
-	pktstatbpfHooksNotFirst   *metricBuffer
+	pktstatbpfHookCount       *metricBuffer
+	pktstatbpfHookNotFirst    *metricBuffer
 }
 
 // MetricBuilderOption changes a MetricsBuilder at construction.
@@ -163,17 +169,17 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 	for _, opt := range options {
 		opt(&o)
 	}
-	bytesSel, err := mbc.Metrics.NetworkFlowBytes.Selection()
+	bytesSel, err := mbc.Metrics.PktstatbpfNetworkFlowBytes.Selection()
 	if err != nil {
-		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricNetworkFlowBytes, err)
+		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowBytes, err)
 	}
-	packetsSel, err := mbc.Metrics.NetworkFlowPackets.Selection()
+	packetsSel, err := mbc.Metrics.PktstatbpfNetworkFlowPackets.Selection()
 	if err != nil {
-		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricNetworkFlowPackets, err)
+		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowPackets, err)
 	}
-	retransSel, err := mbc.Metrics.NetworkFlowTCPRetransmits.Selection()
+	retransSel, err := mbc.Metrics.PktstatbpfNetworkFlowTCPRetransmits.Selection()
 	if err != nil {
-		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricNetworkFlowTCPRetransmits, err)
+		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowTCPRetransmits, err)
 	}
 	cum := pmetric.AggregationTemporalityCumulative
 	m := mbc.Metrics
@@ -183,75 +189,77 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		bytesSelection:            bytesSel,
 		packetsSelection:          packetsSel,
 		retransmitsSelection:      retransSel,
-		networkFlowBytes:          newMetricBuffer(defNetworkFlowBytes, m.NetworkFlowBytes.Enabled, o.flowTemporality),
-		networkFlowPackets:        newMetricBuffer(defNetworkFlowPackets, m.NetworkFlowPackets.Enabled, o.flowTemporality),
-		networkFlowRetransmits:    newMetricBuffer(defNetworkFlowTCPRetransmits, m.NetworkFlowTCPRetransmits.Enabled, o.flowTemporality),
-		pktstatbpfFlowsActive:     newMetricBuffer(defFlowsActive, m.PktstatbpfFlowsActive.Enabled, cum),
-		pktstatbpfFlowsCapacity:   newMetricBuffer(defFlowsCapacity, m.PktstatbpfFlowsCapacity.Enabled, cum),
-		pktstatbpfFlowsExpired:    newMetricBuffer(defFlowsExpired, m.PktstatbpfFlowsExpired.Enabled, cum),
+		networkFlowBytes:          newMetricBuffer(defPktstatbpfNetworkFlowBytes, m.PktstatbpfNetworkFlowBytes.Enabled, o.flowTemporality),
+		networkFlowPackets:        newMetricBuffer(defPktstatbpfNetworkFlowPackets, m.PktstatbpfNetworkFlowPackets.Enabled, o.flowTemporality),
+		networkFlowRetransmits:    newMetricBuffer(defPktstatbpfNetworkFlowTCPRetransmits, m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, o.flowTemporality),
+		pktstatbpfFlowCount:       newMetricBuffer(defFlowCount, m.PktstatbpfFlowCount.Enabled, cum),
+		pktstatbpfFlowLimit:       newMetricBuffer(defFlowLimit, m.PktstatbpfFlowLimit.Enabled, cum),
+		pktstatbpfFlowExpired:     newMetricBuffer(defFlowExpired, m.PktstatbpfFlowExpired.Enabled, cum),
 		pktstatbpfOverflowPackets: newMetricBuffer(defOverflowPackets, m.PktstatbpfOverflowPackets.Enabled, cum),
 		pktstatbpfOverflowBytes:   newMetricBuffer(defOverflowBytes, m.PktstatbpfOverflowBytes.Enabled, cum),
 		pktstatbpfDrainDuration:   newMetricBuffer(defDrainDuration, m.PktstatbpfDrainDuration.Enabled, cum),
-		pktstatbpfHooksAttached:   newMetricBuffer(defHooksAttached, m.PktstatbpfHooksAttached.Enabled, cum),
-		pktstatbpfHooksNotFirst:   newMetricBuffer(defHooksNotFirst, m.PktstatbpfHooksNotFirst.Enabled, cum),
+		pktstatbpfHookCount:       newMetricBuffer(defHookCount, m.PktstatbpfHookCount.Enabled, cum),
+		pktstatbpfHookNotFirst:    newMetricBuffer(defHookNotFirst, m.PktstatbpfHookNotFirst.Enabled, cum),
 	}, nil
 }
 
-// NetworkFlowBytesSelection is the attribute selection of network.flow.bytes.
-func (mb *MetricsBuilder) NetworkFlowBytesSelection() AttributeSelection { return mb.bytesSelection }
+// PktstatbpfNetworkFlowBytesSelection is the attribute selection of pktstatbpf.network.flow.bytes.
+func (mb *MetricsBuilder) PktstatbpfNetworkFlowBytesSelection() AttributeSelection {
+	return mb.bytesSelection
+}
 
-// NetworkFlowPacketsSelection is the attribute selection of network.flow.packets.
-func (mb *MetricsBuilder) NetworkFlowPacketsSelection() AttributeSelection {
+// PktstatbpfNetworkFlowPacketsSelection is the attribute selection of pktstatbpf.network.flow.packets.
+func (mb *MetricsBuilder) PktstatbpfNetworkFlowPacketsSelection() AttributeSelection {
 	return mb.packetsSelection
 }
 
-// RecordNetworkFlowBytesDataPoint adds a point for one series; attrs are
+// RecordPktstatbpfNetworkFlowBytesDataPoint adds a point for one series; attrs are
 // written as far as the metric's selection allows.
-func (mb *MetricsBuilder) RecordNetworkFlowBytesDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowBytesDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
 	if dp, ok := mb.networkFlowBytes.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
 		mb.bytesSelection.put(attrs, dp.Attributes())
 	}
 }
 
-// RecordNetworkFlowPacketsDataPoint adds a point for one series.
-func (mb *MetricsBuilder) RecordNetworkFlowPacketsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+// RecordPktstatbpfNetworkFlowPacketsDataPoint adds a point for one series.
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowPacketsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
 	if dp, ok := mb.networkFlowPackets.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
 		mb.packetsSelection.put(attrs, dp.Attributes())
 	}
 }
 
-// NetworkFlowTCPRetransmitsSelection is the attribute selection of network.flow.tcp.retransmits.
-func (mb *MetricsBuilder) NetworkFlowTCPRetransmitsSelection() AttributeSelection {
+// PktstatbpfNetworkFlowTCPRetransmitsSelection is the attribute selection of pktstatbpf.network.flow.tcp.retransmits.
+func (mb *MetricsBuilder) PktstatbpfNetworkFlowTCPRetransmitsSelection() AttributeSelection {
 	return mb.retransmitsSelection
 }
 
-// RecordNetworkFlowTCPRetransmitsDataPoint adds a point for one series.
-func (mb *MetricsBuilder) RecordNetworkFlowTCPRetransmitsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+// RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint adds a point for one series.
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
 	if dp, ok := mb.networkFlowRetransmits.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
 		mb.retransmitsSelection.put(attrs, dp.Attributes())
 	}
 }
 
-// RecordPktstatbpfFlowsActiveDataPoint adds a pktstatbpf.flows.active point.
-func (mb *MetricsBuilder) RecordPktstatbpfFlowsActiveDataPoint(ts pcommon.Timestamp, val int64) {
-	if dp, ok := mb.pktstatbpfFlowsActive.newDataPoint(0, ts); ok {
+// RecordPktstatbpfFlowCountDataPoint adds a pktstatbpf.flow.count point.
+func (mb *MetricsBuilder) RecordPktstatbpfFlowCountDataPoint(start, ts pcommon.Timestamp, val int64) {
+	if dp, ok := mb.pktstatbpfFlowCount.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
 	}
 }
 
-// RecordPktstatbpfFlowsCapacityDataPoint adds a pktstatbpf.flows.capacity point.
-func (mb *MetricsBuilder) RecordPktstatbpfFlowsCapacityDataPoint(ts pcommon.Timestamp, val int64) {
-	if dp, ok := mb.pktstatbpfFlowsCapacity.newDataPoint(0, ts); ok {
+// RecordPktstatbpfFlowLimitDataPoint adds a pktstatbpf.flow.limit point.
+func (mb *MetricsBuilder) RecordPktstatbpfFlowLimitDataPoint(start, ts pcommon.Timestamp, val int64) {
+	if dp, ok := mb.pktstatbpfFlowLimit.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
 	}
 }
 
-// RecordPktstatbpfFlowsExpiredDataPoint adds a pktstatbpf.flows.expired point.
-func (mb *MetricsBuilder) RecordPktstatbpfFlowsExpiredDataPoint(start, ts pcommon.Timestamp, val int64) {
-	if dp, ok := mb.pktstatbpfFlowsExpired.newDataPoint(start, ts); ok {
+// RecordPktstatbpfFlowExpiredDataPoint adds a pktstatbpf.flow.expired point.
+func (mb *MetricsBuilder) RecordPktstatbpfFlowExpiredDataPoint(start, ts pcommon.Timestamp, val int64) {
+	if dp, ok := mb.pktstatbpfFlowExpired.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
 	}
 }
@@ -277,16 +285,19 @@ func (mb *MetricsBuilder) RecordPktstatbpfDrainDurationDataPoint(ts pcommon.Time
 	}
 }
 
-// RecordPktstatbpfHooksAttachedDataPoint adds a pktstatbpf.hooks.attached point.
-func (mb *MetricsBuilder) RecordPktstatbpfHooksAttachedDataPoint(ts pcommon.Timestamp, val int64) {
-	if dp, ok := mb.pktstatbpfHooksAttached.newDataPoint(0, ts); ok {
+// RecordPktstatbpfHookCountDataPoint adds a pktstatbpf.hook.count point for
+// the hooks in one state (AttributeHookStateAttached or
+// AttributeHookStateFailed).
+func (mb *MetricsBuilder) RecordPktstatbpfHookCountDataPoint(start, ts pcommon.Timestamp, val int64, state string) {
+	if dp, ok := mb.pktstatbpfHookCount.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
+		dp.Attributes().PutStr(AttrHookState, state)
 	}
 }
 
-// RecordPktstatbpfHooksNotFirstDataPoint adds a pktstatbpf.hooks.not_first point.
-func (mb *MetricsBuilder) RecordPktstatbpfHooksNotFirstDataPoint(ts pcommon.Timestamp, val int64) {
-	if dp, ok := mb.pktstatbpfHooksNotFirst.newDataPoint(0, ts); ok {
+// RecordPktstatbpfHookNotFirstDataPoint adds a pktstatbpf.hook.not_first point.
+func (mb *MetricsBuilder) RecordPktstatbpfHookNotFirstDataPoint(start, ts pcommon.Timestamp, val int64) {
+	if dp, ok := mb.pktstatbpfHookNotFirst.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
 	}
 }
@@ -315,14 +326,14 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 		mb.networkFlowBytes,
 		mb.networkFlowPackets,
 		mb.networkFlowRetransmits,
-		mb.pktstatbpfFlowsActive,
-		mb.pktstatbpfFlowsCapacity,
-		mb.pktstatbpfFlowsExpired,
+		mb.pktstatbpfFlowCount,
+		mb.pktstatbpfFlowLimit,
+		mb.pktstatbpfFlowExpired,
 		mb.pktstatbpfOverflowPackets,
 		mb.pktstatbpfOverflowBytes,
 		mb.pktstatbpfDrainDuration,
-		mb.pktstatbpfHooksAttached,
-		mb.pktstatbpfHooksNotFirst,
+		mb.pktstatbpfHookCount,
+		mb.pktstatbpfHookNotFirst,
 	} {
 		m.emit(ms)
 	}
