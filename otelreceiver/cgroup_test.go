@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
@@ -132,26 +133,22 @@ func TestReceiverCgroupModeProcessAttributes(t *testing.T) {
 		bytes   int64
 	}
 	var found []got
-	ms := mds[len(mds)-1].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
-	for k := 0; k < ms.Len(); k++ {
-		m := ms.At(k)
-		if m.Name() != metadata.MetricPktstatbpfNetworkFlowPackets && m.Name() != metadata.MetricPktstatbpfNetworkFlowBytes {
-			continue
-		}
-		for l := 0; l < m.Sum().DataPoints().Len(); l++ {
-			a := m.Sum().DataPoints().At(l).Attributes()
-			if flowLabel(a) != "transmit ipv4 udp 192.0.2.1 44000 192.0.2.2 9400 " {
-				continue
+	// The process is a workload identity: it is on the resource.
+	md := mds[len(mds)-1]
+	for i := 0; i < md.ResourceMetrics().Len(); i++ {
+		rm := md.ResourceMetrics().At(i)
+		pid, _ := rm.Resource().Attributes().Get(metadata.AttrProcessPID)
+		exe, _ := rm.Resource().Attributes().Get(metadata.AttrProcessComm)
+		eachFlowPoint(rm, func(m pmetric.Metric, dp pmetric.NumberDataPoint) {
+			if flowLabel(dp.Attributes()) != "transmit ipv4 udp 192.0.2.1 44000 192.0.2.2 9400 " {
+				return
 			}
-			pid, _ := a.Get(metadata.AttrProcessPID)
-			exe, _ := a.Get(metadata.AttrProcessComm)
-			v := m.Sum().DataPoints().At(l).IntValue()
 			if m.Name() == metadata.MetricPktstatbpfNetworkFlowPackets {
-				found = append(found, got{pid: pid.Int(), exe: exe.Str(), packets: v})
+				found = append(found, got{pid: pid.Int(), exe: exe.Str(), packets: dp.IntValue()})
 			} else {
-				found = append(found, got{pid: pid.Int(), exe: exe.Str(), bytes: v})
+				found = append(found, got{pid: pid.Int(), exe: exe.Str(), bytes: dp.IntValue()})
 			}
-		}
+		})
 	}
 	pid, exe := int64(cmd.Process.Pid), strings.TrimSpace(string(comm))
 	assert.ElementsMatch(t, []got{

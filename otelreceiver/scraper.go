@@ -110,6 +110,10 @@ type flowScraper struct {
 	newSource newSourceFunc
 	now       func() time.Time
 	hostName  string
+	// nodeName is K8S_NODE_NAME, which a DaemonSet sets from the downward API.
+	nodeName string
+	// splitIdentities is set when the dimensions keep a workload identity.
+	splitIdentities bool
 
 	mu          sync.Mutex
 	src         flowSource
@@ -143,16 +147,18 @@ func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc)
 	}
 	m := cfg.Metrics
 	s := &flowScraper{
-		cfg:         cfg,
-		settings:    set,
-		newSource:   newSource,
-		now:         time.Now,
-		hostName:    host,
-		mapper:      newAttributeMapper(cfg.dimensions(), cfg.CIDRGroups),
-		mb:          mb,
-		bytes:       newSeriesSet(m.PktstatbpfNetworkFlowBytes.Enabled, mb.PktstatbpfNetworkFlowBytesSelection()),
-		packets:     newSeriesSet(m.PktstatbpfNetworkFlowPackets.Enabled, mb.PktstatbpfNetworkFlowPacketsSelection()),
-		retransmits: newSeriesSet(m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, mb.PktstatbpfNetworkFlowTCPRetransmitsSelection()),
+		cfg:             cfg,
+		settings:        set,
+		newSource:       newSource,
+		now:             time.Now,
+		hostName:        host,
+		nodeName:        os.Getenv("K8S_NODE_NAME"),
+		splitIdentities: hasIdentity(cfg.dimensions()),
+		mapper:          newAttributeMapper(cfg.dimensions(), cfg.CIDRGroups),
+		mb:              mb,
+		bytes:           newSeriesSet(m.PktstatbpfNetworkFlowBytes.Enabled, mb.PktstatbpfNetworkFlowBytesSelection()),
+		packets:         newSeriesSet(m.PktstatbpfNetworkFlowPackets.Enabled, mb.PktstatbpfNetworkFlowPacketsSelection()),
+		retransmits:     newSeriesSet(m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, mb.PktstatbpfNetworkFlowTCPRetransmitsSelection()),
 	}
 	if s.retransmits != nil {
 		s.retransmits.skipZero = true
@@ -248,7 +254,14 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	rb := metadata.NewResourceBuilder(s.cfg.ResourceAttributes)
 	rb.SetHostName(s.hostName)
 	rb.SetCaptureMode(s.cfg.captureMode())
-	return s.mb.Emit(metadata.WithResource(rb.Emit()))
+	if s.nodeName != "" {
+		rb.SetK8sNodeName(s.nodeName)
+	}
+	md := s.mb.Emit(metadata.WithResource(rb.Emit()))
+	if s.splitIdentities {
+		md = splitByIdentity(md)
+	}
+	return md
 }
 
 // shutdown detaches. The last, partial interval has been scraped already:

@@ -24,6 +24,7 @@ const (
 const (
 	ResourceAttrHostName    = "host.name"
 	ResourceAttrCaptureMode = "pktstatbpf.capture.mode"
+	ResourceAttrK8sNodeName = "k8s.node.name"
 )
 
 // MetricConfig turns a metric on or off.
@@ -92,6 +93,7 @@ type ResourceAttributeConfig struct {
 type ResourceAttributesConfig struct {
 	HostName    ResourceAttributeConfig `mapstructure:"host.name"`
 	CaptureMode ResourceAttributeConfig `mapstructure:"pktstatbpf.capture.mode"`
+	K8sNodeName ResourceAttributeConfig `mapstructure:"k8s.node.name"`
 }
 
 // DefaultResourceAttributesConfig enables every resource attribute.
@@ -99,6 +101,7 @@ func DefaultResourceAttributesConfig() ResourceAttributesConfig {
 	return ResourceAttributesConfig{
 		HostName:    ResourceAttributeConfig{Enabled: true},
 		CaptureMode: ResourceAttributeConfig{Enabled: true},
+		K8sNodeName: ResourceAttributeConfig{Enabled: true},
 	}
 }
 

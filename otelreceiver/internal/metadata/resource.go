@@ -27,6 +27,13 @@ func (rb *ResourceBuilder) SetCaptureMode(v string) {
 	}
 }
 
+// SetK8sNodeName sets k8s.node.name.
+func (rb *ResourceBuilder) SetK8sNodeName(v string) {
+	if rb.config.K8sNodeName.Enabled {
+		rb.res.Attributes().PutStr(ResourceAttrK8sNodeName, v)
+	}
+}
+
 // Emit returns the resource and resets the builder.
 func (rb *ResourceBuilder) Emit() pcommon.Resource {
 	r := rb.res
