@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,7 +79,7 @@ func TestTelegrafPinPathAcrossReloadAndKill(t *testing.T) {
 		data, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("metrics-%d.out", run)))
 		require.NoError(t, err)
 		for _, m := range parseLines(t, data) {
-			if m.Name() == "pktstat_bpf" && equalTags(m.Tags(), tags) {
+			if m.Name() == "pktstat_bpf" && maps.Equal(m.Tags(), tags) {
 				series = append(series, m)
 			}
 		}
@@ -121,18 +122,6 @@ func waitCount(t *testing.T, p *process, substr string, n int, timeout time.Dura
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func equalTags(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // requireNothingAttached waits for A's interface to hold no TCX program
