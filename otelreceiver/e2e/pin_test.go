@@ -102,16 +102,16 @@ func TestDistributionReportsProgramInFront(t *testing.T) {
 	notFirst := func() int64 {
 		v := int64(-1)
 		eachMetric(t, outFile, func(m pmetric.Metric) {
-			if m.Name() == "pktstatbpf.hooks.not_first" && m.Gauge().DataPoints().Len() > 0 {
-				v = m.Gauge().DataPoints().At(0).IntValue()
+			if m.Name() == "pktstatbpf.hook.not_first" && m.Sum().DataPoints().Len() > 0 {
+				v = m.Sum().DataPoints().At(0).IntValue()
 			}
 		})
 		return v
 	}
-	waitFor(t, 10*time.Second, "a scrape with pktstatbpf.hooks.not_first = 0", func() bool { return notFirst() == 0 })
+	waitFor(t, 10*time.Second, "scrape with pktstatbpf.hook.not_first = 0", func() bool { return notFirst() == 0 })
 	intruder := bpftest.NewFront(t, "intruder", bpftest.TCXNext, 0)
 	bpftest.AttachTCX(t, p.NSPathA(), p.IfA, intruder.Prog, ebpf.AttachTCXIngress, link.Head())
-	waitFor(t, 3*time.Second, "pktstatbpf.hooks.not_first = 1 within one interval", func() bool { return notFirst() == 1 })
+	waitFor(t, 3*time.Second, "pktstatbpf.hook.not_first = 1 within one interval", func() bool { return notFirst() == 1 })
 	want := fmt.Sprintf(`"in_front": "program id %d name intruder type SchedCLS"`, intruder.ID(t))
 	waitFor(t, 3*time.Second, "a warning naming the intruder", func() bool { return c.logged(want) })
 }
