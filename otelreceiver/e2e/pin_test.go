@@ -91,7 +91,7 @@ func TestDistributionPinPathAcrossRestartAndKill(t *testing.T) {
 }
 
 // A program inserted at the head of our hook while the collector runs
-// shows in pktstatbpf.hooks.not_first within an interval, and one warning
+// shows in pktstatbpf.hook.not_first within an interval, and one warning
 // names it.
 func TestDistributionReportsProgramInFront(t *testing.T) {
 	bin := collectorPath(t)
