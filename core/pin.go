@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -62,6 +63,10 @@ func openPins(root string, mode Mode, spec *ebpf.CollectionSpec, maps []string, 
 	}
 	p := &pinStore{root: root, lock: lock, log: log}
 	p.dir = filepath.Join(root, string(mode)+"-"+layoutID(spec, maps))
+	if err := checkOurs(root); err != nil {
+		p.close()
+		return nil, err
+	}
 	if err := p.check(); err != nil {
 		p.close()
 		return nil, err
@@ -145,6 +150,32 @@ func (p *pinStore) close() {
 		p.lock.Close() // releases the flock
 		p.lock = nil
 	}
+}
+
+// layoutDirRe is the name of a layout directory: the only entries pktstat-bpf
+// puts in pin_path itself.
+var layoutDirRe = regexp.MustCompile(`^(tc|xdp|cgroup|kprobe)-[0-9a-f]{16}$`)
+
+// checkOurs refuses a pin_path that holds anything pktstat-bpf did not put
+// there: the state of an incompatible build is removed, and removing another
+// tool's pins (pin_path = "/sys/fs/bpf" would list Cilium's) detaches its
+// programs.
+func checkOurs(root string) error {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return fmt.Errorf("read pin_path %s: %w", root, err)
+	}
+	var foreign []string
+	for _, e := range entries {
+		if !e.IsDir() || !layoutDirRe.MatchString(e.Name()) {
+			foreign = append(foreign, e.Name())
+		}
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("pin_path %s holds objects pktstat-bpf did not create (%s): give pktstat-bpf a directory of its own, "+
+			"such as %s", root, strings.Join(foreign, ", "), filepath.Join(root, "pktstat-bpf"))
+	}
+	return nil
 }
 
 // check refuses pinned state that another user could have written or can
@@ -318,6 +349,9 @@ func RemovePinned(cfg Config) error {
 		return nil
 	}
 	if err := ensurePrivateDir(cfg.PinPath); err != nil {
+		return err
+	}
+	if err := checkOurs(cfg.PinPath); err != nil {
 		return err
 	}
 	lock, err := os.Open(cfg.PinPath)

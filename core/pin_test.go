@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
 
@@ -221,6 +223,40 @@ func TestPinPathRefusesUnsafeOrBusy(t *testing.T) {
 			}
 		})
 	}
+	t.Run("foreign-pins", func(t *testing.T) {
+		// Another tool's pin where pktstat-bpf would remove state: refused,
+		// and the pin is left alone.
+		dir := filepath.Join(fsRoot, "shared")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "cilium_ct4", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		foreign := filepath.Join(dir, "cilium_ct4")
+		if err := m.Pin(foreign); err != nil {
+			t.Fatal(err)
+		}
+		cfg := base
+		cfg.PinPath = dir
+		c, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		want := "holds objects pktstat-bpf did not create (cilium_ct4): give pktstat-bpf a directory of its own"
+		if err := c.Start(context.Background()); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("start: %v, want %q", err, want)
+		}
+		if err := RemovePinned(cfg); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("RemovePinned: %v, want %q", err, want)
+		}
+		if _, err := os.Stat(foreign); err != nil {
+			t.Errorf("the foreign pin is gone: %v", err)
+		}
+	})
 	t.Run("second-instance", func(t *testing.T) {
 		cfg := base
 		cfg.PinPath = filepath.Join(fsRoot, "busy")
