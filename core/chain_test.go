@@ -101,6 +101,8 @@ func TestTCXFirstInChain(t *testing.T) {
 					t.Fatalf("hooks not first right after start: %+v", s.Health.Hooks)
 				}
 				before := p.LinkStats(t, p.NSA, p.IfA)
+				// The front program counts from its attachment: compare from here.
+				seen0, bytes0 := f.Seen(t)
 				var redirBefore nettest.LinkStats
 				if tc.redir {
 					redirBefore = nettest.Stats(t, p.NSA, redirDev)
@@ -114,14 +116,14 @@ func TestTCXFirstInChain(t *testing.T) {
 				// A listener, so that no port-unreachable answer adds traffic.
 				rx := nettest.ListenUDP(t, dstNS, dst.Addr(), dst.Port())
 				sendUDP(t, nsPath, src, dst, n, size)
-				waitFor(t, func() bool { pk, _ := f.Seen(t); return pk >= n }, "the front program to see the traffic")
+				waitFor(t, func() bool { pk, _ := f.Seen(t); return pk-seen0 >= n }, "the front program to see the traffic")
 				s := read(t, c)
 				rs := find(s, func(r Record) bool { return !r.Overflow && r.DstPort == 7101 && r.Direction == dir })
 				if len(rs) != 1 || rs[0].Packets != n || rs[0].Bytes != n*frame {
 					t.Fatalf("our count %+v, want one %s flow of %d packets, %d bytes", rs, dir, n, n*frame)
 				}
-				if fp, fb := f.Seen(t); fp != n || fb != n*frame {
-					t.Errorf("front program saw %d packets %d bytes, want %d and %d", fp, fb, n, n*frame)
+				if fp, fb := f.Seen(t); fp-seen0 != n || fb-bytes0 != n*frame {
+					t.Errorf("front program saw %d packets %d bytes, want %d and %d", fp-seen0, fb-bytes0, n, n*frame)
 				}
 				link := p.LinkStats(t, p.NSA, p.IfA).Sub(before)
 				switch {
@@ -248,6 +250,8 @@ func TestLegacyFilterRunsFirst(t *testing.T) {
 				t.Fatalf("hooks not first %d: %+v", n, s.Health.Hooks)
 			}
 			before := p.LinkStats(t, p.NSA, p.IfA)
+			// The other filter counts from its attachment; compare over the same window.
+			seen0, _ := f.Seen(t)
 			const n, size = 90, 300
 			p.SendUDP(t, n, size, 41002, 7102, false)
 			p.SendUDPFromB(t, n, size, 41003, 7103, false)
@@ -270,8 +274,8 @@ func TestLegacyFilterRunsFirst(t *testing.T) {
 					link.TxPackets, link.TxBytes, link.RxPackets, link.RxBytes)
 			}
 			// The other filter still runs: it saw the same packets after us.
-			if fp, _ := f.Seen(t); fp != link.TxPackets+link.RxPackets {
-				t.Errorf("the other filter saw %d packets, the veth moved %d", fp, link.TxPackets+link.RxPackets)
+			if fp, _ := f.Seen(t); fp-seen0 != link.TxPackets+link.RxPackets {
+				t.Errorf("the other filter saw %d packets, the veth moved %d", fp-seen0, link.TxPackets+link.RxPackets)
 			}
 		})
 	}
