@@ -105,23 +105,13 @@ func TestReceiverCountsRealTraffic(t *testing.T) {
 			// Scrapes run while traffic flows; the last partial interval
 			// comes from the shutdown flush.
 			cfg.CollectionInterval = 50 * time.Millisecond
-			sink := new(consumertest.MetricsSink)
-			rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
-			require.NoError(t, err)
-			require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
-			stopped := false
-			t.Cleanup(func() {
-				if !stopped {
-					_ = rcv.Shutdown(context.Background())
-				}
-			})
+			sink, shutdown := startInProcess(t, cfg)
 
 			p.SendUDP(t, 40, 100, 40000, 9000, false)
 			p.SendUDP(t, 25, 600, 40001, 9001, true)
 			p.SendUDPFromB(t, 7, 50, 40002, 9002, false)
 
-			require.NoError(t, rcv.Shutdown(context.Background()))
-			stopped = true
+			shutdown()
 			mds := sink.AllMetrics()
 			require.NotEmpty(t, mds)
 			if temporality == TemporalityCumulative {
@@ -228,16 +218,7 @@ func TestReceiverConservesOverflow(t *testing.T) {
 	cfg.InitialDelay = 0
 	cfg.CollectionInterval = 100 * time.Millisecond
 	cfg.MaxFlows = 16
-	sink := new(consumertest.MetricsSink)
-	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
-	require.NoError(t, err)
-	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = rcv.Shutdown(context.Background())
-		}
-	})
+	sink, shutdown := startInProcess(t, cfg)
 
 	const ports, payload = 64, 32
 	p.SendUDPToPorts(t, ports, 20000, payload)
@@ -283,8 +264,7 @@ func TestReceiverConservesOverflow(t *testing.T) {
 		pkts, bytes, overflowPkts, overflowSeries = sums(mds[len(mds)-1])
 		return pkts == ports && bytes == wantBytes
 	}, 10*time.Second, 20*time.Millisecond, "transmit totals: %d packets, %d bytes", pkts, bytes)
-	require.NoError(t, rcv.Shutdown(context.Background()))
-	stopped = true
+	shutdown()
 	assert.Equal(t, 1, overflowSeries, "one overflow series for the veth's transmit side")
 	// A 16-entry table cannot hold 64 flows: at least 48 went to overflow.
 	assert.GreaterOrEqual(t, overflowPkts, int64(ports-16))
@@ -303,20 +283,10 @@ func TestReceiverXDPMode(t *testing.T) {
 	cfg.NetNS = p.NSPathA()
 	cfg.InitialDelay = 0
 	cfg.CollectionInterval = time.Hour
-	sink := new(consumertest.MetricsSink)
-	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
-	require.NoError(t, err)
-	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = rcv.Shutdown(context.Background())
-		}
-	})
+	sink, shutdown := startInProcess(t, cfg)
 	p.SendUDPFromB(t, 11, 300, 43000, 9300, true)
 	p.SendUDP(t, 4, 300, 43001, 9301, false)
-	require.NoError(t, rcv.Shutdown(context.Background()))
-	stopped = true
+	shutdown()
 
 	mds := sink.AllMetrics()
 	require.NotEmpty(t, mds)
@@ -349,16 +319,7 @@ func TestReceiverAggregatesRealTraffic(t *testing.T) {
 				aggregate.DimSrcIP, aggregate.DimDstIP, aggregate.DimSrcPort, aggregate.DimDstPort}
 			cfg.FoldPorts = aggregate.FoldEphemeral
 			cfg.CIDRGroups = []aggregate.CIDRGroup{{Name: "peer", CIDR: "192.0.2.2/32"}, {Name: "lab6", CIDR: "2001:db8::/64"}}
-			sink := new(consumertest.MetricsSink)
-			rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
-			require.NoError(t, err)
-			require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
-			stopped := false
-			t.Cleanup(func() {
-				if !stopped {
-					_ = rcv.Shutdown(context.Background())
-				}
-			})
+			sink, shutdown := startInProcess(t, cfg)
 
 			// Five clients on ephemeral ports to one service: one series.
 			for c := range 5 {
@@ -368,8 +329,7 @@ func TestReceiverAggregatesRealTraffic(t *testing.T) {
 			p.SendUDP(t, 4, 100, 41000, 9000, true)
 			p.SendUDPFromB(t, 6, 50, 42000, 9002, false)
 
-			require.NoError(t, rcv.Shutdown(context.Background()))
-			stopped = true
+			shutdown()
 			mds := sink.AllMetrics()
 			require.NotEmpty(t, mds)
 			if temporality == TemporalityCumulative {

@@ -2,7 +2,6 @@ package pktstatbpfreceiver
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,10 +16,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
@@ -90,16 +86,7 @@ func TestReceiverCgroupModeProcessAttributes(t *testing.T) {
 	// attribute the dimensions fill.
 	cfg.Dimensions = append(cfg.Dimensions, aggregate.DimPID, aggregate.DimComm)
 	require.NoError(t, cfg.Validate())
-	sink := new(consumertest.MetricsSink)
-	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
-	require.NoError(t, err)
-	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = rcv.Shutdown(context.Background())
-		}
-	})
+	sink, shutdown := startInProcess(t, cfg)
 
 	const n, size = 17, 300
 	fd, err := syscall.Open(cg, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
@@ -122,8 +109,7 @@ func TestReceiverCgroupModeProcessAttributes(t *testing.T) {
 	require.NoError(t, err)
 	rx.Wait(t, n)
 
-	require.NoError(t, rcv.Shutdown(context.Background()))
-	stopped = true
+	shutdown()
 	mds := sink.AllMetrics()
 	require.NotEmpty(t, mds)
 	type got struct {

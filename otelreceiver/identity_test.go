@@ -2,7 +2,6 @@ package pktstatbpfreceiver
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,10 +14,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
@@ -92,23 +88,13 @@ func TestReceiverWorkloadIdentityOnTheResource(t *testing.T) {
 	cfg.CollectionInterval = time.Hour
 	cfg.Dimensions = append(cfg.Dimensions, aggregate.DimPodUID, aggregate.DimContainerID, aggregate.DimPID)
 	require.NoError(t, cfg.Validate())
-	sink := new(consumertest.MetricsSink)
-	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
-	require.NoError(t, err)
-	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = rcv.Shutdown(context.Background())
-		}
-	})
+	sink, shutdown := startInProcess(t, cfg)
 	for _, pd := range pods {
 		rx := nettest.ListenUDP(t, p.NSPathB(), p.B4, pd.port)
 		pd.pid = startSender(t, p.NSA, pd.dir, netip.AddrPortFrom(p.A4, pd.port+1000), netip.AddrPortFrom(p.B4, pd.port), pd.n, pd.size)
 		rx.Wait(t, pd.n)
 	}
-	require.NoError(t, rcv.Shutdown(context.Background()))
-	stopped = true
+	shutdown()
 
 	mds := sink.AllMetrics()
 	require.NotEmpty(t, mds)

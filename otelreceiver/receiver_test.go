@@ -230,3 +230,20 @@ func metricSum(t *testing.T, tel *componenttest.Telemetry, name string) int64 {
 	}
 	return n
 }
+
+// startInProcess starts the receiver with cfg in this process, feeding a
+// sink. shutdown stops it, which flushes the last interval; it runs at the
+// end of t if the test did not call it, and a failed shutdown fails t.
+func startInProcess(t *testing.T, cfg *Config) (sink *consumertest.MetricsSink, shutdown func()) {
+	t.Helper()
+	sink = new(consumertest.MetricsSink)
+	rcv, err := NewFactory().CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	var once sync.Once
+	shutdown = func() {
+		once.Do(func() { require.NoError(t, rcv.Shutdown(context.Background())) })
+	}
+	t.Cleanup(shutdown)
+	return sink, shutdown
+}
