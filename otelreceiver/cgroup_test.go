@@ -50,6 +50,27 @@ func udpSender() int {
 	return 0
 }
 
+// startSender runs udpSender in namespace ns and cgroup dir, waits for
+// "sent", and returns its pid; it exits when the test ends.
+func startSender(t *testing.T, ns, dir string, src, dst netip.AddrPort, n, size int) int {
+	t.Helper()
+	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
+	require.NoError(t, err)
+	defer syscall.Close(fd)
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d %d", senderEnv, src, dst, n, size))
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	require.Equal(t, "sent\n", line)
+	return cmd.Process.Pid
+}
+
 // cgroup2Mount finds the cgroup v2 mount: on hybrid hosts it is not
 // /sys/fs/cgroup.
 func cgroup2Mount(t *testing.T) string {
@@ -89,23 +110,9 @@ func TestReceiverCgroupModeProcessAttributes(t *testing.T) {
 	sink, shutdown := startInProcess(t, cfg)
 
 	const n, size = 17, 300
-	fd, err := syscall.Open(cg, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	require.NoError(t, err)
-	defer syscall.Close(fd)
 	// ip netns exec execs in place, so the sender keeps the pid we start.
-	cmd := exec.Command("ip", "netns", "exec", p.NSA, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d %d", senderEnv,
-		netip.AddrPortFrom(p.A4, 44000), netip.AddrPortFrom(p.B4, 9400), n, size))
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
-	require.Equal(t, "sent\n", line)
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
+	senderPID := startSender(t, p.NSA, cg, netip.AddrPortFrom(p.A4, 44000), netip.AddrPortFrom(p.B4, 9400), n, size)
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", senderPID))
 	require.NoError(t, err)
 	rx.Wait(t, n)
 
@@ -136,7 +143,7 @@ func TestReceiverCgroupModeProcessAttributes(t *testing.T) {
 			}
 		})
 	}
-	pid, exe := int64(cmd.Process.Pid), strings.TrimSpace(string(comm))
+	pid, exe := int64(senderPID), strings.TrimSpace(string(comm))
 	assert.ElementsMatch(t, []got{
 		{pid: pid, exe: exe, packets: n},
 		{pid: pid, exe: exe, bytes: n * (20 + 8 + size)},

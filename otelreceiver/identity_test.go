@@ -1,14 +1,10 @@
 package pktstatbpfreceiver
 
 import (
-	"bufio"
-	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,27 +16,6 @@ import (
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
 )
-
-// startSender runs udpSender in namespace ns and cgroup dir, waits for
-// "sent", and returns its pid; it exits when the test ends.
-func startSender(t *testing.T, ns, dir string, src, dst netip.AddrPort, n, size int) int {
-	t.Helper()
-	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
-	require.NoError(t, err)
-	defer syscall.Close(fd)
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d %d", senderEnv, src, dst, n, size))
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
-	require.Equal(t, "sent\n", line)
-	return cmd.Process.Pid
-}
 
 // Two processes in two cgroups laid out as kubelet lays out a containerd
 // pod and a CRI-O pod: the receiver emits one ResourceMetrics per pod, with
