@@ -275,17 +275,10 @@ func dropToCapabilities(t *testing.T) []string {
 // what the sink wrote and serves.
 func runEndToEnd(t *testing.T, temporality pmetric.AggregationTemporality, interval string, stopFirst bool, bin, captureConfig string, wrap []string) {
 	p := nettest.NewPair(t)
-	dir := t.TempDir()
-	outFile := filepath.Join(dir, "metrics.json")
 	// Namespace A is the test's own: nothing else listens on its loopback.
 	const otlpPort, promPort = "14317", "19464"
-
-	startCollector(t, "sink collector", p.NSA, collectorPath(t), configPath("sink.yaml"), nil,
-		"PKTSTAT_OTLP_PORT="+otlpPort, "PKTSTAT_PROM_PORT="+promPort, "PKTSTAT_OUT_FILE="+outFile)
-	capture := startCollector(t, "capture collector", p.NSA, bin, captureConfig, wrap,
-		"PKTSTAT_IFACE="+p.IfA, "PKTSTAT_OTLP_PORT="+otlpPort,
+	outFile, capture := startPipeline(t, p, bin, captureConfig, wrap, otlpPort, promPort,
 		"PKTSTAT_INTERVAL="+interval, "PKTSTAT_TEMPORALITY="+strings.ToLower(temporality.String()))
-	require.True(t, capture.logged(`"interface": "`+p.IfA+`"`), "capture collector did not log attaching to %s:\n%s", p.IfA, capture.logText())
 
 	const n4, len4, n6, len6, nIn, lenIn = 30, 200, 12, 1000, 9, 64
 	p.SendUDP(t, n4, len4, 41000, 9100, false)
@@ -345,15 +338,9 @@ func TestDistributionAggregates(t *testing.T) {
 	if testing.Short() {
 		t.Skip("attaches BPF programs and runs two collectors")
 	}
-	bin := collectorPath(t)
 	p := nettest.NewPair(t)
-	outFile := filepath.Join(t.TempDir(), "metrics.json")
 	const otlpPort, promPort = "14327", "19474"
-	startCollector(t, "sink collector", p.NSA, bin, configPath("sink.yaml"), nil,
-		"PKTSTAT_OTLP_PORT="+otlpPort, "PKTSTAT_PROM_PORT="+promPort, "PKTSTAT_OUT_FILE="+outFile)
-	capture := startCollector(t, "capture collector", p.NSA, bin, configPath("capture-aggregated.yaml"), nil,
-		"PKTSTAT_IFACE="+p.IfA, "PKTSTAT_OTLP_PORT="+otlpPort)
-	require.True(t, capture.logged(`"interface": "`+p.IfA+`"`), "capture collector did not log attaching to %s:\n%s", p.IfA, capture.logText())
+	outFile, _ := startPipeline(t, p, collectorPath(t), configPath("capture-aggregated.yaml"), nil, otlpPort, promPort)
 
 	// Five clients on ephemeral ports to one service: one series.
 	for c := range 5 {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,15 +21,9 @@ func TestDistributionFilters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("attaches BPF programs and runs two collectors")
 	}
-	bin := collectorPath(t)
 	p := nettest.NewPair(t)
-	outFile := filepath.Join(t.TempDir(), "metrics.json")
 	const otlpPort, promPort = "14337", "19484"
-	startCollector(t, "sink collector", p.NSA, bin, configPath("sink.yaml"), nil,
-		"PKTSTAT_OTLP_PORT="+otlpPort, "PKTSTAT_PROM_PORT="+promPort, "PKTSTAT_OUT_FILE="+outFile)
-	capture := startCollector(t, "capture collector", p.NSA, bin, configPath("capture-filtered.yaml"), nil,
-		"PKTSTAT_IFACE="+p.IfA, "PKTSTAT_OTLP_PORT="+otlpPort)
-	require.True(t, capture.logged(`"interface": "`+p.IfA+`"`), "capture collector did not log attaching to %s:\n%s", p.IfA, capture.logText())
+	outFile, capture := startPipeline(t, p, collectorPath(t), configPath("capture-filtered.yaml"), nil, otlpPort, promPort)
 	// The link counters span the counting, so that a packet the kernel
 	// sends on its own meanwhile (an IPv6 MLD report) is on both sides.
 	before := p.LinkStats(t, p.NSA, p.IfA)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
 
 // collectorPath returns build/otelcol-pktstat ($OTELCOL_PKTSTAT overrides).
@@ -188,4 +190,20 @@ func (c *collector) stop(t *testing.T) {
 	if err := c.exitErr(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		t.Errorf("%s exited with %v:\n%s", c.name, err, c.logText())
 	}
+}
+
+// startPipeline runs, in p's namespace A, the sink collector (OTLP in on
+// otlpPort, flows out to a file and to Prometheus on promPort) and the
+// capture collector (bin with captureConfig behind the wrap prefix, env
+// added) counting on A's veth end and sending to the sink. It returns the
+// sink's output file and the capture collector, which has attached.
+func startPipeline(t *testing.T, p *nettest.Pair, bin, captureConfig string, wrap []string, otlpPort, promPort string, env ...string) (string, *collector) {
+	t.Helper()
+	outFile := filepath.Join(t.TempDir(), "metrics.json")
+	startCollector(t, "sink collector", p.NSA, collectorPath(t), configPath("sink.yaml"), nil,
+		"PKTSTAT_OTLP_PORT="+otlpPort, "PKTSTAT_PROM_PORT="+promPort, "PKTSTAT_OUT_FILE="+outFile)
+	capture := startCollector(t, "capture collector", p.NSA, bin, captureConfig, wrap,
+		append([]string{"PKTSTAT_IFACE=" + p.IfA, "PKTSTAT_OTLP_PORT=" + otlpPort}, env...)...)
+	require.True(t, capture.logged(`"interface": "`+p.IfA+`"`), "capture collector did not log attaching to %s:\n%s", p.IfA, capture.logText())
+	return outFile, capture
 }
