@@ -380,6 +380,25 @@ func onceConfig(t *testing.T, p *nettest.Pair, keys string) (conf, out string) {
 }
 
 // readMetrics parses the line protocol a run wrote to out.
+// intervalConfig writes to path a Telegraf config that gathers plugin, one
+// [[inputs.pktstat_bpf]] table, every second into the file out, for tests
+// that keep Telegraf running.
+func intervalConfig(t *testing.T, path, plugin, out string) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(`
+[agent]
+  omit_hostname = true
+  interval = "1s"
+  flush_interval = "1s"
+
+%s
+[[outputs.file]]
+  files = [%q]
+  data_format = "influx"
+  influx_uint_support = true
+`, plugin, out)), 0o600))
+}
+
 func readMetrics(t *testing.T, out string) []telegraf.Metric {
 	t.Helper()
 	data, err := os.ReadFile(out)

@@ -34,17 +34,7 @@ func TestTelegrafPinPathAcrossReloadAndKill(t *testing.T) {
 	plugin := fmt.Sprintf("[[inputs.pktstat_bpf]]\n  interfaces = [%q]\n  netns = %q\n  pin_path = %q\n", p.IfA, p.NSPathA(), pin)
 	conf := func(run int) string {
 		path := filepath.Join(dir, fmt.Sprintf("telegraf-%d.conf", run))
-		require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(`
-[agent]
-  omit_hostname = true
-  interval = "1s"
-  flush_interval = "1s"
-%s
-[[outputs.file]]
-  files = [%q]
-  data_format = "influx"
-  influx_uint_support = true
-`, plugin, filepath.Join(dir, fmt.Sprintf("metrics-%d.out", run)))), 0o600))
+		intervalConfig(t, path, plugin, filepath.Join(dir, fmt.Sprintf("metrics-%d.out", run)))
 		return path
 	}
 
@@ -147,18 +137,7 @@ func TestTelegrafReportsProgramInFront(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "metrics.out")
 	conf := filepath.Join(dir, "telegraf.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`
-[agent]
-  omit_hostname = true
-  interval = "1s"
-  flush_interval = "1s"
-[[inputs.pktstat_bpf]]
-  interfaces = [%q]
-  netns = %q
-[[outputs.file]]
-  files = [%q]
-  data_format = "influx"
-`, p.IfA, p.NSPathA(), out)), 0o600))
+	intervalConfig(t, conf, fmt.Sprintf("[[inputs.pktstat_bpf]]\n  interfaces = [%q]\n  netns = %q\n", p.IfA, p.NSPathA()), out)
 	proc := startProcess(t, nil, telegrafBin, "--config", conf)
 	proc.waitLog(t, "counting started", 60*time.Second)
 
