@@ -7,8 +7,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
-
-	"github.com/pktstat-bpf/pktstat-bpf/bpf"
 )
 
 // attachCgroup attaches prog to the cgroup directory, or, with pin_path,
@@ -44,22 +42,4 @@ func (c *Collector) attachCgroup(h *hook, cgPath string, attach ebpf.AttachType,
 		}
 	}
 	return l, nil
-}
-
-// configMaps are maps the agent fills from its configuration at each start
-// (the filters); they are never pinned, so a changed configuration always
-// takes effect, and a restart with other filters adopts the counts.
-var configMaps = map[string]bool{bpf.FlowMapFilterCidrs: true, bpf.FlowMapFilterProtos: true, bpf.FlowMapFilterPorts: true}
-
-// pinnedMaps are the maps of spec that pin_path keeps: every map that holds
-// counts or socket owners, none of the configuration or internal ones.
-func pinnedMaps(spec *ebpf.CollectionSpec) []string {
-	var out []string
-	for name := range spec.Maps {
-		if strings.HasPrefix(name, ".") || configMaps[name] {
-			continue
-		}
-		out = append(out, name)
-	}
-	return out
 }

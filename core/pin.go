@@ -18,6 +18,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
+
+	"github.com/pktstat-bpf/pktstat-bpf/bpf"
 )
 
 // Pinned state (config pin_path) lets counting go on while no agent runs:
@@ -322,6 +324,24 @@ func describeLayout(t btf.Type) string {
 	}
 	walk(t, 0)
 	return b.String()
+}
+
+// configMaps are maps the agent fills from its configuration at each start
+// (the filters); they are never pinned, so a changed configuration always
+// takes effect, and a restart with other filters adopts the counts.
+var configMaps = map[string]bool{bpf.FlowMapFilterCidrs: true, bpf.FlowMapFilterProtos: true, bpf.FlowMapFilterPorts: true}
+
+// pinnedMaps are the maps of spec that pin_path keeps: every map that holds
+// counts or socket owners, none of the configuration or internal ones.
+func pinnedMaps(spec *ebpf.CollectionSpec) []string {
+	var out []string
+	for name := range spec.Maps {
+		if strings.HasPrefix(name, ".") || configMaps[name] {
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
 }
 
 // pinMaps marks the named maps of spec to be pinned in, or adopted from,
