@@ -26,6 +26,9 @@ type converter struct {
 	// Direction's zero value is a real direction and port 0 a real port:
 	// whether they are kept must be known, not guessed from the key.
 	dir, srcPort, dstPort bool
+	// tcpFlags: the mode counts TCP flags (every mode but kprobe), so each
+	// TCP series carries the four flag fields from its first point on.
+	tcpFlags bool
 }
 
 func newConverter(cfg aggregate.Config) (*converter, error) {
@@ -62,6 +65,15 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 		// field from its first one on, as the receiver does.
 		if s.Retransmits > 0 {
 			fields["retransmits"] = s.Retransmits
+		}
+		// The flag fields add no series; a series that is not one TCP
+		// flow's (proto not kept, overflow, other) has them once a flag
+		// was counted in it.
+		if c.tcpFlags && s.Key.Transport == "tcp" || !s.TCP.IsZero() {
+			fields["tcp_syn"] = s.TCP.SYN
+			fields["tcp_synack"] = s.TCP.SYNACK
+			fields["tcp_fin"] = s.TCP.FIN
+			fields["tcp_rst"] = s.TCP.RST
 		}
 		acc.AddCounter(measurement, fields, c.tags(s), snap.Time)
 	}
