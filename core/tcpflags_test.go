@@ -1,21 +1,12 @@
 package core
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
@@ -138,149 +129,6 @@ func TestTCPFlagCountersWrap(t *testing.T) {
 	}
 }
 
-// nftFlagCounters installs, in namespace ns, nftables counters of TCP
-// packets by flag in each direction: the kernel's own count of the same
-// traffic, as a reference. The table goes with the namespace.
-func nftFlagCounters(t *testing.T, ns string) func() map[string]uint64 {
-	t.Helper()
-	table := "pktflags" + strings.ReplaceAll(ns, "-", "")
-	rules := fmt.Sprintf(`table inet %s {
-	counter out_syn {}
-	counter out_synack {}
-	counter out_fin {}
-	counter out_rst {}
-	counter in_syn {}
-	counter in_synack {}
-	counter in_fin {}
-	counter in_rst {}
-	chain out {
-		type filter hook output priority 0; policy accept;
-		tcp flags & (syn | ack) == syn counter name "out_syn"
-		tcp flags & (syn | ack) == syn | ack counter name "out_synack"
-		tcp flags & fin == fin counter name "out_fin"
-		tcp flags & rst == rst counter name "out_rst"
-	}
-	chain in {
-		type filter hook input priority 0; policy accept;
-		tcp flags & (syn | ack) == syn counter name "in_syn"
-		tcp flags & (syn | ack) == syn | ack counter name "in_synack"
-		tcp flags & fin == fin counter name "in_fin"
-		tcp flags & rst == rst counter name "in_rst"
-	}
-}
-`, table)
-	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", table).Run() })
-	return func() map[string]uint64 {
-		t.Helper()
-		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "list", "counters", "table", "inet", table).Output()
-		if err != nil {
-			t.Fatalf("nft list counters: %v", err)
-		}
-		var doc struct {
-			Nftables []struct {
-				Counter *struct {
-					Name    string `json:"name"`
-					Packets uint64 `json:"packets"`
-				} `json:"counter"`
-			} `json:"nftables"`
-		}
-		if err := json.Unmarshal(out, &doc); err != nil {
-			t.Fatalf("nft json: %v", err)
-		}
-		m := map[string]uint64{}
-		for _, e := range doc.Nftables {
-			if e.Counter != nil {
-				m[e.Counter.Name] = e.Counter.Packets
-			}
-		}
-		return m
-	}
-}
-
-// tcpExchanges makes k connections from A to B's listener on port, each
-// sending and echoing 100 bytes and closed by both ends with a FIN, then
-// refused connections to closedPort (B answers each SYN with a RST). It
-// returns when B has closed every connection.
-func tcpExchanges(t *testing.T, p *nettest.Pair, port, closedPort uint16, k, refused int) {
-	t.Helper()
-	var ln net.Listener
-	if err := p.DoB(func() (err error) {
-		ln, err = net.Listen("tcp4", netip.AddrPortFrom(p.B4, port).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var wg sync.WaitGroup
-	errs := make(chan error, k)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; i < k; i++ {
-			c, err := ln.Accept()
-			if err != nil {
-				errs <- err
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				buf := make([]byte, 100)
-				if _, err := io.ReadFull(c, buf); err != nil {
-					errs <- err
-					return
-				}
-				if _, err := c.Write(buf); err != nil {
-					errs <- err
-					return
-				}
-				// Close after the peer's FIN: nothing unread, so a FIN, not a RST.
-				if _, err := io.Copy(io.Discard, c); err != nil {
-					errs <- err
-				}
-			}()
-		}
-	}()
-	if err := p.DoA(func() error {
-		for i := 0; i < k; i++ {
-			c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(p.B4, port).String(), 5*time.Second)
-			if err != nil {
-				return err
-			}
-			buf := make([]byte, 100)
-			if _, err := c.Write(buf); err != nil {
-				return err
-			}
-			if _, err := io.ReadFull(c, buf); err != nil {
-				return err
-			}
-			if err := c.Close(); err != nil {
-				return err
-			}
-		}
-		for i := 0; i < refused; i++ {
-			_, err := net.DialTimeout("tcp4", netip.AddrPortFrom(p.B4, closedPort).String(), 5*time.Second)
-			if !errors.Is(err, syscall.ECONNREFUSED) {
-				return fmt.Errorf("connect to closed port %d: %v, want connection refused", closedPort, err)
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-}
-
 // flagSum adds the flag counters of the records that match.
 func flagSum(s Snapshot, match func(Record) bool) TCPFlagCounts {
 	var f TCPFlagCounts
@@ -311,9 +159,9 @@ func TestTCPFlagsOnRealTraffic(t *testing.T) {
 				enterCgroup(t, abs)
 				cfg = Config{Mode: ModeCgroup, CgroupPath: abs}
 			}
-			nft := nftFlagCounters(t, p.NSA)
+			nft := nettest.NFTTCPFlags(t, p.NSA, p.IfA)
 			c := startCollector(t, cfg)
-			tcpExchanges(t, p, port, closed, k, refused)
+			p.TCPExchanges(t, port, closed, k, refused)
 			var ref map[string]uint64
 			waitFor(t, func() bool {
 				ref = nft()

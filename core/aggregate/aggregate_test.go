@@ -770,7 +770,9 @@ func TestTCPFlagsAreSummed(t *testing.T) {
 		r.TCP, r.DeltaTCP = total, delta
 		return r
 	}
-	f := func(syn, synack, fin, rst uint64) core.TCPFlagCounts { return core.TCPFlagCounts{SYN: syn, SYNACK: synack, FIN: fin, RST: rst} }
+	f := func(syn, synack, fin, rst uint64) core.TCPFlagCounts {
+		return core.TCPFlagCounts{SYN: syn, SYNACK: synack, FIN: fin, RST: rst}
+	}
 	over := core.Record{Overflow: true, Packets: 7, Bytes: 700, DeltaPackets: 7, DeltaBytes: 700, TCP: f(7, 0, 0, 0), DeltaTCP: f(7, 0, 0, 0), StartTime: at(-60)}
 	in := []core.Record{
 		flags(rec(tcp4("10.1.0.5", 40000, "10.9.0.1", 443), 10, 1000, at(-5)), f(1, 0, 1, 0), f(1, 0, 1, 0)),
