@@ -23,10 +23,11 @@ VMTEST_MODULES ?= veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink
 # Module directories (no subdirectories) packed, not loaded, so the kernel can load them on demand
 # through busybox modprobe as on a normal host (sock_diag families, other qdiscs and classifiers).
 VMTEST_AUTOLOAD_DIRS ?= kernel/net/sched kernel/net/ipv4 kernel/net/ipv6 kernel/net/core kernel/net/netlink \
-	kernel/net/packet kernel/net/unix kernel/net/xfrm
+	kernel/net/packet kernel/net/unix kernel/net/xfrm kernel/net/netfilter
 # Host programs copied with their shared libraries, replacing busybox's: its ip has no netns,
-# its tc no bpf, its setpriv no --reuid; bpftool has no busybox version at all.
-VMTEST_HOST_BINS ?= ip tc bpftool setpriv
+# its tc no bpf, its setpriv no --reuid; bpftool and nft (the tests' nftables counters) have
+# no busybox version at all.
+VMTEST_HOST_BINS ?= ip tc bpftool setpriv nft
 # 1: start a shell in the guest before the tests (interactive, no timeout; works with vmtest-boot too).
 VMTEST_SHELL ?=
 # Extra kernel command line, e.g. VMTEST_APPEND=loglevel=7 to see boot messages.
