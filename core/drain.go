@@ -85,6 +85,24 @@ func sum(vals []counters) (packets, bytes, start uint64) {
 	return packets, bytes, start
 }
 
+// total updates the state of a last-resort total (a per-CPU array entry
+// read into vals) and returns its growth; ok is false while it is empty.
+func (st *flowState) total(vals []counters, clock monoClock, now time.Time) (dp, db uint64, ok bool) {
+	p, b, ks := sum(vals)
+	if p == 0 {
+		return 0, 0, false
+	}
+	if st.start.IsZero() {
+		st.start = clock.toTime(ks)
+	}
+	dp, db = p-st.packets, b-st.bytes
+	if dp > 0 {
+		st.lastSeen = now
+	}
+	st.packets, st.bytes = p, b
+	return dp, db, true
+}
+
 // emitFunc receives each flow's state and the growth since the previous
 // drain. st is valid only during the call.
 type emitFunc[K comparable] func(key K, st *flowState, dPackets, dBytes uint64, expired bool)
