@@ -44,26 +44,6 @@ func startDropCollector(t *testing.T, p *nettest.Pair) *Collector {
 	return startCollector(t, Config{Interfaces: []string{p.IfB}, NetNS: p.NSPathB(), Drops: true})
 }
 
-// sendUnconnected sends n UDP datagrams of size bytes from A:sport to
-// B:dport from an unconnected socket, which ICMP errors do not reach.
-func sendUnconnected(t *testing.T, p *nettest.Pair, n, size int, sport, dport uint16) {
-	t.Helper()
-	var tx *net.UDPConn
-	if err := p.DoA(func() (err error) {
-		tx, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.A4, sport)))
-		return err
-	}); err != nil {
-		t.Fatalf("open udp socket in A: %v", err)
-	}
-	defer tx.Close()
-	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.B4, dport))
-	for i := 0; i < n; i++ {
-		if _, err := tx.WriteTo(make([]byte, size), dst); err != nil {
-			t.Fatalf("send datagram %d: %v", i, err)
-		}
-	}
-}
-
 // snmp reads one counter of /proc/net/snmp in B ("Udp", "NoPorts").
 func snmp(t *testing.T, p *nettest.Pair, group, name string) uint64 {
 	t.Helper()
@@ -181,7 +161,7 @@ func TestDropNetfilter(t *testing.T) {
 	nft(t, p, "add", "rule", "inet", table, "in", "udp", "dport", "7101", "counter", "drop")
 
 	const n, size, sport, dport = 150, 400, 41101, 7101
-	sendUnconnected(t, p, n, size, sport, dport)
+	p.SendUDPNoWait(t, n, size, sport, dport)
 	var nftPackets, nftBytes uint64
 	counter := regexp.MustCompile(`counter packets (\d+) bytes (\d+) drop`)
 	waitFor(t, func() bool {
@@ -210,7 +190,7 @@ func TestDropNoSocket(t *testing.T) {
 	c := startDropCollector(t, p)
 	before := snmp(t, p, "Udp", "NoPorts")
 	const n, size, sport, dport = 120, 200, 41102, 7102
-	sendUnconnected(t, p, n, size, sport, dport)
+	p.SendUDPNoWait(t, n, size, sport, dport)
 	waitFor(t, func() bool { return snmp(t, p, "Udp", "NoPorts")-before >= n }, "see Udp NoPorts count every datagram")
 	s, packets, bytes, rs := readDrops(t, c, "no_socket", dport, n)
 	if noPorts := snmp(t, p, "Udp", "NoPorts") - before; packets != n || bytes != n*l3(size) || noPorts != n {
@@ -239,7 +219,7 @@ func TestDropSocketRcvbuf(t *testing.T) {
 	}
 	before := snmp(t, p, "Udp", "RcvbufErrors")
 	rxBefore := nettest.Stats(t, p.NSB, p.IfB)
-	sendUnconnected(t, p, n, size, sport, dport)
+	p.SendUDPNoWait(t, n, size, sport, dport)
 	waitFor(t, func() bool { return nettest.Stats(t, p.NSB, p.IfB).Sub(rxBefore).RxPackets >= n }, "see every datagram on B's veth")
 
 	var rcvbufErrs uint64
@@ -327,7 +307,7 @@ func TestDropOtherNamespaceNotCounted(t *testing.T) {
 	// A drops nothing of its own here; B's drops are counted only on B's side.
 	other := nettest.NewPair(t)
 	before := snmp(t, other, "Udp", "NoPorts")
-	sendUnconnected(t, other, 20, 100, 41104, 7104)
+	other.SendUDPNoWait(t, 20, 100, 41104, 7104)
 	waitFor(t, func() bool { return snmp(t, other, "Udp", "NoPorts")-before >= 20 }, "see Udp NoPorts count the other pair's datagrams")
 	time.Sleep(100 * time.Millisecond)
 	if packets, _, rs := dropsTo(read(t, c), "no_socket", 7104); packets != 0 {
@@ -393,7 +373,7 @@ func TestDropFiltered(t *testing.T) {
 	c := startCollector(t, Config{Interfaces: []string{p.IfB}, NetNS: p.NSPathB(), Drops: true, Filters: Filters{ExcludePorts: []string{"7105"}}})
 	before := snmp(t, p, "Udp", "NoPorts")
 	const n, size = 30, 100
-	sendUnconnected(t, p, n, size, 41105, 7105)
+	p.SendUDPNoWait(t, n, size, 41105, 7105)
 	waitFor(t, func() bool { return snmp(t, p, "Udp", "NoPorts")-before >= n }, "see Udp NoPorts count every datagram")
 	var filtered Record
 	waitFor(t, func() bool {
