@@ -123,6 +123,10 @@ type flowScraper struct {
 	bytes       *seriesSet
 	packets     *seriesSet
 	retransmits *seriesSet
+	// dropAgg aggregates the drop records (drops = true) as their own set.
+	dropAgg     *aggregate.Aggregator
+	dropPackets *seriesSet
+	dropBytes   *seriesSet
 	startTime   time.Time
 	prevEnd     time.Time
 }
@@ -163,6 +167,10 @@ func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc)
 	if s.retransmits != nil {
 		s.retransmits.skipZero = true
 	}
+	if cfg.Drops {
+		s.dropPackets = newSeriesSet(m.PktstatbpfNetworkFlowDropPackets.Enabled, mb.PktstatbpfNetworkFlowDropPacketsSelection())
+		s.dropBytes = newSeriesSet(m.PktstatbpfNetworkFlowDropBytes.Enabled, mb.PktstatbpfNetworkFlowDropBytesSelection())
+	}
 	return s, nil
 }
 
@@ -188,6 +196,11 @@ func (s *flowScraper) start(ctx context.Context, _ component.Host) error {
 	}
 	s.src = src
 	s.agg = agg
+	if s.cfg.Drops {
+		if s.dropAgg, err = aggregate.New(s.cfg.aggregateConfig()); err != nil {
+			return errors.Join(err, src.Close())
+		}
+	}
 	s.startTime = s.now()
 	s.prevEnd = s.startTime
 	return nil
@@ -228,6 +241,18 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint)
 	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
 	s.retransmits.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint)
+	if s.dropAgg != nil {
+		drops := s.dropAgg.Aggregate(now, snap.Drops)
+		for i := range drops {
+			sr := &drops[i]
+			a := s.mapper.attributes(sr)
+			a.DropReason = sr.DropReason
+			s.dropPackets.add(a, sr.StartTime, sr.DeltaPackets)
+			s.dropBytes.add(a, sr.StartTime, sr.DeltaBytes)
+		}
+		s.dropPackets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropPacketsDataPoint)
+		s.dropBytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropBytesDataPoint)
+	}
 
 	ts := pcommon.NewTimestampFromTime(now)
 	start := pcommon.NewTimestampFromTime(s.startTime)

@@ -10,6 +10,8 @@ const (
 	MetricPktstatbpfNetworkFlowBytes          = "pktstatbpf.network.flow.bytes"
 	MetricPktstatbpfNetworkFlowPackets        = "pktstatbpf.network.flow.packets"
 	MetricPktstatbpfNetworkFlowTCPRetransmits = "pktstatbpf.network.flow.tcp.retransmits"
+	MetricPktstatbpfNetworkFlowDropPackets    = "pktstatbpf.network.flow.drop.packets"
+	MetricPktstatbpfNetworkFlowDropBytes      = "pktstatbpf.network.flow.drop.bytes"
 	MetricPktstatbpfFlowCount                 = "pktstatbpf.flow.count"
 	MetricPktstatbpfFlowLimit                 = "pktstatbpf.flow.limit"
 	MetricPktstatbpfFlowExpired               = "pktstatbpf.flow.expired"
@@ -55,6 +57,8 @@ type MetricsConfig struct {
 	PktstatbpfNetworkFlowBytes          FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.bytes"`
 	PktstatbpfNetworkFlowPackets        FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.packets"`
 	PktstatbpfNetworkFlowTCPRetransmits FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.tcp.retransmits"`
+	PktstatbpfNetworkFlowDropPackets    FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.drop.packets"`
+	PktstatbpfNetworkFlowDropBytes      FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.drop.bytes"`
 	PktstatbpfFlowCount                 MetricConfig     `mapstructure:"pktstatbpf.flow.count"`
 	PktstatbpfFlowLimit                 MetricConfig     `mapstructure:"pktstatbpf.flow.limit"`
 	PktstatbpfFlowExpired               MetricConfig     `mapstructure:"pktstatbpf.flow.expired"`
@@ -67,12 +71,15 @@ type MetricsConfig struct {
 
 // DefaultMetricsConfig enables every metric but pktstatbpf.network.flow.tcp.retransmits,
 // which only kprobe mode fills; the flow metrics record every attribute of
-// the configured dimensions.
+// the configured dimensions. The drop metrics are on but filled only with
+// drops = true, which loads their kernel program.
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
 		PktstatbpfNetworkFlowBytes:          FlowMetricConfig{Enabled: true},
 		PktstatbpfNetworkFlowPackets:        FlowMetricConfig{Enabled: true},
 		PktstatbpfNetworkFlowTCPRetransmits: FlowMetricConfig{Enabled: false},
+		PktstatbpfNetworkFlowDropPackets:    FlowMetricConfig{Enabled: true},
+		PktstatbpfNetworkFlowDropBytes:      FlowMetricConfig{Enabled: true},
 		PktstatbpfFlowCount:                 MetricConfig{Enabled: true},
 		PktstatbpfFlowLimit:                 MetricConfig{Enabled: true},
 		PktstatbpfFlowExpired:               MetricConfig{Enabled: true},
@@ -133,6 +140,8 @@ func (c MetricsBuilderConfig) FlowMetrics() []FlowMetric {
 		{MetricPktstatbpfNetworkFlowBytes, c.Metrics.PktstatbpfNetworkFlowBytes},
 		{MetricPktstatbpfNetworkFlowPackets, c.Metrics.PktstatbpfNetworkFlowPackets},
 		{MetricPktstatbpfNetworkFlowTCPRetransmits, c.Metrics.PktstatbpfNetworkFlowTCPRetransmits},
+		{MetricPktstatbpfNetworkFlowDropPackets, c.Metrics.PktstatbpfNetworkFlowDropPackets},
+		{MetricPktstatbpfNetworkFlowDropBytes, c.Metrics.PktstatbpfNetworkFlowDropBytes},
 	}
 }
 

@@ -103,6 +103,12 @@ var (
 	defPktstatbpfNetworkFlowTCPRetransmits = metricDef{MetricPktstatbpfNetworkFlowTCPRetransmits,
 		"TCP segments the kernel sent again (tcp_retransmit_skb) for the flow; kprobe mode only, on the transmit side.",
 		"{segment}", kindSumInt}
+	defPktstatbpfNetworkFlowDropPackets = metricDef{MetricPktstatbpfNetworkFlowDropPackets,
+		"Packets of the flow the kernel dropped (kfree_skb with a drop reason), by pktstatbpf.drop.reason; only with drops = true.",
+		"{packet}", kindSumInt}
+	defPktstatbpfNetworkFlowDropBytes = metricDef{MetricPktstatbpfNetworkFlowDropBytes,
+		"Bytes of the packets of the flow the kernel dropped, as L3 (IP) lengths; only with drops = true.",
+		"By", kindSumInt}
 	defFlowCount = metricDef{MetricPktstatbpfFlowCount,
 		"Flows in the kernel flow table at the last drain.",
 		"{flow}", kindUpDownInt}
@@ -136,10 +142,14 @@ type MetricsBuilder struct {
 	bytesSelection       AttributeSelection
 	packetsSelection     AttributeSelection
 	retransmitsSelection AttributeSelection
+	dropPacketsSelection AttributeSelection
+	dropBytesSelection   AttributeSelection
 
 	networkFlowBytes          *metricBuffer
 	networkFlowPackets        *metricBuffer
 	networkFlowRetransmits    *metricBuffer
+	networkFlowDropPackets    *metricBuffer
+	networkFlowDropBytes      *metricBuffer
 	pktstatbpfFlowCount       *metricBuffer
 	pktstatbpfFlowLimit       *metricBuffer
 	pktstatbpfFlowExpired     *metricBuffer
@@ -181,6 +191,14 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 	if err != nil {
 		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowTCPRetransmits, err)
 	}
+	dropPacketsSel, err := mbc.Metrics.PktstatbpfNetworkFlowDropPackets.Selection()
+	if err != nil {
+		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowDropPackets, err)
+	}
+	dropBytesSel, err := mbc.Metrics.PktstatbpfNetworkFlowDropBytes.Selection()
+	if err != nil {
+		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowDropBytes, err)
+	}
 	cum := pmetric.AggregationTemporalityCumulative
 	m := mbc.Metrics
 	return &MetricsBuilder{
@@ -189,9 +207,13 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		bytesSelection:            bytesSel,
 		packetsSelection:          packetsSel,
 		retransmitsSelection:      retransSel,
+		dropPacketsSelection:      dropPacketsSel,
+		dropBytesSelection:        dropBytesSel,
 		networkFlowBytes:          newMetricBuffer(defPktstatbpfNetworkFlowBytes, m.PktstatbpfNetworkFlowBytes.Enabled, o.flowTemporality),
 		networkFlowPackets:        newMetricBuffer(defPktstatbpfNetworkFlowPackets, m.PktstatbpfNetworkFlowPackets.Enabled, o.flowTemporality),
 		networkFlowRetransmits:    newMetricBuffer(defPktstatbpfNetworkFlowTCPRetransmits, m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, o.flowTemporality),
+		networkFlowDropPackets:    newMetricBuffer(defPktstatbpfNetworkFlowDropPackets, m.PktstatbpfNetworkFlowDropPackets.Enabled, o.flowTemporality),
+		networkFlowDropBytes:      newMetricBuffer(defPktstatbpfNetworkFlowDropBytes, m.PktstatbpfNetworkFlowDropBytes.Enabled, o.flowTemporality),
 		pktstatbpfFlowCount:       newMetricBuffer(defFlowCount, m.PktstatbpfFlowCount.Enabled, cum),
 		pktstatbpfFlowLimit:       newMetricBuffer(defFlowLimit, m.PktstatbpfFlowLimit.Enabled, cum),
 		pktstatbpfFlowExpired:     newMetricBuffer(defFlowExpired, m.PktstatbpfFlowExpired.Enabled, cum),
@@ -240,6 +262,32 @@ func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint(sta
 	if dp, ok := mb.networkFlowRetransmits.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
 		mb.retransmitsSelection.put(attrs, dp.Attributes())
+	}
+}
+
+// PktstatbpfNetworkFlowDropPacketsSelection is the attribute selection of pktstatbpf.network.flow.drop.packets.
+func (mb *MetricsBuilder) PktstatbpfNetworkFlowDropPacketsSelection() AttributeSelection {
+	return mb.dropPacketsSelection
+}
+
+// PktstatbpfNetworkFlowDropBytesSelection is the attribute selection of pktstatbpf.network.flow.drop.bytes.
+func (mb *MetricsBuilder) PktstatbpfNetworkFlowDropBytesSelection() AttributeSelection {
+	return mb.dropBytesSelection
+}
+
+// RecordPktstatbpfNetworkFlowDropPacketsDataPoint adds a point for one drop series.
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowDropPacketsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+	if dp, ok := mb.networkFlowDropPackets.newDataPoint(start, ts); ok {
+		dp.SetIntValue(val)
+		mb.dropPacketsSelection.put(attrs, dp.Attributes())
+	}
+}
+
+// RecordPktstatbpfNetworkFlowDropBytesDataPoint adds a point for one drop series.
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowDropBytesDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+	if dp, ok := mb.networkFlowDropBytes.newDataPoint(start, ts); ok {
+		dp.SetIntValue(val)
+		mb.dropBytesSelection.put(attrs, dp.Attributes())
 	}
 }
 
@@ -326,6 +374,8 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 		mb.networkFlowBytes,
 		mb.networkFlowPackets,
 		mb.networkFlowRetransmits,
+		mb.networkFlowDropPackets,
+		mb.networkFlowDropBytes,
 		mb.pktstatbpfFlowCount,
 		mb.pktstatbpfFlowLimit,
 		mb.pktstatbpfFlowExpired,
