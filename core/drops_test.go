@@ -392,3 +392,40 @@ func TestDropFiltered(t *testing.T) {
 		t.Errorf("filtered drops %+v: want %d packets %d bytes, ingress on %s", filtered, n, n*l3(size), p.IfB)
 	}
 }
+
+// An idle drop entry expires like a flow: reported once more, marked
+// Expired with its final counts, then gone; drops of the same flow after
+// that start a new series.
+func TestDropExpires(t *testing.T) {
+	p := nettest.NewPair(t)
+	requireDrops(t)
+	c := startCollector(t, Config{Interfaces: []string{p.IfB}, NetNS: p.NSPathB(), Drops: true, IdleTimeout: 300 * time.Millisecond})
+	before := snmp(t, p, "Udp", "NoPorts")
+	const n, size, dport = 10, 100, 7106
+	p.SendUDPNoWait(t, n, size, 41106, dport)
+	waitFor(t, func() bool { return snmp(t, p, "Udp", "NoPorts")-before >= n }, "see Udp NoPorts count every datagram")
+	_, packets, _, rs := readDrops(t, c, "no_socket", dport, n)
+	if packets != n || len(rs) != 1 || rs[0].Expired {
+		t.Fatalf("first read: %+v, want one live record of %d drops", rs, n)
+	}
+	first := rs[0].StartTime
+	var expired Record
+	waitFor(t, func() bool {
+		_, _, rs := dropsTo(read(t, c), "no_socket", dport)
+		if len(rs) == 1 && rs[0].Expired {
+			expired = rs[0]
+		}
+		return expired.Expired
+	}, "see the drop entry expire")
+	if expired.Packets != n || expired.Bytes != n*l3(size) || expired.DeltaPackets != 0 {
+		t.Errorf("expired record %+v: want the final %d packets %d bytes and no new ones", expired, n, n*l3(size))
+	}
+	if _, _, rs := dropsTo(read(t, c), "no_socket", dport); len(rs) != 0 {
+		t.Errorf("after expiry the drop entry is still reported: %+v", rs)
+	}
+	p.SendUDPNoWait(t, 3, size, 41106, dport)
+	_, packets, _, rs = readDrops(t, c, "no_socket", dport, 3)
+	if packets != 3 || len(rs) != 1 || !rs[0].StartTime.After(first) {
+		t.Errorf("drops after expiry: %+v, want a new series of 3 starting after %v", rs, first)
+	}
+}
