@@ -22,30 +22,14 @@ import (
 // dropPoints sums the points of a drop metric by flow label and reason.
 func dropPoints(mds []pmetric.Metrics, metric string) map[string]int64 {
 	out := map[string]int64{}
-	for _, md := range mds {
-		rms := md.ResourceMetrics()
-		for i := 0; i < rms.Len(); i++ {
-			sms := rms.At(i).ScopeMetrics()
-			for j := 0; j < sms.Len(); j++ {
-				ms := sms.At(j).Metrics()
-				for k := 0; k < ms.Len(); k++ {
-					m := ms.At(k)
-					if m.Name() != metric {
-						continue
-					}
-					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
-						dp := m.Sum().DataPoints().At(l)
-						reason, _ := dp.Attributes().Get(metadata.AttrDropReason)
-						label := flowLabel(dp.Attributes())
-						if v, ok := dp.Attributes().Get(metadata.AttrOverflow); ok && v.Bool() {
-							label = "overflow "
-						}
-						out[label+reason.Str()] += dp.IntValue()
-					}
-				}
-			}
+	eachPoint(mds, metric, func(dp pmetric.NumberDataPoint) {
+		reason, _ := dp.Attributes().Get(metadata.AttrDropReason)
+		label := flowLabel(dp.Attributes())
+		if v, ok := dp.Attributes().Get(metadata.AttrOverflow); ok && v.Bool() {
+			label = "overflow "
 		}
-	}
+		out[label+reason.Str()] += dp.IntValue()
+	})
 	return out
 }
 
