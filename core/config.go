@@ -100,6 +100,8 @@ type Config struct {
 	// breakFentry makes the fentry/fexit load for this kernel function
 	// fail, so that tests exercise the fallback to kprobes.
 	breakFentry string
+	// dropTable, if set, replaces dropTableSize, so that tests fill it.
+	dropTable int
 }
 
 // Validate checks the capture keys without touching the system. Agents call

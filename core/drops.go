@@ -171,6 +171,9 @@ func startDrops(cfg Config, ns *nsContext) (*dropCapture, error) {
 		}
 	}
 	spec.Maps[bpf.DropsMapDrops].MaxEntries = dropTableSize
+	if cfg.dropTable > 0 {
+		spec.Maps[bpf.DropsMapDrops].MaxEntries = uint32(cfg.dropTable)
+	}
 	fillFilters, err := ApplyFilters(spec, cfg.Filters)
 	if err != nil {
 		return nil, err

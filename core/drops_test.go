@@ -429,3 +429,42 @@ func TestDropExpires(t *testing.T) {
 		t.Errorf("drops after expiry: %+v, want a new series of 3 starting after %v", rs, first)
 	}
 }
+
+// A full drop table loses no drop: the flows that do not fit are counted in
+// the overflow record of their interface, direction and reason.
+func TestDropOverflow(t *testing.T) {
+	p := nettest.NewPair(t)
+	requireDrops(t)
+	const table, ports, size, firstPort = 16, 40, 100, 7200
+	c := startCollector(t, Config{Interfaces: []string{p.IfB}, NetNS: p.NSPathB(), Drops: true, dropTable: table})
+	before := snmp(t, p, "Udp", "NoPorts")
+	p.SendUDPToPorts(t, ports, firstPort, size)
+	waitFor(t, func() bool { return snmp(t, p, "Udp", "NoPorts")-before >= ports }, "see Udp NoPorts count every datagram")
+	var flows, overflow []Record
+	var total uint64
+	waitFor(t, func() bool {
+		flows, overflow, total = nil, nil, 0
+		for _, r := range read(t, c).Drops {
+			if r.DropReason != "no_socket" || r.Proto != ProtoUDP && !r.Overflow {
+				continue
+			}
+			if r.Overflow {
+				overflow = append(overflow, r)
+			} else if r.DstPort >= firstPort && r.DstPort < firstPort+ports {
+				flows = append(flows, r)
+			} else {
+				continue
+			}
+			total += r.Packets
+		}
+		return total >= ports
+	}, "see every drop counted")
+	if len(overflow) == 1 {
+		t.Logf("%d drops: %d in %d flow records, %d in the overflow record", total, total-overflow[0].Packets, len(flows), overflow[0].Packets)
+	}
+	if len(flows) > table || len(overflow) != 1 || total != ports || overflow[0].Packets != ports-uint64(len(flows)) ||
+		overflow[0].Interface != p.IfB || overflow[0].Direction != Ingress || overflow[0].Bytes != overflow[0].Packets*l3(size) {
+		t.Errorf("%d flow records (table %d), overflow %+v, total %d: want every one of %d drops in a flow or the one ingress overflow record on %s",
+			len(flows), table, overflow, total, ports, p.IfB)
+	}
+}
