@@ -38,6 +38,7 @@ type Collector struct {
 	ifaces *ifaceSet // tc and xdp
 	hooks  []*hook   // cgroup, kprobe
 	kp     *kprobeCapture
+	drops  *dropCapture // drops = true
 
 	flowObjs   *bpf.FlowObjects
 	cgroupObjs *bpf.CgroupObjects
@@ -180,6 +181,13 @@ func (c *Collector) startInterfaces() error {
 		}
 	}
 	c.ifaces = &ifaceSet{ns: c.ns, patterns: patterns, attach: attach, log: c.cfg.Logger}
+	if c.cfg.Drops {
+		// Before the interfaces, so that each one is watched for drops as it is attached.
+		if c.drops, err = startDrops(c.cfg, c.ns); err != nil {
+			return err
+		}
+		c.ifaces.watch = c.drops.watch
+	}
 	if err := c.ifaces.start(); err != nil {
 		return err
 	}
@@ -359,21 +367,11 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 	if err := c.ovTotal.Lookup(&zero, c.ovBuf); err != nil {
 		return Snapshot{}, fmt.Errorf("read overflow total: %w", err)
 	}
-	if p, b, ks := sum(c.ovBuf); p > 0 {
-		st := &c.ovState
-		if st.start.IsZero() {
-			st.start = clock.toTime(ks)
-		}
-		dp, db := p-st.packets, b-st.bytes
-		if dp > 0 {
-			st.lastSeen = now
-		}
-		st.packets, st.bytes = p, b
-		st.addTCP(sumTCP(c.ovBuf))
-		c.emit(FlowKey{}, st, dp, db, false, true)
-		st.reported.tcp = st.tcp
-		h.OverflowPackets += p
-		h.OverflowBytes += b
+	if dp, db, ok := c.ovState.total(c.ovBuf, clock, now); ok {
+		c.emit(FlowKey{}, &c.ovState, dp, db, false, true)
+		c.ovState.reported.tcp = c.ovState.tcp
+		h.OverflowPackets += c.ovState.packets
+		h.OverflowBytes += c.ovState.bytes
 	}
 	for i := range c.records {
 		if c.records[i].Expired {
@@ -388,10 +386,21 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 	for _, hk := range c.hooks {
 		h.Hooks = append(h.Hooks, HookState{Target: hk.target, Hook: hk.kind, Attached: true})
 	}
-	return Snapshot{Time: now, Records: c.records, Health: h}, nil
+	snap := Snapshot{Time: now, Records: c.records, Health: h}
+	if c.drops != nil {
+		if snap.Drops, err = c.drops.read(now, clock, c.cfg.IdleTimeout, c.newRecord); err != nil {
+			return Snapshot{}, err
+		}
+	}
+	return snap, nil
 }
 
 func (c *Collector) emit(k FlowKey, st *flowState, dp, db uint64, expired, overflow bool) {
+	c.records = append(c.records, c.newRecord(k, st, dp, db, expired, overflow))
+}
+
+// newRecord builds the record of one kernel entry.
+func (c *Collector) newRecord(k FlowKey, st *flowState, dp, db uint64, expired, overflow bool) Record {
 	r := Record{
 		FlowKey:      k,
 		Packets:      st.packets,
@@ -415,7 +424,7 @@ func (c *Collector) emit(k FlowKey, st *flowState, dp, db uint64, expired, overf
 	if c.cgroups != nil {
 		r.CgroupPath = c.cgroups.path(k.CgroupID)
 	}
-	c.records = append(c.records, r)
+	return r
 }
 
 // reserveRecords makes room for n more records before a table emits them:
@@ -498,6 +507,10 @@ func (c *Collector) release() error {
 	if c.kp != nil {
 		errs = append(errs, c.kp.close())
 		c.kp = nil
+	}
+	if c.drops != nil {
+		errs = append(errs, c.drops.close())
+		c.drops = nil
 	}
 	if c.ns != nil {
 		c.ns.close()

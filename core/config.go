@@ -81,6 +81,11 @@ type Config struct {
 	// /var/run/netns/blue or /proc/PID/ns/net) whose interfaces are
 	// watched and attached instead of the caller's own.
 	NetNS string
+	// Drops (key drops) loads a kfree_skb tracepoint program that counts
+	// the packets the kernel drops on the watched interfaces, per flow and
+	// drop reason (Snapshot.Drops); tc and xdp modes, Linux 5.17 or later
+	// (the tracepoint's reason argument). Off: nothing extra is loaded.
+	Drops bool
 	// PinPath, if set, is a directory on a bpffs mount where the flow maps
 	// and the program links are pinned, so that counting goes on while no
 	// agent runs and the next Start with the same PinPath adopts them
@@ -95,6 +100,8 @@ type Config struct {
 	// breakFentry makes the fentry/fexit load for this kernel function
 	// fail, so that tests exercise the fallback to kprobes.
 	breakFentry string
+	// dropTable, if set, replaces dropTableSize, so that tests fill it.
+	dropTable int
 }
 
 // Validate checks the capture keys without touching the system. Agents call
@@ -152,6 +159,9 @@ func (c Config) Validate() error {
 		case c.Mode == ModeKprobe:
 			errs = append(errs, errors.New("pin_path is not supported in kprobe mode: its tracing links cannot be adopted across restarts; remove pin_path or use mode tc, xdp or cgroup"))
 		}
+	}
+	if c.Drops && c.Mode.HasSockets() {
+		errs = append(errs, fmt.Errorf("drops is set but mode is %q: drops are counted per watched interface; use mode tc or xdp, or remove drops", c.Mode))
 	}
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("idle_timeout %s is negative: set a positive duration or remove it for the default %s",

@@ -125,6 +125,25 @@ func (st *flowState) deltaTCP() TCPFlagCounts {
 	}
 }
 
+// total updates the state of a last-resort total (a per-CPU array entry
+// read into vals) and returns its growth; ok is false while it is empty.
+func (st *flowState) total(vals []counters, clock monoClock, now time.Time) (dp, db uint64, ok bool) {
+	p, b, ks := sum(vals)
+	if p == 0 {
+		return 0, 0, false
+	}
+	if st.start.IsZero() {
+		st.start = clock.toTime(ks)
+	}
+	dp, db = p-st.packets, b-st.bytes
+	if dp > 0 {
+		st.lastSeen = now
+	}
+	st.packets, st.bytes = p, b
+	st.addTCP(sumTCP(vals))
+	return dp, db, true
+}
+
 // emitFunc receives each flow's state and the growth since the previous
 // drain. st is valid only during the call; st.deltaTCP() is the flags' growth.
 type emitFunc[K comparable] func(key K, st *flowState, dPackets, dBytes uint64, expired bool)

@@ -25,6 +25,9 @@ type ifaceSet struct {
 	patterns []string
 	attach   attachFunc
 	log      *slog.Logger
+	// watch, if set, is told when an interface is attached (on) and when
+	// it no longer is, so that the drops program follows the same set.
+	watch func(ifindex int, on bool)
 
 	mu       sync.Mutex
 	attached map[int]*ifaceHooks // by ifindex
@@ -161,6 +164,9 @@ func (s *ifaceSet) add(ifindex int, name string) error {
 	}
 	delete(s.failed, name)
 	s.attached[ifindex] = &ifaceHooks{name: name, hooks: hooks}
+	if s.watch != nil {
+		s.watch(ifindex, true)
+	}
 	s.names[ifindex] = name
 	kinds := make([]string, len(hooks))
 	adopted := 0
@@ -204,6 +210,9 @@ func (s *ifaceSet) remove(ifindex int, gone bool) {
 		return
 	}
 	delete(s.attached, ifindex)
+	if s.watch != nil {
+		s.watch(ifindex, false)
+	}
 	// No longer watched: a pinned link is unpinned too, which detaches it.
 	if err := closeHooks(cur.hooks, true); err != nil && !gone {
 		s.log.Warn("pktstat-bpf: detach failed", "interface", cur.name, "err", err)

@@ -13,20 +13,30 @@ const (
 	Ingress Direction = 0
 	// Egress: sent by the host.
 	Egress Direction = 1
+	// DirectionUnknown: only drop records have it, for a packet dropped
+	// where the kernel does not say whether it was coming in or going out
+	// (a forwarded packet on its way through the device; see drops.go).
+	DirectionUnknown Direction = 2
 )
 
-// String returns "ingress" or "egress", the Telegraf tag values.
+// String returns "ingress", "egress" or "unknown", the Telegraf tag values.
 func (d Direction) String() string {
-	if d == Egress {
+	switch d {
+	case Egress:
 		return "egress"
+	case DirectionUnknown:
+		return "unknown"
 	}
 	return "ingress"
 }
 
-// OTelString returns "receive" or "transmit", the network.io.direction values.
+// OTelString returns "receive", "transmit" or "unknown", the network.io.direction values.
 func (d Direction) OTelString() string {
-	if d == Egress {
+	switch d {
+	case Egress:
 		return "transmit"
+	case DirectionUnknown:
+		return "unknown"
 	}
 	return "receive"
 }
@@ -126,6 +136,11 @@ type Record struct {
 	// and was removed from the kernel table. If it returns it starts a new
 	// series with a new StartTime.
 	Expired bool
+	// DropReason is set on drop records (Snapshot.Drops) only: the kernel's
+	// skb_drop_reason name, lower case without SKB_DROP_REASON_
+	// ("netfilter_drop", "no_socket", ...). Packets and Bytes then count
+	// packets the kernel dropped, Bytes as L3 lengths.
+	DropReason string
 }
 
 // TCPFlagCounts counts TCP packets by the flags they carry. SYN counts a SYN
@@ -240,4 +255,8 @@ type Snapshot struct {
 	Time    time.Time
 	Records []Record
 	Health  Health
+	// Drops are the drop records (drops = true), a set of their own: a
+	// dropped packet may also be in Records, as the hook saw it before the
+	// kernel dropped it.
+	Drops []Record
 }

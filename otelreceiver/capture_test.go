@@ -23,6 +23,17 @@ import (
 // temporality it only makes sense over one batch.
 func flowTotals(mds []pmetric.Metrics, metric, iface string) map[string]int64 {
 	out := map[string]int64{}
+	eachPoint(mds, metric, func(dp pmetric.NumberDataPoint) {
+		attrs := dp.Attributes()
+		if name, _ := attrs.Get(metadata.AttrNetworkInterfaceName); name.Str() == iface {
+			out[flowLabel(attrs)] += dp.IntValue()
+		}
+	})
+	return out
+}
+
+// eachPoint calls fn for every point of the sum metric in mds.
+func eachPoint(mds []pmetric.Metrics, metric string, fn func(pmetric.NumberDataPoint)) {
 	for _, md := range mds {
 		rms := md.ResourceMetrics()
 		for i := 0; i < rms.Len(); i++ {
@@ -30,23 +41,15 @@ func flowTotals(mds []pmetric.Metrics, metric, iface string) map[string]int64 {
 			for j := 0; j < sms.Len(); j++ {
 				ms := sms.At(j).Metrics()
 				for k := 0; k < ms.Len(); k++ {
-					m := ms.At(k)
-					if m.Name() != metric {
-						continue
-					}
-					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
-						dp := m.Sum().DataPoints().At(l)
-						attrs := dp.Attributes()
-						if name, _ := attrs.Get(metadata.AttrNetworkInterfaceName); name.Str() != iface {
-							continue
+					if m := ms.At(k); m.Name() == metric {
+						for l := 0; l < m.Sum().DataPoints().Len(); l++ {
+							fn(m.Sum().DataPoints().At(l))
 						}
-						out[flowLabel(attrs)] += dp.IntValue()
 					}
 				}
 			}
 		}
 	}
-	return out
 }
 
 // flowLabel names a point by the attributes the tests tell flows apart by.

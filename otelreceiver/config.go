@@ -67,6 +67,9 @@ type Config struct {
 	// PinPath is a bpffs directory where the kernel tables and links are
 	// pinned across collector restarts; empty detaches everything at shutdown.
 	PinPath string `mapstructure:"pin_path"`
+	// Drops counts the packets the kernel drops on the watched interfaces,
+	// per flow and drop reason (the drop metrics).
+	Drops bool `mapstructure:"drops"`
 	// Temporality of the flow metrics: cumulative or delta.
 	Temporality string `mapstructure:"temporality"`
 
@@ -197,6 +200,7 @@ func (c *Config) coreConfig(logger *slog.Logger) core.Config {
 		NetNS:        c.NetNS,
 		PinPath:      c.PinPath,
 		Filters:      c.Filters,
+		Drops:        c.Drops,
 		Logger:       logger,
 	}
 }

@@ -46,6 +46,7 @@ func TestLoadConfig(t *testing.T) {
 	assert.Zero(t, def.TopN)
 	assert.Zero(t, def.MaxSeries)
 	assert.False(t, def.Metrics.PktstatbpfNetworkFlowTCPRetransmits.Enabled)
+	assert.False(t, def.Drops, "drops is off by default")
 
 	custom := loadConfig(t, component.NewIDWithName(metadata.Type, "custom"))
 	require.NoError(t, confmap.Validate(custom))
@@ -57,6 +58,7 @@ func TestLoadConfig(t *testing.T) {
 	want.MaxFlows = 4096
 	want.IdleTimeout = 30 * time.Second
 	want.NetNS = "/var/run/netns/blue"
+	want.Drops = true
 	want.Temporality = "delta"
 	want.Dimensions = []aggregate.Dimension{"interface", "direction", "proto", "src_ip", "dst_ip", "dst_port", "app_proto"}
 	want.FoldPorts = "ephemeral"

@@ -128,8 +128,12 @@ type flowScraper struct {
 	packets     *seriesSet
 	retransmits *seriesSet
 	// tcpFlags has one set per pktstatbpf.tcp.flag value, in tcpFlagNames' order.
-	tcpFlags  [4]*seriesSet
-	startTime time.Time
+	tcpFlags [4]*seriesSet
+	// dropAgg aggregates the drop records (drops = true) as their own set.
+	dropAgg     *aggregate.Aggregator
+	dropPackets *seriesSet
+	dropBytes   *seriesSet
+	startTime   time.Time
 	prevEnd     time.Time
 }
 
@@ -177,6 +181,10 @@ func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc)
 			s.tcpFlags[i].skipZero = true
 		}
 	}
+	if cfg.Drops {
+		s.dropPackets = newSeriesSet(m.PktstatbpfNetworkFlowDropPackets.Enabled, mb.PktstatbpfNetworkFlowDropPacketsSelection())
+		s.dropBytes = newSeriesSet(m.PktstatbpfNetworkFlowDropBytes.Enabled, mb.PktstatbpfNetworkFlowDropBytesSelection())
+	}
 	return s, nil
 }
 
@@ -202,6 +210,11 @@ func (s *flowScraper) start(ctx context.Context, _ component.Host) error {
 	}
 	s.src = src
 	s.agg = agg
+	if s.cfg.Drops {
+		if s.dropAgg, err = aggregate.New(s.cfg.aggregateConfig()); err != nil {
+			return errors.Join(err, src.Close())
+		}
+	}
 	s.startTime = s.now()
 	s.prevEnd = s.startTime
 	return nil
@@ -252,6 +265,18 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		s.tcpFlags[i].flush(delta, s.prevEnd, now, func(start, ts pcommon.Timestamp, val int64, a metadata.FlowAttributes) {
 			s.mb.RecordPktstatbpfNetworkFlowTCPFlagsDataPoint(start, ts, val, a, flag)
 		})
+	}
+	if s.dropAgg != nil {
+		drops := s.dropAgg.Aggregate(now, snap.Drops)
+		for i := range drops {
+			sr := &drops[i]
+			a := s.mapper.attributes(sr)
+			a.DropReason = sr.DropReason
+			s.dropPackets.add(a, sr.StartTime, sr.DeltaPackets)
+			s.dropBytes.add(a, sr.StartTime, sr.DeltaBytes)
+		}
+		s.dropPackets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropPacketsDataPoint)
+		s.dropBytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropBytesDataPoint)
 	}
 
 	ts := pcommon.NewTimestampFromTime(now)

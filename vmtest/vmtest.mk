@@ -18,8 +18,9 @@ VMTEST_MEM ?= 1536
 VMTEST_SMP ?= 2
 # Kernel modules (from the same kernel package) loaded at boot, dependencies added automatically.
 # sch_ingress also provides clsact; xfrm_user and nfnetlink are there because
-# vishvananda/netlink opens XFRM and netfilter sockets for every handle and fails without them.
-VMTEST_MODULES ?= veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink
+# vishvananda/netlink opens XFRM and netfilter sockets for every handle and fails without them;
+# nf_tables (with nft below) serves the drop tests' nftables rule.
+VMTEST_MODULES ?= veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink nf_tables
 # Module directories (no subdirectories) packed, not loaded, so the kernel can load them on demand
 # through busybox modprobe as on a normal host (sock_diag families, other qdiscs and classifiers).
 VMTEST_AUTOLOAD_DIRS ?= kernel/net/sched kernel/net/ipv4 kernel/net/ipv6 kernel/net/core kernel/net/netlink \

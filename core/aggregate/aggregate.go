@@ -129,7 +129,11 @@ func New(cfg Config) (*Aggregator, error) {
 // attributes each flow series carries.
 func (a *Aggregator) Dimensions() []Dimension { return slices.Clone(a.dims) }
 
-// Aggregate folds one Read's records into series. now is the Read's time
+// Aggregate folds one Read's records into series. Drop records
+// (core.Snapshot.Drops) go to an Aggregator of their own, built from the
+// same Config: each drop series is the kept flow dimensions plus its
+// reason, which is always kept, and top_n and max_series apply to the drop
+// series on their own. now is the Read's time
 // (core.Snapshot.Time) and must not go backwards between calls; pass every
 // snapshot, from the first, or the deltas of the skipped ones are lost. The
 // result lists the flow series in a stable order, then the other series,
@@ -191,7 +195,7 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 // markerKey is the key of an overflow or filtered series: they stand for
 // many flows, so only where and which way the packets crossed is kept.
 func (a *Aggregator) markerKey(r *core.Record) Key {
-	var k Key
+	k := Key{DropReason: r.DropReason}
 	if a.keepIface {
 		k.Interface = r.Interface
 	}
@@ -577,6 +581,7 @@ func compareKeys(x, y *Key) int {
 		cmp.Compare(x.AppProto, y.AppProto),
 		cmp.Compare(x.ContainerID, y.ContainerID),
 		cmp.Compare(x.PodUID, y.PodUID),
+		cmp.Compare(x.DropReason, y.DropReason),
 	)
 }
 

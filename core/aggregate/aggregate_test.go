@@ -800,3 +800,32 @@ func TestTCPFlagsAreSummed(t *testing.T) {
 	})
 	checkConserved(t, in, out)
 }
+
+// Drop records keep their reason as a dimension: two reasons of one flow
+// stay two series, one reason of two flows folded by the dimensions is one,
+// and an overflow drop record keeps its reason too.
+func TestAggregateDropsKeepReason(t *testing.T) {
+	a := mustNew(t, Config{Dimensions: []Dimension{DimInterface, DimProto, DimSrcIP, DimDstPort}, CIDRGroups: []CIDRGroup{{Name: "lan", CIDR: "192.0.2.0/24"}}})
+	src := netip.MustParseAddr("192.0.2.1")
+	flow := func(sport uint16) core.FlowKey {
+		return core.FlowKey{EtherType: core.EtherTypeIPv4, Proto: core.ProtoUDP, SrcAddr: src, DstAddr: src.Next(), SrcPort: sport, DstPort: 53}
+	}
+	drop := func(fk core.FlowKey, reason string, n uint64) core.Record {
+		r := rec(fk, n, n*100, at(0))
+		r.DropReason = reason
+		return r
+	}
+	over := drop(core.FlowKey{}, "no_socket", 4)
+	over.Overflow = true
+	in := []core.Record{drop(flow(1000), "no_socket", 3), drop(flow(1001), "no_socket", 5), drop(flow(1000), "netfilter_drop", 7), over}
+	out := a.Aggregate(at(1), in)
+	checkConserved(t, in, out)
+	key := func(reason string) Key {
+		return Key{Interface: "eth0", Transport: "udp", SrcGroup: "lan", HasPorts: true, DstPort: 53, DropReason: reason}
+	}
+	checkSeries(t, out, []Series{
+		{Kind: KindFlow, Key: key("no_socket"), Packets: 8, Bytes: 800, DeltaPackets: 8, DeltaBytes: 800, StartTime: at(0)},
+		{Kind: KindFlow, Key: key("netfilter_drop"), Packets: 7, Bytes: 700, DeltaPackets: 7, DeltaBytes: 700, StartTime: at(0)},
+		{Kind: KindOverflow, Key: Key{Interface: "eth0", DropReason: "no_socket"}, Packets: 4, Bytes: 400, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(0)},
+	})
+}

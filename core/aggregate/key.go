@@ -48,6 +48,9 @@ type Key struct {
 	AppProto    string
 	ContainerID string
 	PodUID      string
+	// DropReason is the kernel's drop reason of a drop series, always kept
+	// (core.Record.DropReason); empty for flow series.
+	DropReason string
 }
 
 // keyer turns records into keys. Its fields are the Config resolved once so
@@ -105,7 +108,7 @@ func newKeyer(cfg Config) *keyer {
 }
 
 func (kr *keyer) key(r *core.Record) Key {
-	var k Key
+	k := Key{DropReason: r.DropReason}
 	if kr.iface {
 		k.Interface = r.Interface
 	}

@@ -116,13 +116,7 @@ func (p *Pair) SendUDP(t testing.TB, n, payloadLen int, srcPort, dstPort uint16,
 // ports on B, without waiting for any to arrive: every one is a new flow.
 func (p *Pair) SendUDPToPorts(t testing.TB, ports int, firstPort uint16, payloadLen int) {
 	t.Helper()
-	var tx *net.UDPConn
-	if err := p.DoA(func() (err error) {
-		tx, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.A4, 0)))
-		return err
-	}); err != nil {
-		t.Fatalf("open udp socket in A: %v", err)
-	}
+	tx := p.unconnectedA(t, 0)
 	defer tx.Close()
 	payload := make([]byte, payloadLen)
 	for i := 0; i < ports; i++ {
@@ -131,6 +125,35 @@ func (p *Pair) SendUDPToPorts(t testing.TB, ports int, firstPort uint16, payload
 			t.Fatalf("send to port %d: %v", firstPort+uint16(i), err)
 		}
 	}
+}
+
+// SendUDPNoWait sends n datagrams of payloadLen bytes from A:srcPort to
+// B:dstPort (IPv4) without waiting for them: for traffic that B drops. The
+// socket is unconnected, so ICMP errors from B do not fail the sends.
+func (p *Pair) SendUDPNoWait(t testing.TB, n, payloadLen int, srcPort, dstPort uint16) {
+	t.Helper()
+	tx := p.unconnectedA(t, srcPort)
+	defer tx.Close()
+	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.B4, dstPort))
+	payload := make([]byte, payloadLen)
+	for i := 0; i < n; i++ {
+		if _, err := tx.WriteTo(payload, dst); err != nil {
+			t.Fatalf("send datagram %d to port %d: %v", i, dstPort, err)
+		}
+	}
+}
+
+// unconnectedA opens an unconnected IPv4 UDP socket on A:port (0: any port).
+func (p *Pair) unconnectedA(t testing.TB, port uint16) *net.UDPConn {
+	t.Helper()
+	var tx *net.UDPConn
+	if err := p.DoA(func() (err error) {
+		tx, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.A4, port)))
+		return err
+	}); err != nil {
+		t.Fatalf("open udp socket in A: %v", err)
+	}
+	return tx
 }
 
 // SendUDPFromB is SendUDP in the other direction, from B:srcPort to A:dstPort.

@@ -15,6 +15,7 @@ import (
 
 const (
 	measurement         = "pktstat_bpf"
+	dropMeasurement     = "pktstat_bpf_drops"
 	internalMeasurement = "pktstat_bpf_internal"
 )
 
@@ -23,6 +24,8 @@ const (
 // never go backwards as flows come and go).
 type converter struct {
 	agg *aggregate.Aggregator
+	// drops aggregates the drop records (drops = true) as their own set.
+	drops *aggregate.Aggregator
 	// Direction's zero value is a real direction and port 0 a real port:
 	// whether they are kept must be known, not guessed from the key.
 	dir, srcPort, dstPort bool
@@ -31,12 +34,17 @@ type converter struct {
 	tcpFlags bool
 }
 
-func newConverter(cfg aggregate.Config) (*converter, error) {
+func newConverter(cfg aggregate.Config, drops bool) (*converter, error) {
 	agg, err := aggregate.New(cfg)
 	if err != nil {
 		return nil, err
 	}
 	c := &converter{agg: agg}
+	if drops {
+		if c.drops, err = aggregate.New(cfg); err != nil {
+			return nil, err
+		}
+	}
 	for _, d := range agg.Dimensions() {
 		switch d {
 		case aggregate.DimDirection:
@@ -77,7 +85,20 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 		}
 		acc.AddCounter(measurement, fields, c.tags(s), snap.Time)
 	}
-	return len(series)
+	n := len(series)
+	if c.drops != nil {
+		drops := c.drops.Aggregate(snap.Time, snap.Drops)
+		for i := range drops {
+			s := &drops[i]
+			tags := c.tags(s)
+			if s.DropReason != "" {
+				tags["reason"] = s.DropReason
+			}
+			acc.AddCounter(dropMeasurement, map[string]interface{}{"packets": s.Packets, "bytes": s.Bytes}, tags, snap.Time)
+		}
+		n += len(drops)
+	}
+	return n
 }
 
 // tags renders a series' key as the tags named in DESIGN.md. Port tags are

@@ -22,7 +22,7 @@ func BenchmarkConvert(b *testing.B) {
 			Interface: "eth0", Packets: uint64(i), Bytes: uint64(i) * 1500, DeltaPackets: 1, DeltaBytes: 1500,
 		}
 	}
-	c, err := newConverter(aggregate.Config{})
+	c, err := newConverter(aggregate.Config{}, false)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -44,6 +44,7 @@ type PktstatBPF struct {
 	IdleTimeout  config.Duration `toml:"idle_timeout"`
 	NetNS        string          `toml:"netns"`
 	PinPath      string          `toml:"pin_path"`
+	Drops        bool            `toml:"drops"`
 	// The series keys: dimensions, fold_ports, cidr_groups, top_n, ... The
 	// collector receiver takes the same keys.
 	aggregate.Config
@@ -88,6 +89,7 @@ func (p *PktstatBPF) Init() error {
 		NetNS:        p.NetNS,
 		PinPath:      p.PinPath,
 		Filters:      p.Filters,
+		Drops:        p.Drops,
 	}
 	if err := aggregate.Validate(cfg, p.Config); err != nil {
 		return err
@@ -116,7 +118,7 @@ func (p *PktstatBPF) Start(acc telegraf.Accumulator) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// A fresh aggregator per start: series restart with the kernel tables.
-	conv, err := newConverter(p.aggCfg)
+	conv, err := newConverter(p.aggCfg, p.cfg.Drops)
 	if err != nil {
 		return err
 	}

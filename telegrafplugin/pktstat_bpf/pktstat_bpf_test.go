@@ -288,6 +288,7 @@ func TestTelegrafConfig(t *testing.T) {
   max_flows = 4096
   idle_timeout = "45s"
   netns = "/var/run/netns/blue"
+  drops = true
   dimensions = ["interface", "direction", "proto", "src_ip", "dst_ip", "src_port", "dst_port", "vlan"]
   fold_ports = "ephemeral"
   ephemeral_port_min = 49152
@@ -312,6 +313,7 @@ func TestTelegrafConfig(t *testing.T) {
 			MaxFlows:    4096,
 			IdleTimeout: config.Duration(45 * time.Second),
 			NetNS:       "/var/run/netns/blue",
+			Drops:       true,
 			Config: aggregate.Config{
 				Dimensions:        []aggregate.Dimension{"interface", "direction", "proto", "src_ip", "dst_ip", "src_port", "dst_port", "vlan"},
 				FoldPorts:         "ephemeral",

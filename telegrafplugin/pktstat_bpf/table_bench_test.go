@@ -74,7 +74,7 @@ func BenchmarkTableToMetrics(b *testing.B) {
 	for i := range snap.Records {
 		snap.Records[i].DeltaPackets, snap.Records[i].DeltaBytes = 1, 800
 	}
-	conv, err := newConverter(aggregate.Config{})
+	conv, err := newConverter(aggregate.Config{}, false)
 	if err != nil {
 		b.Fatal(err)
 	}

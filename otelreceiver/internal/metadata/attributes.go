@@ -50,6 +50,9 @@ const (
 	// out. It cannot be deselected either: without it the remainder would
 	// look like a flow without attributes.
 	AttrOther = "pktstatbpf.other"
+	// AttrDropReason is the kernel's drop reason on the drop metrics. It
+	// cannot be deselected: drops of different reasons would be summed.
+	AttrDropReason = "pktstatbpf.drop.reason"
 	// AttrHookState is the attribute of pktstatbpf.hook.count.
 	AttrHookState = "pktstatbpf.hook.state"
 	// AttrTCPFlag is the attribute pktstatbpf.network.flow.tcp.flags adds to
@@ -140,6 +143,8 @@ type FlowAttributes struct {
 	Overflow    bool
 	Filtered    bool
 	Other       bool
+	// DropReason is set on drop series only.
+	DropReason string
 }
 
 // Bits of AttributeSelection, in the order of SelectableFlowAttributes.
@@ -205,7 +210,7 @@ func (s AttributeSelection) has(bit uint32) bool { return s.bits&bit != 0 }
 
 // Select returns a with every attribute that s does not record cleared.
 func (s AttributeSelection) Select(a FlowAttributes) FlowAttributes {
-	out := FlowAttributes{Overflow: a.Overflow, Filtered: a.Filtered, Other: a.Other}
+	out := FlowAttributes{Overflow: a.Overflow, Filtered: a.Filtered, Other: a.Other, DropReason: a.DropReason}
 	if s.has(bitNetworkInterfaceName) {
 		out.InterfaceName = a.InterfaceName
 	}
@@ -318,5 +323,8 @@ func (s AttributeSelection) put(a FlowAttributes, m pcommon.Map) {
 	}
 	if a.Other {
 		m.PutBool(AttrOther, true)
+	}
+	if a.DropReason != "" {
+		m.PutStr(AttrDropReason, a.DropReason)
 	}
 }

@@ -11,6 +11,8 @@ const (
 	MetricPktstatbpfNetworkFlowPackets        = "pktstatbpf.network.flow.packets"
 	MetricPktstatbpfNetworkFlowTCPRetransmits = "pktstatbpf.network.flow.tcp.retransmits"
 	MetricPktstatbpfNetworkFlowTCPFlags       = "pktstatbpf.network.flow.tcp.flags"
+	MetricPktstatbpfNetworkFlowDropPackets    = "pktstatbpf.network.flow.drop.packets"
+	MetricPktstatbpfNetworkFlowDropBytes      = "pktstatbpf.network.flow.drop.bytes"
 	MetricPktstatbpfFlowCount                 = "pktstatbpf.flow.count"
 	MetricPktstatbpfFlowLimit                 = "pktstatbpf.flow.limit"
 	MetricPktstatbpfFlowExpired               = "pktstatbpf.flow.expired"
@@ -57,6 +59,8 @@ type MetricsConfig struct {
 	PktstatbpfNetworkFlowPackets        FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.packets"`
 	PktstatbpfNetworkFlowTCPRetransmits FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.tcp.retransmits"`
 	PktstatbpfNetworkFlowTCPFlags       FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.tcp.flags"`
+	PktstatbpfNetworkFlowDropPackets    FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.drop.packets"`
+	PktstatbpfNetworkFlowDropBytes      FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.drop.bytes"`
 	PktstatbpfFlowCount                 MetricConfig     `mapstructure:"pktstatbpf.flow.count"`
 	PktstatbpfFlowLimit                 MetricConfig     `mapstructure:"pktstatbpf.flow.limit"`
 	PktstatbpfFlowExpired               MetricConfig     `mapstructure:"pktstatbpf.flow.expired"`
@@ -69,13 +73,16 @@ type MetricsConfig struct {
 
 // DefaultMetricsConfig enables every metric but pktstatbpf.network.flow.tcp.retransmits,
 // which only kprobe mode fills; the flow metrics record every attribute of
-// the configured dimensions.
+// the configured dimensions. The drop metrics are on but filled only with
+// drops = true, which loads their kernel program.
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
 		PktstatbpfNetworkFlowBytes:          FlowMetricConfig{Enabled: true},
 		PktstatbpfNetworkFlowPackets:        FlowMetricConfig{Enabled: true},
 		PktstatbpfNetworkFlowTCPRetransmits: FlowMetricConfig{Enabled: false},
 		PktstatbpfNetworkFlowTCPFlags:       FlowMetricConfig{Enabled: true},
+		PktstatbpfNetworkFlowDropPackets:    FlowMetricConfig{Enabled: true},
+		PktstatbpfNetworkFlowDropBytes:      FlowMetricConfig{Enabled: true},
 		PktstatbpfFlowCount:                 MetricConfig{Enabled: true},
 		PktstatbpfFlowLimit:                 MetricConfig{Enabled: true},
 		PktstatbpfFlowExpired:               MetricConfig{Enabled: true},
@@ -137,6 +144,8 @@ func (c MetricsBuilderConfig) FlowMetrics() []FlowMetric {
 		{MetricPktstatbpfNetworkFlowPackets, c.Metrics.PktstatbpfNetworkFlowPackets},
 		{MetricPktstatbpfNetworkFlowTCPRetransmits, c.Metrics.PktstatbpfNetworkFlowTCPRetransmits},
 		{MetricPktstatbpfNetworkFlowTCPFlags, c.Metrics.PktstatbpfNetworkFlowTCPFlags},
+		{MetricPktstatbpfNetworkFlowDropPackets, c.Metrics.PktstatbpfNetworkFlowDropPackets},
+		{MetricPktstatbpfNetworkFlowDropBytes, c.Metrics.PktstatbpfNetworkFlowDropBytes},
 	}
 }
 

@@ -52,6 +52,7 @@ type metadataFile struct {
 
 var allDefs = []metricDef{
 	defPktstatbpfNetworkFlowBytes, defPktstatbpfNetworkFlowPackets, defPktstatbpfNetworkFlowTCPRetransmits, defPktstatbpfNetworkFlowTCPFlags,
+	defPktstatbpfNetworkFlowDropPackets, defPktstatbpfNetworkFlowDropBytes,
 	defFlowCount, defFlowLimit, defFlowExpired, defOverflowPackets, defOverflowBytes, defDrainDuration, defHookCount, defHookNotFirst,
 }
 
@@ -134,6 +135,9 @@ func TestMetadataYAMLMatchesCode(t *testing.T) {
 		if fm.Name == MetricPktstatbpfNetworkFlowTCPFlags {
 			want = append(slices.Clone(flowAttrs), AttrTCPFlag)
 		}
+		if fm.Name == MetricPktstatbpfNetworkFlowDropPackets || fm.Name == MetricPktstatbpfNetworkFlowDropBytes {
+			want = append(slices.Clone(flowAttrs), AttrDropReason)
+		}
 		if got := md.Metrics[fm.Name].Attributes; !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
 			t.Errorf("%s: attributes\n%v\nwant\n%v", fm.Name, got, want)
 		}
@@ -154,8 +158,8 @@ func TestMetadataYAMLMatchesCode(t *testing.T) {
 			t.Errorf("attribute %s: requirement_level %q", name, a.RequirementLevel)
 		}
 	}
-	if len(md.Attributes) != len(flowAttrs)+2 {
-		t.Errorf("%d attributes in metadata.yaml, want the %d flow attributes, %s and %s", len(md.Attributes), len(flowAttrs), AttrHookState, AttrTCPFlag)
+	if len(md.Attributes) != len(flowAttrs)+3 {
+		t.Errorf("%d attributes in metadata.yaml, want the %d flow attributes, %s, %s and %s", len(md.Attributes), len(flowAttrs), AttrDropReason, AttrHookState, AttrTCPFlag)
 	}
 	for _, name := range []string{ResourceAttrHostName, ResourceAttrCaptureMode} {
 		if a, ok := md.ResourceAttributes[name]; !ok || a.Enabled == nil || !*a.Enabled {

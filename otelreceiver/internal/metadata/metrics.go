@@ -106,6 +106,12 @@ var (
 	defPktstatbpfNetworkFlowTCPFlags = metricDef{MetricPktstatbpfNetworkFlowTCPFlags,
 		"TCP packets of the flow with SYN (without ACK), SYN+ACK, FIN or RST set, by pktstatbpf.tcp.flag; tc, xdp and cgroup modes.",
 		"{packet}", kindSumInt}
+	defPktstatbpfNetworkFlowDropPackets = metricDef{MetricPktstatbpfNetworkFlowDropPackets,
+		"Packets of the flow the kernel dropped (kfree_skb with a drop reason), by pktstatbpf.drop.reason; only with drops = true.",
+		"{packet}", kindSumInt}
+	defPktstatbpfNetworkFlowDropBytes = metricDef{MetricPktstatbpfNetworkFlowDropBytes,
+		"Bytes of the packets of the flow the kernel dropped, as L3 (IP) lengths; only with drops = true.",
+		"By", kindSumInt}
 	defFlowCount = metricDef{MetricPktstatbpfFlowCount,
 		"Flows in the kernel flow table at the last drain.",
 		"{flow}", kindUpDownInt}
@@ -140,11 +146,15 @@ type MetricsBuilder struct {
 	packetsSelection     AttributeSelection
 	retransmitsSelection AttributeSelection
 	tcpFlagsSelection    AttributeSelection
+	dropPacketsSelection AttributeSelection
+	dropBytesSelection   AttributeSelection
 
 	networkFlowBytes          *metricBuffer
 	networkFlowPackets        *metricBuffer
 	networkFlowRetransmits    *metricBuffer
 	networkFlowTCPFlags       *metricBuffer
+	networkFlowDropPackets    *metricBuffer
+	networkFlowDropBytes      *metricBuffer
 	pktstatbpfFlowCount       *metricBuffer
 	pktstatbpfFlowLimit       *metricBuffer
 	pktstatbpfFlowExpired     *metricBuffer
@@ -190,6 +200,14 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 	if err != nil {
 		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowTCPFlags, err)
 	}
+	dropPacketsSel, err := mbc.Metrics.PktstatbpfNetworkFlowDropPackets.Selection()
+	if err != nil {
+		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowDropPackets, err)
+	}
+	dropBytesSel, err := mbc.Metrics.PktstatbpfNetworkFlowDropBytes.Selection()
+	if err != nil {
+		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowDropBytes, err)
+	}
 	cum := pmetric.AggregationTemporalityCumulative
 	m := mbc.Metrics
 	return &MetricsBuilder{
@@ -199,10 +217,14 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		packetsSelection:          packetsSel,
 		retransmitsSelection:      retransSel,
 		tcpFlagsSelection:         flagsSel,
+		dropPacketsSelection:      dropPacketsSel,
+		dropBytesSelection:        dropBytesSel,
 		networkFlowBytes:          newMetricBuffer(defPktstatbpfNetworkFlowBytes, m.PktstatbpfNetworkFlowBytes.Enabled, o.flowTemporality),
 		networkFlowPackets:        newMetricBuffer(defPktstatbpfNetworkFlowPackets, m.PktstatbpfNetworkFlowPackets.Enabled, o.flowTemporality),
 		networkFlowRetransmits:    newMetricBuffer(defPktstatbpfNetworkFlowTCPRetransmits, m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, o.flowTemporality),
 		networkFlowTCPFlags:       newMetricBuffer(defPktstatbpfNetworkFlowTCPFlags, m.PktstatbpfNetworkFlowTCPFlags.Enabled, o.flowTemporality),
+		networkFlowDropPackets:    newMetricBuffer(defPktstatbpfNetworkFlowDropPackets, m.PktstatbpfNetworkFlowDropPackets.Enabled, o.flowTemporality),
+		networkFlowDropBytes:      newMetricBuffer(defPktstatbpfNetworkFlowDropBytes, m.PktstatbpfNetworkFlowDropBytes.Enabled, o.flowTemporality),
 		pktstatbpfFlowCount:       newMetricBuffer(defFlowCount, m.PktstatbpfFlowCount.Enabled, cum),
 		pktstatbpfFlowLimit:       newMetricBuffer(defFlowLimit, m.PktstatbpfFlowLimit.Enabled, cum),
 		pktstatbpfFlowExpired:     newMetricBuffer(defFlowExpired, m.PktstatbpfFlowExpired.Enabled, cum),
@@ -266,6 +288,32 @@ func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPFlagsDataPoint(start, ts
 		dp.SetIntValue(val)
 		mb.tcpFlagsSelection.put(attrs, dp.Attributes())
 		dp.Attributes().PutStr(AttrTCPFlag, flag)
+	}
+}
+
+// PktstatbpfNetworkFlowDropPacketsSelection is the attribute selection of pktstatbpf.network.flow.drop.packets.
+func (mb *MetricsBuilder) PktstatbpfNetworkFlowDropPacketsSelection() AttributeSelection {
+	return mb.dropPacketsSelection
+}
+
+// PktstatbpfNetworkFlowDropBytesSelection is the attribute selection of pktstatbpf.network.flow.drop.bytes.
+func (mb *MetricsBuilder) PktstatbpfNetworkFlowDropBytesSelection() AttributeSelection {
+	return mb.dropBytesSelection
+}
+
+// RecordPktstatbpfNetworkFlowDropPacketsDataPoint adds a point for one drop series.
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowDropPacketsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+	if dp, ok := mb.networkFlowDropPackets.newDataPoint(start, ts); ok {
+		dp.SetIntValue(val)
+		mb.dropPacketsSelection.put(attrs, dp.Attributes())
+	}
+}
+
+// RecordPktstatbpfNetworkFlowDropBytesDataPoint adds a point for one drop series.
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowDropBytesDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+	if dp, ok := mb.networkFlowDropBytes.newDataPoint(start, ts); ok {
+		dp.SetIntValue(val)
+		mb.dropBytesSelection.put(attrs, dp.Attributes())
 	}
 }
 
@@ -353,6 +401,8 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 		mb.networkFlowPackets,
 		mb.networkFlowRetransmits,
 		mb.networkFlowTCPFlags,
+		mb.networkFlowDropPackets,
+		mb.networkFlowDropBytes,
 		mb.pktstatbpfFlowCount,
 		mb.pktstatbpfFlowLimit,
 		mb.pktstatbpfFlowExpired,
