@@ -383,7 +383,7 @@ func TestKprobeModeCountsRetransmits(t *testing.T) {
 			acc := tcpServer(t, p.NSPathB(), srvAddr)
 			var conn net.Conn
 			if err := p.DoA(func() (err error) {
-				if err := os.WriteFile("/proc/sys/net/ipv4/tcp_early_retrans", []byte("0"), 0); err != nil {
+				if err := noTailLossProbes(); err != nil {
 					return err
 				}
 				d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(cli)}
@@ -394,39 +394,12 @@ func TestKprobeModeCountsRetransmits(t *testing.T) {
 			}
 			defer conn.Close()
 			srv := accepted(t, acc)
-			drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
-			if err := withFD(srv, func(fd int) error {
-				return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]})
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := conn.Write(make([]byte, 100)); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(1500 * time.Millisecond) // timeouts at about 0.2, 0.6 and 1.4 s
-			if err := withFD(srv, func(fd int) error {
-				return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
-			}); err != nil {
-				t.Fatal(err)
-			}
-			readExactly(t, srv, 100)
-			var info *unix.TCPInfo
-			if err := withFD(conn, func(fd int) (err error) {
-				info, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if info.Total_retrans == 0 {
-				t.Fatal("the sender did not retransmit")
-			}
-			// The last retransmission may still be in flight to the ACK: wait for
-			// the kernel's count to settle.
-			time.Sleep(100 * time.Millisecond)
-			withFD(conn, func(fd int) (err error) {
-				info, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-				return err
+			withLoss(t, srv, 100, func() {
+				if _, err := conn.Write(make([]byte, 100)); err != nil {
+					t.Fatal(err)
+				}
 			})
+			retrans := settledRetrans(t, func() uint32 { return tcpInfo(t, conn).Total_retrans })
 			s := read(t, c)
 			rs := find(s, func(r Record) bool {
 				return !r.Overflow && r.Direction == Egress && r.Proto == ProtoTCP && r.SrcAddr == cli.Addr() && r.SrcPort == cli.Port()
@@ -435,9 +408,9 @@ func TestKprobeModeCountsRetransmits(t *testing.T) {
 			for _, r := range rs {
 				got = append(got, fmt.Sprintf("%s pid %d: %d packets %d bytes %d retransmits", r.Direction, r.PID, r.Packets, r.Bytes, r.Retransmits))
 			}
-			if len(rs) != 1 || rs[0].Retransmits != uint64(info.Total_retrans) || rs[0].DeltaRetransmits != rs[0].Retransmits ||
+			if len(rs) != 1 || rs[0].Retransmits != uint64(retrans) || rs[0].DeltaRetransmits != rs[0].Retransmits ||
 				rs[0].Packets != 1 || rs[0].Bytes != 100 || rs[0].PID != uint32(os.Getpid()) {
-				t.Fatalf("want one egress flow from %s: 1 packet, 100 bytes, %d retransmits (tcpi_total_retrans), pid %d; got %v", cli, info.Total_retrans, os.Getpid(), got)
+				t.Fatalf("want one egress flow from %s: 1 packet, 100 bytes, %d retransmits (tcpi_total_retrans), pid %d; got %v", cli, retrans, os.Getpid(), got)
 			}
 			t.Logf("%d retransmissions counted, as the kernel's tcp_info", rs[0].Retransmits)
 		})
@@ -644,7 +617,7 @@ func TestKprobeDrainJoinsRetransmits(t *testing.T) {
 	put(kp.flows.m, withSends, 10, 1000)
 	put(kp.retrans.m, withSends, 3, 300)
 	put(kp.retrans.m, orphan, 2, 200)
-	put(kp.rov, uint32(0), 5, 500)
+	put(kp.rov.m, uint32(0), 5, 500)
 
 	type row struct {
 		port                    uint16
@@ -664,7 +637,7 @@ func TestKprobeDrainJoinsRetransmits(t *testing.T) {
 	}
 	check([]row{{0, true, 0, 5, 5}, {80, false, 10, 3, 3}, {81, false, 0, 2, 2}})
 	put(kp.retrans.m, withSends, 4, 400)
-	put(kp.rov, uint32(0), 6, 600)
+	put(kp.rov.m, uint32(0), 6, 600)
 	check([]row{{0, true, 0, 6, 1}, {80, false, 10, 4, 1}, {81, false, 0, 2, 0}})
 }
 

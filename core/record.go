@@ -94,8 +94,10 @@ type Record struct {
 	DeltaPackets uint64
 	DeltaBytes   uint64
 	// Retransmits counts the flow's TCP retransmissions (skbs the kernel
-	// sent again), cumulative like Packets; kprobe mode only, on egress
-	// records. DeltaRetransmits is the increase since the previous Read.
+	// sent again), cumulative like Packets, on egress records: in kprobe
+	// mode, and in tc and cgroup modes on kernels with the
+	// tcp_retransmit_skb tracepoint in BTF. DeltaRetransmits is the
+	// increase since the previous Read.
 	Retransmits      uint64
 	DeltaRetransmits uint64
 
@@ -120,6 +122,41 @@ type Record struct {
 	// and was removed from the kernel table. If it returns it starts a new
 	// series with a new StartTime.
 	Expired bool
+	// RTT holds the TCP socket's smoothed RTT samples of the interval since
+	// the previous Read (not cumulative), on egress records, with tcp_rtt in
+	// tc and cgroup modes; zero Samples when there were none.
+	RTT RTTStats
+}
+
+// RTTStats summarises smoothed RTT samples: one per TCP segment the
+// socket received, each the socket's srtt at that moment.
+type RTTStats struct {
+	Samples  uint64
+	Sum      time.Duration
+	Min, Max time.Duration
+}
+
+// Mean is Sum / Samples, 0 without samples.
+func (s RTTStats) Mean() time.Duration {
+	if s.Samples == 0 {
+		return 0
+	}
+	return s.Sum / time.Duration(s.Samples)
+}
+
+// Merge adds o's samples to s: samples and sums add, min and max combine.
+func (s *RTTStats) Merge(o RTTStats) {
+	if o.Samples == 0 {
+		return
+	}
+	if s.Samples == 0 || o.Min < s.Min {
+		s.Min = o.Min
+	}
+	if o.Max > s.Max {
+		s.Max = o.Max
+	}
+	s.Samples += o.Samples
+	s.Sum += o.Sum
 }
 
 // IPVersion is 4, 6 or 0 for non-IP flows.

@@ -1,0 +1,342 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+
+	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
+)
+
+// noTailLossProbes turns tail loss probes off in the calling thread's
+// network namespace: kprobe mode's tcp_retransmit_skb hook does not see
+// them, and a test wants one retransmission path, on timeout.
+func noTailLossProbes() error {
+	return os.WriteFile("/proc/sys/net/ipv4/tcp_early_retrans", []byte("0"), 0)
+}
+
+// withLoss makes srv drop every segment it receives (a socket filter)
+// while send runs and for 1.5 s after, so that its peer retransmits on
+// timeout (at about 0.2, 0.6 and 1.4 s), then reads the n bytes sent.
+func withLoss(t *testing.T, srv net.Conn, n int, send func()) {
+	t.Helper()
+	drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	if err := withFD(srv, func(fd int) error {
+		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	send()
+	time.Sleep(1500 * time.Millisecond)
+	if err := withFD(srv, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	readExactly(t, srv, n)
+}
+
+// settledRetrans returns the sender's tcpi_total_retrans once the last
+// retransmission (which may still be in flight to the ACK) is counted.
+func settledRetrans(t *testing.T, get func() uint32) uint32 {
+	t.Helper()
+	if get() == 0 {
+		t.Fatal("the sender did not retransmit")
+	}
+	time.Sleep(100 * time.Millisecond)
+	return get()
+}
+
+func tcpInfo(t *testing.T, c net.Conn) *unix.TCPInfo {
+	t.Helper()
+	var info *unix.TCPInfo
+	if err := withFD(c, func(fd int) (err error) {
+		info, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// requireTracepoint skips, naming the feature, on a kernel whose BTF lacks
+// the raw tracepoint tp.
+func requireTracepoint(t *testing.T, tp string) {
+	t.Helper()
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("kernel %s has no BTF (needed for tp_btf/%s): %v", kernelRelease(), tp, err)
+	}
+	if _, err := tracepointArgs(spec, tp); err != nil {
+		t.Skipf("kernel %s has no %s tracepoint in BTF (btf_trace_%s): %v", kernelRelease(), tp, tp, err)
+	}
+}
+
+// dialFromA connects from cli in A to a server at srvAddr in B and returns
+// both ends; tail loss probes are off in A.
+func dialFromA(t *testing.T, p *nettest.Pair, cli, srvAddr netip.AddrPort) (conn, srv net.Conn) {
+	t.Helper()
+	acc := tcpServer(t, p.NSPathB(), srvAddr)
+	if err := p.DoA(func() (err error) {
+		if err := noTailLossProbes(); err != nil {
+			return err
+		}
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(cli)}
+		conn, err = d.Dial("tcp", srvAddr.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn, accepted(t, acc)
+}
+
+// egressFrom returns the non-overflow egress TCP records from cli.
+func egressFrom(s Snapshot, cli netip.AddrPort) []Record {
+	return find(s, func(r Record) bool {
+		return !r.Overflow && r.Direction == Egress && r.Proto == ProtoTCP && r.SrcAddr == cli.Addr() && r.SrcPort == cli.Port()
+	})
+}
+
+// In tc mode (IPv4 and IPv6) and cgroup mode, tp_btf/tcp_retransmit_skb
+// counts the sender's retransmissions on its egress flow, exactly the
+// kernel's own count (tcpi_total_retrans), with the same loss as kprobe
+// mode's test.
+func TestSocketModesCountRetransmits(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mode Mode
+		v6   bool
+	}{
+		{"tc/ipv4", ModeTC, false},
+		{"tc/ipv6", ModeTC, true},
+		{"cgroup/ipv4", ModeCgroup, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nettest.RequireBPF(t)
+			requireTracepoint(t, "tcp_retransmit_skb")
+			p := nettest.NewPair(t)
+			a, b := p.A4, p.B4
+			if tc.v6 {
+				a, b = p.A6, p.B6
+			}
+			cli, srvAddr := netip.AddrPortFrom(a, 43011), netip.AddrPortFrom(b, 7311)
+			var c *Collector
+			var retrans uint32
+			wantPID := uint32(0)
+			if tc.mode == ModeTC {
+				c = startCollector(t, Config{Interfaces: []string{p.IfA}, NetNS: p.NSPathA()})
+				conn, srv := dialFromA(t, p, cli, srvAddr)
+				withLoss(t, srv, 100, func() {
+					if _, err := conn.Write(make([]byte, 100)); err != nil {
+						t.Fatal(err)
+					}
+				})
+				retrans = settledRetrans(t, func() uint32 { return tcpInfo(t, conn).Total_retrans })
+			} else {
+				abs, _ := testCgroup(t)
+				c = startCollector(t, Config{Mode: ModeCgroup, CgroupPath: abs})
+				acc := tcpServer(t, p.NSPathB(), srvAddr)
+				if err := p.DoA(noTailLossProbes); err != nil {
+					t.Fatal(err)
+				}
+				peer := startHelper(t, "tcp-peer", abs, p.NSA, cli, srvAddr)
+				wantPID = uint32(peer.cmd.Process.Pid)
+				srv := accepted(t, acc)
+				withLoss(t, srv, 100, func() { peer.calls(t, "send 1 100") })
+				retrans = settledRetrans(t, func() uint32 { return uint32(peer.calls(t, "retrans")) })
+			}
+			s := read(t, c)
+			rs := egressFrom(s, cli)
+			var got []string
+			for _, r := range rs {
+				got = append(got, fmt.Sprintf("%s on %q pid %d: %d packets, %d retransmits (delta %d)", r.Direction, r.Interface, r.PID, r.Packets, r.Retransmits, r.DeltaRetransmits))
+			}
+			if len(rs) != 1 || rs[0].Retransmits != uint64(retrans) || rs[0].DeltaRetransmits != rs[0].Retransmits {
+				t.Fatalf("want one egress flow from %s with %d retransmits (tcpi_total_retrans); got %v", cli, retrans, got)
+			}
+			r := rs[0]
+			if tc.mode == ModeTC && r.Interface != p.IfA || tc.mode == ModeCgroup && r.PID != wantPID {
+				t.Errorf("retransmits on %v, want the flow on %s (tc) or of pid %d (cgroup)", got, p.IfA, wantPID)
+			}
+			// The record is the flow the packets made: retransmissions are
+			// egress packets too, so it has at least the data segment and them.
+			if r.Packets < 1+r.Retransmits {
+				t.Errorf("egress flow has %d packets, fewer than its data segment and %d retransmissions", r.Packets, r.Retransmits)
+			}
+			for _, o := range s.Records {
+				if o.Retransmits != 0 && (o.SrcAddr != cli.Addr() || o.SrcPort != cli.Port()) {
+					t.Errorf("retransmits on another record: %+v", o)
+				}
+			}
+			t.Logf("%s: %d retransmissions counted, tcpi_total_retrans %d", tc.name, r.Retransmits, retrans)
+			s = read(t, c)
+			if rs := egressFrom(s, cli); len(rs) == 1 && (rs[0].Retransmits != uint64(retrans) || rs[0].DeltaRetransmits != 0) {
+				t.Errorf("second read: %d retransmits (delta %d), want %d (0)", rs[0].Retransmits, rs[0].DeltaRetransmits, retrans)
+			}
+		})
+	}
+}
+
+// pingPong makes n exchanges of size bytes each way, one segment in flight
+// at a time, so that every segment the client receives is its own skb.
+func pingPong(t *testing.T, conn, srv net.Conn, n, size int) {
+	t.Helper()
+	buf := make([]byte, size)
+	for i := 0; i < n; i++ {
+		if _, err := conn.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		readExactly(t, srv, size)
+		if _, err := srv.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		readExactly(t, conn, size)
+	}
+}
+
+// rttRecord reads c and returns the client's egress record and its RTT.
+func rttRecord(t *testing.T, c *Collector, cli netip.AddrPort) Record {
+	t.Helper()
+	rs := egressFrom(read(t, c), cli)
+	if len(rs) != 1 {
+		t.Fatalf("want one egress flow from %s, got %+v", cli, rs)
+	}
+	return rs[0]
+}
+
+// With tcp_rtt, each segment an established socket receives is one sample
+// of its smoothed RTT on its egress flow: as many samples as the segments
+// the client received after the SYN-ACK (tcpi_segs_in - 1), and none below
+// the socket's minimum RTT (srtt is an average of samples no smaller than
+// tcpi_min_rtt). Over a veth they are well under 200 ms.
+func TestRTTOnVeth(t *testing.T) {
+	nettest.RequireBPF(t)
+	requireTracepoint(t, "tcp_probe")
+	p := nettest.NewPair(t)
+	cli, srvAddr := netip.AddrPortFrom(p.A4, 43021), netip.AddrPortFrom(p.B4, 7321)
+	c := startCollector(t, Config{Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), TCPRTT: true})
+	conn, srv := dialFromA(t, p, cli, srvAddr)
+	const n = 50
+	pingPong(t, conn, srv, n, 100)
+	time.Sleep(100 * time.Millisecond) // delayed ACKs
+	info := tcpInfo(t, conn)
+	r := rttRecord(t, c, cli)
+	if after := tcpInfo(t, conn); after.Segs_in != info.Segs_in {
+		t.Fatalf("the client received segments during the read (%d, then %d)", info.Segs_in, after.Segs_in)
+	}
+	rtt := r.RTT
+	t.Logf("%d samples: min %v mean %v max %v; tcpi_min_rtt %d us, tcpi_rtt %d us, tcpi_segs_in %d",
+		rtt.Samples, rtt.Min, rtt.Mean(), rtt.Max, info.Min_rtt, info.Rtt, info.Segs_in)
+	if rtt.Samples != uint64(info.Segs_in-1) {
+		t.Errorf("%d RTT samples, want %d (segments received after the SYN-ACK, tcpi_segs_in - 1)", rtt.Samples, info.Segs_in-1)
+	}
+	if rtt.Min < time.Duration(info.Min_rtt)*time.Microsecond || rtt.Min <= 0 {
+		t.Errorf("min RTT %v is below the socket's minimum RTT %d us (or not positive)", rtt.Min, info.Min_rtt)
+	}
+	if !(rtt.Min <= rtt.Mean() && rtt.Mean() <= rtt.Max) || rtt.Max >= 200*time.Millisecond {
+		t.Errorf("RTT min %v mean %v max %v: want min <= mean <= max < 200ms", rtt.Min, rtt.Mean(), rtt.Max)
+	}
+	// Samples are per interval: with no traffic, none.
+	if r := rttRecord(t, c, cli); r.RTT != (RTTStats{}) {
+		t.Errorf("second read without traffic: RTT %+v, want none", r.RTT)
+	}
+}
+
+// With 20 ms of netem delay on the path, the mean RTT is within 20% of the
+// delay. The host kernel has no sch_netem; the QEMU guest (make vmtest) has.
+func TestRTTWithNetemDelay(t *testing.T) {
+	nettest.RequireBPF(t)
+	requireTracepoint(t, "tcp_probe")
+	p := nettest.NewPair(t)
+	const delay = 20 * time.Millisecond
+	if out, err := exec.Command("tc", "-n", p.NSB, "qdisc", "add", "dev", p.IfB, "root", "netem", "delay", "20ms").CombinedOutput(); err != nil {
+		if strings.Contains(string(out), "qdisc kind is unknown") {
+			t.Skipf("kernel %s has no netem qdisc (sch_netem): %s", kernelRelease(), strings.TrimSpace(string(out)))
+		}
+		t.Fatalf("tc qdisc add netem: %v: %s", err, out)
+	}
+	cli, srvAddr := netip.AddrPortFrom(p.A4, 43031), netip.AddrPortFrom(p.B4, 7331)
+	c := startCollector(t, Config{Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), TCPRTT: true})
+	conn, srv := dialFromA(t, p, cli, srvAddr)
+	pingPong(t, conn, srv, 20, 100)
+	r := rttRecord(t, c, cli)
+	rtt := r.RTT
+	t.Logf("netem delay %v: %d samples, min %v mean %v max %v", delay, rtt.Samples, rtt.Min, rtt.Mean(), rtt.Max)
+	if rtt.Samples == 0 || rtt.Mean() < delay*8/10 || rtt.Mean() > delay*12/10 {
+		t.Errorf("mean RTT %v over %d samples, want within 20%% of %v", rtt.Mean(), rtt.Samples, delay)
+	}
+}
+
+// programsNamed counts loaded programs with the given name.
+func programsNamed(t *testing.T, name string) int {
+	t.Helper()
+	n := 0
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return n
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // unloaded meanwhile
+		}
+		info, err := p.Info()
+		p.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Name == name {
+			n++
+		}
+	}
+}
+
+// With tcp_rtt off no tcp_probe program is loaded; with it on, one is, and
+// Close unloads it. The retransmit program loads in both.
+func TestTCPRTTLoadsOnlyWhenSet(t *testing.T) {
+	nettest.RequireBPF(t)
+	requireTracepoint(t, "tcp_probe")
+	requireTracepoint(t, "tcp_retransmit_skb")
+	p := nettest.NewPair(t)
+	const probe = "tcp_probe_rtt"
+	retransmits := func() int { return programsNamed(t, "tcp_retransmit") + programsNamed(t, "tcp_retransmit_err") }
+	probes0, retrans0 := programsNamed(t, probe), retransmits()
+	for _, on := range []bool{false, true} {
+		c := startCollector(t, Config{Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), TCPRTT: on})
+		want := 0
+		if on {
+			want = 1
+		}
+		if got := programsNamed(t, probe) - probes0; got != want {
+			t.Errorf("tcp_rtt = %v: %d %s programs loaded by the collector, want %d", on, got, probe, want)
+		}
+		if got := retransmits() - retrans0; got != 1 {
+			t.Errorf("tcp_rtt = %v: %d retransmit programs loaded, want 1", on, got)
+		}
+		c.Close()
+		// The kernel frees a detached program after an RCU grace period.
+		deadline := time.Now().Add(5 * time.Second)
+		for programsNamed(t, probe) != probes0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if got := programsNamed(t, probe) - probes0; got != 0 {
+			t.Errorf("5 s after Close: %d %s programs still loaded", got, probe)
+		}
+	}
+}
