@@ -111,56 +111,18 @@ func (p *peer) doneCalls(t *testing.T) int {
 // tcpServer accepts one connection on addr:port in namespace nsPath.
 func tcpServer(t *testing.T, nsPath string, addr netip.AddrPort) <-chan *net.TCPConn {
 	t.Helper()
-	var ln net.Listener
-	if err := nettest.Do(nsPath, func() (err error) {
-		ln, err = net.Listen("tcp", addr.String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	ch := make(chan *net.TCPConn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(ch)
-			return
-		}
-		ch <- c.(*net.TCPConn)
-	}()
-	return ch
+	return nettest.ListenTCP(t, nsPath, addr)
 }
 
 func accepted(t *testing.T, ch <-chan *net.TCPConn) *net.TCPConn {
 	t.Helper()
-	select {
-	case c, ok := <-ch:
-		if !ok {
-			t.Fatal("accept failed")
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	case <-time.After(5 * time.Second):
-		t.Fatal("no connection accepted in 5 s")
-	}
-	return nil
+	return nettest.Accepted(t, ch)
 }
 
 // readExactly reads n bytes and returns the number of reads that got data.
 func readExactly(t *testing.T, c net.Conn, n int) int {
 	t.Helper()
-	buf := make([]byte, n)
-	reads := 0
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for got := 0; got < n; {
-		k, err := c.Read(buf[:n-got])
-		if err != nil {
-			t.Fatalf("read %d of %d bytes: %v", got, n, err)
-		}
-		got += k
-		reads++
-	}
-	return reads
+	return nettest.ReadExactly(t, c, n)
 }
 
 // expectFlow is one record the kprobe mode must report.
@@ -380,26 +342,13 @@ func TestKprobeModeCountsRetransmits(t *testing.T) {
 			c := startKprobe(t, attach)
 			p := nettest.NewPair(t)
 			cli, srvAddr := netip.AddrPortFrom(p.A4, 43001), netip.AddrPortFrom(p.B4, 7301)
-			acc := tcpServer(t, p.NSPathB(), srvAddr)
-			var conn net.Conn
-			if err := p.DoA(func() (err error) {
-				if err := noTailLossProbes(); err != nil {
-					return err
-				}
-				d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(cli)}
-				conn, err = d.Dial("tcp", srvAddr.String())
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			srv := accepted(t, acc)
-			withLoss(t, srv, 100, func() {
+			conn, srv := p.DialTCP(t, cli, srvAddr)
+			nettest.WithLoss(t, srv, 100, func() {
 				if _, err := conn.Write(make([]byte, 100)); err != nil {
 					t.Fatal(err)
 				}
 			})
-			retrans := settledRetrans(t, func() uint32 { return tcpInfo(t, conn).Total_retrans })
+			retrans := nettest.SettledRetrans(t, func() uint32 { return nettest.TCPInfo(t, conn).Total_retrans })
 			s := read(t, c)
 			rs := find(s, func(r Record) bool {
 				return !r.Overflow && r.Direction == Egress && r.Proto == ProtoTCP && r.SrcAddr == cli.Addr() && r.SrcPort == cli.Port()
@@ -468,17 +417,7 @@ func TestKprobeModeCountsSendfile(t *testing.T) {
 	}
 }
 
-func withFD(c net.Conn, fn func(fd int) error) error {
-	raw, err := c.(syscall.Conn).SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := raw.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return err
-	}
-	return ferr
-}
+func withFD(c net.Conn, fn func(fd int) error) error { return nettest.WithFD(c, fn) }
 
 // auto prefers BPF trampolines; each method attaches every hook once, and
 // Close leaves none of the mode's programs loaded.

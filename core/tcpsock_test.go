@@ -3,7 +3,6 @@ package core
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,61 +12,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
-	"golang.org/x/sys/unix"
 
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
-
-// noTailLossProbes turns tail loss probes off in the calling thread's
-// network namespace: kprobe mode's tcp_retransmit_skb hook does not see
-// them, and a test wants one retransmission path, on timeout.
-func noTailLossProbes() error {
-	return os.WriteFile("/proc/sys/net/ipv4/tcp_early_retrans", []byte("0"), 0)
-}
-
-// withLoss makes srv drop every segment it receives (a socket filter)
-// while send runs and for 1.5 s after, so that its peer retransmits on
-// timeout (at about 0.2, 0.6 and 1.4 s), then reads the n bytes sent.
-func withLoss(t *testing.T, srv net.Conn, n int, send func()) {
-	t.Helper()
-	drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
-	if err := withFD(srv, func(fd int) error {
-		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	send()
-	time.Sleep(1500 * time.Millisecond)
-	if err := withFD(srv, func(fd int) error {
-		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	readExactly(t, srv, n)
-}
-
-// settledRetrans returns the sender's tcpi_total_retrans once the last
-// retransmission (which may still be in flight to the ACK) is counted.
-func settledRetrans(t *testing.T, get func() uint32) uint32 {
-	t.Helper()
-	if get() == 0 {
-		t.Fatal("the sender did not retransmit")
-	}
-	time.Sleep(100 * time.Millisecond)
-	return get()
-}
-
-func tcpInfo(t *testing.T, c net.Conn) *unix.TCPInfo {
-	t.Helper()
-	var info *unix.TCPInfo
-	if err := withFD(c, func(fd int) (err error) {
-		info, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return info
-}
 
 // requireTracepoint skips, naming the feature, on a kernel whose BTF lacks
 // the raw tracepoint tp.
@@ -80,25 +27,6 @@ func requireTracepoint(t *testing.T, tp string) {
 	if _, err := tracepointArgs(spec, tp); err != nil {
 		t.Skipf("kernel %s has no %s tracepoint in BTF (btf_trace_%s): %v", kernelRelease(), tp, tp, err)
 	}
-}
-
-// dialFromA connects from cli in A to a server at srvAddr in B and returns
-// both ends; tail loss probes are off in A.
-func dialFromA(t *testing.T, p *nettest.Pair, cli, srvAddr netip.AddrPort) (conn, srv net.Conn) {
-	t.Helper()
-	acc := tcpServer(t, p.NSPathB(), srvAddr)
-	if err := p.DoA(func() (err error) {
-		if err := noTailLossProbes(); err != nil {
-			return err
-		}
-		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(cli)}
-		conn, err = d.Dial("tcp", srvAddr.String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn, accepted(t, acc)
 }
 
 // egressFrom returns the non-overflow egress TCP records from cli.
@@ -136,25 +64,25 @@ func TestSocketModesCountRetransmits(t *testing.T) {
 			wantPID := uint32(0)
 			if tc.mode == ModeTC {
 				c = startCollector(t, Config{Interfaces: []string{p.IfA}, NetNS: p.NSPathA()})
-				conn, srv := dialFromA(t, p, cli, srvAddr)
-				withLoss(t, srv, 100, func() {
+				conn, srv := p.DialTCP(t, cli, srvAddr)
+				nettest.WithLoss(t, srv, 100, func() {
 					if _, err := conn.Write(make([]byte, 100)); err != nil {
 						t.Fatal(err)
 					}
 				})
-				retrans = settledRetrans(t, func() uint32 { return tcpInfo(t, conn).Total_retrans })
+				retrans = nettest.SettledRetrans(t, func() uint32 { return nettest.TCPInfo(t, conn).Total_retrans })
 			} else {
 				abs, _ := testCgroup(t)
 				c = startCollector(t, Config{Mode: ModeCgroup, CgroupPath: abs})
 				acc := tcpServer(t, p.NSPathB(), srvAddr)
-				if err := p.DoA(noTailLossProbes); err != nil {
+				if err := p.DoA(nettest.NoTailLossProbes); err != nil {
 					t.Fatal(err)
 				}
 				peer := startHelper(t, "tcp-peer", abs, p.NSA, cli, srvAddr)
 				wantPID = uint32(peer.cmd.Process.Pid)
 				srv := accepted(t, acc)
-				withLoss(t, srv, 100, func() { peer.calls(t, "send 1 100") })
-				retrans = settledRetrans(t, func() uint32 { return uint32(peer.calls(t, "retrans")) })
+				nettest.WithLoss(t, srv, 100, func() { peer.calls(t, "send 1 100") })
+				retrans = nettest.SettledRetrans(t, func() uint32 { return uint32(peer.calls(t, "retrans")) })
 			}
 			s := read(t, c)
 			rs := egressFrom(s, cli)
@@ -188,23 +116,6 @@ func TestSocketModesCountRetransmits(t *testing.T) {
 	}
 }
 
-// pingPong makes n exchanges of size bytes each way, one segment in flight
-// at a time, so that every segment the client receives is its own skb.
-func pingPong(t *testing.T, conn, srv net.Conn, n, size int) {
-	t.Helper()
-	buf := make([]byte, size)
-	for i := 0; i < n; i++ {
-		if _, err := conn.Write(buf); err != nil {
-			t.Fatal(err)
-		}
-		readExactly(t, srv, size)
-		if _, err := srv.Write(buf); err != nil {
-			t.Fatal(err)
-		}
-		readExactly(t, conn, size)
-	}
-}
-
 // rttRecord reads c and returns the client's egress record and its RTT.
 func rttRecord(t *testing.T, c *Collector, cli netip.AddrPort) Record {
 	t.Helper()
@@ -226,13 +137,13 @@ func TestRTTOnVeth(t *testing.T) {
 	p := nettest.NewPair(t)
 	cli, srvAddr := netip.AddrPortFrom(p.A4, 43021), netip.AddrPortFrom(p.B4, 7321)
 	c := startCollector(t, Config{Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), TCPRTT: true})
-	conn, srv := dialFromA(t, p, cli, srvAddr)
+	conn, srv := p.DialTCP(t, cli, srvAddr)
 	const n = 50
-	pingPong(t, conn, srv, n, 100)
+	nettest.PingPong(t, conn, srv, n, 100)
 	time.Sleep(100 * time.Millisecond) // delayed ACKs
-	info := tcpInfo(t, conn)
+	info := nettest.TCPInfo(t, conn)
 	r := rttRecord(t, c, cli)
-	if after := tcpInfo(t, conn); after.Segs_in != info.Segs_in {
+	if after := nettest.TCPInfo(t, conn); after.Segs_in != info.Segs_in {
 		t.Fatalf("the client received segments during the read (%d, then %d)", info.Segs_in, after.Segs_in)
 	}
 	rtt := r.RTT
@@ -268,8 +179,8 @@ func TestRTTWithNetemDelay(t *testing.T) {
 	}
 	cli, srvAddr := netip.AddrPortFrom(p.A4, 43031), netip.AddrPortFrom(p.B4, 7331)
 	c := startCollector(t, Config{Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), TCPRTT: true})
-	conn, srv := dialFromA(t, p, cli, srvAddr)
-	pingPong(t, conn, srv, 20, 100)
+	conn, srv := p.DialTCP(t, cli, srvAddr)
+	nettest.PingPong(t, conn, srv, 20, 100)
 	r := rttRecord(t, c, cli)
 	rtt := r.RTT
 	t.Logf("netem delay %v: %d samples, min %v mean %v max %v", delay, rtt.Samples, rtt.Min, rtt.Mean(), rtt.Max)
