@@ -44,6 +44,7 @@ type PktstatBPF struct {
 	IdleTimeout  config.Duration `toml:"idle_timeout"`
 	NetNS        string          `toml:"netns"`
 	PinPath      string          `toml:"pin_path"`
+	TCPRTT       bool            `toml:"tcp_rtt"`
 	// The series keys: dimensions, fold_ports, cidr_groups, top_n, ... The
 	// collector receiver takes the same keys.
 	aggregate.Config
@@ -88,6 +89,7 @@ func (p *PktstatBPF) Init() error {
 		NetNS:        p.NetNS,
 		PinPath:      p.PinPath,
 		Filters:      p.Filters,
+		TCPRTT:       p.TCPRTT,
 	}
 	if err := aggregate.Validate(cfg, p.Config); err != nil {
 		return err
