@@ -17,8 +17,8 @@
  *                              function and count.
  *   tp_btf/tcp_probe           the smoothed RTT (srtt_us >> 3) each time an
  *                              established socket receives a segment:
- *                              samples, sum, min and max per flow. Loaded
- *                              only with tcp_rtt = true.
+ *                              samples, sum, min, max and a histogram per
+ *                              flow. Loaded only with tcp_rtt = true.
  *
  * Keys are the socket's ends as an egress flow (local -> remote; IPv4 over
  * a dual-stack socket as IPv4), ifindex the device of the socket's cached
@@ -61,17 +61,32 @@ struct {
 	__type(value, struct flow_counters);
 } tcp_retransmits_overflow SEC(".maps");
 
+#define RTT_BUCKETS 16
+
+/*
+ * Upper bounds (inclusive, microseconds) of the first RTT_BUCKETS - 1
+ * histogram buckets; the last has none. User space sets them before
+ * loading (core.RTTBucketBounds), so both sides use one list.
+ */
+const volatile __u32 rtt_bounds_us[RTT_BUCKETS - 1] = {};
+
 /* Smoothed RTT samples of one flow since user space last took them. */
 struct rtt_stats {
 	__u64 samples;
 	__u64 sum_us;
 	__u32 min_us;
 	__u32 max_us;
+	__u32 buckets[RTT_BUCKETS]; /* samples per rtt_bounds_us bucket */
 };
 
-/* Taken (looked up and deleted) by user space at every Read. */
+/*
+ * Taken (looked up and deleted) by user space at every Read, so it holds
+ * only the flows with samples in one interval: not preallocated, since a
+ * full table would cost max_flows * 88 bytes per CPU.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 131072);
 	__type(key, struct cgroup_flow_key);
 	__type(value, struct rtt_stats);
@@ -150,6 +165,12 @@ static __always_inline void rtt_add(struct rtt_stats *s, __u32 us)
 		s->max_us = us;
 	s->samples++;
 	s->sum_us += us;
+	__u32 b = 0;
+	for (int i = 0; i < RTT_BUCKETS - 1; i++)
+		if (us > rtt_bounds_us[i])
+			b = i + 1;
+	if (b < RTT_BUCKETS)
+		s->buckets[b]++;
 }
 
 SEC("tp_btf/tcp_probe")
@@ -163,7 +184,8 @@ int BPF_PROG(tcp_probe_rtt, struct sock *sk, struct sk_buff *skb)
 		return 0;
 	struct rtt_stats *s = bpf_map_lookup_elem(&tcp_rtt, &key);
 	if (!s) {
-		struct rtt_stats init = { .samples = 1, .sum_us = srtt, .min_us = srtt, .max_us = srtt };
+		struct rtt_stats init = {};
+		rtt_add(&init, srtt);
 		long err = bpf_map_update_elem(&tcp_rtt, &key, &init, BPF_NOEXIST);
 		if (!err)
 			return 0;
