@@ -51,6 +51,7 @@ type TcpsockRttStats struct {
 	SumUs   uint64
 	MinUs   uint32
 	MaxUs   uint32
+	Buckets [16]uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -64,6 +65,7 @@ const (
 	TcpsockProgTcpProbeRtt           = "tcp_probe_rtt"
 	TcpsockProgTcpRetransmit         = "tcp_retransmit"
 	TcpsockProgTcpRetransmitErr      = "tcp_retransmit_err"
+	TcpsockVarRttBoundsUs            = "rtt_bounds_us"
 	TcpsockVarWantNetns              = "want_netns"
 )
 
@@ -128,7 +130,8 @@ type TcpsockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TcpsockVariableSpecs struct {
-	WantNetns *ebpf.VariableSpec `ebpf:"want_netns"`
+	RttBoundsUs *ebpf.VariableSpec `ebpf:"rtt_bounds_us"`
+	WantNetns   *ebpf.VariableSpec `ebpf:"want_netns"`
 }
 
 // TcpsockObjects contains all objects after they have been loaded into the kernel.
@@ -170,7 +173,8 @@ func (m *TcpsockMaps) Close() error {
 //
 // It can be passed to LoadTcpsockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TcpsockVariables struct {
-	WantNetns *ebpf.Variable `ebpf:"want_netns"`
+	RttBoundsUs *ebpf.Variable `ebpf:"rtt_bounds_us"`
+	WantNetns   *ebpf.Variable `ebpf:"want_netns"`
 }
 
 // TcpsockPrograms contains all programs after they have been loaded into the kernel.
