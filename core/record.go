@@ -134,6 +134,23 @@ type RTTStats struct {
 	Samples  uint64
 	Sum      time.Duration
 	Min, Max time.Duration
+	// Buckets counts the samples per RTTBucketBounds bucket: Buckets[i]
+	// those in (RTTBucketBounds[i-1], RTTBucketBounds[i]], the last those
+	// above every bound (OpenTelemetry's explicit-bucket layout).
+	Buckets [RTTBuckets]uint64
+}
+
+// RTTBuckets is the number of RTT histogram buckets, one more than bounds.
+const RTTBuckets = 16
+
+// RTTBucketBounds are the RTT histogram's bucket upper bounds, from
+// loopback (50 µs) to intercontinental and congested paths (2.5 s); the
+// kernel program counts samples into them at microsecond resolution.
+var RTTBucketBounds = [RTTBuckets - 1]time.Duration{
+	50 * time.Microsecond, 100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+	500 * time.Millisecond, time.Second, 2500 * time.Millisecond,
 }
 
 // Mean is Sum / Samples, 0 without samples.
@@ -157,6 +174,9 @@ func (s *RTTStats) Merge(o RTTStats) {
 	}
 	s.Samples += o.Samples
 	s.Sum += o.Sum
+	for i := range s.Buckets {
+		s.Buckets[i] += o.Buckets[i]
+	}
 }
 
 // IPVersion is 4, 6 or 0 for non-IP flows.

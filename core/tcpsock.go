@@ -116,6 +116,13 @@ func (c *Collector) startTCPSock() error {
 	}
 	spec.Maps[bpf.TcpsockMapTcpRetransmits].MaxEntries = uint32(c.cfg.MaxFlows)
 	spec.Maps[bpf.TcpsockMapTcpRtt].MaxEntries = uint32(c.cfg.MaxFlows)
+	var bounds [RTTBuckets - 1]uint32
+	for i, b := range RTTBucketBounds {
+		bounds[i] = uint32(b / time.Microsecond)
+	}
+	if err := spec.Variables[bpf.TcpsockVarRttBoundsUs].Set(bounds); err != nil {
+		return fmt.Errorf("set rtt_bounds_us: %w", err)
+	}
 	if c.cfg.Mode != ModeCgroup {
 		ino, err := netnsInode(c.cfg.NetNS)
 		if err != nil {
@@ -273,12 +280,16 @@ func rttStats(vals []bpf.TcpsockRttStats) RTTStats {
 		if v.Samples == 0 {
 			continue
 		}
-		s.Merge(RTTStats{
+		o := RTTStats{
 			Samples: v.Samples,
 			Sum:     time.Duration(v.SumUs) * time.Microsecond,
 			Min:     time.Duration(v.MinUs) * time.Microsecond,
 			Max:     time.Duration(v.MaxUs) * time.Microsecond,
-		})
+		}
+		for i, n := range v.Buckets {
+			o.Buckets[i] = uint64(n)
+		}
+		s.Merge(o)
 	}
 	return s
 }

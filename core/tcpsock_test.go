@@ -158,9 +158,38 @@ func TestRTTOnVeth(t *testing.T) {
 	if !(rtt.Min <= rtt.Mean() && rtt.Mean() <= rtt.Max) || rtt.Max >= 200*time.Millisecond {
 		t.Errorf("RTT min %v mean %v max %v: want min <= mean <= max < 200ms", rtt.Min, rtt.Mean(), rtt.Max)
 	}
+	checkBuckets(t, rtt)
 	// Samples are per interval: with no traffic, none.
 	if r := rttRecord(t, c, cli); r.RTT != (RTTStats{}) {
 		t.Errorf("second read without traffic: RTT %+v, want none", r.RTT)
+	}
+}
+
+// checkBuckets: the histogram holds every sample, the lowest non-empty
+// bucket is min's and the highest max's.
+func checkBuckets(t *testing.T, rtt RTTStats) {
+	t.Helper()
+	bucket := func(d time.Duration) int {
+		i := 0
+		for i < len(RTTBucketBounds) && d > RTTBucketBounds[i] {
+			i++
+		}
+		return i
+	}
+	var n uint64
+	lo, hi := -1, -1
+	for i, c := range rtt.Buckets {
+		n += c
+		if c > 0 {
+			if lo < 0 {
+				lo = i
+			}
+			hi = i
+		}
+	}
+	if n != rtt.Samples || lo != bucket(rtt.Min) || hi != bucket(rtt.Max) {
+		t.Errorf("buckets %v: %d samples in buckets %d..%d, want %d in %d (min %v)..%d (max %v)",
+			rtt.Buckets, n, lo, hi, rtt.Samples, bucket(rtt.Min), rtt.Min, bucket(rtt.Max), rtt.Max)
 	}
 }
 
@@ -187,6 +216,7 @@ func TestRTTWithNetemDelay(t *testing.T) {
 	if rtt.Samples == 0 || rtt.Mean() < delay*8/10 || rtt.Mean() > delay*12/10 {
 		t.Errorf("mean RTT %v over %d samples, want within 20%% of %v", rtt.Mean(), rtt.Samples, delay)
 	}
+	checkBuckets(t, rtt)
 }
 
 // programsNamed counts loaded programs with the given name.

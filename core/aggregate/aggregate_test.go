@@ -760,6 +760,7 @@ func TestRTTMerges(t *testing.T) {
 	ms := time.Millisecond
 	rtt := func(r core.Record, samples uint64, sum, lo, hi time.Duration) core.Record {
 		r.RTT = core.RTTStats{Samples: samples, Sum: sum, Min: lo, Max: hi}
+		r.RTT.Buckets[lo/ms] = samples // any layout: buckets add per index
 		return r
 	}
 	in := []core.Record{
@@ -776,9 +777,9 @@ func TestRTTMerges(t *testing.T) {
 	k443.DstPort = 443
 	checkSeries(t, out, []Series{
 		{Key: k443, Packets: 21, Bytes: 2010, DeltaPackets: 21, DeltaBytes: 2010, StartTime: at(-5),
-			RTT: core.RTTStats{Samples: 6, Sum: 46 * ms, Min: 2 * ms, Max: 20 * ms}},
+			RTT: core.RTTStats{Samples: 6, Sum: 46 * ms, Min: 2 * ms, Max: 20 * ms, Buckets: [core.RTTBuckets]uint64{2: 2, 5: 4}}},
 		{Kind: KindOther, Packets: 1, Bytes: 100, DeltaPackets: 1, DeltaBytes: 100, StartTime: at(-5),
-			RTT: core.RTTStats{Samples: 4, Sum: 97 * ms, Min: 7 * ms, Max: 50 * ms}},
+			RTT: core.RTTStats{Samples: 4, Sum: 97 * ms, Min: 7 * ms, Max: 50 * ms, Buckets: [core.RTTBuckets]uint64{7: 1, 10: 3}}},
 	})
 	quiet := next(in[0], 1, 100, at(10))
 	quiet.RTT = core.RTTStats{}
