@@ -69,6 +69,9 @@ type Config struct {
 	PinPath string `mapstructure:"pin_path"`
 	// Temporality of the flow metrics: cumulative or delta.
 	Temporality string `mapstructure:"temporality"`
+	// TCPRTT samples TCP sockets' smoothed RTT per flow (tc and cgroup
+	// modes) into pktstatbpf.network.flow.tcp.rtt.
+	TCPRTT bool `mapstructure:"tcp_rtt"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -198,6 +201,7 @@ func (c *Config) coreConfig(logger *slog.Logger) core.Config {
 		PinPath:      c.PinPath,
 		Filters:      c.Filters,
 		Logger:       logger,
+		TCPRTT:       c.TCPRTT,
 	}
 }
 

@@ -10,6 +10,7 @@ const (
 	MetricPktstatbpfNetworkFlowBytes          = "pktstatbpf.network.flow.bytes"
 	MetricPktstatbpfNetworkFlowPackets        = "pktstatbpf.network.flow.packets"
 	MetricPktstatbpfNetworkFlowTCPRetransmits = "pktstatbpf.network.flow.tcp.retransmits"
+	MetricPktstatbpfNetworkFlowTCPRTT         = "pktstatbpf.network.flow.tcp.rtt"
 	MetricPktstatbpfFlowCount                 = "pktstatbpf.flow.count"
 	MetricPktstatbpfFlowLimit                 = "pktstatbpf.flow.limit"
 	MetricPktstatbpfFlowExpired               = "pktstatbpf.flow.expired"
@@ -55,6 +56,7 @@ type MetricsConfig struct {
 	PktstatbpfNetworkFlowBytes          FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.bytes"`
 	PktstatbpfNetworkFlowPackets        FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.packets"`
 	PktstatbpfNetworkFlowTCPRetransmits FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.tcp.retransmits"`
+	PktstatbpfNetworkFlowTCPRTT         FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.tcp.rtt"`
 	PktstatbpfFlowCount                 MetricConfig     `mapstructure:"pktstatbpf.flow.count"`
 	PktstatbpfFlowLimit                 MetricConfig     `mapstructure:"pktstatbpf.flow.limit"`
 	PktstatbpfFlowExpired               MetricConfig     `mapstructure:"pktstatbpf.flow.expired"`
@@ -66,13 +68,15 @@ type MetricsConfig struct {
 }
 
 // DefaultMetricsConfig enables every metric but pktstatbpf.network.flow.tcp.retransmits,
-// which only kprobe mode fills; the flow metrics record every attribute of
-// the configured dimensions.
+// off as it was when only kprobe mode filled it; the flow metrics record
+// every attribute of the configured dimensions. pktstatbpf.network.flow.tcp.rtt
+// has points only with tcp_rtt = true.
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
 		PktstatbpfNetworkFlowBytes:          FlowMetricConfig{Enabled: true},
 		PktstatbpfNetworkFlowPackets:        FlowMetricConfig{Enabled: true},
 		PktstatbpfNetworkFlowTCPRetransmits: FlowMetricConfig{Enabled: false},
+		PktstatbpfNetworkFlowTCPRTT:         FlowMetricConfig{Enabled: true},
 		PktstatbpfFlowCount:                 MetricConfig{Enabled: true},
 		PktstatbpfFlowLimit:                 MetricConfig{Enabled: true},
 		PktstatbpfFlowExpired:               MetricConfig{Enabled: true},
@@ -133,6 +137,7 @@ func (c MetricsBuilderConfig) FlowMetrics() []FlowMetric {
 		{MetricPktstatbpfNetworkFlowBytes, c.Metrics.PktstatbpfNetworkFlowBytes},
 		{MetricPktstatbpfNetworkFlowPackets, c.Metrics.PktstatbpfNetworkFlowPackets},
 		{MetricPktstatbpfNetworkFlowTCPRetransmits, c.Metrics.PktstatbpfNetworkFlowTCPRetransmits},
+		{MetricPktstatbpfNetworkFlowTCPRTT, c.Metrics.PktstatbpfNetworkFlowTCPRTT},
 	}
 }
 
