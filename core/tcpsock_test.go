@@ -12,7 +12,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
 
+	"github.com/pktstat-bpf/pktstat-bpf/bpf"
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
 
@@ -280,4 +282,104 @@ func TestTCPRTTLoadsOnlyWhenSet(t *testing.T) {
 			t.Errorf("5 s after Close: %d %s programs still loaded", got, probe)
 		}
 	}
+}
+
+// Socket events join the egress record of their ends, preferring the one
+// on the socket's route device; without one they get a record of their own
+// only on a watched interface; a full table's retransmits go to an
+// overflow record. Cumulative and delta counts follow the drains, RTT is
+// per drain.
+func TestTCPSockDrainJoins(t *testing.T) {
+	nettest.RequireBPF(t)
+	requireTracepoint(t, "tcp_retransmit_skb")
+	requireTracepoint(t, "tcp_probe")
+	p := nettest.NewPair(t)
+	c := startCollector(t, Config{Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), TCPRTT: true})
+	ts, ncpu := c.tcpsock, c.flows.ncpu
+	var ifA int
+	for i, n := range c.ifaces.names {
+		if n == p.IfA {
+			ifA = i
+		}
+	}
+	var mono unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+	first := uint64(mono.Nano())
+	ends := func(k *bpf.FlowFlowKey, ifindex uint32, dport uint16) {
+		k.EthProto, k.IpProto, k.Direction, k.Ifindex = EtherTypeIPv4, ProtoTCP, uint8(Egress), ifindex
+		copy(k.SrcAddr[:], []byte{198, 51, 100, 1})
+		copy(k.DstAddr[:], []byte{198, 51, 100, 2})
+		k.SrcPort, k.DstPort = 40000, dport
+	}
+	put := func(m *ebpf.Map, k any, packets uint64) {
+		t.Helper()
+		vals := make([]counters, ncpu)
+		vals[0] = counters{Packets: packets, Bytes: packets * 100, FirstSeenNs: first}
+		if err := m.Put(k, vals); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sock := func(ifindex uint32, dport uint16) bpf.TcpsockCgroupFlowKey {
+		var fk bpf.FlowFlowKey
+		ends(&fk, ifindex, dport)
+		var k bpf.TcpsockCgroupFlowKey
+		k.Flow = fk
+		return k
+	}
+	// Port 80's flow crossed A and a second watched device (ifindex 1
+	// stands in for it); the socket routes through A.
+	for _, ifindex := range []uint32{1, uint32(ifA)} {
+		var fk bpf.FlowFlowKey
+		ends(&fk, ifindex, 80)
+		put(c.flows.m, fk, 10)
+	}
+	put(ts.retrans.m, sock(uint32(ifA), 80), 3)
+	put(ts.retrans.m, sock(uint32(ifA), 81), 2) // no flow record: an orphan on A
+	put(ts.retrans.m, sock(999, 82), 7)         // routed through an unwatched device
+	put(ts.rov.m, uint32(0), 5)
+	rtt := make([]bpf.TcpsockRttStats, ncpu)
+	rtt[0] = bpf.TcpsockRttStats{Samples: 2, SumUs: 300, MinUs: 100, MaxUs: 200}
+	rtt[ncpu-1] = bpf.TcpsockRttStats{Samples: 1, SumUs: 50, MinUs: 50, MaxUs: 50}
+	rtt[0].Buckets[2], rtt[ncpu-1].Buckets[0] = 2, 1
+	if err := ts.rtt.Put(sock(uint32(ifA), 80), rtt); err != nil {
+		t.Fatal(err)
+	}
+
+	type row struct {
+		ifindex  uint32
+		port     uint16
+		overflow bool
+		retrans  uint64
+		delta    uint64
+		samples  uint64
+	}
+	check := func(want []row) []Record {
+		t.Helper()
+		s := read(t, c)
+		var got []row
+		var out []Record
+		for _, r := range s.Records {
+			if r.SrcAddr == netip.MustParseAddr("198.51.100.1") || r.Overflow && r.Retransmits > 0 {
+				got = append(got, row{r.Ifindex, r.DstPort, r.Overflow, r.Retransmits, r.DeltaRetransmits, r.RTT.Samples})
+				out = append(out, r)
+			}
+		}
+		if fmt.Sprint(sortRows(got)) != fmt.Sprint(sortRows(want)) {
+			t.Errorf("records (ifindex, port, overflow, retransmits, delta, rtt samples) %v, want %v", sortRows(got), sortRows(want))
+		}
+		return out
+	}
+	a := uint32(ifA)
+	rs := check([]row{{0, 0, true, 5, 5, 0}, {1, 80, false, 0, 0, 0}, {a, 80, false, 3, 3, 3}, {a, 81, false, 2, 2, 0}})
+	for _, r := range rs {
+		if r.DstPort == 80 && r.Ifindex == a {
+			want := RTTStats{Samples: 3, Sum: 350 * time.Microsecond, Min: 50 * time.Microsecond, Max: 200 * time.Microsecond}
+			want.Buckets[0], want.Buckets[2] = 1, 2
+			if r.RTT != want {
+				t.Errorf("RTT %+v, want %+v", r.RTT, want)
+			}
+		}
+	}
+	put(ts.retrans.m, sock(uint32(ifA), 80), 4)
+	check([]row{{0, 0, true, 5, 0, 0}, {1, 80, false, 0, 0, 0}, {a, 80, false, 4, 1, 0}, {a, 81, false, 2, 0, 0}})
 }
