@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"github.com/pktstat-bpf/pktstat-bpf/bpf"
@@ -22,13 +21,7 @@ import (
 // the raw tracepoint tp.
 func requireTracepoint(t *testing.T, tp string) {
 	t.Helper()
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		t.Skipf("kernel %s has no BTF (needed for tp_btf/%s): %v", kernelRelease(), tp, err)
-	}
-	if _, err := tracepointArgs(spec, tp); err != nil {
-		t.Skipf("kernel %s has no %s tracepoint in BTF (btf_trace_%s): %v", kernelRelease(), tp, tp, err)
-	}
+	nettest.RequireTracepoints(t, tp)
 }
 
 // egressFrom returns the non-overflow egress TCP records from cli.
@@ -221,15 +214,15 @@ func TestRTTWithNetemDelay(t *testing.T) {
 	checkBuckets(t, rtt)
 }
 
-// programsNamed counts loaded programs with the given name.
-func programsNamed(t *testing.T, name string) int {
+// loadedProgramNames lists the names of the programs loaded in the kernel.
+func loadedProgramNames(t *testing.T) []string {
 	t.Helper()
-	n := 0
+	var names []string
 	var id ebpf.ProgramID
 	for {
 		next, err := ebpf.ProgramGetNextID(id)
 		if errors.Is(err, os.ErrNotExist) {
-			return n
+			return names
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -244,10 +237,20 @@ func programsNamed(t *testing.T, name string) int {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.Name == name {
+		names = append(names, info.Name)
+	}
+}
+
+// programsNamed counts loaded programs with the given name.
+func programsNamed(t *testing.T, name string) int {
+	t.Helper()
+	n := 0
+	for _, got := range loadedProgramNames(t) {
+		if got == name {
 			n++
 		}
 	}
+	return n
 }
 
 // With tcp_rtt off no tcp_probe program is loaded; with it on, one is, and

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/btf"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
@@ -18,10 +17,8 @@ import (
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
 )
 
-// rttPoints returns the pktstatbpf.network.flow.tcp.rtt points in md, keyed
-// by their attributes.
-func rttPoints(md pmetric.Metrics) map[string]pmetric.HistogramDataPoint {
-	out := map[string]pmetric.HistogramDataPoint{}
+// rttHistograms calls fn with every pktstatbpf.network.flow.tcp.rtt point in md.
+func rttHistograms(md pmetric.Metrics, fn func(pmetric.HistogramDataPoint)) {
 	rms := md.ResourceMetrics()
 	for i := 0; i < rms.Len(); i++ {
 		sms := rms.At(i).ScopeMetrics()
@@ -30,13 +27,18 @@ func rttPoints(md pmetric.Metrics) map[string]pmetric.HistogramDataPoint {
 			for k := 0; k < ms.Len(); k++ {
 				if m := ms.At(k); m.Name() == metadata.MetricPktstatbpfNetworkFlowTCPRTT {
 					for l := 0; l < m.Histogram().DataPoints().Len(); l++ {
-						dp := m.Histogram().DataPoints().At(l)
-						out[attrString(dp.Attributes())] = dp
+						fn(m.Histogram().DataPoints().At(l))
 					}
 				}
 			}
 		}
 	}
+}
+
+// rttPoints returns the RTT points in md, keyed by their attributes.
+func rttPoints(md pmetric.Metrics) map[string]pmetric.HistogramDataPoint {
+	out := map[string]pmetric.HistogramDataPoint{}
+	rttHistograms(md, func(dp pmetric.HistogramDataPoint) { out[attrString(dp.Attributes())] = dp })
 	return out
 }
 
@@ -133,15 +135,7 @@ func TestReceiverTCPHealth(t *testing.T) {
 		t.Skip("attaches BPF programs")
 	}
 	nettest.RequireBPF(t)
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		t.Skipf("kernel has no BTF (needed for tp_btf/tcp_probe and tcp_retransmit_skb): %v", err)
-	}
-	for _, tp := range []string{"btf_trace_tcp_probe", "btf_trace_tcp_retransmit_skb"} {
-		if _, err := spec.AnyTypeByName(tp); err != nil {
-			t.Skipf("kernel BTF has no %s: %v", tp, err)
-		}
-	}
+	nettest.RequireTracepoints(t, "tcp_probe", "tcp_retransmit_skb")
 	p := nettest.NewPair(t)
 	cfg := createDefaultConfig().(*Config)
 	cfg.Interfaces = []string{p.IfA}
@@ -153,13 +147,7 @@ func TestReceiverTCPHealth(t *testing.T) {
 	sink, shutdown := startInProcess(t, cfg)
 
 	cli, srvAddr := netip.AddrPortFrom(p.A4, 43051), netip.AddrPortFrom(p.B4, 7351)
-	conn, srv := p.DialTCP(t, cli, srvAddr)
-	nettest.WithLoss(t, srv, 100, func() {
-		_, err := conn.Write(make([]byte, 100))
-		require.NoError(t, err)
-	})
-	nettest.PingPong(t, conn, srv, 20, 100)
-	retrans := nettest.SettledRetrans(t, func() uint32 { return nettest.TCPInfo(t, conn).Total_retrans })
+	conn, retrans := p.LossyExchange(t, cli, srvAddr, 20)
 	info := nettest.TCPInfo(t, conn)
 	shutdown()
 
@@ -170,37 +158,21 @@ func TestReceiverTCPHealth(t *testing.T) {
 	assert.Equal(t, int64(retrans), flowTotals([]pmetric.Metrics{last}, metadata.MetricPktstatbpfNetworkFlowTCPRetransmits, p.IfA)[client],
 		"retransmits vs tcpi_total_retrans %d", retrans)
 	var found bool
-	for _, md := range []pmetric.Metrics{last} {
-		rms := md.ResourceMetrics()
-		for i := 0; i < rms.Len(); i++ {
-			sms := rms.At(i).ScopeMetrics()
-			for j := 0; j < sms.Len(); j++ {
-				ms := sms.At(j).Metrics()
-				for k := 0; k < ms.Len(); k++ {
-					m := ms.At(k)
-					if m.Name() != metadata.MetricPktstatbpfNetworkFlowTCPRTT {
-						continue
-					}
-					for l := 0; l < m.Histogram().DataPoints().Len(); l++ {
-						dp := m.Histogram().DataPoints().At(l)
-						if flowLabel(dp.Attributes()) != client {
-							continue
-						}
-						found = true
-						var n uint64
-						for _, c := range dp.BucketCounts().AsRaw() {
-							n += c
-						}
-						mean := dp.Sum() / float64(dp.Count())
-						t.Logf("retransmits %d; rtt count %d min %.6f s mean %.6f s max %.6f s; tcpi_min_rtt %d us",
-							retrans, dp.Count(), dp.Min(), mean, dp.Max(), info.Min_rtt)
-						assert.Equal(t, dp.Count(), n, "bucket counts")
-						assert.GreaterOrEqual(t, dp.Min(), float64(info.Min_rtt)/1e6, "min below tcpi_min_rtt")
-						assert.True(t, dp.Count() > 0 && dp.Min() <= mean && mean <= dp.Max() && dp.Max() < 0.2, "min %f mean %f max %f", dp.Min(), mean, dp.Max())
-					}
-				}
-			}
+	rttHistograms(last, func(dp pmetric.HistogramDataPoint) {
+		if flowLabel(dp.Attributes()) != client {
+			return
 		}
-	}
+		found = true
+		var n uint64
+		for _, c := range dp.BucketCounts().AsRaw() {
+			n += c
+		}
+		mean := dp.Sum() / float64(dp.Count())
+		t.Logf("retransmits %d; rtt count %d min %.6f s mean %.6f s max %.6f s; tcpi_min_rtt %d us",
+			retrans, dp.Count(), dp.Min(), mean, dp.Max(), info.Min_rtt)
+		assert.Equal(t, dp.Count(), n, "bucket counts")
+		assert.GreaterOrEqual(t, dp.Min(), float64(info.Min_rtt)/1e6, "min below tcpi_min_rtt")
+		assert.True(t, dp.Count() > 0 && dp.Min() <= mean && mean <= dp.Max() && dp.Max() < 0.2, "min %f mean %f max %f", dp.Min(), mean, dp.Max())
+	})
 	assert.True(t, found, "no RTT point for %s", client)
 }

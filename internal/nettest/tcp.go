@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 )
 
@@ -170,4 +171,34 @@ func PingPong(t testing.TB, client, server net.Conn, n, size int) {
 		}
 		ReadExactly(t, client, size)
 	}
+}
+
+// RequireTracepoints skips t, naming what is missing, on a kernel whose BTF
+// lacks one of the raw tracepoints tps (as tp_btf programs attach to them).
+func RequireTracepoints(t testing.TB, tps ...string) {
+	t.Helper()
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("kernel has no BTF (needed for tp_btf/%s): %v", tps[0], err)
+	}
+	for _, tp := range tps {
+		if _, err := spec.AnyTypeByName("btf_trace_" + tp); err != nil {
+			t.Skipf("kernel BTF has no %s tracepoint (btf_trace_%s): %v", tp, tp, err)
+		}
+	}
+}
+
+// LossyExchange connects from cli in A to srv in B, makes the client's
+// first 100 bytes retransmit (WithLoss), then makes n ping-pong exchanges
+// of 100 bytes; it returns the client and its settled tcpi_total_retrans.
+func (p *Pair) LossyExchange(t testing.TB, cli, srv netip.AddrPort, n int) (*net.TCPConn, uint32) {
+	t.Helper()
+	conn, server := p.DialTCP(t, cli, srv)
+	WithLoss(t, server, 100, func() {
+		if _, err := conn.Write(make([]byte, 100)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	PingPong(t, conn, server, n, 100)
+	return conn, SettledRetrans(t, func() uint32 { return TCPInfo(t, conn).Total_retrans })
 }

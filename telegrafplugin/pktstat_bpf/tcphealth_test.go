@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/btf"
 	"github.com/influxdata/telegraf"
 	"github.com/influxdata/telegraf/metric"
 	"github.com/influxdata/telegraf/testutil"
@@ -63,15 +62,7 @@ func TestRTTFields(t *testing.T) {
 // min <= mean <= max, the min no lower than the socket's tcpi_min_rtt.
 func TestTCPHealthOnVeth(t *testing.T) {
 	nettest.RequireBPF(t)
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		t.Skipf("kernel has no BTF (needed for tp_btf/tcp_probe and tcp_retransmit_skb): %v", err)
-	}
-	for _, tp := range []string{"btf_trace_tcp_probe", "btf_trace_tcp_retransmit_skb"} {
-		if _, err := spec.AnyTypeByName(tp); err != nil {
-			t.Skipf("kernel BTF has no %s: %v", tp, err)
-		}
-	}
+	nettest.RequireTracepoints(t, "tcp_probe", "tcp_retransmit_skb")
 	p := nettest.NewPair(t)
 	plugin := &PktstatBPF{Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), TCPRTT: true, Log: testutil.Logger{}}
 	require.NoError(t, plugin.Init())
@@ -80,13 +71,7 @@ func TestTCPHealthOnVeth(t *testing.T) {
 	defer plugin.Stop()
 
 	cli, srvAddr := netip.AddrPortFrom(p.A4, 43041), netip.AddrPortFrom(p.B4, 7341)
-	conn, srv := p.DialTCP(t, cli, srvAddr)
-	nettest.WithLoss(t, srv, 100, func() {
-		_, err := conn.Write(make([]byte, 100))
-		require.NoError(t, err)
-	})
-	nettest.PingPong(t, conn, srv, 20, 100)
-	retrans := nettest.SettledRetrans(t, func() uint32 { return nettest.TCPInfo(t, conn).Total_retrans })
+	conn, retrans := p.LossyExchange(t, cli, srvAddr, 20)
 	info := nettest.TCPInfo(t, conn)
 	require.NoError(t, plugin.Gather(&acc))
 
