@@ -99,6 +99,9 @@ type Config struct {
 	// breakFentry makes the fentry/fexit load for this kernel function
 	// fail, so that tests exercise the fallback to kprobes.
 	breakFentry string
+	// hideTracepoint makes the BTF probe miss this raw tracepoint, so that
+	// tests see what a kernel without it does.
+	hideTracepoint string
 }
 
 // Validate checks the capture keys without touching the system. Agents call

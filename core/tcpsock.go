@@ -97,9 +97,15 @@ func (c *Collector) startTCPSock() error {
 		c.cfg.Logger.Info("pktstat-bpf: TCP retransmits not counted: the kernel has no BTF for tp_btf/tcp_retransmit_skb (CONFIG_DEBUG_INFO_BTF); mode kprobe counts them", "kernel", kernel, "err", err)
 		return nil
 	}
-	retransArgs, retransErr := tracepointArgs(kspec, "tcp_retransmit_skb")
+	probe := func(tp string) (int, error) {
+		if tp == c.cfg.hideTracepoint {
+			return 0, fmt.Errorf("btf_trace_%s: %w", tp, btf.ErrNotFound)
+		}
+		return tracepointArgs(kspec, tp)
+	}
+	retransArgs, retransErr := probe("tcp_retransmit_skb")
 	if c.cfg.TCPRTT {
-		if _, err := tracepointArgs(kspec, "tcp_probe"); err != nil {
+		if _, err := probe("tcp_probe"); err != nil {
 			return fmt.Errorf("tcp_rtt = true: kernel %s has no tcp_probe tracepoint in its BTF (btf_trace_tcp_probe, Linux 4.16+ with CONFIG_DEBUG_INFO_BTF): %w: set tcp_rtt = false", kernel, ErrNotSupported)
 		}
 	}
@@ -174,6 +180,7 @@ func (c *Collector) startTCPSock() error {
 		ts.rttKeys = make([]bpf.TcpsockCgroupFlowKey, batchSize)
 		ts.rttVals = make([]bpf.TcpsockRttStats, batchSize*ts.ncpu)
 	}
+	retransmits := false
 	for name, prog := range coll.Programs {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {
@@ -185,8 +192,9 @@ func (c *Collector) startTCPSock() error {
 			continue
 		}
 		ts.links = append(ts.links, l)
+		retransmits = retransmits || name != bpf.TcpsockProgTcpProbeRtt
 	}
-	c.cfg.Logger.Info("pktstat-bpf: TCP socket hooks attached", "retransmits", retransErr == nil, "tcp_rtt", c.cfg.TCPRTT)
+	c.cfg.Logger.Info("pktstat-bpf: TCP socket hooks attached", "retransmits", retransmits, "tcp_rtt", c.cfg.TCPRTT)
 	return nil
 }
 
