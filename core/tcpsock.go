@@ -328,7 +328,7 @@ func (c *Collector) tcpsockRecord(k bpf.TcpsockCgroupFlowKey, st *flowState, exp
 	}
 	switch {
 	case c.ifaces != nil:
-		if c.ifaces.name(int(fk.Ifindex)) == "" {
+		if !c.ifaces.watched(int(fk.Ifindex)) {
 			return nil // routed through an interface this collector does not watch
 		}
 	case c.cgroups != nil && c.cgRel != "/":
@@ -342,6 +342,15 @@ func (c *Collector) tcpsockRecord(k bpf.TcpsockCgroupFlowKey, st *flowState, exp
 	c.emit(fk, &orphan, 0, 0, expired, false)
 	ts.joins[e] = append(ts.joins[e], len(c.records)-1)
 	return &c.records[len(c.records)-1]
+}
+
+// watched reports whether programs are attached to ifindex now. (name
+// also knows interfaces seen but never matched, such as lo.)
+func (s *ifaceSet) watched(ifindex int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.attached[ifindex]
+	return ok
 }
 
 // retransOverflow is a retransmit table's last-resort total (the skbs that

@@ -362,6 +362,7 @@ func TestTCPSockDrainJoins(t *testing.T) {
 	put(ts.retrans.m, sock(uint32(ifA), 80), 3)
 	put(ts.retrans.m, sock(uint32(ifA), 81), 2) // no flow record: an orphan on A
 	put(ts.retrans.m, sock(999, 82), 7)         // routed through an unwatched device
+	put(ts.retrans.m, sock(1, 83), 6)           // through A's lo: seen, not watched
 	put(ts.rov.m, uint32(0), 5)
 	rtt := make([]bpf.TcpsockRttStats, ncpu)
 	rtt[0] = bpf.TcpsockRttStats{Samples: 2, SumUs: 300, MinUs: 100, MaxUs: 200}
