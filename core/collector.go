@@ -39,6 +39,9 @@ type Collector struct {
 	hooks  []*hook   // cgroup, kprobe
 	kp     *kprobeCapture
 	drops  *dropCapture // drops = true
+	// tcpsock is tc and cgroup modes' retransmits and RTT, nil without.
+	tcpsock *tcpsockCapture
+	cgRel   string // cgroup mode's cgroup_path below the mount ("/" for all)
 
 	flowObjs   *bpf.FlowObjects
 	cgroupObjs *bpf.CgroupObjects
@@ -105,6 +108,9 @@ func (c *Collector) Start(ctx context.Context) (err error) {
 		err = c.startCgroup()
 	case ModeKprobe:
 		err = c.startKprobe()
+	}
+	if err == nil && (c.cfg.Mode == ModeTC || c.cfg.Mode == ModeCgroup) {
+		err = c.startTCPSock()
 	}
 	if err != nil {
 		return err
@@ -243,6 +249,7 @@ func (c *Collector) startCgroup() error {
 		rel = "/"
 	}
 	c.cgroups = &cgroupResolver{root: mount}
+	c.cgRel = rel
 
 	spec, err := bpf.LoadCgroup()
 	if err != nil {
@@ -346,6 +353,9 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 			fk.CgroupID, fk.PID, fk.Comm = k.CgroupId, k.Pid, c.comm(k.Comm)
 			c.emit(fk, st, dp, db, expired, false)
 		})
+	}
+	if err == nil && c.tcpsock != nil {
+		err = c.drainTCPSock(now, clock)
 	}
 	if err != nil {
 		return Snapshot{}, err
@@ -511,6 +521,10 @@ func (c *Collector) release() error {
 	if c.drops != nil {
 		errs = append(errs, c.drops.close())
 		c.drops = nil
+	}
+	if c.tcpsock != nil {
+		c.tcpsock.close()
+		c.tcpsock = nil
 	}
 	if c.ns != nil {
 		c.ns.close()

@@ -93,6 +93,10 @@ type Config struct {
 	PinPath string
 	// Logger receives attach/detach events; nil means slog.Default().
 	Logger *slog.Logger
+	// TCPRTT (key tcp_rtt) reports TCP sockets' smoothed RTT per egress
+	// flow (tp_btf/tcp_probe), in tc and cgroup modes. Off, nothing
+	// RTT-related is loaded.
+	TCPRTT bool
 
 	// legacyTC forces the clsact/cls_bpf path, so that tests exercise it on
 	// kernels that have TCX.
@@ -102,6 +106,9 @@ type Config struct {
 	breakFentry string
 	// dropTable, if set, replaces dropTableSize, so that tests fill it.
 	dropTable int
+	// hideTracepoint makes the BTF probe miss this raw tracepoint, so that
+	// tests see what a kernel without it does.
+	hideTracepoint string
 }
 
 // Validate checks the capture keys without touching the system. Agents call
@@ -169,6 +176,9 @@ func (c Config) Validate() error {
 	}
 	if c.NetNS != "" && !filepath.IsAbs(c.NetNS) {
 		errs = append(errs, fmt.Errorf("netns %q is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net", c.NetNS))
+	}
+	if c.TCPRTT && (c.Mode == ModeXDP || c.Mode == ModeKprobe) {
+		errs = append(errs, fmt.Errorf("tcp_rtt = true is set but mode is %q: RTT is reported on egress flows of the tc and cgroup modes; set tcp_rtt = false or use mode tc or cgroup", c.Mode))
 	}
 	if _, err := c.Filters.compile(); err != nil {
 		errs = append(errs, err)

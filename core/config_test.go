@@ -29,6 +29,10 @@ func TestConfigValidate(t *testing.T) {
 		{"relative netns", Config{NetNS: "blue"}, `netns "blue" is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net`},
 		{"absolute netns", Config{NetNS: "/var/run/netns/blue"}, ""},
 		{"two errors at once", Config{Mode: "x", MaxFlows: 1}, "max_flows 1"},
+		{"tcp_rtt in tc mode", Config{TCPRTT: true}, ""},
+		{"tcp_rtt in cgroup mode", Config{Mode: ModeCgroup, TCPRTT: true}, ""},
+		{"tcp_rtt in xdp mode", Config{Mode: ModeXDP, TCPRTT: true}, `tcp_rtt = true is set but mode is "xdp": RTT is reported on egress flows of the tc and cgroup modes; set tcp_rtt = false or use mode tc or cgroup`},
+		{"tcp_rtt in kprobe mode", Config{Mode: ModeKprobe, TCPRTT: true}, `tcp_rtt = true is set but mode is "kprobe"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as the child processes some tests need: a UDP
@@ -69,7 +71,8 @@ func udpPeer() int {
 // tcpPeer connects to PKTSTAT_DST from PKTSTAT_SRC over TCP, says "ready",
 // and on "send N SIZE" makes N writes of SIZE bytes, on "recv BYTES" reads
 // until BYTES arrived, on "recvall BYTES" reads them with one blocking
-// MSG_WAITALL recv; it answers "done K", K the system calls that moved data.
+// MSG_WAITALL recv; it answers "done K", K the system calls that moved data
+// ("retrans" answers the socket's tcpi_total_retrans as K).
 func tcpPeer() int {
 	src, dst := netip.MustParseAddrPort(os.Getenv("PKTSTAT_SRC")), netip.MustParseAddrPort(os.Getenv("PKTSTAT_DST"))
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(src)}
@@ -125,6 +128,17 @@ func tcpPeer() int {
 				return 1
 			}
 			calls = 1
+		case "retrans":
+			// Not a data call: K is the socket's tcpi_total_retrans.
+			var info *unix.TCPInfo
+			if err := withFD(conn, func(fd int) (err error) {
+				info, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+				return err
+			}); err != nil {
+				fmt.Println("error", err)
+				return 1
+			}
+			calls = int(info.Total_retrans)
 		}
 		fmt.Println("done", calls)
 	}

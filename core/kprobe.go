@@ -56,10 +56,7 @@ type kprobeCapture struct {
 	// retransmits of the current Read, by flow, until their flow claims them
 	pending map[bpf.KprobeCgroupFlowKey]retransmits
 	// retransmits that found their table full, in one total
-	rov     *ebpf.Map
-	rovBuf  []counters
-	rovLast uint64
-	rovSt   flowState
+	rov retransOverflow
 }
 
 type retransmits struct {
@@ -111,7 +108,7 @@ func (c *Collector) loadKprobeMaps() (*ebpf.CollectionSpec, error) {
 	if kp.retrans, err = newTable[bpf.KprobeCgroupFlowKey](maps.Maps[bpf.KprobeMapKprobeRetransmits]); err != nil {
 		return nil, err
 	}
-	kp.rov, kp.rovBuf = maps.Maps[bpf.KprobeMapRetransmitsOverflow], make([]counters, kp.retrans.ncpu)
+	kp.rov = retransOverflow{m: maps.Maps[bpf.KprobeMapRetransmitsOverflow], buf: make([]counters, kp.retrans.ncpu)}
 	if err := c.startOverflow(maps.Maps[bpf.KprobeMapFlowsOverflow], maps.Maps[bpf.KprobeMapFlowsOverflowTotal]); err != nil {
 		return nil, err
 	}
@@ -282,21 +279,8 @@ func (c *Collector) drainKprobe(now time.Time, clock monoClock) (int, error) {
 		c.records[len(c.records)-1].Retransmits = r.total
 		c.records[len(c.records)-1].DeltaRetransmits = r.delta
 	}
-	var zero uint32
-	if err := kp.rov.Lookup(&zero, kp.rovBuf); err != nil {
-		return 0, fmt.Errorf("read retransmits overflow: %w", err)
-	}
-	if n, _, ks := sum(kp.rovBuf); n > 0 {
-		if kp.rovSt.start.IsZero() {
-			kp.rovSt.start = clock.toTime(ks)
-		}
-		if n != kp.rovLast {
-			kp.rovSt.lastSeen = now
-		}
-		c.emit(FlowKey{}, &kp.rovSt, 0, 0, false, true)
-		c.records[len(c.records)-1].Retransmits = n
-		c.records[len(c.records)-1].DeltaRetransmits = n - kp.rovLast
-		kp.rovLast = n
+	if err := kp.rov.read(c, now, clock); err != nil {
+		return 0, err
 	}
 	return active, nil
 }

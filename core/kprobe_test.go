@@ -111,56 +111,18 @@ func (p *peer) doneCalls(t *testing.T) int {
 // tcpServer accepts one connection on addr:port in namespace nsPath.
 func tcpServer(t *testing.T, nsPath string, addr netip.AddrPort) <-chan *net.TCPConn {
 	t.Helper()
-	var ln net.Listener
-	if err := nettest.Do(nsPath, func() (err error) {
-		ln, err = net.Listen("tcp", addr.String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	ch := make(chan *net.TCPConn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(ch)
-			return
-		}
-		ch <- c.(*net.TCPConn)
-	}()
-	return ch
+	return nettest.ListenTCP(t, nsPath, addr)
 }
 
 func accepted(t *testing.T, ch <-chan *net.TCPConn) *net.TCPConn {
 	t.Helper()
-	select {
-	case c, ok := <-ch:
-		if !ok {
-			t.Fatal("accept failed")
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	case <-time.After(5 * time.Second):
-		t.Fatal("no connection accepted in 5 s")
-	}
-	return nil
+	return nettest.Accepted(t, ch)
 }
 
 // readExactly reads n bytes and returns the number of reads that got data.
 func readExactly(t *testing.T, c net.Conn, n int) int {
 	t.Helper()
-	buf := make([]byte, n)
-	reads := 0
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for got := 0; got < n; {
-		k, err := c.Read(buf[:n-got])
-		if err != nil {
-			t.Fatalf("read %d of %d bytes: %v", got, n, err)
-		}
-		got += k
-		reads++
-	}
-	return reads
+	return nettest.ReadExactly(t, c, n)
 }
 
 // expectFlow is one record the kprobe mode must report.
@@ -380,53 +342,13 @@ func TestKprobeModeCountsRetransmits(t *testing.T) {
 			c := startKprobe(t, attach)
 			p := nettest.NewPair(t)
 			cli, srvAddr := netip.AddrPortFrom(p.A4, 43001), netip.AddrPortFrom(p.B4, 7301)
-			acc := tcpServer(t, p.NSPathB(), srvAddr)
-			var conn net.Conn
-			if err := p.DoA(func() (err error) {
-				if err := os.WriteFile("/proc/sys/net/ipv4/tcp_early_retrans", []byte("0"), 0); err != nil {
-					return err
+			conn, srv := p.DialTCP(t, cli, srvAddr)
+			nettest.WithLoss(t, srv, 100, func() {
+				if _, err := conn.Write(make([]byte, 100)); err != nil {
+					t.Fatal(err)
 				}
-				d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(cli)}
-				conn, err = d.Dial("tcp", srvAddr.String())
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			srv := accepted(t, acc)
-			drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
-			if err := withFD(srv, func(fd int) error {
-				return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]})
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := conn.Write(make([]byte, 100)); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(1500 * time.Millisecond) // timeouts at about 0.2, 0.6 and 1.4 s
-			if err := withFD(srv, func(fd int) error {
-				return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
-			}); err != nil {
-				t.Fatal(err)
-			}
-			readExactly(t, srv, 100)
-			var info *unix.TCPInfo
-			if err := withFD(conn, func(fd int) (err error) {
-				info, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if info.Total_retrans == 0 {
-				t.Fatal("the sender did not retransmit")
-			}
-			// The last retransmission may still be in flight to the ACK: wait for
-			// the kernel's count to settle.
-			time.Sleep(100 * time.Millisecond)
-			withFD(conn, func(fd int) (err error) {
-				info, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-				return err
 			})
+			retrans := nettest.SettledRetrans(t, func() uint32 { return nettest.TCPInfo(t, conn).Total_retrans })
 			s := read(t, c)
 			rs := find(s, func(r Record) bool {
 				return !r.Overflow && r.Direction == Egress && r.Proto == ProtoTCP && r.SrcAddr == cli.Addr() && r.SrcPort == cli.Port()
@@ -435,9 +357,9 @@ func TestKprobeModeCountsRetransmits(t *testing.T) {
 			for _, r := range rs {
 				got = append(got, fmt.Sprintf("%s pid %d: %d packets %d bytes %d retransmits", r.Direction, r.PID, r.Packets, r.Bytes, r.Retransmits))
 			}
-			if len(rs) != 1 || rs[0].Retransmits != uint64(info.Total_retrans) || rs[0].DeltaRetransmits != rs[0].Retransmits ||
+			if len(rs) != 1 || rs[0].Retransmits != uint64(retrans) || rs[0].DeltaRetransmits != rs[0].Retransmits ||
 				rs[0].Packets != 1 || rs[0].Bytes != 100 || rs[0].PID != uint32(os.Getpid()) {
-				t.Fatalf("want one egress flow from %s: 1 packet, 100 bytes, %d retransmits (tcpi_total_retrans), pid %d; got %v", cli, info.Total_retrans, os.Getpid(), got)
+				t.Fatalf("want one egress flow from %s: 1 packet, 100 bytes, %d retransmits (tcpi_total_retrans), pid %d; got %v", cli, retrans, os.Getpid(), got)
 			}
 			t.Logf("%d retransmissions counted, as the kernel's tcp_info", rs[0].Retransmits)
 		})
@@ -495,17 +417,7 @@ func TestKprobeModeCountsSendfile(t *testing.T) {
 	}
 }
 
-func withFD(c net.Conn, fn func(fd int) error) error {
-	raw, err := c.(syscall.Conn).SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := raw.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return err
-	}
-	return ferr
-}
+func withFD(c net.Conn, fn func(fd int) error) error { return nettest.WithFD(c, fn) }
 
 // auto prefers BPF trampolines; each method attaches every hook once, and
 // Close leaves none of the mode's programs loaded.
@@ -579,28 +491,14 @@ func TestKprobeAutoFallsBackToKprobes(t *testing.T) {
 func kprobePrograms(t *testing.T) int {
 	t.Helper()
 	n := 0
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			return n
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue // unloaded meanwhile
-		}
-		info, err := p.Info()
-		p.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, name := range loadedProgramNames(t) {
 		for _, prefix := range []string{"fentry_", "fexit_", "kprobe_", "kretprobe_"} {
-			if strings.HasPrefix(info.Name, prefix) {
+			if strings.HasPrefix(name, prefix) {
 				n++
 			}
 		}
 	}
+	return n
 }
 
 // Retransmit counts join their flow's egress record; those with no such
@@ -644,7 +542,7 @@ func TestKprobeDrainJoinsRetransmits(t *testing.T) {
 	put(kp.flows.m, withSends, 10, 1000)
 	put(kp.retrans.m, withSends, 3, 300)
 	put(kp.retrans.m, orphan, 2, 200)
-	put(kp.rov, uint32(0), 5, 500)
+	put(kp.rov.m, uint32(0), 5, 500)
 
 	type row struct {
 		port                    uint16
@@ -664,7 +562,7 @@ func TestKprobeDrainJoinsRetransmits(t *testing.T) {
 	}
 	check([]row{{0, true, 0, 5, 5}, {80, false, 10, 3, 3}, {81, false, 0, 2, 2}})
 	put(kp.retrans.m, withSends, 4, 400)
-	put(kp.rov, uint32(0), 6, 600)
+	put(kp.rov.m, uint32(0), 6, 600)
 	check([]row{{0, true, 0, 6, 1}, {80, false, 10, 4, 1}, {81, false, 0, 2, 0}})
 }
 

@@ -104,8 +104,10 @@ type Record struct {
 	DeltaPackets uint64
 	DeltaBytes   uint64
 	// Retransmits counts the flow's TCP retransmissions (skbs the kernel
-	// sent again), cumulative like Packets; kprobe mode only, on egress
-	// records. DeltaRetransmits is the increase since the previous Read.
+	// sent again), cumulative like Packets, on egress records: in kprobe
+	// mode, and in tc and cgroup modes on kernels with the
+	// tcp_retransmit_skb tracepoint in BTF. DeltaRetransmits is the
+	// increase since the previous Read.
 	Retransmits      uint64
 	DeltaRetransmits uint64
 	// TCP counts the flow's packets with SYN, SYN+ACK, FIN and RST set,
@@ -141,6 +143,61 @@ type Record struct {
 	// ("netfilter_drop", "no_socket", ...). Packets and Bytes then count
 	// packets the kernel dropped, Bytes as L3 lengths.
 	DropReason string
+	// RTT holds the TCP socket's smoothed RTT samples of the interval since
+	// the previous Read (not cumulative), on egress records, with tcp_rtt in
+	// tc and cgroup modes; zero Samples when there were none.
+	RTT RTTStats
+}
+
+// RTTStats summarises smoothed RTT samples: one per TCP segment the
+// socket received, each the socket's srtt at that moment.
+type RTTStats struct {
+	Samples  uint64
+	Sum      time.Duration
+	Min, Max time.Duration
+	// Buckets counts the samples per RTTBucketBounds bucket: Buckets[i]
+	// those in (RTTBucketBounds[i-1], RTTBucketBounds[i]], the last those
+	// above every bound (OpenTelemetry's explicit-bucket layout).
+	Buckets [RTTBuckets]uint64
+}
+
+// RTTBuckets is the number of RTT histogram buckets, one more than bounds.
+const RTTBuckets = 16
+
+// RTTBucketBounds are the RTT histogram's bucket upper bounds, from
+// loopback (50 µs) to intercontinental and congested paths (2.5 s); the
+// kernel program counts samples into them at microsecond resolution.
+var RTTBucketBounds = [RTTBuckets - 1]time.Duration{
+	50 * time.Microsecond, 100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+	500 * time.Millisecond, time.Second, 2500 * time.Millisecond,
+}
+
+// Mean is Sum / Samples, 0 without samples.
+func (s RTTStats) Mean() time.Duration {
+	if s.Samples == 0 {
+		return 0
+	}
+	return s.Sum / time.Duration(s.Samples)
+}
+
+// Merge adds o's samples to s: samples and sums add, min and max combine.
+func (s *RTTStats) Merge(o RTTStats) {
+	if o.Samples == 0 {
+		return
+	}
+	if s.Samples == 0 || o.Min < s.Min {
+		s.Min = o.Min
+	}
+	if o.Max > s.Max {
+		s.Max = o.Max
+	}
+	s.Samples += o.Samples
+	s.Sum += o.Sum
+	for i := range s.Buckets {
+		s.Buckets[i] += o.Buckets[i]
+	}
 }
 
 // TCPFlagCounts counts TCP packets by the flags they carry. SYN counts a SYN

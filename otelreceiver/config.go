@@ -72,6 +72,9 @@ type Config struct {
 	Drops bool `mapstructure:"drops"`
 	// Temporality of the flow metrics: cumulative or delta.
 	Temporality string `mapstructure:"temporality"`
+	// TCPRTT samples TCP sockets' smoothed RTT per flow (tc and cgroup
+	// modes) into pktstatbpf.network.flow.tcp.rtt.
+	TCPRTT bool `mapstructure:"tcp_rtt"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -202,6 +205,7 @@ func (c *Config) coreConfig(logger *slog.Logger) core.Config {
 		Filters:      c.Filters,
 		Drops:        c.Drops,
 		Logger:       logger,
+		TCPRTT:       c.TCPRTT,
 	}
 }
 

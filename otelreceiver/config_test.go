@@ -47,6 +47,7 @@ func TestLoadConfig(t *testing.T) {
 	assert.Zero(t, def.MaxSeries)
 	assert.False(t, def.Metrics.PktstatbpfNetworkFlowTCPRetransmits.Enabled)
 	assert.False(t, def.Drops, "drops is off by default")
+	assert.False(t, def.TCPRTT)
 
 	custom := loadConfig(t, component.NewIDWithName(metadata.Type, "custom"))
 	require.NoError(t, confmap.Validate(custom))
@@ -127,6 +128,7 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"filter_empty_range", filterErrEmptyRange},
 		{"filter_leaves_nothing", filterErrNothing},
 		{"filter_in_kprobe_mode", filterErrKprobe},
+		{"tcp_rtt_in_xdp", `tcp_rtt = true is set but mode is "xdp": RTT is reported on egress flows of the tc and cgroup modes; set tcp_rtt = false or use mode tc or cgroup`},
 		{"two_errors", "mode \"ebpf\" is not one of tc, xdp, cgroup, kprobe\ntemporality \"gauge\" is not one of cumulative, delta"},
 	}
 	for _, tc := range cases {

@@ -107,6 +107,77 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start
 // core.TCPFlagCounts' fields.
 var tcpFlagNames = [4]string{metadata.AttributeTCPFlagSyn, metadata.AttributeTCPFlagSynack, metadata.AttributeTCPFlagFin, metadata.AttributeTCPFlagRst}
 
+// rttSeries is one RTT histogram stream: like series, but the values are
+// RTT samples, which merge instead of adding.
+type rttSeries struct {
+	attrs          metadata.FlowAttributes
+	start          time.Time
+	total, window  core.RTTStats
+	touched, fresh bool
+}
+
+// rttSet accumulates pktstatbpf.network.flow.tcp.rtt as seriesSet does a
+// counter; a series has a point only once it has samples (cumulative) or
+// when it had some in the interval (delta).
+type rttSet struct {
+	selection metadata.AttributeSelection
+	series    map[metadata.FlowAttributes]*rttSeries
+}
+
+// newRTTSet returns nil for a disabled metric; adding to nil is a no-op.
+func newRTTSet(enabled bool, sel metadata.AttributeSelection) *rttSet {
+	if !enabled {
+		return nil
+	}
+	return &rttSet{selection: sel, series: map[metadata.FlowAttributes]*rttSeries{}}
+}
+
+func (rs *rttSet) add(a metadata.FlowAttributes, start time.Time, rtt core.RTTStats) {
+	if rs == nil {
+		return
+	}
+	key := rs.selection.Select(a)
+	s := rs.series[key]
+	if s == nil {
+		s = &rttSeries{attrs: key, start: start, fresh: true}
+		rs.series[key] = s
+	} else if s.fresh && start.Before(s.start) {
+		s.start = start
+	}
+	s.total.Merge(rtt)
+	s.window.Merge(rtt)
+	s.touched = true
+}
+
+var rttBounds = metadata.RTTBoundsSeconds()
+
+func (rs *rttSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, h metadata.Histogram, a metadata.FlowAttributes)) {
+	if rs == nil {
+		return
+	}
+	ts := pcommon.NewTimestampFromTime(now)
+	point := func(start time.Time, r core.RTTStats, a metadata.FlowAttributes) {
+		record(pcommon.NewTimestampFromTime(start), ts, metadata.Histogram{
+			Count: r.Samples, Sum: r.Sum.Seconds(), Min: r.Min.Seconds(), Max: r.Max.Seconds(),
+			Bounds: rttBounds, Counts: r.Buckets[:],
+		}, a)
+	}
+	for key, s := range rs.series {
+		switch {
+		case !s.touched:
+			delete(rs.series, key)
+			continue
+		case delta:
+			if s.window.Samples > 0 {
+				point(prevEnd, s.window, s.attrs)
+			}
+		case s.total.Samples > 0:
+			point(s.start, s.total, s.attrs)
+		}
+		s.window, s.touched, s.fresh = core.RTTStats{}, false, false
+	}
+}
+
 // flowScraper drains the source on each scrape and converts the snapshot.
 type flowScraper struct {
 	cfg       *Config
@@ -133,6 +204,7 @@ type flowScraper struct {
 	dropAgg     *aggregate.Aggregator
 	dropPackets *seriesSet
 	dropBytes   *seriesSet
+	rtt         *rttSet
 	startTime   time.Time
 	prevEnd     time.Time
 }
@@ -169,6 +241,7 @@ func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc)
 		bytes:           newSeriesSet(m.PktstatbpfNetworkFlowBytes.Enabled, mb.PktstatbpfNetworkFlowBytesSelection()),
 		packets:         newSeriesSet(m.PktstatbpfNetworkFlowPackets.Enabled, mb.PktstatbpfNetworkFlowPacketsSelection()),
 		retransmits:     newSeriesSet(m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, mb.PktstatbpfNetworkFlowTCPRetransmitsSelection()),
+		rtt:             newRTTSet(m.PktstatbpfNetworkFlowTCPRTT.Enabled, mb.PktstatbpfNetworkFlowTCPRTTSelection()),
 	}
 	if s.retransmits != nil {
 		s.retransmits.skipZero = true
@@ -256,6 +329,7 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 				s.tcpFlags[i].add(a, sr.StartTime, v)
 			}
 		}
+		s.rtt.add(a, sr.StartTime, sr.RTT)
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
 	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint)
@@ -278,6 +352,7 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		s.dropPackets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropPacketsDataPoint)
 		s.dropBytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropBytesDataPoint)
 	}
+	s.rtt.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRTTDataPoint)
 
 	ts := pcommon.NewTimestampFromTime(now)
 	start := pcommon.NewTimestampFromTime(s.startTime)

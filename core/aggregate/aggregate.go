@@ -69,6 +69,9 @@ type Series struct {
 	// FIN, RST) the same way.
 	TCP      core.TCPFlagCounts
 	DeltaTCP core.TCPFlagCounts
+	// RTT merges the records' smoothed RTT samples of this call (tcp_rtt):
+	// samples and sums add, min of mins, max of maxes; not cumulative.
+	RTT core.RTTStats
 	// StartTime is when counting for this series began: the earliest
 	// StartTime of the flows that created it, but never before the
 	// previous call, whose deltas a new series does not include.
@@ -145,7 +148,7 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 	a.cand, a.overCand, a.filtCand = a.cand[:0], a.overCand[:0], a.filtCand[:0]
 	for i := range records {
 		r := &records[i]
-		if r.DeltaPackets == 0 && r.DeltaBytes == 0 && r.DeltaRetransmits == 0 {
+		if r.DeltaPackets == 0 && r.DeltaBytes == 0 && r.DeltaRetransmits == 0 && r.RTT.Samples == 0 {
 			// An idle flow changes no series; skipping it keeps a large,
 			// mostly quiet table cheap. A retransmit-only record (kprobe
 			// mode reports retransmits of a flow whose sends expired) is
@@ -165,6 +168,7 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 
 	a.choose()
 	a.other.dPackets, a.other.dBytes, a.other.dRetrans, a.other.dTCP, a.other.minStart = 0, 0, 0, core.TCPFlagCounts{}, time.Time{}
+	a.other.dRTT = core.RTTStats{}
 	for _, i := range a.cand {
 		e := &a.flows.entries[i]
 		if e.chosen == a.epoch {
@@ -175,9 +179,10 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 		a.other.dBytes += e.dBytes
 		a.other.dRetrans += e.dRetrans
 		a.other.dTCP = a.other.dTCP.Add(e.dTCP)
+		a.other.dRTT.Merge(e.dRTT)
 		a.other.minStart = minTime(a.other.minStart, e.minStart)
 	}
-	if a.other.dPackets != 0 || a.other.dBytes != 0 || a.other.dRetrans != 0 {
+	if a.other.dPackets != 0 || a.other.dBytes != 0 || a.other.dRetrans != 0 || a.other.dRTT.Samples != 0 {
 		a.grow(&a.other, now)
 	}
 	for _, i := range a.overCand {
@@ -433,6 +438,7 @@ func (a *Aggregator) series(kind Kind, e *entry) Series {
 	s := Series{Kind: kind, Key: e.key, Packets: e.packets, Bytes: e.bytes, Retransmits: e.retrans, TCP: e.tcp, StartTime: e.start}
 	if e.grew == a.epoch {
 		s.DeltaPackets, s.DeltaBytes, s.DeltaRetransmits, s.DeltaTCP = e.dPackets, e.dBytes, e.dRetrans, e.dTCP
+		s.RTT = e.dRTT
 	}
 	return s
 }
@@ -462,6 +468,7 @@ type entry struct {
 	grew                       uint64
 	dPackets, dBytes, dRetrans uint64
 	dTCP                       core.TCPFlagCounts
+	dRTT                       core.RTTStats
 	minStart                   time.Time
 }
 
@@ -517,6 +524,7 @@ func (t *table) accumulate(k Key, r *core.Record, epoch uint64, now time.Time, c
 	if e.touched != epoch {
 		e.touched = epoch
 		e.dPackets, e.dBytes, e.dRetrans, e.dTCP = 0, 0, 0, core.TCPFlagCounts{}
+		e.dRTT = core.RTTStats{}
 		e.minStart = r.StartTime
 		e.lastActive = now
 		cand = append(cand, i)
@@ -525,6 +533,7 @@ func (t *table) accumulate(k Key, r *core.Record, epoch uint64, now time.Time, c
 	e.dBytes += r.DeltaBytes
 	e.dRetrans += r.DeltaRetransmits
 	e.dTCP = e.dTCP.Add(r.DeltaTCP)
+	e.dRTT.Merge(r.RTT)
 	e.minStart = minTime(e.minStart, r.StartTime)
 	return cand
 }

@@ -829,3 +829,46 @@ func TestAggregateDropsKeepReason(t *testing.T) {
 		{Kind: KindOverflow, Key: Key{Interface: "eth0", DropReason: "no_socket"}, Packets: 4, Bytes: 400, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(0)},
 	})
 }
+
+// TestRTTMerges: RTT samples of records that fall into one series merge
+// (samples and sums add, min of mins, max of maxes), in a flow series and in
+// the other series; an RTT-only record is not idle; the next call without
+// samples reports none, since RTT is per interval.
+func TestRTTMerges(t *testing.T) {
+	a := mustNew(t, Config{
+		Dimensions: []Dimension{DimSrcIP, DimDstIP, DimDstPort},
+		FoldPorts:  FoldHigher,
+		CIDRGroups: []CIDRGroup{{"office", "10.1.0.0/16"}},
+		TopN:       1,
+	})
+	ms := time.Millisecond
+	rtt := func(r core.Record, samples uint64, sum, lo, hi time.Duration) core.Record {
+		r.RTT = core.RTTStats{Samples: samples, Sum: sum, Min: lo, Max: hi}
+		r.RTT.Buckets[lo/ms] = samples // any layout: buckets add per index
+		return r
+	}
+	in := []core.Record{
+		rtt(rec(tcp4("10.1.0.5", 40000, "10.9.0.1", 443), 10, 1000, at(-5)), 4, 40*ms, 5*ms, 20*ms),
+		rtt(rec(tcp4("10.1.7.5", 40001, "10.9.0.1", 443), 10, 1000, at(-5)), 2, 6*ms, 2*ms, 4*ms),
+		rec(tcp4("10.1.7.6", 40003, "10.9.0.1", 443), 1, 10, at(-5)),
+		rtt(rec(tcp4("10.1.7.5", 40002, "10.9.0.1", 22), 1, 100, at(-5)), 3, 90*ms, 10*ms, 50*ms),
+		rtt(rec(tcp4("10.1.7.5", 40004, "10.9.0.1", 80), 0, 0, at(-5)), 1, 7*ms, 7*ms, 7*ms),
+	}
+	in[4].DeltaPackets, in[4].DeltaBytes = 0, 0
+	out := a.Aggregate(at(0), in)
+	office := Key{SrcGroup: "office", DstAddr: netip.MustParseAddr("10.9.0.1"), HasPorts: true}
+	k443 := office
+	k443.DstPort = 443
+	checkSeries(t, out, []Series{
+		{Key: k443, Packets: 21, Bytes: 2010, DeltaPackets: 21, DeltaBytes: 2010, StartTime: at(-5),
+			RTT: core.RTTStats{Samples: 6, Sum: 46 * ms, Min: 2 * ms, Max: 20 * ms, Buckets: [core.RTTBuckets]uint64{2: 2, 5: 4}}},
+		{Kind: KindOther, Packets: 1, Bytes: 100, DeltaPackets: 1, DeltaBytes: 100, StartTime: at(-5),
+			RTT: core.RTTStats{Samples: 4, Sum: 97 * ms, Min: 7 * ms, Max: 50 * ms, Buckets: [core.RTTBuckets]uint64{7: 1, 10: 3}}},
+	})
+	quiet := next(in[0], 1, 100, at(10))
+	quiet.RTT = core.RTTStats{}
+	out = a.Aggregate(at(10), []core.Record{quiet})
+	if out[0].Key != k443 || out[0].RTT != (core.RTTStats{}) {
+		t.Errorf("next call without samples: %+v, want the 443 series without RTT", out[0])
+	}
+}

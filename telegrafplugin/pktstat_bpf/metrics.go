@@ -69,8 +69,9 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 			"bytes":   s.Bytes,
 			"packets": s.Packets,
 		}
-		// Only kprobe mode counts retransmissions; a series carries the
-		// field from its first one on, as the receiver does.
+		// Retransmissions are counted on egress TCP series (kprobe mode,
+		// and tc and cgroup modes where the kernel has the tracepoint); a
+		// series carries the field from its first one on, as the receiver does.
 		if s.Retransmits > 0 {
 			fields["retransmits"] = s.Retransmits
 		}
@@ -82,6 +83,13 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 			fields["tcp_synack"] = s.TCP.SYNACK
 			fields["tcp_fin"] = s.TCP.FIN
 			fields["tcp_rst"] = s.TCP.RST
+		}
+		// RTT (tcp_rtt) is per interval: only a series with samples in it
+		// has the fields.
+		if s.RTT.Samples > 0 {
+			fields["rtt_min_us"] = uint64(s.RTT.Min / time.Microsecond)
+			fields["rtt_mean_us"] = float64(s.RTT.Sum) / float64(s.RTT.Samples) / float64(time.Microsecond)
+			fields["rtt_max_us"] = uint64(s.RTT.Max / time.Microsecond)
 		}
 		acc.AddCounter(measurement, fields, c.tags(s), snap.Time)
 	}

@@ -45,6 +45,7 @@ type PktstatBPF struct {
 	NetNS        string          `toml:"netns"`
 	PinPath      string          `toml:"pin_path"`
 	Drops        bool            `toml:"drops"`
+	TCPRTT       bool            `toml:"tcp_rtt"`
 	// The series keys: dimensions, fold_ports, cidr_groups, top_n, ... The
 	// collector receiver takes the same keys.
 	aggregate.Config
@@ -90,6 +91,7 @@ func (p *PktstatBPF) Init() error {
 		PinPath:      p.PinPath,
 		Filters:      p.Filters,
 		Drops:        p.Drops,
+		TCPRTT:       p.TCPRTT,
 	}
 	if err := aggregate.Validate(cfg, p.Config); err != nil {
 		return err

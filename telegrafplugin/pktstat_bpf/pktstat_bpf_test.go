@@ -85,6 +85,11 @@ func TestInitErrors(t *testing.T) {
 			err:  `xdp_mode "native" is set but mode is "tc": set mode = "xdp" or remove xdp_mode`,
 		},
 		{
+			name: "tcp_rtt in xdp mode",
+			p:    &PktstatBPF{Mode: "xdp", TCPRTT: true},
+			err:  `tcp_rtt = true is set but mode is "xdp": RTT is reported on egress flows of the tc and cgroup modes; set tcp_rtt = false or use mode tc or cgroup`,
+		},
+		{
 			name: "unknown kprobe_attach",
 			p:    &PktstatBPF{Mode: "kprobe", KprobeAttach: "uprobe"},
 			err:  `kprobe_attach "uprobe" is not one of auto, fentry, kprobe`,

@@ -13,6 +13,7 @@ const (
 	MetricPktstatbpfNetworkFlowTCPFlags       = "pktstatbpf.network.flow.tcp.flags"
 	MetricPktstatbpfNetworkFlowDropPackets    = "pktstatbpf.network.flow.drop.packets"
 	MetricPktstatbpfNetworkFlowDropBytes      = "pktstatbpf.network.flow.drop.bytes"
+	MetricPktstatbpfNetworkFlowTCPRTT         = "pktstatbpf.network.flow.tcp.rtt"
 	MetricPktstatbpfFlowCount                 = "pktstatbpf.flow.count"
 	MetricPktstatbpfFlowLimit                 = "pktstatbpf.flow.limit"
 	MetricPktstatbpfFlowExpired               = "pktstatbpf.flow.expired"
@@ -61,6 +62,7 @@ type MetricsConfig struct {
 	PktstatbpfNetworkFlowTCPFlags       FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.tcp.flags"`
 	PktstatbpfNetworkFlowDropPackets    FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.drop.packets"`
 	PktstatbpfNetworkFlowDropBytes      FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.drop.bytes"`
+	PktstatbpfNetworkFlowTCPRTT         FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.tcp.rtt"`
 	PktstatbpfFlowCount                 MetricConfig     `mapstructure:"pktstatbpf.flow.count"`
 	PktstatbpfFlowLimit                 MetricConfig     `mapstructure:"pktstatbpf.flow.limit"`
 	PktstatbpfFlowExpired               MetricConfig     `mapstructure:"pktstatbpf.flow.expired"`
@@ -72,9 +74,10 @@ type MetricsConfig struct {
 }
 
 // DefaultMetricsConfig enables every metric but pktstatbpf.network.flow.tcp.retransmits,
-// which only kprobe mode fills; the flow metrics record every attribute of
-// the configured dimensions. The drop metrics are on but filled only with
-// drops = true, which loads their kernel program.
+// off as it was when only kprobe mode filled it; the flow metrics record
+// every attribute of the configured dimensions. The drop metrics are on but
+// filled only with drops = true, which loads their kernel program;
+// pktstatbpf.network.flow.tcp.rtt has points only with tcp_rtt = true.
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
 		PktstatbpfNetworkFlowBytes:          FlowMetricConfig{Enabled: true},
@@ -83,6 +86,7 @@ func DefaultMetricsConfig() MetricsConfig {
 		PktstatbpfNetworkFlowTCPFlags:       FlowMetricConfig{Enabled: true},
 		PktstatbpfNetworkFlowDropPackets:    FlowMetricConfig{Enabled: true},
 		PktstatbpfNetworkFlowDropBytes:      FlowMetricConfig{Enabled: true},
+		PktstatbpfNetworkFlowTCPRTT:         FlowMetricConfig{Enabled: true},
 		PktstatbpfFlowCount:                 MetricConfig{Enabled: true},
 		PktstatbpfFlowLimit:                 MetricConfig{Enabled: true},
 		PktstatbpfFlowExpired:               MetricConfig{Enabled: true},
@@ -146,6 +150,7 @@ func (c MetricsBuilderConfig) FlowMetrics() []FlowMetric {
 		{MetricPktstatbpfNetworkFlowTCPFlags, c.Metrics.PktstatbpfNetworkFlowTCPFlags},
 		{MetricPktstatbpfNetworkFlowDropPackets, c.Metrics.PktstatbpfNetworkFlowDropPackets},
 		{MetricPktstatbpfNetworkFlowDropBytes, c.Metrics.PktstatbpfNetworkFlowDropBytes},
+		{MetricPktstatbpfNetworkFlowTCPRTT, c.Metrics.PktstatbpfNetworkFlowTCPRTT},
 	}
 }
 

@@ -46,13 +46,18 @@ type metadataFile struct {
 		Gauge *struct {
 			ValueType string `yaml:"value_type"`
 		} `yaml:"gauge"`
+		Histogram *struct {
+			ValueType   string    `yaml:"value_type"`
+			Temporality string    `yaml:"aggregation_temporality"`
+			Bounds      []float64 `yaml:"bucket_boundaries"`
+		} `yaml:"histogram"`
 		Attributes []string `yaml:"attributes"`
 	} `yaml:"metrics"`
 }
 
 var allDefs = []metricDef{
 	defPktstatbpfNetworkFlowBytes, defPktstatbpfNetworkFlowPackets, defPktstatbpfNetworkFlowTCPRetransmits, defPktstatbpfNetworkFlowTCPFlags,
-	defPktstatbpfNetworkFlowDropPackets, defPktstatbpfNetworkFlowDropBytes,
+	defPktstatbpfNetworkFlowDropPackets, defPktstatbpfNetworkFlowDropBytes, defPktstatbpfNetworkFlowTCPRTT,
 	defFlowCount, defFlowLimit, defFlowExpired, defOverflowPackets, defOverflowBytes, defDrainDuration, defHookCount, defHookNotFirst,
 }
 
@@ -122,6 +127,10 @@ func TestMetadataYAMLMatchesCode(t *testing.T) {
 		case kindGaugeDouble:
 			if m.Gauge == nil || m.Gauge.ValueType != "double" {
 				t.Errorf("%s: want a double gauge: %+v", def.name, m.Gauge)
+			}
+		case kindHistogram:
+			if m.Histogram == nil || m.Histogram.ValueType != "double" || m.Histogram.Temporality != "cumulative" || !slices.Equal(m.Histogram.Bounds, RTTBoundsSeconds()) {
+				t.Errorf("%s: want a double cumulative histogram with bounds %v: %+v", def.name, RTTBoundsSeconds(), m.Histogram)
 			}
 		}
 		for _, a := range m.Attributes {

@@ -7,6 +7,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
+
+	"github.com/pktstat-bpf/pktstat-bpf/core"
 )
 
 // metricKind is the pdata shape of one metric.
@@ -22,6 +24,8 @@ const (
 	kindUpDownInt
 	kindGaugeInt
 	kindGaugeDouble
+	// kindHistogram is an explicit-bucket histogram with min and max.
+	kindHistogram
 )
 
 // metricDef is one metric's fixed description, as in metadata.yaml.
@@ -62,7 +66,28 @@ func (m *metricBuffer) init() {
 	case kindGaugeInt, kindGaugeDouble:
 		m.data.SetEmptyGauge()
 		m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	case kindHistogram:
+		m.data.SetEmptyHistogram()
+		m.data.Histogram().SetAggregationTemporality(m.temporality)
+		m.data.Histogram().DataPoints().EnsureCapacity(m.capacity)
 	}
+}
+
+func (m *metricBuffer) len() int {
+	if m.def.kind == kindHistogram {
+		return m.data.Histogram().DataPoints().Len()
+	}
+	return m.dataPoints().Len()
+}
+
+func (m *metricBuffer) newHistogramDataPoint(start, ts pcommon.Timestamp) (pmetric.HistogramDataPoint, bool) {
+	if !m.enabled {
+		return pmetric.HistogramDataPoint{}, false
+	}
+	dp := m.data.Histogram().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	return dp, true
 }
 
 func (m *metricBuffer) dataPoints() pmetric.NumberDataPointSlice {
@@ -85,10 +110,10 @@ func (m *metricBuffer) newDataPoint(start, ts pcommon.Timestamp) (pmetric.Number
 // emit moves the buffered points into metrics and starts an empty buffer
 // sized like the last one, so steady flow counts allocate once.
 func (m *metricBuffer) emit(metrics pmetric.MetricSlice) {
-	if !m.enabled || m.dataPoints().Len() == 0 {
+	if !m.enabled || m.len() == 0 {
 		return
 	}
-	m.capacity = max(m.capacity, m.dataPoints().Len())
+	m.capacity = max(m.capacity, m.len())
 	m.data.MoveTo(metrics.AppendEmpty())
 	m.init()
 }
@@ -101,7 +126,7 @@ var (
 		"Packets of the flow seen at the hook.",
 		"{packet}", kindSumInt}
 	defPktstatbpfNetworkFlowTCPRetransmits = metricDef{MetricPktstatbpfNetworkFlowTCPRetransmits,
-		"TCP segments the kernel sent again (tcp_retransmit_skb) for the flow; kprobe mode only, on the transmit side.",
+		"TCP segments the kernel sent again (tcp_retransmit_skb) for the flow, on the transmit side; kprobe mode, and tc and cgroup modes where the kernel has tp_btf/tcp_retransmit_skb.",
 		"{segment}", kindSumInt}
 	defPktstatbpfNetworkFlowTCPFlags = metricDef{MetricPktstatbpfNetworkFlowTCPFlags,
 		"TCP packets of the flow with SYN (without ACK), SYN+ACK, FIN or RST set, by pktstatbpf.tcp.flag; tc, xdp and cgroup modes.",
@@ -112,6 +137,9 @@ var (
 	defPktstatbpfNetworkFlowDropBytes = metricDef{MetricPktstatbpfNetworkFlowDropBytes,
 		"Bytes of the packets of the flow the kernel dropped, as L3 (IP) lengths; only with drops = true.",
 		"By", kindSumInt}
+	defPktstatbpfNetworkFlowTCPRTT = metricDef{MetricPktstatbpfNetworkFlowTCPRTT,
+		"Smoothed round-trip time of the flow's TCP socket, sampled at every segment it receives (tcp_rtt = true; tc and cgroup modes, on the transmit side).",
+		"s", kindHistogram}
 	defFlowCount = metricDef{MetricPktstatbpfFlowCount,
 		"Flows in the kernel flow table at the last drain.",
 		"{flow}", kindUpDownInt}
@@ -148,6 +176,7 @@ type MetricsBuilder struct {
 	tcpFlagsSelection    AttributeSelection
 	dropPacketsSelection AttributeSelection
 	dropBytesSelection   AttributeSelection
+	rttSelection         AttributeSelection
 
 	networkFlowBytes          *metricBuffer
 	networkFlowPackets        *metricBuffer
@@ -155,6 +184,7 @@ type MetricsBuilder struct {
 	networkFlowTCPFlags       *metricBuffer
 	networkFlowDropPackets    *metricBuffer
 	networkFlowDropBytes      *metricBuffer
+	networkFlowRTT            *metricBuffer
 	pktstatbpfFlowCount       *metricBuffer
 	pktstatbpfFlowLimit       *metricBuffer
 	pktstatbpfFlowExpired     *metricBuffer
@@ -208,6 +238,10 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 	if err != nil {
 		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowDropBytes, err)
 	}
+	rttSel, err := mbc.Metrics.PktstatbpfNetworkFlowTCPRTT.Selection()
+	if err != nil {
+		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowTCPRTT, err)
+	}
 	cum := pmetric.AggregationTemporalityCumulative
 	m := mbc.Metrics
 	return &MetricsBuilder{
@@ -225,6 +259,8 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		networkFlowTCPFlags:       newMetricBuffer(defPktstatbpfNetworkFlowTCPFlags, m.PktstatbpfNetworkFlowTCPFlags.Enabled, o.flowTemporality),
 		networkFlowDropPackets:    newMetricBuffer(defPktstatbpfNetworkFlowDropPackets, m.PktstatbpfNetworkFlowDropPackets.Enabled, o.flowTemporality),
 		networkFlowDropBytes:      newMetricBuffer(defPktstatbpfNetworkFlowDropBytes, m.PktstatbpfNetworkFlowDropBytes.Enabled, o.flowTemporality),
+		rttSelection:              rttSel,
+		networkFlowRTT:            newMetricBuffer(defPktstatbpfNetworkFlowTCPRTT, m.PktstatbpfNetworkFlowTCPRTT.Enabled, o.flowTemporality),
 		pktstatbpfFlowCount:       newMetricBuffer(defFlowCount, m.PktstatbpfFlowCount.Enabled, cum),
 		pktstatbpfFlowLimit:       newMetricBuffer(defFlowLimit, m.PktstatbpfFlowLimit.Enabled, cum),
 		pktstatbpfFlowExpired:     newMetricBuffer(defFlowExpired, m.PktstatbpfFlowExpired.Enabled, cum),
@@ -317,6 +353,43 @@ func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowDropBytesDataPoint(start, t
 	}
 }
 
+// PktstatbpfNetworkFlowTCPRTTSelection is the attribute selection of pktstatbpf.network.flow.tcp.rtt.
+func (mb *MetricsBuilder) PktstatbpfNetworkFlowTCPRTTSelection() AttributeSelection {
+	return mb.rttSelection
+}
+
+// RTTBoundsSeconds returns core.RTTBucketBounds in seconds: the explicit
+// bucket bounds of pktstatbpf.network.flow.tcp.rtt.
+func RTTBoundsSeconds() []float64 {
+	b := make([]float64, len(core.RTTBucketBounds))
+	for i, d := range core.RTTBucketBounds {
+		b[i] = d.Seconds()
+	}
+	return b
+}
+
+// Histogram is one explicit-bucket histogram point's values, in the
+// metric's unit: len(Counts) == len(Bounds)+1.
+type Histogram struct {
+	Count         uint64
+	Sum, Min, Max float64
+	Bounds        []float64
+	Counts        []uint64
+}
+
+// RecordPktstatbpfNetworkFlowTCPRTTDataPoint adds a point for one series.
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPRTTDataPoint(start, ts pcommon.Timestamp, h Histogram, attrs FlowAttributes) {
+	if dp, ok := mb.networkFlowRTT.newHistogramDataPoint(start, ts); ok {
+		dp.SetCount(h.Count)
+		dp.SetSum(h.Sum)
+		dp.SetMin(h.Min)
+		dp.SetMax(h.Max)
+		dp.ExplicitBounds().FromRaw(h.Bounds)
+		dp.BucketCounts().FromRaw(h.Counts)
+		mb.rttSelection.put(attrs, dp.Attributes())
+	}
+}
+
 // RecordPktstatbpfFlowCountDataPoint adds a pktstatbpf.flow.count point.
 func (mb *MetricsBuilder) RecordPktstatbpfFlowCountDataPoint(start, ts pcommon.Timestamp, val int64) {
 	if dp, ok := mb.pktstatbpfFlowCount.newDataPoint(start, ts); ok {
@@ -403,6 +476,7 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 		mb.networkFlowTCPFlags,
 		mb.networkFlowDropPackets,
 		mb.networkFlowDropBytes,
+		mb.networkFlowRTT,
 		mb.pktstatbpfFlowCount,
 		mb.pktstatbpfFlowLimit,
 		mb.pktstatbpfFlowExpired,
