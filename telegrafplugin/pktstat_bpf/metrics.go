@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/metric"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
 	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
@@ -26,6 +27,11 @@ type converter struct {
 	// Direction's zero value is a real direction and port 0 a real port:
 	// whether they are kept must be known, not guessed from the key.
 	dir, srcPort, dstPort bool
+	// templates holds, by series slot, a metric with the series' tags,
+	// built when the series is born: a gather copies it and sets the
+	// counts, instead of rendering the tags and sorting them again for
+	// every series at every gather.
+	templates []telegraf.Metric
 }
 
 func newConverter(cfg aggregate.Config) (*converter, error) {
@@ -54,18 +60,46 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 	series := c.agg.Aggregate(snap.Time, snap.Records)
 	for i := range series {
 		s := &series[i]
-		fields := map[string]interface{}{
-			"bytes":   s.Bytes,
-			"packets": s.Packets,
+		m := c.template(s).Copy()
+		// The copy's fields are its own: set in place, they cost no
+		// allocation but the values'.
+		for _, f := range m.FieldList() {
+			switch f.Key {
+			case "bytes":
+				f.Value = s.Bytes
+			case "packets":
+				f.Value = s.Packets
+			}
 		}
 		// Only kprobe mode counts retransmissions; a series carries the
 		// field from its first one on, as the receiver does.
 		if s.Retransmits > 0 {
-			fields["retransmits"] = s.Retransmits
+			m.AddField("retransmits", s.Retransmits)
 		}
-		acc.AddCounter(measurement, fields, c.tags(s), snap.Time)
+		m.SetTime(snap.Time)
+		acc.AddMetric(m)
 	}
 	return len(series)
+}
+
+// template returns the metric a series' metrics are copied from: its
+// tags, and its fields at zero.
+func (c *converter) template(s *aggregate.Series) telegraf.Metric {
+	if s.Slot < 0 {
+		// The other, overflow and filtered series: a few, built each time.
+		return c.newTemplate(s)
+	}
+	if n := int(s.Slot) + 1; n > len(c.templates) {
+		c.templates = append(c.templates, make([]telegraf.Metric, n-len(c.templates))...)
+	}
+	if s.Born || c.templates[s.Slot] == nil {
+		c.templates[s.Slot] = c.newTemplate(s)
+	}
+	return c.templates[s.Slot]
+}
+
+func (c *converter) newTemplate(s *aggregate.Series) telegraf.Metric {
+	return metric.New(measurement, c.tags(s), map[string]interface{}{"bytes": uint64(0), "packets": uint64(0)}, time.Time{}, telegraf.Counter)
 }
 
 // tags renders a series' key as the tags named in DESIGN.md. Port tags are
