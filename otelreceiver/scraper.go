@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"os"
 	"sync"
@@ -26,6 +27,10 @@ import (
 // every attribute, it is exactly one aggregator series.
 type series struct {
 	attrs metadata.FlowAttributes
+	// hash is attrs' hash in the set's index; next is the next series with
+	// the same hash.
+	hash uint64
+	next *series
 	// start is the earliest StartTime of the aggregator series in it at
 	// its first scrape.
 	start time.Time
@@ -50,7 +55,18 @@ type seriesSet struct {
 	// skipZero leaves out cumulative points whose total is still zero: a
 	// retransmit count is reported only for series that retransmitted.
 	skipZero bool
-	series   map[metadata.FlowAttributes]*series
+	// index finds a series by the hash of its attributes (series with the
+	// same hash are chained): keyed by the attributes themselves, the map
+	// would hold a second copy of every series' strings.
+	index map[uint64]*series
+	seed  maphash.Seed
+	// list is every series, in the order they were created, for flush.
+	list []*series
+	// bySlot is the series each aggregator series slot went to: while an
+	// aggregator series lives it reaches its series without its attributes
+	// being built and hashed again. An entry is valid only while its
+	// aggregator series lives: the aggregator marks a reused slot Born.
+	bySlot []*series
 }
 
 // newSeriesSet returns nil for a disabled metric; adding to nil is a no-op.
@@ -58,24 +74,82 @@ func newSeriesSet(enabled bool, sel metadata.AttributeSelection) *seriesSet {
 	if !enabled {
 		return nil
 	}
-	return &seriesSet{selection: sel, series: map[metadata.FlowAttributes]*series{}}
+	return &seriesSet{selection: sel, index: map[uint64]*series{}, seed: maphash.MakeSeed()}
 }
 
-func (ss *seriesSet) add(a metadata.FlowAttributes, start time.Time, delta uint64) {
+// lazyAttrs builds an aggregator series' attributes at most once, and only
+// when a set does not know the series yet.
+type lazyAttrs struct {
+	mapper *attributeMapper
+	sr     *aggregate.Series
+	a      metadata.FlowAttributes
+	done   bool
+}
+
+func (l *lazyAttrs) get() metadata.FlowAttributes {
+	if !l.done {
+		l.a, l.done = l.mapper.attributes(l.sr), true
+	}
+	return l.a
+}
+
+func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
 	if ss == nil {
 		return
 	}
-	key := ss.selection.Select(a)
-	s := ss.series[key]
+	var s *series
+	if sr.Slot >= 0 && !sr.Born && int(sr.Slot) < len(ss.bySlot) {
+		s = ss.bySlot[sr.Slot]
+	}
 	if s == nil {
-		s = &series{attrs: key, start: start, fresh: true}
-		ss.series[key] = s
-	} else if s.fresh && start.Before(s.start) {
-		s.start = start
+		s = ss.lookup(ss.selection.Select(la.get()), sr.StartTime)
+		if sr.Slot >= 0 {
+			if n := int(sr.Slot) + 1; n > len(ss.bySlot) {
+				ss.bySlot = append(ss.bySlot, make([]*series, n-len(ss.bySlot))...)
+			}
+			ss.bySlot[sr.Slot] = s
+		}
+	}
+	if s.fresh && sr.StartTime.Before(s.start) {
+		s.start = sr.StartTime
 	}
 	s.total += delta
 	s.window += delta
 	s.touched = true
+}
+
+// lookup returns the series of key, created if new.
+func (ss *seriesSet) lookup(key metadata.FlowAttributes, start time.Time) *series {
+	h := maphash.Comparable(ss.seed, key)
+	head := ss.index[h]
+	for s := head; s != nil; s = s.next {
+		if s.attrs == key {
+			return s
+		}
+	}
+	s := &series{attrs: key, hash: h, next: head, start: start, fresh: true}
+	ss.index[h] = s
+	ss.list = append(ss.list, s)
+	return s
+}
+
+// remove takes s out of the index.
+func (ss *seriesSet) remove(s *series) {
+	head := ss.index[s.hash]
+	if head == s {
+		if s.next == nil {
+			delete(ss.index, s.hash)
+		} else {
+			ss.index[s.hash] = s.next
+		}
+		return
+	}
+	for p := head; p != nil; p = p.next {
+		if p.next == s {
+			p.next = s.next
+			return
+		}
+	}
 }
 
 // flush calls record for every point of this scrape and then forgets the
@@ -87,10 +161,11 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start
 		return
 	}
 	ts := pcommon.NewTimestampFromTime(now)
-	for key, s := range ss.series {
+	kept := ss.list[:0]
+	for _, s := range ss.list {
 		switch {
 		case !s.touched:
-			delete(ss.series, key)
+			ss.remove(s)
 			continue
 		case delta:
 			if s.window > 0 {
@@ -100,7 +175,10 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start
 			record(pcommon.NewTimestampFromTime(s.start), ts, int64(s.total), s.attrs)
 		}
 		s.window, s.touched, s.fresh = 0, false, false
+		kept = append(kept, s)
 	}
+	clear(ss.list[len(kept):])
+	ss.list = kept
 }
 
 // flowScraper drains the source on each scrape and converts the snapshot.
@@ -219,10 +297,10 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	out := s.agg.Aggregate(now, snap.Records)
 	for i := range out {
 		sr := &out[i]
-		a := s.mapper.attributes(sr)
-		s.bytes.add(a, sr.StartTime, sr.DeltaBytes)
-		s.packets.add(a, sr.StartTime, sr.DeltaPackets)
-		s.retransmits.add(a, sr.StartTime, sr.DeltaRetransmits)
+		la := lazyAttrs{mapper: &s.mapper, sr: sr}
+		s.bytes.add(sr, &la, sr.DeltaBytes)
+		s.packets.add(sr, &la, sr.DeltaPackets)
+		s.retransmits.add(sr, &la, sr.DeltaRetransmits)
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
 	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint)
