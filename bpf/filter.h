@@ -184,9 +184,13 @@ static __noinline int filter_packet(const struct flow_key *k, __u64 len)
 {
 	if (!filtered_out(k))
 		return 0;
-	/* A full table (thousands of interfaces) falls back to the overflow series: nothing is lost. */
-	if (count_iface(&flows_filtered, k->ifindex, k->direction, len))
-		count_overflow(k->ifindex, k->direction, len);
+	/*
+	 * A full table (thousands of interfaces) falls back to the overflow
+	 * series: nothing is lost. A filtered total stands for many flows, so
+	 * it counts packets and bytes only, no TCP flags.
+	 */
+	if (count_iface(&flows_filtered, k->ifindex, k->direction, len, 0))
+		count_overflow(k->ifindex, k->direction, len, 0);
 	return 1;
 }
 

@@ -55,11 +55,21 @@ enum app_proto {
 /*
  * Per-CPU counters of one flow. first_seen_ns is set only on the CPU that
  * created the entry; each CPU decides app_proto on its own copy.
+ *
+ * The TCP flag counters are 32 bits to keep the value at 48 bytes: a per-CPU
+ * value exists once per possible CPU per entry, so 16 bytes more per value is
+ * 128 MiB more kernel memory for a full 131,072-flow table on a 64-CPU host.
+ * They wrap; user space takes each drain's growth modulo 2^32, exact as long
+ * as fewer than 2^32 such packets of one flow cross one CPU between drains.
  */
 struct flow_counters {
 	__u64 packets;
 	__u64 bytes;
 	__u64 first_seen_ns; /* bpf_ktime_get_ns() at insertion */
+	__u32 tcp_syn;       /* SYN without ACK */
+	__u32 tcp_synack;    /* SYN with ACK */
+	__u32 tcp_fin;       /* FIN, with or without ACK */
+	__u32 tcp_rst;       /* RST, with or without ACK */
 	__u8 app_proto;      /* enum app_proto */
 	__u8 app_tries;      /* payload packets inspected without a match */
 	__u8 _pad[6];

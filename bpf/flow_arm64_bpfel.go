@@ -26,6 +26,10 @@ type FlowFlowCounters struct {
 	Packets     uint64
 	Bytes       uint64
 	FirstSeenNs uint64
+	TcpSyn      uint32
+	TcpSynack   uint32
+	TcpFin      uint32
+	TcpRst      uint32
 	AppProto    uint8
 	AppTries    uint8
 	Pad         [6]uint8

@@ -32,20 +32,63 @@ static __always_inline void bump(struct flow_counters *c, __u64 len)
 	c->bytes += len;
 }
 
+/* TCP header flag bits (byte 13 of the header). */
+#define TCPF_FIN_ 0x01
+#define TCPF_SYN_ 0x02
+#define TCPF_RST_ 0x04
+#define TCPF_ACK_ 0x10
+
+/*
+ * tcp_flags returns the flags byte of the packet's TCP header, or 0 when the
+ * packet is not TCP or its header is too short to hold it (a truncated
+ * header counts no flags rather than guessing).
+ */
+static __always_inline __u8 tcp_flags(const struct cursor *pc, const struct flow_key *fk)
+{
+	__u8 *l4 = pc->l4;
+	if (!l4 || fk->ip_proto != IPPROTO_TCP_)
+		return 0;
+	if (l4 + 14 > (__u8 *)pc->end || (pc->limit && l4 + 14 > (__u8 *)pc->limit))
+		return 0;
+	return l4[13];
+}
+
+/*
+ * bump_tcp counts the packet's SYN, SYN+ACK, FIN and RST. Most packets of a
+ * connection carry none of the three, so they pay one test and no stores.
+ */
+static __always_inline void bump_tcp(struct flow_counters *c, __u8 tf)
+{
+	if (!(tf & (TCPF_FIN_ | TCPF_SYN_ | TCPF_RST_)))
+		return;
+	if (tf & TCPF_SYN_) {
+		if (tf & TCPF_ACK_)
+			c->tcp_synack++;
+		else
+			c->tcp_syn++;
+	}
+	if (tf & TCPF_FIN_)
+		c->tcp_fin++;
+	if (tf & TCPF_RST_)
+		c->tcp_rst++;
+}
+
 /*
  * count_iface adds one packet to the (ifindex, direction) entry of a per-CPU
  * hash keyed by struct overflow_key, creating it if needed. It returns
  * non-zero when the table is full and the packet was not counted.
  */
-static __always_inline int count_iface(void *map, __u32 ifindex, __u8 direction, __u64 len)
+static __always_inline int count_iface(void *map, __u32 ifindex, __u8 direction, __u64 len, __u8 tf)
 {
 	struct overflow_key okey = { .ifindex = ifindex, .direction = direction };
 	struct flow_counters *c = bpf_map_lookup_elem(map, &okey);
 	if (c) {
 		bump(c, len);
+		bump_tcp(c, tf);
 		return 0;
 	}
 	struct flow_counters init = { .packets = 1, .bytes = len, .first_seen_ns = bpf_ktime_get_ns() };
+	bump_tcp(&init, tf);
 	long err = bpf_map_update_elem(map, &okey, &init, BPF_NOEXIST);
 	if (!err)
 		return 0;
@@ -53,15 +96,16 @@ static __always_inline int count_iface(void *map, __u32 ifindex, __u8 direction,
 		c = bpf_map_lookup_elem(map, &okey);
 		if (c) {
 			bump(c, len);
+			bump_tcp(c, tf);
 			return 0;
 		}
 	}
 	return 1;
 }
 
-static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 len)
+static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 len, __u8 tf)
 {
-	if (!count_iface(&flows_overflow, ifindex, direction, len))
+	if (!count_iface(&flows_overflow, ifindex, direction, len, tf))
 		return;
 	__u32 zero = 0;
 	struct flow_counters *c = bpf_map_lookup_elem(&flows_overflow_total, &zero);
@@ -69,6 +113,7 @@ static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 
 		if (!c->first_seen_ns)
 			c->first_seen_ns = bpf_ktime_get_ns();
 		bump(c, len);
+		bump_tcp(c, tf);
 	}
 }
 
@@ -81,14 +126,17 @@ static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 
 static __always_inline void count_flow(void *map, const void *key, const struct flow_key *fk,
 				       const struct cursor *pc, __u64 len)
 {
+	__u8 tf = tcp_flags(pc, fk);
 	struct flow_counters *c = bpf_map_lookup_elem(map, key);
 	if (c) {
 		bump(c, len);
+		bump_tcp(c, tf);
 		if (c->app_proto == APP_UNDECIDED)
 			app_update(c, pc, fk);
 		return;
 	}
 	struct flow_counters init = { .packets = 1, .bytes = len, .first_seen_ns = bpf_ktime_get_ns() };
+	bump_tcp(&init, tf);
 	app_update(&init, pc, fk);
 	long err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
 	if (!err)
@@ -98,10 +146,11 @@ static __always_inline void count_flow(void *map, const void *key, const struct 
 		c = bpf_map_lookup_elem(map, key);
 		if (c) {
 			bump(c, len);
+			bump_tcp(c, tf);
 			return;
 		}
 	}
-	count_overflow(fk->ifindex, fk->direction, len);
+	count_overflow(fk->ifindex, fk->direction, len, tf);
 }
 
 #endif /* PKTSTAT_MAPS_H */

@@ -369,7 +369,9 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 			st.lastSeen = now
 		}
 		st.packets, st.bytes = p, b
+		st.addTCP(sumTCP(c.ovBuf))
 		c.emit(FlowKey{}, st, dp, db, false, true)
+		st.reported.tcp = st.tcp
 		h.OverflowPackets += p
 		h.OverflowBytes += b
 	}
@@ -396,6 +398,8 @@ func (c *Collector) emit(k FlowKey, st *flowState, dp, db uint64, expired, overf
 		Bytes:        st.bytes,
 		DeltaPackets: dp,
 		DeltaBytes:   db,
+		TCP:          st.tcp,
+		DeltaTCP:     st.deltaTCP(),
 		StartTime:    st.start,
 		LastSeen:     st.lastSeen,
 		Overflow:     overflow,

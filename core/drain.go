@@ -23,11 +23,16 @@ type flowState struct {
 	kernelStart uint64 // first_seen_ns of the kernel entry: a new value means a new entry
 	packets     uint64 // cumulative, as of the last batch read
 	bytes       uint64
-	reported    struct{ packets, bytes uint64 } // as of the last emit, for deltas
-	appProto    uint8                           // enum app_proto, once decided
-	start       time.Time
-	lastSeen    time.Time // last drain at which the counters grew
-	gen         uint64    // drain generation that last saw the entry
+	reported    struct { // as of the last emit, for deltas
+		packets, bytes uint64
+		tcp            TCPFlagCounts // set after the emit: emit takes its delta from it
+	}
+	tcp      TCPFlagCounts // cumulative, as of the last batch read
+	tcpRaw   [4]uint32     // the kernel's wrapping 32-bit sums at that read
+	appProto uint8         // enum app_proto, once decided
+	start    time.Time
+	lastSeen time.Time // last drain at which the counters grew
+	gen      uint64    // drain generation that last saw the entry
 }
 
 // table drains one per-CPU flow map keyed by K.
@@ -85,8 +90,43 @@ func sum(vals []counters) (packets, bytes, start uint64) {
 	return packets, bytes, start
 }
 
+// sumTCP adds one entry's per-CPU TCP flag counters modulo 2^32, as the
+// kernel keeps them.
+func sumTCP(vals []counters) (raw [4]uint32) {
+	for i := range vals {
+		raw[0] += vals[i].TcpSyn
+		raw[1] += vals[i].TcpSynack
+		raw[2] += vals[i].TcpFin
+		raw[3] += vals[i].TcpRst
+	}
+	return raw
+}
+
+// addTCP moves st's flag counters to the kernel's new raw sums. Each 32-bit
+// per-CPU counter wraps, and so does their sum modulo 2^32, so the growth
+// since the previous read is the difference modulo 2^32: exact while fewer
+// than 2^32 flagged packets of one flow arrive between two drains.
+func (st *flowState) addTCP(raw [4]uint32) {
+	st.tcp.SYN += uint64(raw[0] - st.tcpRaw[0])
+	st.tcp.SYNACK += uint64(raw[1] - st.tcpRaw[1])
+	st.tcp.FIN += uint64(raw[2] - st.tcpRaw[2])
+	st.tcp.RST += uint64(raw[3] - st.tcpRaw[3])
+	st.tcpRaw = raw
+}
+
+// deltaTCP is the growth of st's flag counters since the last emit; the
+// drain updates reported.tcp only after the emit.
+func (st *flowState) deltaTCP() TCPFlagCounts {
+	return TCPFlagCounts{
+		SYN:    st.tcp.SYN - st.reported.tcp.SYN,
+		SYNACK: st.tcp.SYNACK - st.reported.tcp.SYNACK,
+		FIN:    st.tcp.FIN - st.reported.tcp.FIN,
+		RST:    st.tcp.RST - st.reported.tcp.RST,
+	}
+}
+
 // emitFunc receives each flow's state and the growth since the previous
-// drain. st is valid only during the call.
+// drain. st is valid only during the call; st.deltaTCP() is the flags' growth.
 type emitFunc[K comparable] func(key K, st *flowState, dPackets, dBytes uint64, expired bool)
 
 // drain reads every entry and updates the state, then emits each flow:
@@ -103,6 +143,7 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 			vals := t.vals[i*t.ncpu : (i+1)*t.ncpu]
 			p, b, ks := sum(vals)
 			st := t.update(t.keys[i], p, b, ks, now, clock)
+			st.addTCP(sumTCP(vals))
 			if st.appProto <= appNone {
 				st.appProto = mergeAppProto(vals)
 			}
@@ -132,6 +173,7 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 			active++
 			st.reported.packets, st.reported.bytes = st.packets, st.bytes
 			emit(*key, st, dp, db, false)
+			st.reported.tcp = st.tcp
 			continue
 		}
 		if err := t.m.LookupAndDelete(key, perCPU); err == nil {
@@ -139,6 +181,7 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 			p, b, _ := sum(perCPU)
 			dp, db = p-st.reported.packets, b-st.reported.bytes
 			st.packets, st.bytes = p, b
+			st.addTCP(sumTCP(perCPU))
 		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
 			// Kernels before 5.14 cannot look up and delete per-CPU
 			// hash entries at once; the window between is one idle flow's.

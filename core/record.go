@@ -98,6 +98,12 @@ type Record struct {
 	// records. DeltaRetransmits is the increase since the previous Read.
 	Retransmits      uint64
 	DeltaRetransmits uint64
+	// TCP counts the flow's packets with SYN, SYN+ACK, FIN and RST set,
+	// cumulative like Packets; tc, xdp and cgroup modes, TCP flows and
+	// overflow records (not filtered ones). DeltaTCP is the increase since
+	// the previous Read.
+	TCP      TCPFlagCounts
+	DeltaTCP TCPFlagCounts
 
 	// StartTime is when the kernel first saw the flow (the series start).
 	StartTime time.Time
@@ -121,6 +127,21 @@ type Record struct {
 	// series with a new StartTime.
 	Expired bool
 }
+
+// TCPFlagCounts counts TCP packets by the flags they carry. SYN counts a SYN
+// without ACK (a connection attempt), SYNACK a SYN with ACK (its answer);
+// FIN and RST count packets with that flag whatever else is set.
+type TCPFlagCounts struct {
+	SYN, SYNACK, FIN, RST uint64
+}
+
+// Add returns the sum of c and o.
+func (c TCPFlagCounts) Add(o TCPFlagCounts) TCPFlagCounts {
+	return TCPFlagCounts{c.SYN + o.SYN, c.SYNACK + o.SYNACK, c.FIN + o.FIN, c.RST + o.RST}
+}
+
+// IsZero reports whether no flag was counted.
+func (c TCPFlagCounts) IsZero() bool { return c == TCPFlagCounts{} }
 
 // IPVersion is 4, 6 or 0 for non-IP flows.
 func (k FlowKey) IPVersion() int {

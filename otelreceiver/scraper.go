@@ -181,6 +181,10 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start
 	ss.list = kept
 }
 
+// tcpFlagNames are the pktstatbpf.tcp.flag values, in the order of
+// core.TCPFlagCounts' fields.
+var tcpFlagNames = [4]string{metadata.AttributeTCPFlagSyn, metadata.AttributeTCPFlagSynack, metadata.AttributeTCPFlagFin, metadata.AttributeTCPFlagRst}
+
 // flowScraper drains the source on each scrape and converts the snapshot.
 type flowScraper struct {
 	cfg       *Config
@@ -201,7 +205,9 @@ type flowScraper struct {
 	bytes       *seriesSet
 	packets     *seriesSet
 	retransmits *seriesSet
-	startTime   time.Time
+	// tcpFlags has one set per pktstatbpf.tcp.flag value, in tcpFlagNames' order.
+	tcpFlags  [4]*seriesSet
+	startTime time.Time
 	prevEnd     time.Time
 }
 
@@ -240,6 +246,14 @@ func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc)
 	}
 	if s.retransmits != nil {
 		s.retransmits.skipZero = true
+	}
+	// kprobe mode counts no flags: no flag series at all rather than zeros.
+	flags := m.PktstatbpfNetworkFlowTCPFlags.Enabled && cfg.captureMode() != string(core.ModeKprobe)
+	for i := range s.tcpFlags {
+		if s.tcpFlags[i] = newSeriesSet(flags, mb.PktstatbpfNetworkFlowTCPFlagsSelection()); s.tcpFlags[i] != nil {
+			// A series gets a point for a flag once it has counted one.
+			s.tcpFlags[i].skipZero = true
+		}
 	}
 	return s, nil
 }
@@ -301,11 +315,22 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		s.bytes.add(sr, &la, sr.DeltaBytes)
 		s.packets.add(sr, &la, sr.DeltaPackets)
 		s.retransmits.add(sr, &la, sr.DeltaRetransmits)
+		if s.tcpFlags[0] != nil {
+			d := sr.DeltaTCP
+			for i, v := range [4]uint64{d.SYN, d.SYNACK, d.FIN, d.RST} {
+				s.tcpFlags[i].add(sr, &la, v)
+			}
+		}
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
 	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint)
 	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
 	s.retransmits.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint)
+	for i, flag := range tcpFlagNames {
+		s.tcpFlags[i].flush(delta, s.prevEnd, now, func(start, ts pcommon.Timestamp, val int64, a metadata.FlowAttributes) {
+			s.mb.RecordPktstatbpfNetworkFlowTCPFlagsDataPoint(start, ts, val, a, flag)
+		})
+	}
 
 	ts := pcommon.NewTimestampFromTime(now)
 	start := pcommon.NewTimestampFromTime(s.startTime)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -94,6 +95,8 @@ func mixedSnapshot() core.Snapshot {
 	tls.CgroupPath = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + podUIDUnderscores +
 		".slice/cri-containerd-" + sixtyFourHex + ".scope"
 	tls.Retransmits, tls.DeltaRetransmits = 2, 2
+	tls.TCP = core.TCPFlagCounts{SYN: 1, FIN: 1}
+	tls.DeltaTCP = tls.TCP
 	return core.Snapshot{
 		Time: at(10),
 		Records: []core.Record{
@@ -347,3 +350,79 @@ const sixtyFourHex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789
 
 // podUIDUnderscores is a pod UID as the systemd cgroup driver writes it.
 const podUIDUnderscores = "1a2b3c4d_0000_4000_8000_00000000beef"
+
+// flagPoints returns the points of pktstatbpf.network.flow.tcp.flags keyed
+// by source port and flag.
+func flagPoints(md pmetric.Metrics) map[string]point {
+	out := map[string]point{}
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		sms := rms.At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				if m := ms.At(k); m.Name() == metadata.MetricPktstatbpfNetworkFlowTCPFlags {
+					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
+						dp := m.Sum().DataPoints().At(l)
+						port, _ := dp.Attributes().Get(metadata.AttrSourcePort)
+						flag, _ := dp.Attributes().Get(metadata.AttrTCPFlag)
+						out[fmt.Sprintf("%d/%s", port.Int(), flag.Str())] = point{dp.StartTimestamp().AsTime(), dp.Timestamp().AsTime(), dp.IntValue()}
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestTCPFlagPoints: pktstatbpf.network.flow.tcp.flags has one point per
+// series and flag once the flag was counted, cumulative from the series'
+// start or as contiguous delta windows; kprobe mode, which counts no
+// flags, has none.
+func TestTCPFlagPoints(t *testing.T) {
+	tcp := func(sport uint16) core.FlowKey {
+		k := udp4(core.Egress, sport, 443)
+		k.Proto = core.ProtoTCP
+		return k
+	}
+	flags := func(r core.Record, prev, d core.TCPFlagCounts) core.Record {
+		r.TCP, r.DeltaTCP = prev.Add(d), d
+		return r
+	}
+	a, b := tcp(1111), tcp(2222)
+	snaps := func() []core.Snapshot {
+		return []core.Snapshot{
+			{Time: at(10), Records: []core.Record{
+				flags(rec(a, at(3), 0, 0, 3, 300), core.TCPFlagCounts{}, core.TCPFlagCounts{SYN: 1}),
+				flags(rec(b, at(4), 0, 0, 2, 200), core.TCPFlagCounts{}, core.TCPFlagCounts{SYN: 1, RST: 1}),
+			}},
+			{Time: at(20), Records: []core.Record{
+				flags(rec(a, at(3), 3, 300, 2, 200), core.TCPFlagCounts{SYN: 1}, core.TCPFlagCounts{FIN: 1}),
+			}},
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want []map[string]point
+	}{
+		{"cumulative", nil, []map[string]point{
+			{"1111/syn": {at(3), at(10), 1}, "2222/syn": {at(4), at(10), 1}, "2222/rst": {at(4), at(10), 1}},
+			{"1111/syn": {at(3), at(20), 1}, "1111/fin": {at(3), at(20), 1}, "2222/syn": {at(4), at(20), 1}, "2222/rst": {at(4), at(20), 1}},
+		}},
+		{"delta", func(c *Config) { c.Temporality = TemporalityDelta }, []map[string]point{
+			{"1111/syn": {t0, at(10), 1}, "2222/syn": {t0, at(10), 1}, "2222/rst": {t0, at(10), 1}},
+			{"1111/fin": {at(10), at(20), 1}},
+		}},
+		{"kprobe", func(c *Config) { c.Mode = "kprobe" }, []map[string]point{{}, {}}},
+		{"disabled", func(c *Config) { c.Metrics.PktstatbpfNetworkFlowTCPFlags.Enabled = false }, []map[string]point{{}, {}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newTestScraper(t, &fakeSource{snaps: snaps()}, tc.edit)
+			got := scrapeN(t, s, 2)
+			for i := range tc.want {
+				assert.Equal(t, tc.want[i], flagPoints(got[i]), "scrape %d", i+1)
+			}
+		})
+	}
+}

@@ -65,6 +65,10 @@ type Series struct {
 	// increase in this call.
 	Retransmits      uint64
 	DeltaRetransmits uint64
+	// TCP and DeltaTCP sum the records' TCP flag counters (SYN, SYN+ACK,
+	// FIN, RST) the same way.
+	TCP      core.TCPFlagCounts
+	DeltaTCP core.TCPFlagCounts
 	// StartTime is when counting for this series began: the earliest
 	// StartTime of the flows that created it, but never before the
 	// previous call, whose deltas a new series does not include.
@@ -175,7 +179,7 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 	}
 
 	a.choose()
-	a.other.dPackets, a.other.dBytes, a.other.dRetrans, a.other.minStart = 0, 0, 0, time.Time{}
+	a.other.dPackets, a.other.dBytes, a.other.dRetrans, a.other.dTCP, a.other.minStart = 0, 0, 0, core.TCPFlagCounts{}, time.Time{}
 	for _, i := range a.cand {
 		e := &a.flows.entries[i]
 		if e.chosen == a.epoch {
@@ -185,6 +189,7 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 		a.other.dPackets += e.dPackets
 		a.other.dBytes += e.dBytes
 		a.other.dRetrans += e.dRetrans
+		a.other.dTCP = a.other.dTCP.Add(e.dTCP)
 		a.other.minStart = minTime(a.other.minStart, e.minStart)
 	}
 	if a.other.dPackets != 0 || a.other.dBytes != 0 || a.other.dRetrans != 0 {
@@ -312,11 +317,12 @@ func (a *Aggregator) grow(e *entry, now time.Time) {
 		e.live = true
 		e.born = a.epoch
 		e.start = a.seriesStart(e.minStart, e.start, now)
-		e.packets, e.bytes, e.retrans = 0, 0, 0
+		e.packets, e.bytes, e.retrans, e.tcp = 0, 0, 0, core.TCPFlagCounts{}
 	}
 	e.packets += e.dPackets
 	e.bytes += e.dBytes
 	e.retrans += e.dRetrans
+	e.tcp = e.tcp.Add(e.dTCP)
 	e.lastGrowth = now
 	e.grew = a.epoch
 }
@@ -440,10 +446,10 @@ func (a *Aggregator) emit() []Series {
 }
 
 func (a *Aggregator) series(kind Kind, e *entry, slot int32) Series {
-	s := Series{Kind: kind, Key: e.key, Packets: e.packets, Bytes: e.bytes, Retransmits: e.retrans, StartTime: e.start,
+	s := Series{Kind: kind, Key: e.key, Packets: e.packets, Bytes: e.bytes, Retransmits: e.retrans, TCP: e.tcp, StartTime: e.start,
 		Slot: slot, Born: e.born == a.epoch}
 	if e.grew == a.epoch {
-		s.DeltaPackets, s.DeltaBytes, s.DeltaRetransmits = e.dPackets, e.dBytes, e.dRetrans
+		s.DeltaPackets, s.DeltaBytes, s.DeltaRetransmits, s.DeltaTCP = e.dPackets, e.dBytes, e.dRetrans, e.dTCP
 	}
 	return s
 }
@@ -459,6 +465,7 @@ type entry struct {
 	next int32
 
 	packets, bytes, retrans uint64
+	tcp                     core.TCPFlagCounts
 	start                   time.Time
 	lastGrowth              time.Time
 	// lastActive is the last call in which the key had a delta, whether it
@@ -472,6 +479,7 @@ type entry struct {
 	grew                       uint64
 	born                       uint64 // the call that made the series live
 	dPackets, dBytes, dRetrans uint64
+	dTCP                       core.TCPFlagCounts
 	minStart                   time.Time
 }
 
@@ -542,7 +550,7 @@ func (t *table) touch(i int32, r *core.Record, epoch uint64, now time.Time, cand
 	e := &t.entries[i]
 	if e.touched != epoch {
 		e.touched = epoch
-		e.dPackets, e.dBytes, e.dRetrans = 0, 0, 0
+		e.dPackets, e.dBytes, e.dRetrans, e.dTCP = 0, 0, 0, core.TCPFlagCounts{}
 		e.minStart = r.StartTime
 		e.lastActive = now
 		cand = append(cand, i)
@@ -550,6 +558,7 @@ func (t *table) touch(i int32, r *core.Record, epoch uint64, now time.Time, cand
 	e.dPackets += r.DeltaPackets
 	e.dBytes += r.DeltaBytes
 	e.dRetrans += r.DeltaRetransmits
+	e.dTCP = e.dTCP.Add(r.DeltaTCP)
 	e.minStart = minTime(e.minStart, r.StartTime)
 	return cand
 }

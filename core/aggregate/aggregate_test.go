@@ -61,6 +61,16 @@ func checkConserved(t *testing.T, in []core.Record, out []Series) {
 	if ip != op || ib != ob || ir != or {
 		t.Errorf("totals not conserved: in %d packets %d bytes %d retransmits, out %d packets %d bytes %d retransmits", ip, ib, ir, op, ob, or)
 	}
+	var it, ot core.TCPFlagCounts
+	for _, r := range in {
+		it = it.Add(r.DeltaTCP)
+	}
+	for _, s := range out {
+		ot = ot.Add(s.DeltaTCP)
+	}
+	if it != ot {
+		t.Errorf("TCP flag totals not conserved: in %+v, out %+v", it, ot)
+	}
 }
 
 func checkSeries(t *testing.T, got, want []Series) {
@@ -802,4 +812,47 @@ func TestSlots(t *testing.T) {
 			t.Errorf("series %s: born %t, want %t", k, s.Born, wantBorn)
 		}
 	}
+}
+
+// TestTCPFlagsAreSummed: TCP flag counts follow their flow's key into its own
+// series, the other series or an overflow series, like packets and bytes,
+// and stay cumulative across calls.
+func TestTCPFlagsAreSummed(t *testing.T) {
+	a := mustNew(t, Config{
+		Dimensions: []Dimension{DimSrcIP, DimDstIP, DimDstPort},
+		FoldPorts:  FoldHigher,
+		CIDRGroups: []CIDRGroup{{"office", "10.1.0.0/16"}},
+		TopN:       1,
+	})
+	flags := func(r core.Record, total, delta core.TCPFlagCounts) core.Record {
+		r.TCP, r.DeltaTCP = total, delta
+		return r
+	}
+	f := func(syn, synack, fin, rst uint64) core.TCPFlagCounts { return core.TCPFlagCounts{SYN: syn, SYNACK: synack, FIN: fin, RST: rst} }
+	over := core.Record{Overflow: true, Packets: 7, Bytes: 700, DeltaPackets: 7, DeltaBytes: 700, TCP: f(7, 0, 0, 0), DeltaTCP: f(7, 0, 0, 0), StartTime: at(-60)}
+	in := []core.Record{
+		flags(rec(tcp4("10.1.0.5", 40000, "10.9.0.1", 443), 10, 1000, at(-5)), f(1, 0, 1, 0), f(1, 0, 1, 0)),
+		flags(rec(tcp4("10.1.7.5", 40001, "10.9.0.1", 443), 10, 1000, at(-5)), f(1, 0, 0, 1), f(1, 0, 0, 1)),
+		flags(rec(tcp4("10.1.7.5", 40002, "10.9.0.1", 22), 1, 100, at(-5)), f(0, 1, 0, 0), f(0, 1, 0, 0)),
+		over,
+	}
+	out := a.Aggregate(at(0), in)
+	office := Key{SrcGroup: "office", DstAddr: netip.MustParseAddr("10.9.0.1"), HasPorts: true}
+	k443 := office
+	k443.DstPort = 443
+	checkSeries(t, out, []Series{
+		{Key: k443, Packets: 20, Bytes: 2000, DeltaPackets: 20, DeltaBytes: 2000, TCP: f(2, 0, 1, 1), DeltaTCP: f(2, 0, 1, 1), StartTime: at(-5)},
+		{Kind: KindOther, Packets: 1, Bytes: 100, DeltaPackets: 1, DeltaBytes: 100, TCP: f(0, 1, 0, 0), DeltaTCP: f(0, 1, 0, 0), StartTime: at(-5)},
+		{Kind: KindOverflow, Packets: 7, Bytes: 700, DeltaPackets: 7, DeltaBytes: 700, TCP: f(7, 0, 0, 0), DeltaTCP: f(7, 0, 0, 0), StartTime: at(-60)},
+	})
+	checkConserved(t, in, out)
+
+	in = []core.Record{flags(next(in[0], 1, 60, at(10)), f(1, 0, 2, 0), f(0, 0, 1, 0))}
+	out = a.Aggregate(at(10), in)
+	checkSeries(t, out, []Series{
+		{Key: k443, Packets: 21, Bytes: 2060, DeltaPackets: 1, DeltaBytes: 60, TCP: f(2, 0, 2, 1), DeltaTCP: f(0, 0, 1, 0), StartTime: at(-5)},
+		{Kind: KindOther, Packets: 1, Bytes: 100, TCP: f(0, 1, 0, 0), StartTime: at(-5)},
+		{Kind: KindOverflow, Packets: 7, Bytes: 700, TCP: f(7, 0, 0, 0), StartTime: at(-60)},
+	})
+	checkConserved(t, in, out)
 }

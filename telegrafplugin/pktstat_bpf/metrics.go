@@ -27,6 +27,9 @@ type converter struct {
 	// Direction's zero value is a real direction and port 0 a real port:
 	// whether they are kept must be known, not guessed from the key.
 	dir, srcPort, dstPort bool
+	// tcpFlags: the mode counts TCP flags (every mode but kprobe), so each
+	// TCP series carries the four flag fields from its first point on.
+	tcpFlags bool
 	// templates holds, by series slot, a metric with the series' tags,
 	// built when the series is born: a gather copies it and sets the
 	// counts, instead of rendering the tags and sorting them again for
@@ -69,12 +72,29 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 				f.Value = s.Bytes
 			case "packets":
 				f.Value = s.Packets
+			case "tcp_syn":
+				f.Value = s.TCP.SYN
+			case "tcp_synack":
+				f.Value = s.TCP.SYNACK
+			case "tcp_fin":
+				f.Value = s.TCP.FIN
+			case "tcp_rst":
+				f.Value = s.TCP.RST
 			}
 		}
 		// Only kprobe mode counts retransmissions; a series carries the
 		// field from its first one on, as the receiver does.
 		if s.Retransmits > 0 {
 			m.AddField("retransmits", s.Retransmits)
+		}
+		// The flag fields add no series; a series that is not one TCP
+		// flow's (proto not kept, overflow, other) has them once a flag
+		// was counted in it.
+		if !c.flagFields(s) && !s.TCP.IsZero() {
+			m.AddField("tcp_syn", s.TCP.SYN)
+			m.AddField("tcp_synack", s.TCP.SYNACK)
+			m.AddField("tcp_fin", s.TCP.FIN)
+			m.AddField("tcp_rst", s.TCP.RST)
 		}
 		m.SetTime(snap.Time)
 		acc.AddMetric(m)
@@ -99,7 +119,17 @@ func (c *converter) template(s *aggregate.Series) telegraf.Metric {
 }
 
 func (c *converter) newTemplate(s *aggregate.Series) telegraf.Metric {
-	return metric.New(measurement, c.tags(s), map[string]interface{}{"bytes": uint64(0), "packets": uint64(0)}, time.Time{}, telegraf.Counter)
+	fields := map[string]interface{}{"bytes": uint64(0), "packets": uint64(0)}
+	if c.flagFields(s) {
+		fields["tcp_syn"], fields["tcp_synack"], fields["tcp_fin"], fields["tcp_rst"] = uint64(0), uint64(0), uint64(0), uint64(0)
+	}
+	return metric.New(measurement, c.tags(s), fields, time.Time{}, telegraf.Counter)
+}
+
+// flagFields reports whether every point of the series carries the TCP
+// flag fields: a TCP flow's series in a mode that counts them.
+func (c *converter) flagFields(s *aggregate.Series) bool {
+	return c.tcpFlags && s.Key.Transport == "tcp"
 }
 
 // tags renders a series' key as the tags named in DESIGN.md. Port tags are

@@ -120,6 +120,7 @@ func (p *PktstatBPF) Start(acc telegraf.Accumulator) error {
 	if err != nil {
 		return err
 	}
+	conv.tcpFlags = p.cfg.Mode != core.ModeKprobe
 	src, err := p.newSource(p.cfg)
 	if err != nil {
 		return err

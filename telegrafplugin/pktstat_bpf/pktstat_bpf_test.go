@@ -418,8 +418,18 @@ func udp4(iface string, dir core.Direction, src, dst string, sport, dport uint16
 		SrcAddr: netip.MustParseAddr(src), DstAddr: netip.MustParseAddr(dst), SrcPort: sport, DstPort: dport}
 }
 
+// counter is a flow series' metric. A TCP series outside kprobe mode also
+// has the four flag fields, zero in these fixtures.
 func counter(tags map[string]string, packets, bytes uint64, tm time.Time) telegraf.Metric {
+	if tags["proto"] == "tcp" {
+		return flagCounter(tags, packets, bytes, core.TCPFlagCounts{}, tm)
+	}
 	return metric.New("pktstat_bpf", tags, map[string]interface{}{"packets": packets, "bytes": bytes}, tm, telegraf.Counter)
+}
+
+func flagCounter(tags map[string]string, packets, bytes uint64, f core.TCPFlagCounts, tm time.Time) telegraf.Metric {
+	return metric.New("pktstat_bpf", tags, map[string]interface{}{"packets": packets, "bytes": bytes,
+		"tcp_syn": f.SYN, "tcp_synack": f.SYNACK, "tcp_fin": f.FIN, "tcp_rst": f.RST}, tm, telegraf.Counter)
 }
 
 func internal(mode string, fields map[string]interface{}, tm time.Time) telegraf.Metric {
@@ -806,8 +816,67 @@ func TestKprobeRetransmits(t *testing.T) {
 	testutil.RequireMetricsEqual(t, []telegraf.Metric{
 		metric.New("pktstat_bpf", tags(tcp, "5000", "80"),
 			map[string]interface{}{"packets": uint64(11), "bytes": uint64(10100), "retransmits": uint64(3)}, t0, telegraf.Counter),
-		counter(tags(in, "80", "5000"), 4, 4000, t0),
+		// kprobe mode counts no TCP flags: no flag fields.
+		metric.New("pktstat_bpf", tags(in, "80", "5000"), map[string]interface{}{"packets": uint64(4), "bytes": uint64(4000)}, t0, telegraf.Counter),
 	}, flows, testutil.SortMetrics())
+}
+
+// TestTCPFlagFields: each TCP series carries tcp_syn, tcp_synack, tcp_fin
+// and tcp_rst, summed over its flows and cumulative across gathers; a
+// series that mixes protocols (proto not a dimension) carries them once a
+// flag was counted in it, and a UDP series never does.
+func TestTCPFlagFields(t *testing.T) {
+	flow := func(sport uint16, dir core.Direction, src, dst string) core.FlowKey {
+		return core.FlowKey{Direction: dir, EtherType: core.EtherTypeIPv4, Proto: core.ProtoTCP,
+			SrcAddr: netip.MustParseAddr(src), DstAddr: netip.MustParseAddr(dst), SrcPort: sport, DstPort: 443}
+	}
+	a, b := flow(40000, core.Egress, "10.0.0.1", "10.0.0.2"), flow(40001, core.Egress, "10.0.0.1", "10.0.0.2")
+	u := udp4("", core.Egress, "10.0.0.1", "10.0.0.2", 5000, 53)
+	rec := func(k core.FlowKey, packets uint64, f, df core.TCPFlagCounts) core.Record {
+		return core.Record{FlowKey: k, Packets: packets, Bytes: 100 * packets, DeltaPackets: packets, DeltaBytes: 100 * packets, TCP: f, DeltaTCP: df}
+	}
+	syn := core.TCPFlagCounts{SYN: 1}
+	closed := core.TCPFlagCounts{SYN: 1, FIN: 1}
+	t1 := t0.Add(10 * time.Second)
+	snaps := []core.Snapshot{
+		{Time: t0, Records: []core.Record{rec(a, 3, syn, syn), rec(b, 2, core.TCPFlagCounts{SYN: 1, RST: 1}, core.TCPFlagCounts{SYN: 1, RST: 1}), rec(u, 4, core.TCPFlagCounts{}, core.TCPFlagCounts{})}},
+		{Time: t1, Records: []core.Record{rec(a, 2, closed, core.TCPFlagCounts{FIN: 1})}},
+	}
+	for _, tc := range []struct {
+		name string
+		agg  aggregate.Config
+		want []telegraf.Metric
+	}{
+		{"per flow", aggregate.Config{Dimensions: []aggregate.Dimension{"src_port", "proto"}}, []telegraf.Metric{
+			flagCounter(map[string]string{"proto": "tcp", "src_port": "40000"}, 3, 300, syn, t0),
+			flagCounter(map[string]string{"proto": "tcp", "src_port": "40001"}, 2, 200, core.TCPFlagCounts{SYN: 1, RST: 1}, t0),
+			counter(map[string]string{"proto": "udp", "src_port": "5000"}, 4, 400, t0),
+			flagCounter(map[string]string{"proto": "tcp", "src_port": "40000"}, 5, 500, closed, t1),
+			flagCounter(map[string]string{"proto": "tcp", "src_port": "40001"}, 2, 200, core.TCPFlagCounts{SYN: 1, RST: 1}, t1),
+			counter(map[string]string{"proto": "udp", "src_port": "5000"}, 4, 400, t1),
+		}},
+		{"protocols mixed", aggregate.Config{Dimensions: []aggregate.Dimension{"direction"}}, []telegraf.Metric{
+			flagCounter(map[string]string{"direction": "egress"}, 9, 900, core.TCPFlagCounts{SYN: 2, RST: 1}, t0),
+			flagCounter(map[string]string{"direction": "egress"}, 11, 1100, core.TCPFlagCounts{SYN: 2, FIN: 1, RST: 1}, t1),
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeSource{snapshots: snaps}
+			p := withFake(&PktstatBPF{Config: tc.agg}, f)
+			require.NoError(t, p.Init())
+			var acc testutil.Accumulator
+			require.NoError(t, p.Start(&acc))
+			require.NoError(t, p.Gather(&acc))
+			require.NoError(t, p.Gather(&acc))
+			var flows []telegraf.Metric
+			for _, m := range acc.GetTelegrafMetrics() {
+				if m.Name() == "pktstat_bpf" {
+					flows = append(flows, m)
+				}
+			}
+			testutil.RequireMetricsEqual(t, tc.want, flows, testutil.SortMetrics())
+		})
+	}
 }
 
 // The filter messages, word for word as the receiver's tests expect them

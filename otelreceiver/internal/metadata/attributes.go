@@ -52,6 +52,17 @@ const (
 	AttrOther = "pktstatbpf.other"
 	// AttrHookState is the attribute of pktstatbpf.hook.count.
 	AttrHookState = "pktstatbpf.hook.state"
+	// AttrTCPFlag is the attribute pktstatbpf.network.flow.tcp.flags adds to
+	// the flow attributes; it is always recorded.
+	AttrTCPFlag = "pktstatbpf.tcp.flag"
+)
+
+// Values of AttrTCPFlag.
+const (
+	AttributeTCPFlagSyn    = "syn"
+	AttributeTCPFlagSynack = "synack"
+	AttributeTCPFlagFin    = "fin"
+	AttributeTCPFlagRst    = "rst"
 )
 
 // Values of AttrHookState.

@@ -10,6 +10,7 @@ const (
 	MetricPktstatbpfNetworkFlowBytes          = "pktstatbpf.network.flow.bytes"
 	MetricPktstatbpfNetworkFlowPackets        = "pktstatbpf.network.flow.packets"
 	MetricPktstatbpfNetworkFlowTCPRetransmits = "pktstatbpf.network.flow.tcp.retransmits"
+	MetricPktstatbpfNetworkFlowTCPFlags       = "pktstatbpf.network.flow.tcp.flags"
 	MetricPktstatbpfFlowCount                 = "pktstatbpf.flow.count"
 	MetricPktstatbpfFlowLimit                 = "pktstatbpf.flow.limit"
 	MetricPktstatbpfFlowExpired               = "pktstatbpf.flow.expired"
@@ -55,6 +56,7 @@ type MetricsConfig struct {
 	PktstatbpfNetworkFlowBytes          FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.bytes"`
 	PktstatbpfNetworkFlowPackets        FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.packets"`
 	PktstatbpfNetworkFlowTCPRetransmits FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.tcp.retransmits"`
+	PktstatbpfNetworkFlowTCPFlags       FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.tcp.flags"`
 	PktstatbpfFlowCount                 MetricConfig     `mapstructure:"pktstatbpf.flow.count"`
 	PktstatbpfFlowLimit                 MetricConfig     `mapstructure:"pktstatbpf.flow.limit"`
 	PktstatbpfFlowExpired               MetricConfig     `mapstructure:"pktstatbpf.flow.expired"`
@@ -73,6 +75,7 @@ func DefaultMetricsConfig() MetricsConfig {
 		PktstatbpfNetworkFlowBytes:          FlowMetricConfig{Enabled: true},
 		PktstatbpfNetworkFlowPackets:        FlowMetricConfig{Enabled: true},
 		PktstatbpfNetworkFlowTCPRetransmits: FlowMetricConfig{Enabled: false},
+		PktstatbpfNetworkFlowTCPFlags:       FlowMetricConfig{Enabled: true},
 		PktstatbpfFlowCount:                 MetricConfig{Enabled: true},
 		PktstatbpfFlowLimit:                 MetricConfig{Enabled: true},
 		PktstatbpfFlowExpired:               MetricConfig{Enabled: true},
@@ -133,6 +136,7 @@ func (c MetricsBuilderConfig) FlowMetrics() []FlowMetric {
 		{MetricPktstatbpfNetworkFlowBytes, c.Metrics.PktstatbpfNetworkFlowBytes},
 		{MetricPktstatbpfNetworkFlowPackets, c.Metrics.PktstatbpfNetworkFlowPackets},
 		{MetricPktstatbpfNetworkFlowTCPRetransmits, c.Metrics.PktstatbpfNetworkFlowTCPRetransmits},
+		{MetricPktstatbpfNetworkFlowTCPFlags, c.Metrics.PktstatbpfNetworkFlowTCPFlags},
 	}
 }
 

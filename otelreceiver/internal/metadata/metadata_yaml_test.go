@@ -51,7 +51,7 @@ type metadataFile struct {
 }
 
 var allDefs = []metricDef{
-	defPktstatbpfNetworkFlowBytes, defPktstatbpfNetworkFlowPackets, defPktstatbpfNetworkFlowTCPRetransmits,
+	defPktstatbpfNetworkFlowBytes, defPktstatbpfNetworkFlowPackets, defPktstatbpfNetworkFlowTCPRetransmits, defPktstatbpfNetworkFlowTCPFlags,
 	defFlowCount, defFlowLimit, defFlowExpired, defOverflowPackets, defOverflowBytes, defDrainDuration, defHookCount, defHookNotFirst,
 }
 
@@ -130,9 +130,16 @@ func TestMetadataYAMLMatchesCode(t *testing.T) {
 		}
 	}
 	for _, fm := range DefaultMetricsBuilderConfig().FlowMetrics() {
-		if got := md.Metrics[fm.Name].Attributes; !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(flowAttrs))) {
-			t.Errorf("%s: attributes\n%v\nwant\n%v", fm.Name, got, flowAttrs)
+		want := flowAttrs
+		if fm.Name == MetricPktstatbpfNetworkFlowTCPFlags {
+			want = append(slices.Clone(flowAttrs), AttrTCPFlag)
 		}
+		if got := md.Metrics[fm.Name].Attributes; !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+			t.Errorf("%s: attributes\n%v\nwant\n%v", fm.Name, got, want)
+		}
+	}
+	if a := md.Attributes[AttrTCPFlag]; !slices.Equal(a.Enum, []string{AttributeTCPFlagSyn, AttributeTCPFlagSynack, AttributeTCPFlagFin, AttributeTCPFlagRst}) {
+		t.Errorf("%s: enum %v", AttrTCPFlag, a.Enum)
 	}
 	if got := md.Metrics[MetricPktstatbpfHookCount].Attributes; !slices.Equal(got, []string{AttrHookState}) {
 		t.Errorf("%s: attributes %v", MetricPktstatbpfHookCount, got)
@@ -147,8 +154,8 @@ func TestMetadataYAMLMatchesCode(t *testing.T) {
 			t.Errorf("attribute %s: requirement_level %q", name, a.RequirementLevel)
 		}
 	}
-	if len(md.Attributes) != len(flowAttrs)+1 {
-		t.Errorf("%d attributes in metadata.yaml, want the %d flow attributes and %s", len(md.Attributes), len(flowAttrs), AttrHookState)
+	if len(md.Attributes) != len(flowAttrs)+2 {
+		t.Errorf("%d attributes in metadata.yaml, want the %d flow attributes, %s and %s", len(md.Attributes), len(flowAttrs), AttrHookState, AttrTCPFlag)
 	}
 	for _, name := range []string{ResourceAttrHostName, ResourceAttrCaptureMode} {
 		if a, ok := md.ResourceAttributes[name]; !ok || a.Enabled == nil || !*a.Enabled {

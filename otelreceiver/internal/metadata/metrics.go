@@ -103,6 +103,9 @@ var (
 	defPktstatbpfNetworkFlowTCPRetransmits = metricDef{MetricPktstatbpfNetworkFlowTCPRetransmits,
 		"TCP segments the kernel sent again (tcp_retransmit_skb) for the flow; kprobe mode only, on the transmit side.",
 		"{segment}", kindSumInt}
+	defPktstatbpfNetworkFlowTCPFlags = metricDef{MetricPktstatbpfNetworkFlowTCPFlags,
+		"TCP packets of the flow with SYN (without ACK), SYN+ACK, FIN or RST set, by pktstatbpf.tcp.flag; tc, xdp and cgroup modes.",
+		"{packet}", kindSumInt}
 	defFlowCount = metricDef{MetricPktstatbpfFlowCount,
 		"Flows in the kernel flow table at the last drain.",
 		"{flow}", kindUpDownInt}
@@ -136,10 +139,12 @@ type MetricsBuilder struct {
 	bytesSelection       AttributeSelection
 	packetsSelection     AttributeSelection
 	retransmitsSelection AttributeSelection
+	tcpFlagsSelection    AttributeSelection
 
 	networkFlowBytes          *metricBuffer
 	networkFlowPackets        *metricBuffer
 	networkFlowRetransmits    *metricBuffer
+	networkFlowTCPFlags       *metricBuffer
 	pktstatbpfFlowCount       *metricBuffer
 	pktstatbpfFlowLimit       *metricBuffer
 	pktstatbpfFlowExpired     *metricBuffer
@@ -181,6 +186,10 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 	if err != nil {
 		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowTCPRetransmits, err)
 	}
+	flagsSel, err := mbc.Metrics.PktstatbpfNetworkFlowTCPFlags.Selection()
+	if err != nil {
+		return nil, fmt.Errorf("metrics::%s::attributes: %w", MetricPktstatbpfNetworkFlowTCPFlags, err)
+	}
 	cum := pmetric.AggregationTemporalityCumulative
 	m := mbc.Metrics
 	return &MetricsBuilder{
@@ -189,9 +198,11 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		bytesSelection:            bytesSel,
 		packetsSelection:          packetsSel,
 		retransmitsSelection:      retransSel,
+		tcpFlagsSelection:         flagsSel,
 		networkFlowBytes:          newMetricBuffer(defPktstatbpfNetworkFlowBytes, m.PktstatbpfNetworkFlowBytes.Enabled, o.flowTemporality),
 		networkFlowPackets:        newMetricBuffer(defPktstatbpfNetworkFlowPackets, m.PktstatbpfNetworkFlowPackets.Enabled, o.flowTemporality),
 		networkFlowRetransmits:    newMetricBuffer(defPktstatbpfNetworkFlowTCPRetransmits, m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, o.flowTemporality),
+		networkFlowTCPFlags:       newMetricBuffer(defPktstatbpfNetworkFlowTCPFlags, m.PktstatbpfNetworkFlowTCPFlags.Enabled, o.flowTemporality),
 		pktstatbpfFlowCount:       newMetricBuffer(defFlowCount, m.PktstatbpfFlowCount.Enabled, cum),
 		pktstatbpfFlowLimit:       newMetricBuffer(defFlowLimit, m.PktstatbpfFlowLimit.Enabled, cum),
 		pktstatbpfFlowExpired:     newMetricBuffer(defFlowExpired, m.PktstatbpfFlowExpired.Enabled, cum),
@@ -240,6 +251,21 @@ func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint(sta
 	if dp, ok := mb.networkFlowRetransmits.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
 		mb.retransmitsSelection.put(attrs, dp.Attributes())
+	}
+}
+
+// PktstatbpfNetworkFlowTCPFlagsSelection is the attribute selection of pktstatbpf.network.flow.tcp.flags.
+func (mb *MetricsBuilder) PktstatbpfNetworkFlowTCPFlagsSelection() AttributeSelection {
+	return mb.tcpFlagsSelection
+}
+
+// RecordPktstatbpfNetworkFlowTCPFlagsDataPoint adds a point for one series
+// and one flag (AttributeTCPFlagSyn, ...).
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPFlagsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes, flag string) {
+	if dp, ok := mb.networkFlowTCPFlags.newDataPoint(start, ts); ok {
+		dp.SetIntValue(val)
+		mb.tcpFlagsSelection.put(attrs, dp.Attributes())
+		dp.Attributes().PutStr(AttrTCPFlag, flag)
 	}
 }
 
@@ -326,6 +352,7 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 		mb.networkFlowBytes,
 		mb.networkFlowPackets,
 		mb.networkFlowRetransmits,
+		mb.networkFlowTCPFlags,
 		mb.pktstatbpfFlowCount,
 		mb.pktstatbpfFlowLimit,
 		mb.pktstatbpfFlowExpired,
