@@ -93,6 +93,12 @@ func (l *lazyAttrs) get() metadata.FlowAttributes {
 	return l.a
 }
 
+// noSeries marks, in bySlot, an aggregator series whose count has stayed at
+// zero in a skipZero set, which then keeps no series for it: most flows
+// never retransmit and never see an RST, and a series per flow per flag
+// would hold a copy of every flow's attributes for points never reported.
+var noSeries = &series{}
+
 func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
 	if ss == nil {
 		return
@@ -101,14 +107,26 @@ func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
 	if sr.Slot >= 0 && !sr.Born && int(sr.Slot) < len(ss.bySlot) {
 		s = ss.bySlot[sr.Slot]
 	}
-	if s == nil {
-		s = ss.lookup(ss.selection.Select(la.get()), sr.StartTime)
-		if sr.Slot >= 0 {
-			if n := int(sr.Slot) + 1; n > len(ss.bySlot) {
-				ss.bySlot = append(ss.bySlot, make([]*series, n-len(ss.bySlot))...)
-			}
-			ss.bySlot[sr.Slot] = s
+	if s == noSeries {
+		if delta == 0 {
+			return
 		}
+		s = nil
+	}
+	if s == nil {
+		key := ss.selection.Select(la.get())
+		if ss.skipZero && delta == 0 {
+			// Joins a series other members made, but makes none: the
+			// total it would report is zero. Created later, at the
+			// first count, its start is still before that count.
+			if s = ss.find(key); s == nil {
+				ss.remember(sr, noSeries)
+				return
+			}
+		} else {
+			s = ss.lookup(key, sr.StartTime)
+		}
+		ss.remember(sr, s)
 	}
 	if s.fresh && sr.StartTime.Before(s.start) {
 		s.start = sr.StartTime
@@ -118,15 +136,34 @@ func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
 	s.touched = true
 }
 
-// lookup returns the series of key, created if new.
-func (ss *seriesSet) lookup(key metadata.FlowAttributes, start time.Time) *series {
-	h := maphash.Comparable(ss.seed, key)
-	head := ss.index[h]
-	for s := head; s != nil; s = s.next {
+// remember notes the series an aggregator series' slot goes to.
+func (ss *seriesSet) remember(sr *aggregate.Series, s *series) {
+	if sr.Slot < 0 {
+		return
+	}
+	if n := int(sr.Slot) + 1; n > len(ss.bySlot) {
+		ss.bySlot = append(ss.bySlot, make([]*series, n-len(ss.bySlot))...)
+	}
+	ss.bySlot[sr.Slot] = s
+}
+
+// find returns the series of key, or nil.
+func (ss *seriesSet) find(key metadata.FlowAttributes) *series {
+	for s := ss.index[maphash.Comparable(ss.seed, key)]; s != nil; s = s.next {
 		if s.attrs == key {
 			return s
 		}
 	}
+	return nil
+}
+
+// lookup returns the series of key, created if new.
+func (ss *seriesSet) lookup(key metadata.FlowAttributes, start time.Time) *series {
+	if s := ss.find(key); s != nil {
+		return s
+	}
+	h := maphash.Comparable(ss.seed, key)
+	head := ss.index[h]
 	s := &series{attrs: key, hash: h, next: head, start: start, fresh: true}
 	ss.index[h] = s
 	ss.list = append(ss.list, s)
@@ -208,7 +245,7 @@ type flowScraper struct {
 	// tcpFlags has one set per pktstatbpf.tcp.flag value, in tcpFlagNames' order.
 	tcpFlags  [4]*seriesSet
 	startTime time.Time
-	prevEnd     time.Time
+	prevEnd   time.Time
 }
 
 func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc) (*flowScraper, error) {
