@@ -26,7 +26,11 @@ import (
 // selected attributes are equal, summed. With a metric's attributes left at
 // every attribute, it is exactly one aggregator series.
 type series struct {
-	attrs metadata.FlowAttributes
+	// attrs are the series' selected attributes, shared with the other
+	// metrics' series of the same aggregator series when their selections
+	// are equal (by default all are): one copy of the strings per flow,
+	// not one per metric. Never modified.
+	attrs *metadata.FlowAttributes
 	// hash is attrs' hash in the set's index; next is the next series with
 	// the same hash.
 	hash uint64
@@ -84,6 +88,10 @@ type lazyAttrs struct {
 	sr     *aggregate.Series
 	a      metadata.FlowAttributes
 	done   bool
+	// sel and selected: the last selection made of a and its result on
+	// the heap, which a new series of that selection shares.
+	sel      metadata.AttributeSelection
+	selected *metadata.FlowAttributes
 }
 
 func (l *lazyAttrs) get() metadata.FlowAttributes {
@@ -91,6 +99,15 @@ func (l *lazyAttrs) get() metadata.FlowAttributes {
 		l.a, l.done = l.mapper.attributes(l.sr), true
 	}
 	return l.a
+}
+
+// shared returns key, the selection sel of the attributes, on the heap,
+// the same pointer for every set with that selection.
+func (l *lazyAttrs) shared(sel metadata.AttributeSelection, key metadata.FlowAttributes) *metadata.FlowAttributes {
+	if l.selected == nil || l.sel != sel {
+		l.sel, l.selected = sel, &key
+	}
+	return l.selected
 }
 
 // noSeries marks, in bySlot, an aggregator series whose count has stayed at
@@ -124,7 +141,7 @@ func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
 				return
 			}
 		} else {
-			s = ss.lookup(key, sr.StartTime)
+			s = ss.lookup(key, la, sr.StartTime)
 		}
 		ss.remember(sr, s)
 	}
@@ -150,7 +167,7 @@ func (ss *seriesSet) remember(sr *aggregate.Series, s *series) {
 // find returns the series of key, or nil.
 func (ss *seriesSet) find(key metadata.FlowAttributes) *series {
 	for s := ss.index[maphash.Comparable(ss.seed, key)]; s != nil; s = s.next {
-		if s.attrs == key {
+		if *s.attrs == key {
 			return s
 		}
 	}
@@ -158,13 +175,13 @@ func (ss *seriesSet) find(key metadata.FlowAttributes) *series {
 }
 
 // lookup returns the series of key, created if new.
-func (ss *seriesSet) lookup(key metadata.FlowAttributes, start time.Time) *series {
+func (ss *seriesSet) lookup(key metadata.FlowAttributes, la *lazyAttrs, start time.Time) *series {
 	if s := ss.find(key); s != nil {
 		return s
 	}
 	h := maphash.Comparable(ss.seed, key)
 	head := ss.index[h]
-	s := &series{attrs: key, hash: h, next: head, start: start, fresh: true}
+	s := &series{attrs: la.shared(ss.selection, key), hash: h, next: head, start: start, fresh: true}
 	ss.index[h] = s
 	ss.list = append(ss.list, s)
 	return s
@@ -206,10 +223,10 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start
 			continue
 		case delta:
 			if s.window > 0 {
-				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), s.attrs)
+				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), *s.attrs)
 			}
 		case s.total > 0 || !ss.skipZero:
-			record(pcommon.NewTimestampFromTime(s.start), ts, int64(s.total), s.attrs)
+			record(pcommon.NewTimestampFromTime(s.start), ts, int64(s.total), *s.attrs)
 		}
 		s.window, s.touched, s.fresh = 0, false, false
 		kept = append(kept, s)
