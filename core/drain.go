@@ -146,6 +146,11 @@ type emitFunc[K comparable] func(key K, st *flowState, dPackets, dBytes uint64, 
 func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emit emitFunc[K]) (int, error) {
 	t.gen++
 	t.prev, t.seen = t.seen, t.prev[:0]
+	if cap(t.seen) < len(t.prev) {
+		// Once, at the second drain of a full table, instead of growing by
+		// appends that copy it over and over.
+		t.seen = make([]seenFlow[K], 0, len(t.prev)+len(t.prev)/8)
+	}
 	pos := 0
 	var cursor ebpf.MapBatchCursor
 	for {
