@@ -143,9 +143,18 @@ func packetRows(t *table, rounds int) {
 		cyc := diffs(r.cycle, r.cycleEmpty)
 		hr := row{section: sec, name: r.pkt + ", 1 hot flow", value: fmt.Sprintf("%.0f", median(r.hot)),
 			baseline: fmt.Sprintf("%.0f empty", median(r.hotEmpty)), delta: fmt.Sprintf("%+.0f", median(hot)), spread: spread(hot, "%+.0f")}
-		if r.pkt == "ipv4/tcp+512B" && r.prog != kindCgroup.name {
-			hr.target = "<= +40"
-			t.judge(hr, median(hot) <= 40)
+		// Issue 14's targets, for an existing IPv4/TCP flow with TCP flags
+		// counted: TC and XDP <= +30 ns hot and <= +35 ns with 10k flows
+		// cycling; cgroup_skb <= +50 ns hot (its 10k row runs one packet per
+		// syscall, with cold caches: not comparable, so not judged).
+		judged := r.pkt == "ipv4/tcp+512B"
+		hotTarget, cycTarget := 30.0, 35.0
+		if r.prog == kindCgroup.name {
+			hotTarget, cycTarget = 50, 0
+		}
+		if judged {
+			hr.target = fmt.Sprintf("<= %+.0f", hotTarget)
+			t.judge(hr, median(hot) <= hotTarget)
 		} else {
 			t.add(hr)
 		}
@@ -153,8 +162,14 @@ func packetRows(t *table, rounds int) {
 		if r.cycleMethod != "in-kernel cycler, tail call" {
 			how = "10k flows, 1 run/syscall"
 		}
-		t.add(row{section: sec, name: r.pkt + ", " + how, value: fmt.Sprintf("%.0f", median(r.cycle)),
-			baseline: fmt.Sprintf("%.0f empty", median(r.cycleEmpty)), delta: fmt.Sprintf("%+.0f", median(cyc)), spread: spread(cyc, "%+.0f")})
+		cr := row{section: sec, name: r.pkt + ", " + how, value: fmt.Sprintf("%.0f", median(r.cycle)),
+			baseline: fmt.Sprintf("%.0f empty", median(r.cycleEmpty)), delta: fmt.Sprintf("%+.0f", median(cyc)), spread: spread(cyc, "%+.0f")}
+		if judged && cycTarget > 0 {
+			cr.target = fmt.Sprintf("<= %+.0f", cycTarget)
+			t.judge(cr, median(cyc) <= cycTarget)
+		} else {
+			t.add(cr)
+		}
 	}
 }
 
@@ -273,8 +288,8 @@ func e2eRows(t *table, rounds int, tmp string) {
 				rw.spread = "per CPU " + spread(perCPU, "%.2f") + "; wall " + spread(wall, "%.2f")
 			}
 			if c == "tc" {
-				rw.target = ">= 0.90 x"
-				t.judge(rw, ratio >= 0.9)
+				rw.target = ">= 0.95 x"
+				t.judge(rw, ratio >= 0.95)
 			} else {
 				t.add(rw)
 			}
