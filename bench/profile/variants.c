@@ -39,18 +39,24 @@ struct {
 		__v;                                                              \
 	})
 
+/* parse_key is the parse every parsing variant shares: memset, ifindex, eth/ip/l4. */
+static __always_inline void parse_key(struct __sk_buff *skb, struct flow_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->ifindex = skb->ifindex;
+	struct cursor c = {
+		.pos = (void *)(long)CTX_U32(skb, data),
+		.end = (void *)(long)CTX_U32(skb, data_end),
+	};
+	parse_eth(&c, key, 0);
+}
+
 /* parse only: key built and stored in a per-CPU array slot, no hash. */
 SEC("tc")
 int parse_only(struct __sk_buff *skb)
 {
 	struct flow_key key;
-	__builtin_memset(&key, 0, sizeof(key));
-	key.ifindex = skb->ifindex;
-	struct cursor c = {
-		.pos = (void *)(long)CTX_U32(skb, data),
-		.end = (void *)(long)CTX_U32(skb, data_end),
-	};
-	parse_eth(&c, &key, 0);
+	parse_key(skb, &key);
 	__u32 zero = 0;
 	struct flow_key *s = bpf_map_lookup_elem(&sink, &zero);
 	if (s)
@@ -81,13 +87,7 @@ SEC("tc")
 int parse_hash(struct __sk_buff *skb)
 {
 	struct flow_key key;
-	__builtin_memset(&key, 0, sizeof(key));
-	key.ifindex = skb->ifindex;
-	struct cursor c = {
-		.pos = (void *)(long)CTX_U32(skb, data),
-		.end = (void *)(long)CTX_U32(skb, data_end),
-	};
-	parse_eth(&c, &key, 0);
+	parse_key(skb, &key);
 	struct flow_counters *fc = bpf_map_lookup_elem(&flows, &key);
 	if (fc) {
 		fc->packets++;
@@ -211,13 +211,7 @@ SEC("tc")
 int parse_cache(struct __sk_buff *skb)
 {
 	struct flow_key key __attribute__((aligned(8)));
-	__builtin_memset(&key, 0, sizeof(key));
-	key.ifindex = skb->ifindex;
-	struct cursor c = {
-		.pos = (void *)(long)CTX_U32(skb, data),
-		.end = (void *)(long)CTX_U32(skb, data_end),
-	};
-	parse_eth(&c, &key, 0);
+	parse_key(skb, &key);
 	__u32 slot = key_slot((const __u64 *)&key);
 	struct cache_entry *e = bpf_map_lookup_elem(&flow_cache, &slot);
 	if (!e)
