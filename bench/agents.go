@@ -22,7 +22,10 @@ type agentResult struct {
 	name      string
 	cpuPerInt map[int][]float64 // flows -> ms of CPU per 1 s interval, one entry per interval window
 	peakRSS   int64
-	emitted   map[int]string // flows -> what the agent reported per drain (sanity)
+	// rssAt is the peak RSS (VmHWM) at the end of each flow level: the
+	// levels rise, so it is the peak with at most that many flows.
+	rssAt   map[int]int64
+	emitted map[int]string // flows -> what the agent reported per drain (sanity)
 }
 
 // agentFlowCounts are the active-flow levels measured, after an idle level.
@@ -139,7 +142,7 @@ func measureAgent(p *vethPair, name, bin string, args []string, countRE, countUn
 		return nil, err
 	}
 	defer sender.Close()
-	res := &agentResult{name: name, cpuPerInt: map[int][]float64{}, emitted: map[int]string{}}
+	res := &agentResult{name: name, cpuPerInt: map[int][]float64{}, rssAt: map[int]int64{}, emitted: map[int]string{}}
 	for _, n := range agentFlowCounts {
 		frames := p.flowFrames(n)
 		// Every flow gets a packet each interval: all are active and growing.
@@ -173,6 +176,7 @@ func measureAgent(p *vethPair, name, bin string, args []string, countRE, countUn
 			c0 = c1
 		}
 		_, total1, _ := tail.get()
+		res.rssAt[n] = procRSS(pid)
 		perDrain := float64(total1-total0) / float64(intervals)
 		res.emitted[n] = fmt.Sprintf("%.0f %s/drain", perDrain, countUnit)
 		// No output at all means the agent does not drain: a failed run, not a measurement.

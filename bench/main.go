@@ -143,9 +143,18 @@ func packetRows(t *table, rounds int) {
 		cyc := diffs(r.cycle, r.cycleEmpty)
 		hr := row{section: sec, name: r.pkt + ", 1 hot flow", value: fmt.Sprintf("%.0f", median(r.hot)),
 			baseline: fmt.Sprintf("%.0f empty", median(r.hotEmpty)), delta: fmt.Sprintf("%+.0f", median(hot)), spread: spread(hot, "%+.0f")}
-		if r.pkt == "ipv4/tcp+512B" && r.prog != kindCgroup.name {
-			hr.target = "<= +40"
-			t.judge(hr, median(hot) <= 40)
+		// Issue 14's targets, for an existing IPv4/TCP flow with TCP flags
+		// counted: TC and XDP <= +30 ns hot and <= +35 ns with 10k flows
+		// cycling; cgroup_skb <= +50 ns hot (its 10k row runs one packet per
+		// syscall, with cold caches: not comparable, so not judged).
+		judged := r.pkt == "ipv4/tcp+512B"
+		hotTarget, cycTarget := 30.0, 35.0
+		if r.prog == kindCgroup.name {
+			hotTarget, cycTarget = 50, 0
+		}
+		if judged {
+			hr.target = fmt.Sprintf("<= %+.0f", hotTarget)
+			t.judge(hr, median(hot) <= hotTarget)
 		} else {
 			t.add(hr)
 		}
@@ -153,8 +162,14 @@ func packetRows(t *table, rounds int) {
 		if r.cycleMethod != "in-kernel cycler, tail call" {
 			how = "10k flows, 1 run/syscall"
 		}
-		t.add(row{section: sec, name: r.pkt + ", " + how, value: fmt.Sprintf("%.0f", median(r.cycle)),
-			baseline: fmt.Sprintf("%.0f empty", median(r.cycleEmpty)), delta: fmt.Sprintf("%+.0f", median(cyc)), spread: spread(cyc, "%+.0f")})
+		cr := row{section: sec, name: r.pkt + ", " + how, value: fmt.Sprintf("%.0f", median(r.cycle)),
+			baseline: fmt.Sprintf("%.0f empty", median(r.cycleEmpty)), delta: fmt.Sprintf("%+.0f", median(cyc)), spread: spread(cyc, "%+.0f")}
+		if judged && cycTarget > 0 {
+			cr.target = fmt.Sprintf("<= %+.0f", cycTarget)
+			t.judge(cr, median(cyc) <= cycTarget)
+		} else {
+			t.add(cr)
+		}
 	}
 }
 
@@ -189,7 +204,8 @@ func drainRows(t *table, root, tmp string) {
 		{core, "BenchmarkDrain/flows=10000/steady", "core drain, 10,000 flows, steady Read", 0, true, "drain (Go, ms per Read)", ""},
 		{core, "BenchmarkDrain/flows=131072/first", "core drain, 131,072 flows, first Read", 0, true, "drain (Go, ms per Read)", ""},
 		{core, "BenchmarkDrain/flows=131072/steady", "core drain, 131,072 flows, steady Read", 50, true, "drain (Go, ms per Read)", ""},
-		{tg, "BenchmarkTableToMetrics", "131,072 records -> telegraf metrics", 150, false, "conversion (Go, ms per drain)", ""},
+		{tg, "BenchmarkTableToMetrics/first", "131,072 records -> telegraf metrics, first gather", 0, false, "conversion (Go, ms per drain)", ""},
+		{tg, "BenchmarkTableToMetrics/steady", "131,072 records -> telegraf metrics, steady gather", 200, false, "conversion (Go, ms per drain)", ""},
 		{otel, "BenchmarkTableToPdata/first", "131,072 records -> pdata, first scrape", 0, false, "conversion (Go, ms per drain)", ""},
 		{otel, "BenchmarkTableToPdata/steady", "131,072 records -> pdata, steady scrape", 150, false, "conversion (Go, ms per drain)", ""},
 	} {
@@ -272,8 +288,8 @@ func e2eRows(t *table, rounds int, tmp string) {
 				rw.spread = "per CPU " + spread(perCPU, "%.2f") + "; wall " + spread(wall, "%.2f")
 			}
 			if c == "tc" {
-				rw.target = ">= 0.90 x"
-				t.judge(rw, ratio >= 0.9)
+				rw.target = ">= 0.95 x"
+				t.judge(rw, ratio >= 0.95)
 			} else {
 				t.add(rw)
 			}
@@ -291,6 +307,15 @@ func diffsRatio(a, b []float64) []float64 {
 	return out
 }
 
+// Agent targets (issue 14), at a full default table.
+const (
+	agentFullTable          = 131072
+	agentMidTable           = 10000
+	agentCPUTarget          = 250.0     // ms of CPU per 1 s drain
+	agentRSSTarget          = 250 << 20 // bytes
+	agentBytesPerFlowTarget = 1536.0    // marginal RSS per active flow
+)
+
 func agentRows(t *table, root, tmp string, intervals int) {
 	rs, err := measureAgents(root, tmp, intervals)
 	if err != nil {
@@ -307,8 +332,24 @@ func agentRows(t *table, root, tmp string, intervals int) {
 				rw.baseline = fmt.Sprintf("%.0f idle", idle)
 				rw.delta = fmt.Sprintf("%.0f%% of a core", median(v)/10)
 			}
+			if n == agentFullTable {
+				rw.target = fmt.Sprintf("<= %.0f ms", agentCPUTarget)
+				t.judge(rw, median(v) <= agentCPUTarget)
+				continue
+			}
 			t.add(rw)
 		}
-		t.add(row{section: sec, name: "peak RSS", value: fmt.Sprintf("%d MiB", r.peakRSS>>20)})
+		for _, n := range agentFlowCounts {
+			t.add(row{section: sec, name: fmt.Sprintf("peak RSS up to %d active flows", n), value: fmt.Sprintf("%d MiB", r.rssAt[n]>>20)})
+		}
+		// The marginal cost of a flow, all layers together (core state,
+		// aggregation, conversion, the agent's own buffers), from the two
+		// loaded levels of the same process.
+		perFlow := float64(r.rssAt[agentFullTable]-r.rssAt[agentMidTable]) / float64(agentFullTable-agentMidTable)
+		t.judge(row{section: sec, name: fmt.Sprintf("marginal RSS per flow, %d -> %d flows", agentMidTable, agentFullTable),
+			value: fmt.Sprintf("%.0f B/flow", perFlow), target: fmt.Sprintf("<= %.0f B/flow (aim)", agentBytesPerFlowTarget)},
+			perFlow <= agentBytesPerFlowTarget)
+		t.judge(row{section: sec, name: fmt.Sprintf("peak RSS, %d active flows", agentFullTable), value: fmt.Sprintf("%d MiB", r.peakRSS>>20),
+			target: fmt.Sprintf("<= %d MiB", agentRSSTarget>>20)}, r.peakRSS <= agentRSSTarget)
 	}
 }

@@ -33,6 +33,9 @@ type flowState struct {
 	start    time.Time
 	lastSeen time.Time // last drain at which the counters grew
 	gen      uint64    // drain generation that last saw the entry
+	// id is unique to this state's life (0 once it is dropped or
+	// forgotten), so that a hint naming it can be checked without a lookup.
+	id uint64
 }
 
 // table drains one per-CPU flow map keyed by K.
@@ -47,6 +50,12 @@ type table[K comparable] struct {
 	// seen lists this drain's kernel entries in batch order, so the emit
 	// pass walks a slice instead of the whole state map. Reused across drains.
 	seen []seenFlow[K]
+	// prev is the previous drain's seen: the kernel returns a table's
+	// entries in the same order from drain to drain, so the entry at a
+	// position is most often the one that was there before, and its state
+	// is found without hashing the key into the state map.
+	prev   []seenFlow[K]
+	nextID uint64
 	// slab and free hand out flowStates in blocks: one heap allocation per
 	// slabSize new flows instead of one per flow.
 	slab []flowState
@@ -58,6 +67,7 @@ type table[K comparable] struct {
 type seenFlow[K comparable] struct {
 	key K
 	st  *flowState
+	id  uint64 // st.id when it was seen
 }
 
 // slabSize is how many flowStates one allocation holds.
@@ -154,14 +164,27 @@ type emitFunc[K comparable] func(key K, st *flowState, dPackets, dBytes uint64, 
 // left in the kernel table.
 func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emit emitFunc[K]) (int, error) {
 	t.gen++
-	t.seen = t.seen[:0]
+	t.prev, t.seen = t.seen, t.prev[:0]
+	if cap(t.seen) < len(t.prev) {
+		// Once, at the second drain of a full table, instead of growing by
+		// appends that copy it over and over.
+		t.seen = make([]seenFlow[K], 0, len(t.prev)+len(t.prev)/8)
+	}
+	pos := 0
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := t.m.BatchLookup(&cursor, t.keys, t.vals, nil)
 		for i := 0; i < n; i++ {
 			vals := t.vals[i*t.ncpu : (i+1)*t.ncpu]
 			p, b, ks := sum(vals)
-			st := t.update(t.keys[i], p, b, ks, now, clock)
+			var hint *flowState
+			if pos < len(t.prev) {
+				if h := &t.prev[pos]; h.st.id == h.id && h.key == t.keys[i] {
+					hint = h.st
+				}
+			}
+			pos++
+			st := t.update(t.keys[i], hint, p, b, ks, now, clock)
 			st.addTCP(sumTCP(vals))
 			if st.appProto <= appNone {
 				st.appProto = mergeAppProto(vals)
@@ -170,7 +193,7 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 				// A key is returned once per drain; the check only keeps
 				// a repeat (table changing under the cursor) from being emitted twice.
 				st.gen = t.gen
-				t.seen = append(t.seen, seenFlow[K]{t.keys[i], st})
+				t.seen = append(t.seen, seenFlow[K]{t.keys[i], st, st.id})
 			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -226,17 +249,23 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 	return active, nil
 }
 
-// update records one kernel entry's sums and returns its state.
-func (t *table[K]) update(key K, p, b, ks uint64, now time.Time, clock monoClock) *flowState {
-	st, ok := t.state[key]
+// update records one kernel entry's sums and returns its state. hint, if
+// not nil, is key's live state.
+func (t *table[K]) update(key K, hint *flowState, p, b, ks uint64, now time.Time, clock monoClock) *flowState {
+	st, ok := hint, hint != nil
+	if !ok {
+		st, ok = t.state[key]
+	}
 	if ok && st.kernelStart != ks {
 		// The entry was removed and created again: a new series. The old
 		// state is dropped, not reused: it may already be in t.seen.
+		st.id = 0
 		ok = false
 	}
 	if !ok {
 		st = t.newState()
-		*st = flowState{kernelStart: ks, start: clock.toTime(ks), lastSeen: now}
+		t.nextID++
+		*st = flowState{kernelStart: ks, start: clock.toTime(ks), lastSeen: now, id: t.nextID}
 		t.state[key] = st
 	}
 	if p != st.packets {
@@ -263,6 +292,7 @@ func (t *table[K]) newState() *flowState {
 // forget removes a flow whose final report has been emitted.
 func (t *table[K]) forget(key K, st *flowState) {
 	delete(t.state, key)
+	st.id = 0
 	t.free = append(t.free, st)
 }
 

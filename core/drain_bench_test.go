@@ -78,7 +78,7 @@ func benchCollector(b *testing.B, objs *bpf.FlowObjects) *Collector {
 	if err := c.startOverflow(objs.FlowsOverflow, objs.FlowsOverflowTotal); err != nil {
 		b.Fatal(err)
 	}
-	c.ifaces = &ifaceSet{names: map[int]string{2: "eth0"}}
+	c.ifaces = &ifaceSet{ns: &nsContext{}, names: map[int]string{2: "eth0"}}
 	return c
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"os"
 	"sync"
@@ -25,7 +26,15 @@ import (
 // selected attributes are equal, summed. With a metric's attributes left at
 // every attribute, it is exactly one aggregator series.
 type series struct {
-	attrs metadata.FlowAttributes
+	// attrs are the series' selected attributes, shared with the other
+	// metrics' series of the same aggregator series when their selections
+	// are equal (by default all are): one copy of the strings per flow,
+	// not one per metric. Never modified.
+	attrs *metadata.FlowAttributes
+	// hash is attrs' hash in the set's index; next is the next series with
+	// the same hash.
+	hash uint64
+	next *series
 	// start is the earliest StartTime of the aggregator series in it at
 	// its first scrape.
 	start time.Time
@@ -50,7 +59,18 @@ type seriesSet struct {
 	// skipZero leaves out cumulative points whose total is still zero: a
 	// retransmit count is reported only for series that retransmitted.
 	skipZero bool
-	series   map[metadata.FlowAttributes]*series
+	// index finds a series by the hash of its attributes (series with the
+	// same hash are chained): keyed by the attributes themselves, the map
+	// would hold a second copy of every series' strings.
+	index map[uint64]*series
+	seed  maphash.Seed
+	// list is every series, in the order they were created, for flush.
+	list []*series
+	// bySlot is the series each aggregator series slot went to: while an
+	// aggregator series lives it reaches its series without its attributes
+	// being built and hashed again. An entry is valid only while its
+	// aggregator series lives: the aggregator marks a reused slot Born.
+	bySlot []*series
 }
 
 // newSeriesSet returns nil for a disabled metric; adding to nil is a no-op.
@@ -58,24 +78,134 @@ func newSeriesSet(enabled bool, sel metadata.AttributeSelection) *seriesSet {
 	if !enabled {
 		return nil
 	}
-	return &seriesSet{selection: sel, series: map[metadata.FlowAttributes]*series{}}
+	return &seriesSet{selection: sel, index: map[uint64]*series{}, seed: maphash.MakeSeed()}
 }
 
-func (ss *seriesSet) add(a metadata.FlowAttributes, start time.Time, delta uint64) {
+// lazyAttrs builds an aggregator series' attributes at most once, and only
+// when a set does not know the series yet.
+type lazyAttrs struct {
+	mapper *attributeMapper
+	sr     *aggregate.Series
+	a      metadata.FlowAttributes
+	done   bool
+	// sel and selected: the last selection made of a and its result on
+	// the heap, which a new series of that selection shares.
+	sel      metadata.AttributeSelection
+	selected *metadata.FlowAttributes
+}
+
+func (l *lazyAttrs) get() metadata.FlowAttributes {
+	if !l.done {
+		l.a, l.done = l.mapper.attributes(l.sr), true
+		// Empty but on the drop aggregator's series.
+		l.a.DropReason = l.sr.DropReason
+	}
+	return l.a
+}
+
+// shared returns key, the selection sel of the attributes, on the heap,
+// the same pointer for every set with that selection.
+func (l *lazyAttrs) shared(sel metadata.AttributeSelection, key metadata.FlowAttributes) *metadata.FlowAttributes {
+	if l.selected == nil || l.sel != sel {
+		l.sel, l.selected = sel, &key
+	}
+	return l.selected
+}
+
+// noSeries marks, in bySlot, an aggregator series whose count has stayed at
+// zero in a skipZero set, which then keeps no series for it: most flows
+// never retransmit and never see an RST, and a series per flow per flag
+// would hold a copy of every flow's attributes for points never reported.
+var noSeries = &series{}
+
+func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
 	if ss == nil {
 		return
 	}
-	key := ss.selection.Select(a)
-	s := ss.series[key]
+	var s *series
+	if sr.Slot >= 0 && !sr.Born && int(sr.Slot) < len(ss.bySlot) {
+		s = ss.bySlot[sr.Slot]
+	}
+	if s == noSeries {
+		if delta == 0 {
+			return
+		}
+		s = nil
+	}
 	if s == nil {
-		s = &series{attrs: key, start: start, fresh: true}
-		ss.series[key] = s
-	} else if s.fresh && start.Before(s.start) {
-		s.start = start
+		key := ss.selection.Select(la.get())
+		if ss.skipZero && delta == 0 {
+			// Joins a series other members made, but makes none: the
+			// total it would report is zero. Created later, at the
+			// first count, its start is still before that count.
+			if s = ss.find(key); s == nil {
+				ss.remember(sr, noSeries)
+				return
+			}
+		} else {
+			s = ss.lookup(key, la, sr.StartTime)
+		}
+		ss.remember(sr, s)
+	}
+	if s.fresh && sr.StartTime.Before(s.start) {
+		s.start = sr.StartTime
 	}
 	s.total += delta
 	s.window += delta
 	s.touched = true
+}
+
+// remember notes the series an aggregator series' slot goes to.
+func (ss *seriesSet) remember(sr *aggregate.Series, s *series) {
+	if sr.Slot < 0 {
+		return
+	}
+	if n := int(sr.Slot) + 1; n > len(ss.bySlot) {
+		ss.bySlot = append(ss.bySlot, make([]*series, n-len(ss.bySlot))...)
+	}
+	ss.bySlot[sr.Slot] = s
+}
+
+// find returns the series of key, or nil.
+func (ss *seriesSet) find(key metadata.FlowAttributes) *series {
+	for s := ss.index[maphash.Comparable(ss.seed, key)]; s != nil; s = s.next {
+		if *s.attrs == key {
+			return s
+		}
+	}
+	return nil
+}
+
+// lookup returns the series of key, created if new.
+func (ss *seriesSet) lookup(key metadata.FlowAttributes, la *lazyAttrs, start time.Time) *series {
+	if s := ss.find(key); s != nil {
+		return s
+	}
+	h := maphash.Comparable(ss.seed, key)
+	head := ss.index[h]
+	s := &series{attrs: la.shared(ss.selection, key), hash: h, next: head, start: start, fresh: true}
+	ss.index[h] = s
+	ss.list = append(ss.list, s)
+	return s
+}
+
+// remove takes s out of the index.
+func (ss *seriesSet) remove(s *series) {
+	head := ss.index[s.hash]
+	if head == s {
+		if s.next == nil {
+			delete(ss.index, s.hash)
+		} else {
+			ss.index[s.hash] = s.next
+		}
+		return
+	}
+	for p := head; p != nil; p = p.next {
+		if p.next == s {
+			p.next = s.next
+			return
+		}
+	}
 }
 
 // flush calls record for every point of this scrape and then forgets the
@@ -87,20 +217,24 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start
 		return
 	}
 	ts := pcommon.NewTimestampFromTime(now)
-	for key, s := range ss.series {
+	kept := ss.list[:0]
+	for _, s := range ss.list {
 		switch {
 		case !s.touched:
-			delete(ss.series, key)
+			ss.remove(s)
 			continue
 		case delta:
 			if s.window > 0 {
-				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), s.attrs)
+				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), *s.attrs)
 			}
 		case s.total > 0 || !ss.skipZero:
-			record(pcommon.NewTimestampFromTime(s.start), ts, int64(s.total), s.attrs)
+			record(pcommon.NewTimestampFromTime(s.start), ts, int64(s.total), *s.attrs)
 		}
 		s.window, s.touched, s.fresh = 0, false, false
+		kept = append(kept, s)
 	}
+	clear(ss.list[len(kept):])
+	ss.list = kept
 }
 
 // tcpFlagNames are the pktstatbpf.tcp.flag values, in the order of
@@ -241,7 +375,9 @@ func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc)
 		bytes:           newSeriesSet(m.PktstatbpfNetworkFlowBytes.Enabled, mb.PktstatbpfNetworkFlowBytesSelection()),
 		packets:         newSeriesSet(m.PktstatbpfNetworkFlowPackets.Enabled, mb.PktstatbpfNetworkFlowPacketsSelection()),
 		retransmits:     newSeriesSet(m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, mb.PktstatbpfNetworkFlowTCPRetransmitsSelection()),
-		rtt:             newRTTSet(m.PktstatbpfNetworkFlowTCPRTT.Enabled, mb.PktstatbpfNetworkFlowTCPRTTSelection()),
+		// Without tcp_rtt no series has samples: no set, and no attributes
+		// built for it.
+		rtt: newRTTSet(m.PktstatbpfNetworkFlowTCPRTT.Enabled && cfg.TCPRTT, mb.PktstatbpfNetworkFlowTCPRTTSelection()),
 	}
 	if s.retransmits != nil {
 		s.retransmits.skipZero = true
@@ -319,17 +455,19 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	out := s.agg.Aggregate(now, snap.Records)
 	for i := range out {
 		sr := &out[i]
-		a := s.mapper.attributes(sr)
-		s.bytes.add(a, sr.StartTime, sr.DeltaBytes)
-		s.packets.add(a, sr.StartTime, sr.DeltaPackets)
-		s.retransmits.add(a, sr.StartTime, sr.DeltaRetransmits)
+		la := lazyAttrs{mapper: &s.mapper, sr: sr}
+		s.bytes.add(sr, &la, sr.DeltaBytes)
+		s.packets.add(sr, &la, sr.DeltaPackets)
+		s.retransmits.add(sr, &la, sr.DeltaRetransmits)
 		if s.tcpFlags[0] != nil {
 			d := sr.DeltaTCP
 			for i, v := range [4]uint64{d.SYN, d.SYNACK, d.FIN, d.RST} {
-				s.tcpFlags[i].add(a, sr.StartTime, v)
+				s.tcpFlags[i].add(sr, &la, v)
 			}
 		}
-		s.rtt.add(a, sr.StartTime, sr.RTT)
+		if s.rtt != nil {
+			s.rtt.add(la.get(), sr.StartTime, sr.RTT)
+		}
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
 	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint)
@@ -344,10 +482,9 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		drops := s.dropAgg.Aggregate(now, snap.Drops)
 		for i := range drops {
 			sr := &drops[i]
-			a := s.mapper.attributes(sr)
-			a.DropReason = sr.DropReason
-			s.dropPackets.add(a, sr.StartTime, sr.DeltaPackets)
-			s.dropBytes.add(a, sr.StartTime, sr.DeltaBytes)
+			la := lazyAttrs{mapper: &s.mapper, sr: sr}
+			s.dropPackets.add(sr, &la, sr.DeltaPackets)
+			s.dropBytes.add(sr, &la, sr.DeltaBytes)
 		}
 		s.dropPackets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropPacketsDataPoint)
 		s.dropBytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropBytesDataPoint)

@@ -94,7 +94,7 @@ func TestRTTHistogramMetric(t *testing.T) {
 			{label: {2, 0.003, 0.001, 0.002, buckets(4, 5)}}, {label: {1, 0.010, 0.010, 0.010, buckets(7)}}, {}}},
 	} {
 		t.Run(tc.temporality, func(t *testing.T) {
-			s := newTestScraper(t, &fakeSource{snaps: snaps}, func(c *Config) { c.Temporality = tc.temporality })
+			s := newTestScraper(t, &fakeSource{snaps: snaps}, func(c *Config) { c.Temporality, c.TCPRTT = tc.temporality, true })
 			for i, md := range scrapeN(t, s, len(snaps)) {
 				got := map[string]rttPoint{}
 				for k, dp := range rttPoints(md) {

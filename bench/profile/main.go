@@ -94,6 +94,7 @@ func main() {
 		{"hash_only", "constant 48-byte key: per-CPU hash lookup and bump", coll.Programs["hash_only"]},
 		{"hash_shared", "constant 48-byte key: shared hash lookup, atomic bump", coll.Programs["hash_shared"]},
 		{"parse_hash", "parse and per-CPU hash, nothing else", coll.Programs["parse_hash"]},
+		{"parse_cache", "parse, then a hit in a per-CPU direct-mapped cache (inlined array lookup, 48-byte compare)", coll.Programs["parse_cache"]},
 		{"tc_ingress", "the real program (adds pull check, VLAN, app-protocol check)", objs.TcIngress},
 	}
 	res := map[string][]float64{}

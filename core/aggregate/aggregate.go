@@ -76,6 +76,17 @@ type Series struct {
 	// StartTime of the flows that created it, but never before the
 	// previous call, whose deltas a new series does not include.
 	StartTime time.Time
+	// Slot identifies a flow series while it lives: no two series of one
+	// call share it, and it keeps its value from call to call until the
+	// series ends, so that an adapter can keep what it builds once per
+	// series (tags, attributes) in a slice indexed by it instead of
+	// hashing the key again at every call. -1 for the other, overflow and
+	// filtered series.
+	Slot int32
+	// Born is set in the call in which the series started (a new key, or
+	// one that returns after its series ended): what an adapter kept for
+	// Slot belongs to an earlier series and must be built again.
+	Born bool
 }
 
 // Aggregator keeps the per-series state across calls. It is not safe for
@@ -101,6 +112,11 @@ type Aggregator struct {
 	// nothing.
 	cand, overCand, filtCand, heap, idle []int32
 	out                                  []Series
+	// hints holds, by record position, the flow entry the record at that
+	// position went to in the previous call. core returns a table's flows
+	// in the same order at every drain, so most records find their entry
+	// there without hashing their key.
+	hints []int32
 }
 
 // New validates cfg and returns an Aggregator with no series yet.
@@ -146,6 +162,9 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 	a.epoch++
 	clear(a.keyer.identities)
 	a.cand, a.overCand, a.filtCand = a.cand[:0], a.overCand[:0], a.filtCand[:0]
+	if len(a.hints) < len(records) {
+		a.hints = append(a.hints, make([]int32, len(records)-len(a.hints))...)
+	}
 	for i := range records {
 		r := &records[i]
 		if r.DeltaPackets == 0 && r.DeltaBytes == 0 && r.DeltaRetransmits == 0 && r.RTT.Samples == 0 {
@@ -163,7 +182,7 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 			a.filtCand = a.filtered.accumulate(a.markerKey(r), r, a.epoch, now, a.filtCand)
 			continue
 		}
-		a.cand = a.flows.accumulate(a.keyer.key(r), r, a.epoch, now, a.cand)
+		a.hints[i], a.cand = a.flows.accumulateHint(a.keyer.key(r), a.hints[i], r, a.epoch, now, a.cand)
 	}
 
 	a.choose()
@@ -305,6 +324,7 @@ func siftDown(h []int32, i int, less func(x, y int32) bool) {
 func (a *Aggregator) grow(e *entry, now time.Time) {
 	if !e.live {
 		e.live = true
+		e.born = a.epoch
 		e.start = a.seriesStart(e.minStart, e.start, now)
 		e.packets, e.bytes, e.retrans, e.tcp = 0, 0, 0, core.TCPFlagCounts{}
 	}
@@ -414,11 +434,11 @@ func (a *Aggregator) emit() []Series {
 	out := a.out[:0]
 	for i := range a.flows.entries {
 		if e := &a.flows.entries[i]; !e.free && e.live {
-			out = append(out, a.series(KindFlow, e))
+			out = append(out, a.series(KindFlow, e, int32(i)))
 		}
 	}
 	if a.other.live {
-		out = append(out, a.series(KindOther, &a.other))
+		out = append(out, a.series(KindOther, &a.other, -1))
 	}
 	for _, m := range []struct {
 		kind Kind
@@ -426,7 +446,7 @@ func (a *Aggregator) emit() []Series {
 	}{{KindOverflow, &a.overflow}, {KindFiltered, &a.filtered}} {
 		for i := range m.t.entries {
 			if e := &m.t.entries[i]; !e.free && e.live {
-				out = append(out, a.series(m.kind, e))
+				out = append(out, a.series(m.kind, e, -1))
 			}
 		}
 	}
@@ -434,8 +454,9 @@ func (a *Aggregator) emit() []Series {
 	return out
 }
 
-func (a *Aggregator) series(kind Kind, e *entry) Series {
-	s := Series{Kind: kind, Key: e.key, Packets: e.packets, Bytes: e.bytes, Retransmits: e.retrans, TCP: e.tcp, StartTime: e.start}
+func (a *Aggregator) series(kind Kind, e *entry, slot int32) Series {
+	s := Series{Kind: kind, Key: e.key, Packets: e.packets, Bytes: e.bytes, Retransmits: e.retrans, TCP: e.tcp, StartTime: e.start,
+		Slot: slot, Born: e.born == a.epoch}
 	if e.grew == a.epoch {
 		s.DeltaPackets, s.DeltaBytes, s.DeltaRetransmits, s.DeltaTCP = e.dPackets, e.dBytes, e.dRetrans, e.dTCP
 		s.RTT = e.dRTT
@@ -466,6 +487,7 @@ type entry struct {
 	touched                    uint64
 	chosen                     uint64
 	grew                       uint64
+	born                       uint64 // the call that made the series live
 	dPackets, dBytes, dRetrans uint64
 	dTCP                       core.TCPFlagCounts
 	dRTT                       core.RTTStats
@@ -497,6 +519,17 @@ func newTable() table {
 // accumulate adds r's delta to k's entry and returns cand with the entry's
 // index appended the first time k is touched in this call.
 func (t *table) accumulate(k Key, r *core.Record, epoch uint64, now time.Time, cand []int32) []int32 {
+	_, cand = t.accumulateHint(k, -1, r, epoch, now, cand)
+	return cand
+}
+
+// accumulateHint is accumulate that first tries the entry at hint, where
+// k was found before; keys are unique in a table, so a live entry holding
+// k is k's entry. It returns k's entry, the hint for next time.
+func (t *table) accumulateHint(k Key, hint int32, r *core.Record, epoch uint64, now time.Time, cand []int32) (int32, []int32) {
+	if hint >= 0 && int(hint) < len(t.entries) && !t.entries[hint].free && t.entries[hint].key == k {
+		return hint, t.touch(hint, r, epoch, now, cand)
+	}
 	h := t.hash(k)
 	head, ok := t.index[h]
 	i := head
@@ -520,6 +553,11 @@ func (t *table) accumulate(k Key, r *core.Record, epoch uint64, now time.Time, c
 		t.entries[i].hash, t.entries[i].next = h, next
 		t.index[h] = i
 	}
+	return i, t.touch(i, r, epoch, now, cand)
+}
+
+// touch adds r's delta to entry i.
+func (t *table) touch(i int32, r *core.Record, epoch uint64, now time.Time, cand []int32) []int32 {
 	e := &t.entries[i]
 	if e.touched != epoch {
 		e.touched = epoch

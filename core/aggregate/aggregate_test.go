@@ -75,6 +75,12 @@ func checkConserved(t *testing.T, in []core.Record, out []Series) {
 
 func checkSeries(t *testing.T, got, want []Series) {
 	t.Helper()
+	// Slot and Born are handles for the adapters' caches, checked by
+	// TestSlots; the expected series are written without them.
+	got = slices.Clone(got)
+	for i := range got {
+		got[i].Slot, got[i].Born = 0, false
+	}
 	if !slices.Equal(got, want) {
 		t.Errorf("series\n got %s\nwant %s", dump(got), dump(want))
 	}
@@ -754,6 +760,58 @@ func TestRetransmitsAreSummed(t *testing.T) {
 		{Kind: KindOverflow, Packets: 7, Bytes: 700, Retransmits: 2, StartTime: at(-60)},
 	})
 	checkConserved(t, in, out)
+}
+
+// TestSlots checks the contract adapters rely on to cache per-series work:
+// a flow series keeps its Slot while it lives, no two series of a call share
+// one, and Born marks the call in which a series (re)started.
+func TestSlots(t *testing.T) {
+	a := mustNew(t, Config{SeriesIdleTimeout: Duration(15 * time.Second)})
+	r1 := rec(tcp4("10.0.0.1", 1000, "10.0.0.9", 443), 1, 100, at(-5))
+	r2 := rec(tcp4("10.0.0.2", 1000, "10.0.0.9", 443), 1, 100, at(-5))
+	slots := func(out []Series) map[string]Series {
+		t.Helper()
+		bySrc, seen := map[string]Series{}, map[int32]bool{}
+		for _, s := range out {
+			if s.Kind != KindFlow || s.Slot < 0 || seen[s.Slot] {
+				t.Fatalf("series %+v: slot %d not a unique flow slot", s.Key, s.Slot)
+			}
+			seen[s.Slot] = true
+			bySrc[s.SrcAddr.String()] = s
+		}
+		return bySrc
+	}
+	first := slots(a.Aggregate(at(0), []core.Record{r1, r2}))
+	if len(first) != 2 {
+		t.Fatalf("%d series, want 2", len(first))
+	}
+	for k, s := range first {
+		if !s.Born {
+			t.Errorf("series %s of the first call not Born", k)
+		}
+	}
+	// Records in the other order: the hints miss, the slots stay.
+	second := slots(a.Aggregate(at(1), []core.Record{r2, r1}))
+	for k, s := range second {
+		if s.Born || s.Slot != first[k].Slot {
+			t.Errorf("series %s: slot %d born %t, want slot %d not born", k, s.Slot, s.Born, first[k].Slot)
+		}
+	}
+	// r2 goes quiet past the idle timeout: its series ends, r1's lives on.
+	for step := 2; step <= 20; step++ {
+		a.Aggregate(at(step), []core.Record{r1})
+	}
+	out := a.Aggregate(at(21), []core.Record{r1, r2})
+	back := slots(out)
+	if len(back) != 2 {
+		t.Fatalf("%d series after r2 returned, want 2", len(back))
+	}
+	for k, s := range back {
+		wantBorn := k == "10.0.0.2"
+		if s.Born != wantBorn {
+			t.Errorf("series %s: born %t, want %t", k, s.Born, wantBorn)
+		}
+	}
 }
 
 // TestTCPFlagsAreSummed: TCP flag counts follow their flow's key into its own

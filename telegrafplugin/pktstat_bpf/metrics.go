@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/influxdata/telegraf"
+	"github.com/influxdata/telegraf/metric"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
 	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
@@ -32,6 +33,11 @@ type converter struct {
 	// tcpFlags: the mode counts TCP flags (every mode but kprobe), so each
 	// TCP series carries the four flag fields from its first point on.
 	tcpFlags bool
+	// templates holds, by series slot, a metric with the series' tags,
+	// built when the series is born: a gather copies it and sets the
+	// counts, instead of rendering the tags and sorting them again for
+	// every series at every gather.
+	templates []telegraf.Metric
 }
 
 func newConverter(cfg aggregate.Config, drops bool) (*converter, error) {
@@ -65,33 +71,49 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 	series := c.agg.Aggregate(snap.Time, snap.Records)
 	for i := range series {
 		s := &series[i]
-		fields := map[string]interface{}{
-			"bytes":   s.Bytes,
-			"packets": s.Packets,
+		m := c.template(s).Copy()
+		// The copy's fields are its own: set in place, they cost no
+		// allocation but the values'.
+		for _, f := range m.FieldList() {
+			switch f.Key {
+			case "bytes":
+				f.Value = s.Bytes
+			case "packets":
+				f.Value = s.Packets
+			case "tcp_syn":
+				f.Value = s.TCP.SYN
+			case "tcp_synack":
+				f.Value = s.TCP.SYNACK
+			case "tcp_fin":
+				f.Value = s.TCP.FIN
+			case "tcp_rst":
+				f.Value = s.TCP.RST
+			}
 		}
 		// Retransmissions are counted on egress TCP series (kprobe mode,
 		// and tc and cgroup modes where the kernel has the tracepoint); a
 		// series carries the field from its first one on, as the receiver does.
 		if s.Retransmits > 0 {
-			fields["retransmits"] = s.Retransmits
+			m.AddField("retransmits", s.Retransmits)
 		}
 		// The flag fields add no series; a series that is not one TCP
 		// flow's (proto not kept, overflow, other) has them once a flag
 		// was counted in it.
-		if c.tcpFlags && s.Key.Transport == "tcp" || !s.TCP.IsZero() {
-			fields["tcp_syn"] = s.TCP.SYN
-			fields["tcp_synack"] = s.TCP.SYNACK
-			fields["tcp_fin"] = s.TCP.FIN
-			fields["tcp_rst"] = s.TCP.RST
+		if !c.flagFields(s) && !s.TCP.IsZero() {
+			m.AddField("tcp_syn", s.TCP.SYN)
+			m.AddField("tcp_synack", s.TCP.SYNACK)
+			m.AddField("tcp_fin", s.TCP.FIN)
+			m.AddField("tcp_rst", s.TCP.RST)
 		}
 		// RTT (tcp_rtt) is per interval: only a series with samples in it
 		// has the fields.
 		if s.RTT.Samples > 0 {
-			fields["rtt_min_us"] = uint64(s.RTT.Min / time.Microsecond)
-			fields["rtt_mean_us"] = float64(s.RTT.Sum) / float64(s.RTT.Samples) / float64(time.Microsecond)
-			fields["rtt_max_us"] = uint64(s.RTT.Max / time.Microsecond)
+			m.AddField("rtt_min_us", uint64(s.RTT.Min/time.Microsecond))
+			m.AddField("rtt_mean_us", float64(s.RTT.Sum)/float64(s.RTT.Samples)/float64(time.Microsecond))
+			m.AddField("rtt_max_us", uint64(s.RTT.Max/time.Microsecond))
 		}
-		acc.AddCounter(measurement, fields, c.tags(s), snap.Time)
+		m.SetTime(snap.Time)
+		acc.AddMetric(m)
 	}
 	n := len(series)
 	if c.drops != nil {
@@ -107,6 +129,36 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 		n += len(drops)
 	}
 	return n
+}
+
+// template returns the metric a series' metrics are copied from: its
+// tags, and its fields at zero.
+func (c *converter) template(s *aggregate.Series) telegraf.Metric {
+	if s.Slot < 0 {
+		// The other, overflow and filtered series: a few, built each time.
+		return c.newTemplate(s)
+	}
+	if n := int(s.Slot) + 1; n > len(c.templates) {
+		c.templates = append(c.templates, make([]telegraf.Metric, n-len(c.templates))...)
+	}
+	if s.Born || c.templates[s.Slot] == nil {
+		c.templates[s.Slot] = c.newTemplate(s)
+	}
+	return c.templates[s.Slot]
+}
+
+func (c *converter) newTemplate(s *aggregate.Series) telegraf.Metric {
+	fields := map[string]interface{}{"bytes": uint64(0), "packets": uint64(0)}
+	if c.flagFields(s) {
+		fields["tcp_syn"], fields["tcp_synack"], fields["tcp_fin"], fields["tcp_rst"] = uint64(0), uint64(0), uint64(0), uint64(0)
+	}
+	return metric.New(measurement, c.tags(s), fields, time.Time{}, telegraf.Counter)
+}
+
+// flagFields reports whether every point of the series carries the TCP
+// flag fields: a TCP flow's series in a mode that counts them.
+func (c *converter) flagFields(s *aggregate.Series) bool {
+	return c.tcpFlags && s.Key.Transport == "tcp"
 }
 
 // tags renders a series' key as the tags named in DESIGN.md. Port tags are
