@@ -83,6 +83,9 @@ func (c *Collector) startKprobe() error {
 	if err != nil {
 		return err
 	}
+	// The socket hooks see no TCP headers, so no flags: say so once rather
+	// than leave the flag fields silently absent.
+	c.cfg.Logger.Info("pktstat-bpf: kprobe mode counts no TCP flags (SYN, SYN+ACK, FIN, RST); use mode tc, xdp or cgroup for them")
 	return c.attachKprobe(spec)
 }
 

@@ -1,7 +1,9 @@
 package core
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -250,4 +252,20 @@ func ownCgroupDir() (string, error) {
 
 func writePID(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
+}
+
+// kprobe mode, whose socket hooks see no TCP header, says at start that it
+// counts no TCP flags, whether or not the kernel then lets it attach.
+func TestKprobeModeSaysItCountsNoFlags(t *testing.T) {
+	nettest.RequireBPF(t)
+	var log strings.Builder
+	c, err := New(Config{Mode: ModeKprobe, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Start(context.Background())
+	c.Close()
+	if !strings.Contains(log.String(), "kprobe mode counts no TCP flags") {
+		t.Errorf("start (err %v) did not say that kprobe mode counts no TCP flags; log:\n%s", err, log.String())
+	}
 }
