@@ -95,3 +95,35 @@ func kernelBefore(t *testing.T, release string, major, minor int) bool {
 	}
 	return ma < major || ma == major && mi < minor
 }
+
+// Before 5.14 the kernel cannot look up and delete a per-CPU hash entry in
+// one call, and expiry falls back to a lookup and a delete (drain.go).
+// This pins down which path TestIdleFlowsExpire takes on this kernel: the
+// probe must agree with the release, so the 5.10 guest runs the fallback.
+func TestPerCPULookupAndDeleteMatchesKernel(t *testing.T) {
+	nettest.RequireBPF(t)
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUHash, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals := make([]uint64, ncpu)
+	if err := m.Put(uint32(1), vals); err != nil {
+		t.Fatal(err)
+	}
+	err = m.LookupAndDelete(uint32(1), &vals)
+	unsupported := errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL)
+	if err != nil && !unsupported {
+		t.Fatalf("per-CPU lookup-and-delete: %v", err)
+	}
+	release := kernelRelease(t)
+	if old := kernelBefore(t, release, 5, 14); old != unsupported {
+		t.Fatalf("kernel %s: per-CPU lookup-and-delete unsupported=%v (%v), want %v (it arrived in 5.14)", release, unsupported, err, old)
+	}
+	t.Logf("kernel %s: per-CPU lookup-and-delete unsupported=%v, so expiry uses the %s path", release, unsupported,
+		map[bool]string{true: "lookup-then-delete fallback", false: "one-call"}[unsupported])
+}
