@@ -21,6 +21,12 @@ VMTEST_E2E_GUESTS ?= 6.12
 VMTEST_E2E_RUN ?= -test.run=Kprobe
 # The static agents copied into those guests' initramfs at /build (make builds them first).
 VMTEST_AGENTS ?= telegraf otelcol-pktstat
+# Long tests that run only in VMTEST_HEAVY_GUESTS (a -test.skip pattern for the others), so that make
+# test stays within its time: BPF_PROG_TEST_RUN tables, churn and the fuzz seeds, whose kernel side is
+# the verifier (oldest in 5.10) and the objects (arm64's own); every guest still loads the same programs
+# in the real-traffic tests. Empty: every test in every guest.
+VMTEST_HEAVY ?= ^(TestFilterPrograms|TestNoFilterIsPruned|TestChurnAcrossIntervals|TestChurnWithHashCollisions|FuzzTCIngress|FuzzXDPIngress)$$
+VMTEST_HEAVY_GUESTS ?= 5.10 arm64
 # Extra flags for every test binary, e.g. VMTEST_RUN='-test.run=TestLegacyTC'.
 VMTEST_RUN ?=
 # Seconds before the whole guest run is killed and the run fails (tcg is slow).
@@ -63,7 +69,7 @@ VMTEST_ENV = GO='$(GO)' VMTEST_DIR='$(BUILD)/vmtest' VMTEST_GUESTS='$(VMTEST_GUE
 	VMTEST_MODULES='$(VMTEST_MODULES)' VMTEST_AUTOLOAD_DIRS='$(VMTEST_AUTOLOAD_DIRS)' VMTEST_HOST_BINS='$(VMTEST_HOST_BINS)' VMTEST_SHELL='$(VMTEST_SHELL)' \
 	VMTEST_KERNEL_PKG='$(VMTEST_KERNEL_PKG)' VMTEST_APPEND='$(VMTEST_APPEND)' \
 	VMTEST_E2E_PKGS='$(VMTEST_E2E_PKGS)' VMTEST_E2E_GUESTS='$(VMTEST_E2E_GUESTS)' VMTEST_E2E_RUN='$(VMTEST_E2E_RUN)' \
-	VMTEST_AGENTS='$(VMTEST_AGENTS)'
+	VMTEST_AGENTS='$(VMTEST_AGENTS)' VMTEST_HEAVY='$(VMTEST_HEAVY)' VMTEST_HEAVY_GUESTS='$(VMTEST_HEAVY_GUESTS)'
 # The agents are built only when a guest of this run needs them.
 VMTEST_AGENT_DEPS = $(if $(and $(VMTEST_E2E_PKGS),$(filter $(VMTEST_E2E_GUESTS),$(VMTEST_GUESTS))),$(addprefix $(BUILD)/,$(VMTEST_AGENTS)))
 

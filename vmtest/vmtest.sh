@@ -26,6 +26,8 @@ VMTEST_E2E_PKGS=${VMTEST_E2E_PKGS-telegrafplugin/e2e otelreceiver/e2e}
 VMTEST_E2E_GUESTS=${VMTEST_E2E_GUESTS-6.12}
 VMTEST_E2E_RUN=${VMTEST_E2E_RUN--test.run=Kprobe}
 VMTEST_AGENTS=${VMTEST_AGENTS-telegraf otelcol-pktstat}
+VMTEST_HEAVY=${VMTEST_HEAVY-}
+VMTEST_HEAVY_GUESTS=${VMTEST_HEAVY_GUESTS-}
 VMTEST_MODULES=${VMTEST_MODULES:-veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink}
 VMTEST_AUTOLOAD_DIRS=${VMTEST_AUTOLOAD_DIRS-kernel/net/sched kernel/net/ipv4 kernel/net/ipv6 kernel/net/core kernel/net/netlink kernel/net/packet kernel/net/unix kernel/net/xfrm}
 VMTEST_HOST_BINS=${VMTEST_HOST_BINS:-ip tc bpftool setpriv}
@@ -229,6 +231,12 @@ cmd_tests() {
 	echo "$run_id" >"$tests_dir/.built-by"
 }
 
+# heavy_skip prints the -test.skip pattern of this guest: the long tests of
+# VMTEST_HEAVY run only in VMTEST_HEAVY_GUESTS, to keep make test's time.
+heavy_skip() {
+	if [[ -n $VMTEST_HEAVY && " $VMTEST_HEAVY_GUESTS " != *" $guest "* ]]; then echo "$VMTEST_HEAVY"; fi
+}
+
 # e2e_guest says whether this guest also runs the agents' end-to-end tests.
 e2e_guest() { [[ $g_arch == amd64 && -n $VMTEST_E2E_PKGS && " $VMTEST_E2E_GUESTS " == *" $guest "* ]]; }
 
@@ -402,6 +410,7 @@ cmd_initramfs() {
 		printf 'VMTEST_MODULES=%q\n' "$VMTEST_MODULES"
 		printf 'VMTEST_RUN=%q\n' "$VMTEST_RUN"
 		printf 'VMTEST_TEST_TIMEOUT=%q\n' "$VMTEST_TEST_TIMEOUT"
+		printf 'VMTEST_SKIP=%q\n' "$(heavy_skip)"
 		# What the self-test checks this guest against.
 		printf 'VMTEST_KERNEL=%q\n' "$guest"
 		printf 'VMTEST_KERNEL_RELEASE=%q\n' "$g_release"
@@ -495,7 +504,13 @@ report() {
 		/--- FAIL/{sub(/^[ \t]*/, ""); print "vmtest: [" g "]   " bin ": " $0}' "$log" >&2
 	# The guest's own skip summary (init prints one VMTEST-SKIP line per skip).
 	grep -a '^VMTEST-SKIP ' "$log" | sed 's/^VMTEST-SKIP //' >"$g_dir/skips.txt" || true
-	while read -r line; do say "SKIP $line"; done <"$g_dir/skips.txt"
+	# One line per binary, top-level test and reason, with how many
+	# (sub)tests skipped for it: the list the README's kernel table names.
+	awk '{bin=$1; test=$2; sub(/:$/, "", test); top=test; sub(/\/.*/, "", top)
+		reason=$0; sub(/^[^ ]+ [^ ]+ /, "", reason); k=bin " " top ": " reason
+		if (!(k in n)) order[++m]=k; n[k]++}
+		END{for (i=1; i<=m; i++) print "SKIP " order[i] " (" n[order[i]] "x)"}' "$g_dir/skips.txt" |
+		while read -r line; do say "$line"; done
 	while read -r line; do problems+=("module ${line##* } did not load"); done < <(grep -a 'VMTEST-MODULE-FAILED' "$log" || true)
 	grep -aq VMTEST-BOOTED "$log" || problems+=("guest did not boot")
 	[[ $status == 124 || $status == 137 ]] && problems+=("timed out after ${VMTEST_TIMEOUT}s")
@@ -505,6 +520,7 @@ report() {
 	cases=$(awk '/--- PASS/{p++} /--- FAIL/{f++} /--- SKIP/{s++} END{printf "%d passed, %d failed, %d skipped", p, f, s}' "$log")
 	say "$(grep -a -o 'VMTEST-BOOTED kernel=[^ ]*' "$log" | head -1 | sed 's/VMTEST-BOOTED //')"
 	say "test cases (with subtests): $cases"
+	[[ -z $(heavy_skip) ]] || say "not run in this guest (VMTEST_HEAVY, run in $VMTEST_HEAVY_GUESTS): $(heavy_skip)"
 	say "wall ${wall}s from qemu start to exit, qemu exit status $status"
 	say "$passed passed, $failed failed"
 	echo "$guest: ${wall}s, binaries $passed passed $failed failed; cases $cases" >>"$summary"
