@@ -90,7 +90,7 @@ guest_spec() {
 
 cmd_deps() {
 	local missing=() pkg
-	for pkg in qemu-system-x86 qemu-system-arm busybox-static cpio binutils; do
+	for pkg in qemu-system-x86 qemu-system-arm busybox-static cpio binutils file xz-utils; do
 		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 	done
 	if ((${#missing[@]})); then

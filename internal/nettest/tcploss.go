@@ -48,7 +48,7 @@ func (p *Pair) SendTCPWithLoss(t testing.TB, cli, srv netip.AddrPort, payload in
 	}
 	defer peer.Close()
 	drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
-	if err := withFD(peer, func(fd int) error {
+	if err := WithFD(peer, func(fd int) error {
 		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &drop[0]})
 	}); err != nil {
 		t.Fatalf("attach the dropping socket filter: %v", err)
@@ -57,7 +57,7 @@ func (p *Pair) SendTCPWithLoss(t testing.TB, cli, srv netip.AddrPort, payload in
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond) // retransmission timeouts at about 0.2, 0.6 and 1.4 s
-	if err := withFD(peer, func(fd int) error {
+	if err := WithFD(peer, func(fd int) error {
 		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
 	}); err != nil {
 		t.Fatalf("detach the socket filter: %v", err)
@@ -70,7 +70,7 @@ func (p *Pair) SendTCPWithLoss(t testing.TB, cli, srv netip.AddrPort, payload in
 	// kernel's count settle.
 	time.Sleep(100 * time.Millisecond)
 	var info *unix.TCPInfo
-	if err := withFD(conn, func(fd int) (err error) {
+	if err := WithFD(conn, func(fd int) (err error) {
 		info, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		return err
 	}); err != nil {
@@ -82,7 +82,8 @@ func (p *Pair) SendTCPWithLoss(t testing.TB, cli, srv netip.AddrPort, payload in
 	return info.Total_retrans
 }
 
-func withFD(c net.Conn, fn func(fd int) error) error {
+// WithFD runs fn on the file descriptor of connection c.
+func WithFD(c net.Conn, fn func(fd int) error) error {
 	raw, err := c.(syscall.Conn).SyscallConn()
 	if err != nil {
 		return err

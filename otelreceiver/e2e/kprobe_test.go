@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/pktstat-bpf/pktstat-bpf/internal/kprobetest"
@@ -91,9 +92,8 @@ func senderSeries(t *testing.T, path string, cli, srv netip.AddrPort) (map[strin
 		require.NoError(t, err, "file exporter line")
 		for i := 0; i < md.ResourceMetrics().Len(); i++ {
 			rm := md.ResourceMetrics().At(i)
-			pid, _ := rm.Resource().Attributes().Get("process.pid")
-			comm, _ := rm.Resource().Attributes().Get("pktstatbpf.process.comm")
-			res := fmt.Sprintf("process.pid=%s pktstatbpf.process.comm=%s", pid.AsString(), comm.AsString())
+			res := fmt.Sprintf("process.pid=%s pktstatbpf.process.comm=%s",
+				attrString(rm.Resource().Attributes(), "process.pid"), attrString(rm.Resource().Attributes(), "pktstatbpf.process.comm"))
 			for j := 0; j < rm.ScopeMetrics().Len(); j++ {
 				ms := rm.ScopeMetrics().At(j).Metrics()
 				for k := 0; k < ms.Len(); k++ {
@@ -104,7 +104,7 @@ func senderSeries(t *testing.T, path string, cli, srv netip.AddrPort) (map[strin
 					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
 						dp := m.Sum().DataPoints().At(l)
 						a := dp.Attributes()
-						str := func(k string) string { v, _ := a.Get(k); return v.AsString() }
+						str := func(k string) string { return attrString(a, k) }
 						if str("network.io.direction") != "transmit" || str("source.address") != cli.Addr().String() ||
 							str("source.port") != fmt.Sprint(cli.Port()) || str("destination.port") != fmt.Sprint(srv.Port()) {
 							continue
@@ -120,4 +120,14 @@ func senderSeries(t *testing.T, path string, cli, srv netip.AddrPort) (map[strin
 		}
 	}
 	return values, resources
+}
+
+// attrString is attribute k of a as a string, "" when a has none (a missing
+// attribute's zero Value must not be used).
+func attrString(a pcommon.Map, k string) string {
+	v, ok := a.Get(k)
+	if !ok {
+		return ""
+	}
+	return v.AsString()
 }
