@@ -32,7 +32,7 @@ VMTEST_RUN ?=
 # Seconds before the whole guest run is killed and the run fails (tcg is slow).
 VMTEST_TIMEOUT ?= 1800
 # -test.timeout for each test binary inside the guest (panics with stacks when hit).
-VMTEST_TEST_TIMEOUT ?= 10m
+VMTEST_TEST_TIMEOUT ?= 20m
 # Boots again after a guest that never reached /init (no test ran); its console is kept.
 VMTEST_BOOT_RETRIES ?= 1
 VMTEST_MEM ?= 1536
