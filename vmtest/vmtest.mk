@@ -23,10 +23,10 @@ VMTEST_E2E_RUN ?= -test.run=Kprobe
 VMTEST_AGENTS ?= telegraf otelcol-pktstat
 # Long tests that run only in VMTEST_HEAVY_GUESTS (a -test.skip pattern for the others), so that make
 # test stays within its time: BPF_PROG_TEST_RUN tables, churn and the fuzz seeds, whose kernel side is
-# the verifier (oldest in 5.10) and the objects (arm64's own); every guest still loads the same programs
-# in the real-traffic tests. Empty: every test in every guest.
+# the verifier (oldest in 5.10); every guest still loads the same programs in the real-traffic tests,
+# and the arm64 objects run the parser tables (TestParsePrograms). Empty: every test in every guest.
 VMTEST_HEAVY ?= ^(TestFilterPrograms|TestNoFilterIsPruned|TestChurnAcrossIntervals|TestChurnWithHashCollisions|FuzzTCIngress|FuzzXDPIngress)$$
-VMTEST_HEAVY_GUESTS ?= 5.10 arm64
+VMTEST_HEAVY_GUESTS ?= 5.10
 # Extra flags for every test binary, e.g. VMTEST_RUN='-test.run=TestLegacyTC'.
 VMTEST_RUN ?=
 # Seconds before the whole guest run is killed and the run fails (tcg is slow).
