@@ -39,6 +39,10 @@ receivers:
     dimensions: [direction, ip_version, proto, src_ip, dst_ip, src_port, dst_port, pid, comm]
     collection_interval: 1s
     initial_delay: 0s
+    # Off by default: only kprobe mode fills it.
+    metrics:
+      pktstatbpf.network.flow.tcp.retransmits:
+        enabled: true
 exporters:
   file:
     path: %q
