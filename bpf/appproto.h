@@ -96,10 +96,13 @@ struct app_sample {
 };
 
 /*
- * detect_payload is a global function on purpose: the verifier checks it
- * once, on its own, instead of once for every parse path that reaches it.
+ * detect_payload is a function of its own, not inlined, so the parse paths
+ * that reach it share one copy. It is static: a global function would be
+ * verified once on its own, but before 5.12 a global function takes only a
+ * context pointer or scalars, and 5.10's verifier rejects the sample
+ * pointer ("Arg#0 type PTR in detect_payload() is not supported yet").
  */
-__attribute__((noinline)) __u8 detect_payload(const struct app_sample *s)
+static __noinline __u8 detect_payload(const struct app_sample *s)
 {
 	if (!s)
 		return APP_UNDECIDED;

@@ -99,54 +99,57 @@ type KprobeTcpRead struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	KprobeMapFlowsOverflow               = "flows_overflow"
-	KprobeMapFlowsOverflowTotal          = "flows_overflow_total"
-	KprobeMapKprobeFlows                 = "kprobe_flows"
-	KprobeMapKprobeRetransmits           = "kprobe_retransmits"
-	KprobeMapKretArgs                    = "kret_args"
-	KprobeMapRetransmitsOverflow         = "retransmits_overflow"
-	KprobeMapSendSources                 = "send_sources"
-	KprobeMapTcpOwners                   = "tcp_owners"
-	KprobeMapTcpReads                    = "tcp_reads"
-	KprobeMapTcpSendpages                = "tcp_sendpages"
-	KprobeProgFentryIcmpRcv              = "fentry_icmp_rcv"
-	KprobeProgFentryIcmpv6Rcv            = "fentry_icmpv6_rcv"
-	KprobeProgFentrySkbConsumeUdp        = "fentry_skb_consume_udp"
-	KprobeProgFentryTcpCleanupRbuf       = "fentry_tcp_cleanup_rbuf"
-	KprobeProgFentryTcpClose             = "fentry_tcp_close"
-	KprobeProgFentryTcpSendpage          = "fentry_tcp_sendpage"
-	KprobeProgFexitIp6DstLookupFlow      = "fexit_ip6_dst_lookup_flow"
-	KprobeProgFexitIpRouteOutputFlow     = "fexit_ip_route_output_flow"
-	KprobeProgFexitPingV4Sendmsg         = "fexit_ping_v4_sendmsg"
-	KprobeProgFexitPingV6Sendmsg         = "fexit_ping_v6_sendmsg"
-	KprobeProgFexitTcpRetransmitSkb      = "fexit_tcp_retransmit_skb"
-	KprobeProgFexitTcpSendmsg            = "fexit_tcp_sendmsg"
-	KprobeProgFexitTcpSendpage           = "fexit_tcp_sendpage"
-	KprobeProgFexitUdpSendmsg            = "fexit_udp_sendmsg"
-	KprobeProgFexitUdpv6Sendmsg          = "fexit_udpv6_sendmsg"
-	KprobeProgKprobeIcmpRcv              = "kprobe_icmp_rcv"
-	KprobeProgKprobeIcmpv6Rcv            = "kprobe_icmpv6_rcv"
-	KprobeProgKprobeIp6DstLookupFlow     = "kprobe_ip6_dst_lookup_flow"
-	KprobeProgKprobeIpRouteOutputFlow    = "kprobe_ip_route_output_flow"
-	KprobeProgKprobePingV4Sendmsg        = "kprobe_ping_v4_sendmsg"
-	KprobeProgKprobePingV6Sendmsg        = "kprobe_ping_v6_sendmsg"
-	KprobeProgKprobeSkbConsumeUdp        = "kprobe_skb_consume_udp"
-	KprobeProgKprobeTcpCleanupRbuf       = "kprobe_tcp_cleanup_rbuf"
-	KprobeProgKprobeTcpClose             = "kprobe_tcp_close"
-	KprobeProgKprobeTcpRetransmitSkb     = "kprobe_tcp_retransmit_skb"
-	KprobeProgKprobeTcpSendmsg           = "kprobe_tcp_sendmsg"
-	KprobeProgKprobeTcpSendpage          = "kprobe_tcp_sendpage"
-	KprobeProgKprobeUdpSendmsg           = "kprobe_udp_sendmsg"
-	KprobeProgKprobeUdpv6Sendmsg         = "kprobe_udpv6_sendmsg"
-	KprobeProgKretprobeIp6DstLookupFlow  = "kretprobe_ip6_dst_lookup_flow"
-	KprobeProgKretprobeIpRouteOutputFlow = "kretprobe_ip_route_output_flow"
-	KprobeProgKretprobePingV4Sendmsg     = "kretprobe_ping_v4_sendmsg"
-	KprobeProgKretprobePingV6Sendmsg     = "kretprobe_ping_v6_sendmsg"
-	KprobeProgKretprobeTcpRetransmitSkb  = "kretprobe_tcp_retransmit_skb"
-	KprobeProgKretprobeTcpSendmsg        = "kretprobe_tcp_sendmsg"
-	KprobeProgKretprobeTcpSendpage       = "kretprobe_tcp_sendpage"
-	KprobeProgKretprobeUdpSendmsg        = "kretprobe_udp_sendmsg"
-	KprobeProgKretprobeUdpv6Sendmsg      = "kretprobe_udpv6_sendmsg"
+	KprobeMapFlowsOverflow                = "flows_overflow"
+	KprobeMapFlowsOverflowTotal           = "flows_overflow_total"
+	KprobeMapKprobeFlows                  = "kprobe_flows"
+	KprobeMapKprobeRetransmits            = "kprobe_retransmits"
+	KprobeMapKretArgs                     = "kret_args"
+	KprobeMapRetransmitsOverflow          = "retransmits_overflow"
+	KprobeMapSendSources                  = "send_sources"
+	KprobeMapTcpOwners                    = "tcp_owners"
+	KprobeMapTcpReads                     = "tcp_reads"
+	KprobeMapTcpSendpages                 = "tcp_sendpages"
+	KprobeProgFentryIcmpRcv               = "fentry_icmp_rcv"
+	KprobeProgFentryIcmpv6Rcv             = "fentry_icmpv6_rcv"
+	KprobeProgFentrySkbConsumeUdp         = "fentry_skb_consume_udp"
+	KprobeProgFentryTcpCleanupRbuf        = "fentry_tcp_cleanup_rbuf"
+	KprobeProgFentryTcpClose              = "fentry_tcp_close"
+	KprobeProgFentryTcpSendpage           = "fentry_tcp_sendpage"
+	KprobeProgFexitIp6DstLookupFlow       = "fexit_ip6_dst_lookup_flow"
+	KprobeProgFexitIp6SkDstLookupFlow     = "fexit_ip6_sk_dst_lookup_flow"
+	KprobeProgFexitIpRouteOutputFlow      = "fexit_ip_route_output_flow"
+	KprobeProgFexitPingV4Sendmsg          = "fexit_ping_v4_sendmsg"
+	KprobeProgFexitPingV6Sendmsg          = "fexit_ping_v6_sendmsg"
+	KprobeProgFexitTcpRetransmitSkb       = "fexit_tcp_retransmit_skb"
+	KprobeProgFexitTcpSendmsg             = "fexit_tcp_sendmsg"
+	KprobeProgFexitTcpSendpage            = "fexit_tcp_sendpage"
+	KprobeProgFexitUdpSendmsg             = "fexit_udp_sendmsg"
+	KprobeProgFexitUdpv6Sendmsg           = "fexit_udpv6_sendmsg"
+	KprobeProgKprobeIcmpRcv               = "kprobe_icmp_rcv"
+	KprobeProgKprobeIcmpv6Rcv             = "kprobe_icmpv6_rcv"
+	KprobeProgKprobeIp6DstLookupFlow      = "kprobe_ip6_dst_lookup_flow"
+	KprobeProgKprobeIp6SkDstLookupFlow    = "kprobe_ip6_sk_dst_lookup_flow"
+	KprobeProgKprobeIpRouteOutputFlow     = "kprobe_ip_route_output_flow"
+	KprobeProgKprobePingV4Sendmsg         = "kprobe_ping_v4_sendmsg"
+	KprobeProgKprobePingV6Sendmsg         = "kprobe_ping_v6_sendmsg"
+	KprobeProgKprobeSkbConsumeUdp         = "kprobe_skb_consume_udp"
+	KprobeProgKprobeTcpCleanupRbuf        = "kprobe_tcp_cleanup_rbuf"
+	KprobeProgKprobeTcpClose              = "kprobe_tcp_close"
+	KprobeProgKprobeTcpRetransmitSkb      = "kprobe_tcp_retransmit_skb"
+	KprobeProgKprobeTcpSendmsg            = "kprobe_tcp_sendmsg"
+	KprobeProgKprobeTcpSendpage           = "kprobe_tcp_sendpage"
+	KprobeProgKprobeUdpSendmsg            = "kprobe_udp_sendmsg"
+	KprobeProgKprobeUdpv6Sendmsg          = "kprobe_udpv6_sendmsg"
+	KprobeProgKretprobeIp6DstLookupFlow   = "kretprobe_ip6_dst_lookup_flow"
+	KprobeProgKretprobeIp6SkDstLookupFlow = "kretprobe_ip6_sk_dst_lookup_flow"
+	KprobeProgKretprobeIpRouteOutputFlow  = "kretprobe_ip_route_output_flow"
+	KprobeProgKretprobePingV4Sendmsg      = "kretprobe_ping_v4_sendmsg"
+	KprobeProgKretprobePingV6Sendmsg      = "kretprobe_ping_v6_sendmsg"
+	KprobeProgKretprobeTcpRetransmitSkb   = "kretprobe_tcp_retransmit_skb"
+	KprobeProgKretprobeTcpSendmsg         = "kretprobe_tcp_sendmsg"
+	KprobeProgKretprobeTcpSendpage        = "kretprobe_tcp_sendpage"
+	KprobeProgKretprobeUdpSendmsg         = "kretprobe_udp_sendmsg"
+	KprobeProgKretprobeUdpv6Sendmsg       = "kretprobe_udpv6_sendmsg"
 )
 
 // LoadKprobe returns the embedded CollectionSpec for Kprobe.
@@ -191,44 +194,47 @@ type KprobeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KprobeProgramSpecs struct {
-	FentryIcmpRcv              *ebpf.ProgramSpec `ebpf:"fentry_icmp_rcv"`
-	FentryIcmpv6Rcv            *ebpf.ProgramSpec `ebpf:"fentry_icmpv6_rcv"`
-	FentrySkbConsumeUdp        *ebpf.ProgramSpec `ebpf:"fentry_skb_consume_udp"`
-	FentryTcpCleanupRbuf       *ebpf.ProgramSpec `ebpf:"fentry_tcp_cleanup_rbuf"`
-	FentryTcpClose             *ebpf.ProgramSpec `ebpf:"fentry_tcp_close"`
-	FentryTcpSendpage          *ebpf.ProgramSpec `ebpf:"fentry_tcp_sendpage"`
-	FexitIp6DstLookupFlow      *ebpf.ProgramSpec `ebpf:"fexit_ip6_dst_lookup_flow"`
-	FexitIpRouteOutputFlow     *ebpf.ProgramSpec `ebpf:"fexit_ip_route_output_flow"`
-	FexitPingV4Sendmsg         *ebpf.ProgramSpec `ebpf:"fexit_ping_v4_sendmsg"`
-	FexitPingV6Sendmsg         *ebpf.ProgramSpec `ebpf:"fexit_ping_v6_sendmsg"`
-	FexitTcpRetransmitSkb      *ebpf.ProgramSpec `ebpf:"fexit_tcp_retransmit_skb"`
-	FexitTcpSendmsg            *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
-	FexitTcpSendpage           *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendpage"`
-	FexitUdpSendmsg            *ebpf.ProgramSpec `ebpf:"fexit_udp_sendmsg"`
-	FexitUdpv6Sendmsg          *ebpf.ProgramSpec `ebpf:"fexit_udpv6_sendmsg"`
-	KprobeIcmpRcv              *ebpf.ProgramSpec `ebpf:"kprobe_icmp_rcv"`
-	KprobeIcmpv6Rcv            *ebpf.ProgramSpec `ebpf:"kprobe_icmpv6_rcv"`
-	KprobeIp6DstLookupFlow     *ebpf.ProgramSpec `ebpf:"kprobe_ip6_dst_lookup_flow"`
-	KprobeIpRouteOutputFlow    *ebpf.ProgramSpec `ebpf:"kprobe_ip_route_output_flow"`
-	KprobePingV4Sendmsg        *ebpf.ProgramSpec `ebpf:"kprobe_ping_v4_sendmsg"`
-	KprobePingV6Sendmsg        *ebpf.ProgramSpec `ebpf:"kprobe_ping_v6_sendmsg"`
-	KprobeSkbConsumeUdp        *ebpf.ProgramSpec `ebpf:"kprobe_skb_consume_udp"`
-	KprobeTcpCleanupRbuf       *ebpf.ProgramSpec `ebpf:"kprobe_tcp_cleanup_rbuf"`
-	KprobeTcpClose             *ebpf.ProgramSpec `ebpf:"kprobe_tcp_close"`
-	KprobeTcpRetransmitSkb     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_retransmit_skb"`
-	KprobeTcpSendmsg           *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg"`
-	KprobeTcpSendpage          *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendpage"`
-	KprobeUdpSendmsg           *ebpf.ProgramSpec `ebpf:"kprobe_udp_sendmsg"`
-	KprobeUdpv6Sendmsg         *ebpf.ProgramSpec `ebpf:"kprobe_udpv6_sendmsg"`
-	KretprobeIp6DstLookupFlow  *ebpf.ProgramSpec `ebpf:"kretprobe_ip6_dst_lookup_flow"`
-	KretprobeIpRouteOutputFlow *ebpf.ProgramSpec `ebpf:"kretprobe_ip_route_output_flow"`
-	KretprobePingV4Sendmsg     *ebpf.ProgramSpec `ebpf:"kretprobe_ping_v4_sendmsg"`
-	KretprobePingV6Sendmsg     *ebpf.ProgramSpec `ebpf:"kretprobe_ping_v6_sendmsg"`
-	KretprobeTcpRetransmitSkb  *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_retransmit_skb"`
-	KretprobeTcpSendmsg        *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
-	KretprobeTcpSendpage       *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendpage"`
-	KretprobeUdpSendmsg        *ebpf.ProgramSpec `ebpf:"kretprobe_udp_sendmsg"`
-	KretprobeUdpv6Sendmsg      *ebpf.ProgramSpec `ebpf:"kretprobe_udpv6_sendmsg"`
+	FentryIcmpRcv               *ebpf.ProgramSpec `ebpf:"fentry_icmp_rcv"`
+	FentryIcmpv6Rcv             *ebpf.ProgramSpec `ebpf:"fentry_icmpv6_rcv"`
+	FentrySkbConsumeUdp         *ebpf.ProgramSpec `ebpf:"fentry_skb_consume_udp"`
+	FentryTcpCleanupRbuf        *ebpf.ProgramSpec `ebpf:"fentry_tcp_cleanup_rbuf"`
+	FentryTcpClose              *ebpf.ProgramSpec `ebpf:"fentry_tcp_close"`
+	FentryTcpSendpage           *ebpf.ProgramSpec `ebpf:"fentry_tcp_sendpage"`
+	FexitIp6DstLookupFlow       *ebpf.ProgramSpec `ebpf:"fexit_ip6_dst_lookup_flow"`
+	FexitIp6SkDstLookupFlow     *ebpf.ProgramSpec `ebpf:"fexit_ip6_sk_dst_lookup_flow"`
+	FexitIpRouteOutputFlow      *ebpf.ProgramSpec `ebpf:"fexit_ip_route_output_flow"`
+	FexitPingV4Sendmsg          *ebpf.ProgramSpec `ebpf:"fexit_ping_v4_sendmsg"`
+	FexitPingV6Sendmsg          *ebpf.ProgramSpec `ebpf:"fexit_ping_v6_sendmsg"`
+	FexitTcpRetransmitSkb       *ebpf.ProgramSpec `ebpf:"fexit_tcp_retransmit_skb"`
+	FexitTcpSendmsg             *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
+	FexitTcpSendpage            *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendpage"`
+	FexitUdpSendmsg             *ebpf.ProgramSpec `ebpf:"fexit_udp_sendmsg"`
+	FexitUdpv6Sendmsg           *ebpf.ProgramSpec `ebpf:"fexit_udpv6_sendmsg"`
+	KprobeIcmpRcv               *ebpf.ProgramSpec `ebpf:"kprobe_icmp_rcv"`
+	KprobeIcmpv6Rcv             *ebpf.ProgramSpec `ebpf:"kprobe_icmpv6_rcv"`
+	KprobeIp6DstLookupFlow      *ebpf.ProgramSpec `ebpf:"kprobe_ip6_dst_lookup_flow"`
+	KprobeIp6SkDstLookupFlow    *ebpf.ProgramSpec `ebpf:"kprobe_ip6_sk_dst_lookup_flow"`
+	KprobeIpRouteOutputFlow     *ebpf.ProgramSpec `ebpf:"kprobe_ip_route_output_flow"`
+	KprobePingV4Sendmsg         *ebpf.ProgramSpec `ebpf:"kprobe_ping_v4_sendmsg"`
+	KprobePingV6Sendmsg         *ebpf.ProgramSpec `ebpf:"kprobe_ping_v6_sendmsg"`
+	KprobeSkbConsumeUdp         *ebpf.ProgramSpec `ebpf:"kprobe_skb_consume_udp"`
+	KprobeTcpCleanupRbuf        *ebpf.ProgramSpec `ebpf:"kprobe_tcp_cleanup_rbuf"`
+	KprobeTcpClose              *ebpf.ProgramSpec `ebpf:"kprobe_tcp_close"`
+	KprobeTcpRetransmitSkb      *ebpf.ProgramSpec `ebpf:"kprobe_tcp_retransmit_skb"`
+	KprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpSendpage           *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendpage"`
+	KprobeUdpSendmsg            *ebpf.ProgramSpec `ebpf:"kprobe_udp_sendmsg"`
+	KprobeUdpv6Sendmsg          *ebpf.ProgramSpec `ebpf:"kprobe_udpv6_sendmsg"`
+	KretprobeIp6DstLookupFlow   *ebpf.ProgramSpec `ebpf:"kretprobe_ip6_dst_lookup_flow"`
+	KretprobeIp6SkDstLookupFlow *ebpf.ProgramSpec `ebpf:"kretprobe_ip6_sk_dst_lookup_flow"`
+	KretprobeIpRouteOutputFlow  *ebpf.ProgramSpec `ebpf:"kretprobe_ip_route_output_flow"`
+	KretprobePingV4Sendmsg      *ebpf.ProgramSpec `ebpf:"kretprobe_ping_v4_sendmsg"`
+	KretprobePingV6Sendmsg      *ebpf.ProgramSpec `ebpf:"kretprobe_ping_v6_sendmsg"`
+	KretprobeTcpRetransmitSkb   *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_retransmit_skb"`
+	KretprobeTcpSendmsg         *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
+	KretprobeTcpSendpage        *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendpage"`
+	KretprobeUdpSendmsg         *ebpf.ProgramSpec `ebpf:"kretprobe_udp_sendmsg"`
+	KretprobeUdpv6Sendmsg       *ebpf.ProgramSpec `ebpf:"kretprobe_udpv6_sendmsg"`
 }
 
 // KprobeMapSpecs contains maps before they are loaded into the kernel.
@@ -310,44 +316,47 @@ type KprobeVariables struct {
 //
 // It can be passed to LoadKprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KprobePrograms struct {
-	FentryIcmpRcv              *ebpf.Program `ebpf:"fentry_icmp_rcv"`
-	FentryIcmpv6Rcv            *ebpf.Program `ebpf:"fentry_icmpv6_rcv"`
-	FentrySkbConsumeUdp        *ebpf.Program `ebpf:"fentry_skb_consume_udp"`
-	FentryTcpCleanupRbuf       *ebpf.Program `ebpf:"fentry_tcp_cleanup_rbuf"`
-	FentryTcpClose             *ebpf.Program `ebpf:"fentry_tcp_close"`
-	FentryTcpSendpage          *ebpf.Program `ebpf:"fentry_tcp_sendpage"`
-	FexitIp6DstLookupFlow      *ebpf.Program `ebpf:"fexit_ip6_dst_lookup_flow"`
-	FexitIpRouteOutputFlow     *ebpf.Program `ebpf:"fexit_ip_route_output_flow"`
-	FexitPingV4Sendmsg         *ebpf.Program `ebpf:"fexit_ping_v4_sendmsg"`
-	FexitPingV6Sendmsg         *ebpf.Program `ebpf:"fexit_ping_v6_sendmsg"`
-	FexitTcpRetransmitSkb      *ebpf.Program `ebpf:"fexit_tcp_retransmit_skb"`
-	FexitTcpSendmsg            *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
-	FexitTcpSendpage           *ebpf.Program `ebpf:"fexit_tcp_sendpage"`
-	FexitUdpSendmsg            *ebpf.Program `ebpf:"fexit_udp_sendmsg"`
-	FexitUdpv6Sendmsg          *ebpf.Program `ebpf:"fexit_udpv6_sendmsg"`
-	KprobeIcmpRcv              *ebpf.Program `ebpf:"kprobe_icmp_rcv"`
-	KprobeIcmpv6Rcv            *ebpf.Program `ebpf:"kprobe_icmpv6_rcv"`
-	KprobeIp6DstLookupFlow     *ebpf.Program `ebpf:"kprobe_ip6_dst_lookup_flow"`
-	KprobeIpRouteOutputFlow    *ebpf.Program `ebpf:"kprobe_ip_route_output_flow"`
-	KprobePingV4Sendmsg        *ebpf.Program `ebpf:"kprobe_ping_v4_sendmsg"`
-	KprobePingV6Sendmsg        *ebpf.Program `ebpf:"kprobe_ping_v6_sendmsg"`
-	KprobeSkbConsumeUdp        *ebpf.Program `ebpf:"kprobe_skb_consume_udp"`
-	KprobeTcpCleanupRbuf       *ebpf.Program `ebpf:"kprobe_tcp_cleanup_rbuf"`
-	KprobeTcpClose             *ebpf.Program `ebpf:"kprobe_tcp_close"`
-	KprobeTcpRetransmitSkb     *ebpf.Program `ebpf:"kprobe_tcp_retransmit_skb"`
-	KprobeTcpSendmsg           *ebpf.Program `ebpf:"kprobe_tcp_sendmsg"`
-	KprobeTcpSendpage          *ebpf.Program `ebpf:"kprobe_tcp_sendpage"`
-	KprobeUdpSendmsg           *ebpf.Program `ebpf:"kprobe_udp_sendmsg"`
-	KprobeUdpv6Sendmsg         *ebpf.Program `ebpf:"kprobe_udpv6_sendmsg"`
-	KretprobeIp6DstLookupFlow  *ebpf.Program `ebpf:"kretprobe_ip6_dst_lookup_flow"`
-	KretprobeIpRouteOutputFlow *ebpf.Program `ebpf:"kretprobe_ip_route_output_flow"`
-	KretprobePingV4Sendmsg     *ebpf.Program `ebpf:"kretprobe_ping_v4_sendmsg"`
-	KretprobePingV6Sendmsg     *ebpf.Program `ebpf:"kretprobe_ping_v6_sendmsg"`
-	KretprobeTcpRetransmitSkb  *ebpf.Program `ebpf:"kretprobe_tcp_retransmit_skb"`
-	KretprobeTcpSendmsg        *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
-	KretprobeTcpSendpage       *ebpf.Program `ebpf:"kretprobe_tcp_sendpage"`
-	KretprobeUdpSendmsg        *ebpf.Program `ebpf:"kretprobe_udp_sendmsg"`
-	KretprobeUdpv6Sendmsg      *ebpf.Program `ebpf:"kretprobe_udpv6_sendmsg"`
+	FentryIcmpRcv               *ebpf.Program `ebpf:"fentry_icmp_rcv"`
+	FentryIcmpv6Rcv             *ebpf.Program `ebpf:"fentry_icmpv6_rcv"`
+	FentrySkbConsumeUdp         *ebpf.Program `ebpf:"fentry_skb_consume_udp"`
+	FentryTcpCleanupRbuf        *ebpf.Program `ebpf:"fentry_tcp_cleanup_rbuf"`
+	FentryTcpClose              *ebpf.Program `ebpf:"fentry_tcp_close"`
+	FentryTcpSendpage           *ebpf.Program `ebpf:"fentry_tcp_sendpage"`
+	FexitIp6DstLookupFlow       *ebpf.Program `ebpf:"fexit_ip6_dst_lookup_flow"`
+	FexitIp6SkDstLookupFlow     *ebpf.Program `ebpf:"fexit_ip6_sk_dst_lookup_flow"`
+	FexitIpRouteOutputFlow      *ebpf.Program `ebpf:"fexit_ip_route_output_flow"`
+	FexitPingV4Sendmsg          *ebpf.Program `ebpf:"fexit_ping_v4_sendmsg"`
+	FexitPingV6Sendmsg          *ebpf.Program `ebpf:"fexit_ping_v6_sendmsg"`
+	FexitTcpRetransmitSkb       *ebpf.Program `ebpf:"fexit_tcp_retransmit_skb"`
+	FexitTcpSendmsg             *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
+	FexitTcpSendpage            *ebpf.Program `ebpf:"fexit_tcp_sendpage"`
+	FexitUdpSendmsg             *ebpf.Program `ebpf:"fexit_udp_sendmsg"`
+	FexitUdpv6Sendmsg           *ebpf.Program `ebpf:"fexit_udpv6_sendmsg"`
+	KprobeIcmpRcv               *ebpf.Program `ebpf:"kprobe_icmp_rcv"`
+	KprobeIcmpv6Rcv             *ebpf.Program `ebpf:"kprobe_icmpv6_rcv"`
+	KprobeIp6DstLookupFlow      *ebpf.Program `ebpf:"kprobe_ip6_dst_lookup_flow"`
+	KprobeIp6SkDstLookupFlow    *ebpf.Program `ebpf:"kprobe_ip6_sk_dst_lookup_flow"`
+	KprobeIpRouteOutputFlow     *ebpf.Program `ebpf:"kprobe_ip_route_output_flow"`
+	KprobePingV4Sendmsg         *ebpf.Program `ebpf:"kprobe_ping_v4_sendmsg"`
+	KprobePingV6Sendmsg         *ebpf.Program `ebpf:"kprobe_ping_v6_sendmsg"`
+	KprobeSkbConsumeUdp         *ebpf.Program `ebpf:"kprobe_skb_consume_udp"`
+	KprobeTcpCleanupRbuf        *ebpf.Program `ebpf:"kprobe_tcp_cleanup_rbuf"`
+	KprobeTcpClose              *ebpf.Program `ebpf:"kprobe_tcp_close"`
+	KprobeTcpRetransmitSkb      *ebpf.Program `ebpf:"kprobe_tcp_retransmit_skb"`
+	KprobeTcpSendmsg            *ebpf.Program `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpSendpage           *ebpf.Program `ebpf:"kprobe_tcp_sendpage"`
+	KprobeUdpSendmsg            *ebpf.Program `ebpf:"kprobe_udp_sendmsg"`
+	KprobeUdpv6Sendmsg          *ebpf.Program `ebpf:"kprobe_udpv6_sendmsg"`
+	KretprobeIp6DstLookupFlow   *ebpf.Program `ebpf:"kretprobe_ip6_dst_lookup_flow"`
+	KretprobeIp6SkDstLookupFlow *ebpf.Program `ebpf:"kretprobe_ip6_sk_dst_lookup_flow"`
+	KretprobeIpRouteOutputFlow  *ebpf.Program `ebpf:"kretprobe_ip_route_output_flow"`
+	KretprobePingV4Sendmsg      *ebpf.Program `ebpf:"kretprobe_ping_v4_sendmsg"`
+	KretprobePingV6Sendmsg      *ebpf.Program `ebpf:"kretprobe_ping_v6_sendmsg"`
+	KretprobeTcpRetransmitSkb   *ebpf.Program `ebpf:"kretprobe_tcp_retransmit_skb"`
+	KretprobeTcpSendmsg         *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
+	KretprobeTcpSendpage        *ebpf.Program `ebpf:"kretprobe_tcp_sendpage"`
+	KretprobeUdpSendmsg         *ebpf.Program `ebpf:"kretprobe_udp_sendmsg"`
+	KretprobeUdpv6Sendmsg       *ebpf.Program `ebpf:"kretprobe_udpv6_sendmsg"`
 }
 
 func (p *KprobePrograms) Close() error {
@@ -359,6 +368,7 @@ func (p *KprobePrograms) Close() error {
 		p.FentryTcpClose,
 		p.FentryTcpSendpage,
 		p.FexitIp6DstLookupFlow,
+		p.FexitIp6SkDstLookupFlow,
 		p.FexitIpRouteOutputFlow,
 		p.FexitPingV4Sendmsg,
 		p.FexitPingV6Sendmsg,
@@ -370,6 +380,7 @@ func (p *KprobePrograms) Close() error {
 		p.KprobeIcmpRcv,
 		p.KprobeIcmpv6Rcv,
 		p.KprobeIp6DstLookupFlow,
+		p.KprobeIp6SkDstLookupFlow,
 		p.KprobeIpRouteOutputFlow,
 		p.KprobePingV4Sendmsg,
 		p.KprobePingV6Sendmsg,
@@ -382,6 +393,7 @@ func (p *KprobePrograms) Close() error {
 		p.KprobeUdpSendmsg,
 		p.KprobeUdpv6Sendmsg,
 		p.KretprobeIp6DstLookupFlow,
+		p.KretprobeIp6SkDstLookupFlow,
 		p.KretprobeIpRouteOutputFlow,
 		p.KretprobePingV4Sendmsg,
 		p.KretprobePingV6Sendmsg,

@@ -45,6 +45,9 @@ var kprobeHooks = []kprobeHook{
 	// Without these, unbound unconnected sockets' sends have no source address.
 	{"ip_route_output_flow", []string{bpf.KprobeProgFexitIpRouteOutputFlow}, []string{bpf.KprobeProgKprobeIpRouteOutputFlow, bpf.KprobeProgKretprobeIpRouteOutputFlow}, true},
 	{"ip6_dst_lookup_flow", []string{bpf.KprobeProgFexitIp6DstLookupFlow}, []string{bpf.KprobeProgKprobeIp6DstLookupFlow, bpf.KprobeProgKretprobeIp6DstLookupFlow}, true},
+	// ip6_sk_dst_lookup_flow's call of ip6_dst_lookup_flow is inlined in
+	// arm64's 6.1 build: ICMPv6 pings route only through this one there.
+	{"ip6_sk_dst_lookup_flow", []string{bpf.KprobeProgFexitIp6SkDstLookupFlow}, []string{bpf.KprobeProgKprobeIp6SkDstLookupFlow, bpf.KprobeProgKretprobeIp6SkDstLookupFlow}, true},
 }
 
 // kprobeCapture is what the kprobe mode holds besides hooks and overflow.

@@ -1,50 +1,100 @@
 #!/bin/bash
-# Runs this project's BPF test binaries inside Debian's 6.1 cloud kernel under
-# QEMU (software emulation: /dev/kvm on the build machines hangs guests).
+# Runs this project's BPF test binaries inside Debian kernels under QEMU
+# (software emulation: /dev/kvm on the build machines hangs guests), one
+# guest after the other: 5.10 (bullseye), 6.1 and 6.12 (bookworm) on amd64,
+# and 6.1 on arm64 under qemu-system-aarch64.
 #
-#   vmtest.sh deps       install qemu/busybox/cpio if missing, fetch the kernel
-#   vmtest.sh kernel     fetch and unpack the newest 6.1 cloud kernel (cached)
-#   vmtest.sh tests      build static test binaries into $VMTEST_DIR/tests
-#   vmtest.sh initramfs  pack busybox, iproute2, modules and tests
-#   vmtest.sh boot       boot the guest, stream and check its console
-#   vmtest.sh all        kernel, tests, initramfs, boot
+#   vmtest.sh deps       install qemu/busybox/cpio if missing, fetch the kernels
+#   vmtest.sh kernel     fetch and unpack each guest's newest kernel (cached)
+#   vmtest.sh tests      build static test binaries for each guest's architecture
+#   vmtest.sh initramfs  pack busybox, iproute2, modules and tests for each guest
+#   vmtest.sh boot       boot each guest, stream and check its console
+#   vmtest.sh all        kernel, tests, initramfs, boot, guest by guest
 #
-# Settings come from the environment; vmtest.mk documents them.
+# VMTEST_GUESTS names the guests (5.10 6.1 6.12 arm64). Settings come from the
+# environment; vmtest.mk documents them.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 GO=${GO:-go}
 VMTEST_DIR=${VMTEST_DIR:-$root/build/vmtest}
+VMTEST_GUESTS=${VMTEST_GUESTS:-5.10 6.1 6.12 arm64}
 VMTEST_PKGS=${VMTEST_PKGS:-./core/... ./bpf/... ./internal/...}
 VMTEST_SELF_PKGS=${VMTEST_SELF_PKGS:-./guestcheck}
+VMTEST_E2E_PKGS=${VMTEST_E2E_PKGS-telegrafplugin/e2e otelreceiver/e2e}
+VMTEST_E2E_GUESTS=${VMTEST_E2E_GUESTS-6.12}
+VMTEST_E2E_RUN=${VMTEST_E2E_RUN--test.run=Kprobe}
+VMTEST_AGENTS=${VMTEST_AGENTS-telegraf otelcol-pktstat}
+VMTEST_HEAVY=${VMTEST_HEAVY-}
+VMTEST_HEAVY_GUESTS=${VMTEST_HEAVY_GUESTS-}
 VMTEST_MODULES=${VMTEST_MODULES:-veth sch_ingress cls_bpf act_bpf xfrm_user nfnetlink}
 VMTEST_AUTOLOAD_DIRS=${VMTEST_AUTOLOAD_DIRS-kernel/net/sched kernel/net/ipv4 kernel/net/ipv6 kernel/net/core kernel/net/netlink kernel/net/packet kernel/net/unix kernel/net/xfrm kernel/net/netfilter}
 VMTEST_HOST_BINS=${VMTEST_HOST_BINS:-ip tc bpftool setpriv nft}
 VMTEST_RUN=${VMTEST_RUN:-}
 VMTEST_SHELL=${VMTEST_SHELL:-}
 VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-900}
-VMTEST_TEST_TIMEOUT=${VMTEST_TEST_TIMEOUT:-10m}
+VMTEST_TEST_TIMEOUT=${VMTEST_TEST_TIMEOUT:-20m}
 VMTEST_BOOT_RETRIES=${VMTEST_BOOT_RETRIES:-1}
 VMTEST_MEM=${VMTEST_MEM:-1536}
 VMTEST_SMP=${VMTEST_SMP:-2}
 VMTEST_KERNEL_PKG=${VMTEST_KERNEL_PKG:-}
 VMTEST_APPEND=${VMTEST_APPEND:-}
+VMTEST_MIRROR=${VMTEST_MIRROR:-http://deb.debian.org/debian}
+VMTEST_SECURITY_MIRROR=${VMTEST_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# Package lists older than this many minutes are fetched again, so kernel
+# security updates reach the tests without an apt-get update on every run.
+VMTEST_LISTS_MAX_AGE=${VMTEST_LISTS_MAX_AGE:-1440}
+# arm64 userland: the host's ip, tc, bpftool and setpriv are x86 programs, so
+# the arm64 guest gets Debian's arm64 builds and the libraries they name.
+VMTEST_ARM64_DEBS=${VMTEST_ARM64_DEBS:-busybox-static iproute2 bpftool util-linux libc6 libbpf1 libelf1 libmnl0 libbsd0 libmd0 libcap2 libxtables12 zlib1g libzstd1 liblzma5 libcap-ng0}
 # The module path prefix is cut from import paths to name test binaries.
 module_prefix=github.com/pktstat-bpf/pktstat-bpf/
 
 kernel_base=$VMTEST_DIR/kernel
-tests_dir=$VMTEST_DIR/tests
-rootfs=$VMTEST_DIR/rootfs
-initramfs=$VMTEST_DIR/initramfs.cpio.gz
-log=$VMTEST_DIR/console.log
+apt_base=$VMTEST_DIR/apt
+run_id=$$.$(date +%s)
 
-say() { echo "vmtest: $*" >&2; }
+say() { echo "vmtest: ${guest:+[$guest] }$*" >&2; }
 die() { say "$*"; exit 1; }
+
+# guest_spec sets the g_* description of guest $1 and its working paths.
+guest_spec() {
+	guest=$1
+	g_suite=bookworm g_arch=amd64 g_tcx=0 g_lacks=
+	case $guest in
+	5.10)
+		g_suite=bullseye
+		g_regex='^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$'
+		;;
+	6.1) g_regex='^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' ;;
+	6.12)
+		g_regex='^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$'
+		g_tcx=1
+		;;
+	arm64)
+		g_arch=arm64
+		g_regex='^linux-image-6\.1\.0-[0-9]+-cloud-arm64-unsigned$'
+		# No BPF trampolines: arm64 ftrace direct calls arrived in 6.4. The
+		# fentry variants of the kprobe-mode tests may skip here, and only
+		# here; the self-test checks that fentry really fails.
+		g_lacks=fentry
+		;;
+	*) die "unknown guest '$guest' in VMTEST_GUESTS (or KERNEL): use 5.10, 6.1, 6.12 or arm64" ;;
+	esac
+	# The release the guest must report, checked by the self-test.
+	g_release=${guest%arm64}
+	[[ -n $g_release ]] || g_release=6.1
+	g_dir=$VMTEST_DIR/$guest
+	tests_dir=$VMTEST_DIR/tests-$g_arch
+	rootfs=$g_dir/rootfs
+	initramfs=$g_dir/initramfs.cpio.gz
+	log=$g_dir/console.log
+}
 
 cmd_deps() {
 	local missing=() pkg
-	for pkg in qemu-system-x86 busybox-static cpio; do
+	for pkg in qemu-system-x86 qemu-system-arm busybox-static cpio binutils file xz-utils; do
 		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 	done
 	if ((${#missing[@]})); then
@@ -52,59 +102,105 @@ cmd_deps() {
 		apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	fi
-	cmd_kernel >/dev/null
+	local g
+	for g in $VMTEST_GUESTS; do
+		guest_spec "$g"
+		cmd_kernel >/dev/null
+		[[ $g_arch == amd64 ]] || arm64_userland >/dev/null
+	done
 }
 
-# newest_kernel_pkgs lists the 6.1 cloud kernel packages apt knows, newest first.
+# apt_private runs apt-get or apt-cache ($1) on a private package list for
+# $g_suite and $g_arch under $apt_base, so the machine's own sources, lists
+# and architectures stay untouched (bullseye and arm64 are not configured).
+apt_private() {
+	local tool=$1 dir=$apt_base/$g_suite-$g_arch
+	shift
+	mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+	local signed="arch=$g_arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg"
+	printf '%s\n' "deb [$signed] $VMTEST_MIRROR $g_suite main" \
+		"deb [$signed] $VMTEST_SECURITY_MIRROR $g_suite-security main" >"$dir/sources.list"
+	"$tool" -o Dir::Etc::sourcelist="$dir/sources.list" -o Dir::Etc::sourceparts=/nonexistent \
+		-o Dir::State::Lists="$dir/lists" -o Dir::Cache="$dir/cache" -o Dir::State::status=/dev/null \
+		-o APT::Architecture="$g_arch" -o APT::Architectures::="$g_arch" \
+		-o APT::Sandbox::User=root "$@"
+}
+
+# apt_lists fetches the private package lists when they are missing or stale.
+apt_lists() {
+	local stamp=$apt_base/$g_suite-$g_arch/updated
+	if [[ -z $(find "$stamp" -mmin "-$VMTEST_LISTS_MAX_AGE" 2>/dev/null) ]]; then
+		apt_private apt-get update -qq >&2 && touch "$stamp" || say "apt-get update for $g_suite/$g_arch failed; using cached lists"
+	fi
+}
+
+# newest_kernel_pkgs lists the guest's kernel packages apt knows, newest first.
 newest_kernel_pkgs() {
-	apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' |
-		cut -d' ' -f1 | sort -V -r
+	apt_private apt-cache search --names-only "$g_regex" 2>/dev/null | cut -d' ' -f1 | sort -V -r
 }
 
-# cmd_kernel prints the directory of an unpacked kernel package. It follows
-# the newest package apt offers, so security updates reach the tests, and falls
-# back to the newest cached one when apt cannot help (offline).
+# apt_fetch downloads packages $2... into $1/download and unpacks them into $1.
+apt_fetch() {
+	local dest=$1 deb
+	shift
+	rm -rf "$dest" && mkdir -p "$dest/download"
+	# The sandbox user _apt may not write here; downloading as root is fine.
+	(cd "$dest/download" && apt_private apt-get download -qq "$@" >&2) || return 1
+	for deb in "$dest/download"/*.deb; do dpkg-deb -x "$deb" "$dest"; done
+	# Only the unpacked files are used; the .debs are not kept.
+	rm -rf "$dest/download"
+	touch "$dest/.unpacked"
+}
+
+# cmd_kernel prints the directory of the guest's unpacked kernel package. It
+# follows the newest package apt offers, so security updates reach the tests,
+# and falls back to the newest cached one when apt cannot help (offline).
 cmd_kernel() {
 	mkdir -p "$kernel_base"
-	local pkgs pkg deb cached
+	local pkgs pkg cached
 	if [[ -n $VMTEST_KERNEL_PKG ]]; then
 		pkgs=$VMTEST_KERNEL_PKG
 	else
+		apt_lists
 		pkgs=$(newest_kernel_pkgs)
-		if [[ -z $pkgs ]]; then
-			# A fresh machine has no package lists yet.
-			apt-get update -qq >&2 || true
-			pkgs=$(newest_kernel_pkgs)
-		fi
 	fi
 	for pkg in $pkgs; do
 		if [[ -e $kernel_base/$pkg/.unpacked ]]; then
 			echo "$kernel_base/$pkg"
 			return
 		fi
-		rm -rf "${kernel_base:?}/$pkg" "$kernel_base/download"
-		mkdir -p "$kernel_base/download"
-		# The sandbox user _apt may not write here; downloading as root is fine.
-		if (cd "$kernel_base/download" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >&2); then
-			deb=$(ls "$kernel_base/download"/*.deb)
-			dpkg-deb -x "$deb" "$kernel_base/$pkg"
-			# Only the kernel image and modules are used; the .deb is not kept.
-			rm -rf "$kernel_base/download"
-			touch "$kernel_base/$pkg/.unpacked"
+		if apt_fetch "$kernel_base/$pkg" "$pkg"; then
 			say "unpacked $pkg"
 			echo "$kernel_base/$pkg"
 			return
 		fi
+		rm -rf "${kernel_base:?}/$pkg"
 		say "apt-get download $pkg failed, trying an older one"
 	done
-	cached=$(printf '%s\n' "$kernel_base"/linux-image-*/.unpacked | grep -v '\*' | sort -V | tail -1 || true)
-	[[ -n $cached ]] || die "no linux-image-6.1.0-*-cloud-amd64-unsigned package available from apt"
-	say "using cached ${cached%/.unpacked}"
-	dirname "$cached"
+	cached=$(for f in "$kernel_base"/*/.unpacked; do
+		[[ -e $f ]] || continue
+		f=${f%/.unpacked}
+		[[ ${f##*/} =~ $g_regex ]] && echo "$f"
+	done | sort -V | tail -1)
+	[[ -n $cached ]] || die "no kernel package matching $g_regex available from apt ($g_suite, $g_arch)"
+	say "using cached $cached"
+	echo "$cached"
+}
+
+# arm64_userland prints the directory of the unpacked arm64 userland packages.
+arm64_userland() {
+	local dir=$VMTEST_DIR/userland-$g_arch
+	if [[ ! -e $dir/.unpacked ]]; then
+		apt_lists
+		# shellcheck disable=SC2086 # a word list
+		apt_fetch "$dir" $VMTEST_ARM64_DEBS || die "apt-get download of the $g_arch userland ($VMTEST_ARM64_DEBS) failed"
+		say "unpacked the $g_arch userland"
+	fi
+	echo "$dir"
 }
 
 # build_pkgs compiles each test package matched by patterns $2... in module
-# dir $1 into a static binary named after its import path.
+# dir $1 into a static binary for $g_arch named after its import path.
 build_pkgs() {
 	local moddir=$1 pattern existing=() line ipath dir name
 	shift
@@ -118,14 +214,16 @@ build_pkgs() {
 		[[ -n $ipath ]] || continue
 		name=${ipath#"$module_prefix"}
 		name=${name//\//_}
-		say "building $name.test"
-		(cd "$moddir" && CGO_ENABLED=0 "$GO" test -c -ldflags='-s -w' -o "$tests_dir/$name.test" "$ipath")
+		say "building $name.test ($g_arch)"
+		(cd "$moddir" && GOARCH=$g_arch CGO_ENABLED=0 "$GO" test -c -ldflags='-s -w' -o "$tests_dir/$name.test" "$ipath")
 		mkdir -p "$tests_dir/$name"
 		if [[ -d $dir/testdata ]]; then cp -a "$dir/testdata" "$tests_dir/$name/"; fi
-	done < <(cd "$moddir" && "$GO" list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}} {{.Dir}}{{end}}' "${existing[@]}")
+	done < <(cd "$moddir" && GOARCH=$g_arch "$GO" list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}} {{.Dir}}{{end}}' "${existing[@]}")
 }
 
+# cmd_tests builds the test binaries of $g_arch once per run of this script.
 cmd_tests() {
+	[[ $(cat "$tests_dir/.built-by" 2>/dev/null) == "$run_id" ]] && return
 	rm -rf "$tests_dir"
 	mkdir -p "$tests_dir"
 	# shellcheck disable=SC2086 # the package lists are word lists
@@ -134,6 +232,53 @@ cmd_tests() {
 	# shellcheck disable=SC2086
 	GOWORK=off build_pkgs "$here" $VMTEST_SELF_PKGS
 	ls "$tests_dir"/*.test >/dev/null 2>&1 || die "no test binaries were built"
+	echo "$run_id" >"$tests_dir/.built-by"
+}
+
+# heavy_skip prints the -test.skip pattern of this guest: the long tests of
+# VMTEST_HEAVY run only in VMTEST_HEAVY_GUESTS, to keep make test's time.
+heavy_skip() {
+	if [[ -n $VMTEST_HEAVY && " $VMTEST_HEAVY_GUESTS " != *" $guest "* ]]; then echo "$VMTEST_HEAVY"; fi
+}
+
+# e2e_guest says whether this guest also runs the agents' end-to-end tests.
+e2e_guest() { [[ $g_arch == amd64 && -n $VMTEST_E2E_PKGS && " $VMTEST_E2E_GUESTS " == *" $guest "* ]]; }
+
+# cmd_e2e builds the agents' end-to-end test packages (VMTEST_E2E_PKGS, each
+# in its own module) once per run, each with a NAME.flags file that init
+# passes instead of VMTEST_RUN: only VMTEST_E2E_RUN's tests (kprobe mode,
+# which the host cannot run) are run in the guest.
+cmd_e2e() {
+	local dir=$VMTEST_DIR/e2e-$g_arch pkg mod name flags
+	[[ $(cat "$dir/.built-by" 2>/dev/null) == "$run_id" ]] && return
+	rm -rf "$dir" && mkdir -p "$dir"
+	for pkg in $VMTEST_E2E_PKGS; do
+		mod=${pkg%%/*}
+		name=${pkg//\//_}
+		# telegraf.mk builds the plugin's module with -mod=mod (its go.sum must
+		# also cover core's requirements); the others build as they are.
+		flags=-buildvcs=false
+		[[ $mod == telegrafplugin ]] && flags+=' -mod=mod'
+		say "building $name.test ($g_arch)"
+		(cd "$root/$mod" && GOWORK=off GOFLAGS=$flags GOARCH=$g_arch CGO_ENABLED=0 \
+			"$GO" test -c -ldflags='-s -w' -o "$dir/$name.test" "./${pkg#*/}")
+		mkdir -p "$dir/$name"
+		echo "$VMTEST_E2E_RUN" >"$dir/$name.flags"
+	done
+	echo "$run_id" >"$dir/.built-by"
+}
+
+# copy_agents puts the built agents (VMTEST_AGENTS, below build/) into the
+# rootfs at /build, where the e2e tests find them through PKTSTAT_BUILD and
+# OTELCOL_PKTSTAT. They must be static: the initramfs has no libraries for them.
+copy_agents() {
+	local name bin
+	for name in $VMTEST_AGENTS; do
+		bin=$root/build/$name
+		[[ -x $bin ]] || die "$bin is missing: run make build (make vmtest builds it first)"
+		file -b "$bin" | grep -q 'statically linked' || die "$bin is not statically linked ($(file -b "$bin")): the guest has no libraries for it"
+		install -D -m 0755 "$bin" "$rootfs/build/$name"
+	done
 }
 
 # copy_with_libs copies executable $1 to $rootfs$2 together with the shared
@@ -144,6 +289,27 @@ copy_with_libs() {
 	install -D -m 0755 "$src" "$rootfs$dst"
 	for lib in $(ldd "$src" 2>/dev/null | grep -o '/[^ ]*' || true); do
 		[[ -e $rootfs$lib ]] || install -D -m 0755 "$(readlink -f "$lib")" "$rootfs$lib"
+	done
+}
+
+# copy_foreign copies executable $2 of the unpacked userland $1 (another
+# architecture, so ldd cannot run it) to the same path in the rootfs, with
+# the loader and the libraries its ELF NEEDED entries name, found below $1,
+# recursively.
+copy_foreign() {
+	local top=$1 rel=$2 lib found interp
+	[[ -e $rootfs/$rel ]] && return
+	install -D -m 0755 "$(readlink -f "$top/$rel")" "$rootfs/$rel"
+	interp=$(readelf -l "$top/$rel" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+	if [[ -n $interp && ! -e $rootfs$interp ]]; then
+		found=$(find "$top" -name "${interp##*/}" | head -1)
+		[[ -n $found ]] || die "loader $interp of $rel is in none of VMTEST_ARM64_DEBS"
+		install -D -m 0755 "$(readlink -f "$found")" "$rootfs$interp"
+	fi
+	for lib in $(readelf -d "$top/$rel" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+		found=$(cd "$top" && find lib usr/lib -name "$lib" 2>/dev/null | head -1)
+		[[ -n $found ]] || die "library $lib of $rel is in none of VMTEST_ARM64_DEBS: add its package"
+		copy_foreign "$top" "$found"
 	done
 }
 
@@ -165,21 +331,23 @@ add_module() {
 		return
 	fi
 	rel=${file#"$mods"/}
-	mkdir -p "$rootfs/lib/modules/$kver/$(dirname "$rel")"
-	# busybox insmod reads only plain .ko files, so compressed ones are
-	# unpacked here rather than in the guest.
+	# The plain .ko in the rootfs, whatever the package compressed it with.
+	local plain=$rootfs/lib/modules/$kver/${rel%.ko*}.ko
+	mkdir -p "$(dirname "$plain")"
+	# busybox insmod reads only plain .ko files (6.12's are xz'd), so
+	# compressed ones are unpacked here rather than in the guest.
 	case $file in
-	*.xz) xz -dc "$file" >"$rootfs/lib/modules/$kver/${rel%.xz}" ;;
-	*.zst) zstd -qdc "$file" >"$rootfs/lib/modules/$kver/${rel%.zst}" ;;
-	*.gz) gzip -dc "$file" >"$rootfs/lib/modules/$kver/${rel%.gz}" ;;
-	*) cp "$file" "$rootfs/lib/modules/$kver/$rel" ;;
+	*.xz) xz -dc "$file" >"$plain" ;;
+	*.zst) zstd -qdc "$file" >"$plain" ;;
+	*.gz) gzip -dc "$file" >"$plain" ;;
+	*) cp "$file" "$plain" ;;
 	esac
-	deps=$(tr '\0' '\n' <"$rootfs/lib/modules/$kver/${rel%.*}.ko" | sed -n 's/^depends=//p' | tr ',' ' ')
+	deps=$(tr '\0' '\n' <"$plain" | sed -n 's/^depends=//p' | tr ',' ' ')
 	for dep in $deps; do add_module "$mods" "$dep"; done
 }
 
 cmd_initramfs() {
-	local kdir=$1 mods applet name dir file
+	local kdir=$1 mods applet name dir file userland=
 	# Debian ships modules below lib/ today and below usr/lib/ after the /usr merge.
 	mods=
 	for name in "$kdir"/lib/modules/* "$kdir"/usr/lib/modules/*; do
@@ -191,7 +359,13 @@ cmd_initramfs() {
 	mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,root,etc,var,tests}
 	ln -s ../run "$rootfs/var/run"
 
-	copy_with_libs "$(command -v busybox)" /bin/busybox
+	if [[ $g_arch == amd64 ]]; then
+		copy_with_libs "$(command -v busybox)" /bin/busybox
+	else
+		userland=$(arm64_userland)
+		copy_foreign "$userland" bin/busybox
+	fi
+	# The host's busybox names the applets; the arm64 one is the same Debian version.
 	for applet in $(busybox --list-full); do
 		name=${applet##*/}
 		# Real programs replace busybox's applets of the same name (see VMTEST_HOST_BINS).
@@ -199,8 +373,18 @@ cmd_initramfs() {
 		[[ -e $rootfs/$applet ]] || ln -s /bin/busybox "$rootfs/$applet"
 	done
 	for name in $VMTEST_HOST_BINS; do
-		command -v "$name" >/dev/null || die "$name not found on the host (make deps installs iproute2 and bpftool)"
-		copy_with_libs "$(command -v "$name")" "/usr/sbin/$name"
+		if [[ -n $userland ]]; then
+			file=
+			for dir in sbin usr/sbin bin usr/bin; do
+				if [[ -e $userland/$dir/$name ]]; then file=$dir/$name; fi
+			done
+			[[ -n $file ]] || die "$name is in none of VMTEST_ARM64_DEBS"
+			copy_foreign "$userland" "$file"
+			[[ -e $rootfs/usr/sbin/$name ]] || ln -s "/$file" "$rootfs/usr/sbin/$name"
+		else
+			command -v "$name" >/dev/null || die "$name not found on the host (make deps installs iproute2 and bpftool)"
+			copy_with_libs "$(command -v "$name")" "/usr/sbin/$name"
+		fi
 	done
 	printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$rootfs/etc/hosts"
 	echo 'root:x:0:0:root:/root:/bin/sh' >"$rootfs/etc/passwd"
@@ -220,11 +404,23 @@ cmd_initramfs() {
 	cp "$mods/modules.builtin" "$mods/modules.order" "$rootfs/lib/modules/$kver/"
 
 	cp -a "$tests_dir"/. "$rootfs/tests/"
+	if e2e_guest; then
+		cp -a "$VMTEST_DIR/e2e-$g_arch"/. "$rootfs/tests/"
+		copy_agents
+	fi
+	rm -f "$rootfs/tests/.built-by"
 	install -m 0755 "$here/init" "$rootfs/init"
 	{
 		printf 'VMTEST_MODULES=%q\n' "$VMTEST_MODULES"
 		printf 'VMTEST_RUN=%q\n' "$VMTEST_RUN"
 		printf 'VMTEST_TEST_TIMEOUT=%q\n' "$VMTEST_TEST_TIMEOUT"
+		printf 'VMTEST_SKIP=%q\n' "$(heavy_skip)"
+		# What the self-test checks this guest against.
+		printf 'VMTEST_KERNEL=%q\n' "$guest"
+		printf 'VMTEST_KERNEL_RELEASE=%q\n' "$g_release"
+		printf 'VMTEST_TCX=%q\n' "$g_tcx"
+		printf 'VMTEST_ARCH=%q\n' "$g_arch"
+		printf 'VMTEST_LACKS=%q\n' "$g_lacks"
 	} >"$rootfs/vmtest.conf"
 
 	# gzip -1: the guest unpacks it under emulation, where a stronger level
@@ -234,15 +430,25 @@ cmd_initramfs() {
 }
 
 cmd_boot() {
-	local kdir=$1 vmlinuz status=0
+	local kdir=$1 vmlinuz status=0 qemu console
 	vmlinuz=$(ls "$kdir"/boot/vmlinuz-*)
+	if [[ $g_arch == amd64 ]]; then
+		console=ttyS0
+		qemu=(qemu-system-x86_64 -cpu max)
+	else
+		# Debian's arm64 vmlinuz is a plain Image, which -kernel takes as it
+		# is. The virt board's UART is a PL011; pauth-impdef keeps -cpu max's
+		# pointer authentication from dominating the emulation time.
+		console=ttyAMA0
+		qemu=(qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on)
+	fi
 	# no_timer_check: under a loaded host, tcg can be too slow for the
 	# kernel's IO-APIC timer check, which then panics at boot.
-	local append="console=ttyS0 panic=-1 quiet no_timer_check $VMTEST_APPEND"
+	local append="console=$console panic=-1 quiet no_timer_check $VMTEST_APPEND"
 	# The kernel hands unknown NAME=value parameters to /init as environment,
 	# so the shell can be asked for at boot without rebuilding the initramfs.
 	[[ $VMTEST_SHELL == 1 ]] && append+=" VMTEST_SHELL=1"
-	local qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp "$VMTEST_SMP" -m "$VMTEST_MEM"
+	qemu+=(-accel tcg -smp "$VMTEST_SMP" -m "$VMTEST_MEM"
 		-nographic -no-reboot -nic none -kernel "$vmlinuz" -initrd "$initramfs"
 		-append "$append")
 	local start end
@@ -272,7 +478,8 @@ cmd_boot() {
 	report "$status" "$(awk "BEGIN{printf \"%.0f\", $end - $start}")"
 }
 
-# report reads the console log, prints the summary and fails on any problem.
+# report reads the console log, prints the summary and returns non-zero on
+# any problem. The guest's skips are kept in $g_dir/skips.txt.
 report() {
 	local status=$1 wall=$2 passed=0 failed=0 problems=() name rc line
 	local -A began=()
@@ -298,8 +505,17 @@ report() {
 		say "FAIL $name (no result: crashed, hung or timed out)"
 	done
 	# Each failed test, prefixed with the binary it ran in.
-	awk '/VMTEST-BEGIN /{sub(/.*VMTEST-BEGIN /, ""); bin=$1; next}
-		/--- FAIL/{sub(/^[ \t]*/, ""); print "vmtest:   " bin ": " $0}' "$log" >&2
+	awk -v g="$guest" '/VMTEST-BEGIN /{sub(/.*VMTEST-BEGIN /, ""); bin=$1; next}
+		/--- FAIL/{sub(/^[ \t]*/, ""); print "vmtest: [" g "]   " bin ": " $0}' "$log" >&2
+	# The guest's own skip summary (init prints one VMTEST-SKIP line per skip).
+	grep -a '^VMTEST-SKIP ' "$log" | sed 's/^VMTEST-SKIP //' >"$g_dir/skips.txt" || true
+	# One line per binary, top-level test and reason, with how many
+	# (sub)tests skipped for it: the list the README's kernel table names.
+	awk '{bin=$1; test=$2; sub(/:$/, "", test); top=test; sub(/\/.*/, "", top)
+		reason=$0; sub(/^[^ ]+ [^ ]+ /, "", reason); k=bin " " top ": " reason
+		if (!(k in n)) order[++m]=k; n[k]++}
+		END{for (i=1; i<=m; i++) print "SKIP " order[i] " (" n[order[i]] "x)"}' "$g_dir/skips.txt" |
+		while read -r line; do say "$line"; done
 	while read -r line; do problems+=("module ${line##* } did not load"); done < <(grep -a 'VMTEST-MODULE-FAILED' "$log" || true)
 	grep -aq VMTEST-BOOTED "$log" || problems+=("guest did not boot")
 	[[ $status == 124 || $status == 137 ]] && problems+=("timed out after ${VMTEST_TIMEOUT}s")
@@ -307,28 +523,67 @@ report() {
 	((passed + failed > 0)) || problems+=("no test binary ran")
 	local cases
 	cases=$(awk '/--- PASS/{p++} /--- FAIL/{f++} /--- SKIP/{s++} END{printf "%d passed, %d failed, %d skipped", p, f, s}' "$log")
+	say "$(grep -a -o 'VMTEST-BOOTED kernel=[^ ]*' "$log" | head -1 | sed 's/VMTEST-BOOTED //')"
 	say "test cases (with subtests): $cases"
+	[[ -z $(heavy_skip) ]] || say "not run in this guest (VMTEST_HEAVY, run in $VMTEST_HEAVY_GUESTS): $(heavy_skip)"
 	say "wall ${wall}s from qemu start to exit, qemu exit status $status"
-	echo "vmtest: $passed passed, $failed failed"
+	say "$passed passed, $failed failed"
+	echo "$guest: ${wall}s, binaries $passed passed $failed failed; cases $cases" >>"$summary"
 	if ((failed > 0 || ${#problems[@]} > 0)); then
 		for line in "${problems[@]}"; do say "ERROR: $line"; done
 		say "last 40 console lines ($log):"
 		tail -n 40 "$log" >&2
-		exit 1
+		return 1
 	fi
+}
+
+# each runs "$@" for every guest of VMTEST_GUESTS, one after the other (the
+# build machines have 2 cores), and fails at the end if any guest failed.
+each() {
+	local g rc bad=() t0
+	t0=$(date +%s)
+	summary=$VMTEST_DIR/summary.txt
+	mkdir -p "$VMTEST_DIR"
+	: >"$summary"
+	for g in $VMTEST_GUESTS; do
+		guest_spec "$g"
+		mkdir -p "$g_dir"
+		# A subshell with errexit of its own: a function called as an if
+		# condition would run with errexit off.
+		set +e
+		(
+			set -e
+			"$@"
+		)
+		rc=$?
+		set -e
+		((rc == 0)) || bad+=("$g")
+	done
+	guest=
+	local line
+	while read -r line; do say "$line"; done <"$summary"
+	say "all guests ($VMTEST_GUESTS): $(($(date +%s) - t0))s wall"
+	if ((${#bad[@]})); then
+		say "FAILED guests: ${bad[*]}"
+		return 1
+	fi
+}
+
+guest_all() {
+	local kdir
+	kdir=$(cmd_kernel)
+	cmd_tests
+	if e2e_guest; then cmd_e2e; fi
+	cmd_initramfs "$kdir"
+	cmd_boot "$kdir"
 }
 
 case ${1:-all} in
 deps) cmd_deps ;;
-kernel) cmd_kernel ;;
-tests) cmd_tests ;;
-initramfs) cmd_initramfs "$(cmd_kernel)" ;;
-boot) cmd_boot "$(cmd_kernel)" ;;
-all)
-	kdir=$(cmd_kernel)
-	cmd_tests
-	cmd_initramfs "$kdir"
-	cmd_boot "$kdir"
-	;;
+kernel) each cmd_kernel ;;
+tests) each cmd_tests ;;
+initramfs) each eval 'cmd_initramfs "$(cmd_kernel)"' ;;
+boot) each eval 'cmd_boot "$(cmd_kernel)"' ;;
+all) each guest_all ;;
 *) die "unknown command $1 (deps, kernel, tests, initramfs, boot, all)" ;;
 esac

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ import (
 )
 
 // requireGuest keeps these checks out of host runs: they assert facts about
-// the 6.1 guest kernel that are false on the host (kernel 6.18, no kprobes).
+// the guest kernels that are false on the host (kernel 6.18, no kprobes).
 func requireGuest(t *testing.T) {
 	t.Helper()
 	if os.Getenv("VMTEST_GUEST") != "1" {
@@ -35,11 +36,22 @@ func TestKernelRelease(t *testing.T) {
 		t.Fatalf("uname: %v", err)
 	}
 	release := unix.ByteSliceToString(u.Release[:])
-	// 6.1 is the point of the second kernel: no TCX, so the legacy clsact path runs.
-	if !strings.HasPrefix(release, "6.1.") {
-		t.Fatalf("kernel release %q, want 6.1.*", release)
+	// Each guest is there for its kernel's features (no TCX before 6.6, no
+	// per-CPU lookup-and-delete before 5.14, memlock accounting before
+	// 5.11), so booting another one would test the wrong fallbacks.
+	want := os.Getenv("VMTEST_KERNEL_RELEASE")
+	if want == "" {
+		t.Fatal("VMTEST_KERNEL_RELEASE is not set: vmtest.sh writes it to /vmtest.conf")
 	}
-	t.Logf("kernel release %s", release)
+	if !strings.HasPrefix(release, want+".") {
+		t.Fatalf("kernel release %q, want %s.*", release, want)
+	}
+	machine := unix.ByteSliceToString(u.Machine[:])
+	wantMachine := map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[os.Getenv("VMTEST_ARCH")]
+	if machine != wantMachine {
+		t.Fatalf("machine %q, want %q (VMTEST_ARCH=%q)", machine, wantMachine, os.Getenv("VMTEST_ARCH"))
+	}
+	t.Logf("kernel release %s on %s", release, machine)
 }
 
 func TestMounts(t *testing.T) {
@@ -202,6 +214,19 @@ func TestTracingHooksFire(t *testing.T) {
 			}
 			defer prog.Close()
 			l, err := c.attach(prog)
+			// arm64 6.1 has no BPF trampolines (arm64 ftrace direct calls
+			// arrived in 6.4); vmtest.sh declares that, and it must hold.
+			if lacks := strings.Fields(os.Getenv("VMTEST_LACKS")); (c.name == "fentry" || c.name == "fexit") && slices.Contains(lacks, "fentry") {
+				if err == nil {
+					l.Close()
+					t.Fatalf("%s on tcp_sendmsg attached, but VMTEST_LACKS says this guest has no fentry", c.name)
+				}
+				if !errors.Is(err, ebpf.ErrNotSupported) {
+					t.Fatalf("attach %s to tcp_sendmsg: %v, want ErrNotSupported (VMTEST_LACKS=fentry)", c.name, err)
+				}
+				t.Logf("%s: not supported, as declared: %v", c.name, err)
+				return
+			}
 			if err != nil {
 				t.Fatalf("attach %s to tcp_sendmsg: %v", c.name, err)
 			}
@@ -215,9 +240,9 @@ func TestTracingHooksFire(t *testing.T) {
 	}
 }
 
-// TestTCXAbsent pins down why this kernel is here: core's legacy clsact
-// fallback only runs where TCX is missing.
-func TestTCXAbsent(t *testing.T) {
+// TestTCX pins down which TC path the guest exercises: core's legacy
+// clsact fallback runs where TCX is missing (before 6.6), TCX where it is.
+func TestTCX(t *testing.T) {
 	requireGuest(t)
 	m := newCounter(t)
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: counterProgram(m, 0)})
@@ -226,6 +251,13 @@ func TestTCXAbsent(t *testing.T) {
 	}
 	defer prog.Close()
 	l, err := link.AttachTCX(link.TCXOptions{Program: prog, Attach: ebpf.AttachTCXIngress, Interface: 1})
+	if os.Getenv("VMTEST_TCX") == "1" {
+		if err != nil {
+			t.Fatalf("TCX attach on lo: %v; this guest's kernel has TCX (6.6+)", err)
+		}
+		l.Close()
+		return
+	}
 	if err == nil {
 		l.Close()
 		t.Fatal("TCX attach on lo succeeded; the guest kernel should predate TCX (6.6)")
