@@ -47,7 +47,7 @@ VMTEST_SECURITY_MIRROR=${VMTEST_SECURITY_MIRROR:-http://deb.debian.org/debian-se
 VMTEST_LISTS_MAX_AGE=${VMTEST_LISTS_MAX_AGE:-1440}
 # arm64 userland: the host's ip, tc, bpftool and setpriv are x86 programs, so
 # the arm64 guest gets Debian's arm64 builds and the libraries they name.
-VMTEST_ARM64_DEBS=${VMTEST_ARM64_DEBS:-busybox-static iproute2 bpftool util-linux libc6 libbpf1 libelf1 libmnl0 libbsd0 libmd0 libcap2 libxtables12 zlib1g libzstd1 liblzma5 libcap-ng0}
+VMTEST_ARM64_DEBS=${VMTEST_ARM64_DEBS:-busybox-static iproute2 bpftool util-linux nftables libc6 libbpf1 libelf1 libmnl0 libbsd0 libmd0 libcap2 libxtables12 zlib1g libzstd1 liblzma5 libcap-ng0 libnftables1 libnftnl11 libedit2 libjansson4 libgmp10 libtinfo6}
 # The module path prefix is cut from import paths to name test binaries.
 module_prefix=github.com/pktstat-bpf/pktstat-bpf/
 
@@ -190,10 +190,12 @@ cmd_kernel() {
 # arm64_userland prints the directory of the unpacked arm64 userland packages.
 arm64_userland() {
 	local dir=$VMTEST_DIR/userland-$g_arch
-	if [[ ! -e $dir/.unpacked ]]; then
+	# A cache unpacked from another package list (an older checkout) is fetched again.
+	if [[ ! -e $dir/.unpacked || "$(cat "$dir/.packages" 2>/dev/null)" != "$VMTEST_ARM64_DEBS" ]]; then
 		apt_lists
 		# shellcheck disable=SC2086 # a word list
 		apt_fetch "$dir" $VMTEST_ARM64_DEBS || die "apt-get download of the $g_arch userland ($VMTEST_ARM64_DEBS) failed"
+		echo "$VMTEST_ARM64_DEBS" >"$dir/.packages"
 		say "unpacked the $g_arch userland"
 	fi
 	echo "$dir"
