@@ -202,3 +202,20 @@ func (p *Pair) LossyExchange(t testing.TB, cli, srv netip.AddrPort, n int) (*net
 	PingPong(t, conn, server, n, 100)
 	return conn, SettledRetrans(t, func() uint32 { return TCPInfo(t, conn).Total_retrans })
 }
+
+// SendTCPWithLoss connects from cli in A to srv in B and writes payload
+// bytes once, in one sendmsg from this process, while B drops everything it
+// receives (WithLoss), so the sender retransmits on timeout; it returns the
+// kernel's own retransmission count for the connection (tcpi_total_retrans)
+// once B has read all of it. Tail loss probes are off in A: they retransmit
+// without tcp_retransmit_skb.
+func (p *Pair) SendTCPWithLoss(t testing.TB, cli, srv netip.AddrPort, payload int) uint32 {
+	t.Helper()
+	conn, server := p.DialTCP(t, cli, srv)
+	WithLoss(t, server, payload, func() {
+		if _, err := conn.Write(make([]byte, payload)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	return SettledRetrans(t, func() uint32 { return TCPInfo(t, conn).Total_retrans })
+}
