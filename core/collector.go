@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/pktstat-bpf/pktstat-bpf/bpf"
@@ -39,6 +40,9 @@ type Collector struct {
 	hooks  []*hook   // cgroup, kprobe
 	kp     *kprobeCapture
 	drops  *dropCapture // drops = true
+	// kernelBTF is the running kernel's BTF, decoded once for every object
+	// one Start loads (flow or cgroup, socket, drops, kprobe); nil outside Start.
+	kernelBTF *btf.Cache
 	// tcpsock is tc and cgroup modes' retransmits and RTT, nil without.
 	tcpsock *tcpsockCapture
 	cgRel   string // cgroup mode's cgroup_path below the mount ("/" for all)
@@ -96,6 +100,10 @@ func (c *Collector) Start(ctx context.Context) (err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		c.cfg.Logger.Debug("pktstat-bpf: could not raise RLIMIT_MEMLOCK", "err", err)
 	}
+	// Decoding the kernel's BTF costs more than verifying a program: do it
+	// once per Start, and drop it afterwards (it is megabytes of types).
+	c.kernelBTF = btf.NewCache()
+	defer func() { c.kernelBTF = nil }()
 	defer func() {
 		if err != nil {
 			c.release()
@@ -139,8 +147,8 @@ func (c *Collector) startInterfaces() error {
 	if err != nil {
 		return err
 	}
-	objs := &bpf.FlowObjects{}
-	if err := spec.LoadAndAssign(objs, opts); err != nil {
+	objs, err := loadFlowObjects(spec, opts, c.cfg.Mode)
+	if err != nil {
 		return explainLoad("tc/xdp programs", err)
 	}
 	c.flowObjs = objs
@@ -168,19 +176,21 @@ func (c *Collector) startInterfaces() error {
 		}
 		patterns = []string{name}
 	}
-	progs := []tcProgram{
-		{prog: objs.TcIngress, attach: ebpf.AttachTCXIngress, suffix: "ingress"},
-		{prog: objs.TcEgress, attach: ebpf.AttachTCXEgress, suffix: "egress"},
-	}
-	for i := range progs {
-		if progs[i].id, err = programID(progs[i].prog); err != nil {
-			return err
+	var attach func(ifindex int, name string) ([]*hook, error)
+	if c.cfg.Mode == ModeTC {
+		progs := []tcProgram{
+			{prog: objs.TcIngress, attach: ebpf.AttachTCXIngress, suffix: "ingress"},
+			{prog: objs.TcEgress, attach: ebpf.AttachTCXEgress, suffix: "egress"},
 		}
-	}
-	attach := func(ifindex int, name string) ([]*hook, error) {
-		return attachTC(c.ns, progs, ifindex, name, c.cfg.legacyTC, c.pins)
-	}
-	if c.cfg.Mode == ModeXDP {
+		for i := range progs {
+			if progs[i].id, err = programID(progs[i].prog); err != nil {
+				return err
+			}
+		}
+		attach = func(ifindex int, name string) ([]*hook, error) {
+			return attachTC(c.ns, progs, ifindex, name, c.cfg.legacyTC, c.pins)
+		}
+	} else {
 		c.cfg.Logger.Info("pktstat-bpf: xdp mode counts ingress only; use mode tc for egress too")
 		attach = func(ifindex int, name string) ([]*hook, error) {
 			return attachXDP(c.ns, objs.XdpIngress, ifindex, name, c.cfg.XDPMode, c.pins)
@@ -189,7 +199,7 @@ func (c *Collector) startInterfaces() error {
 	c.ifaces = &ifaceSet{ns: c.ns, patterns: patterns, attach: attach, log: c.cfg.Logger}
 	if c.cfg.Drops {
 		// Before the interfaces, so that each one is watched for drops as it is attached.
-		if c.drops, err = startDrops(c.cfg, c.ns); err != nil {
+		if c.drops, err = startDrops(c.cfg, c.ns, c.kernelBTF); err != nil {
 			return err
 		}
 		c.ifaces.watch = c.drops.watch
@@ -208,7 +218,7 @@ func (c *Collector) startInterfaces() error {
 // options without pin_path.
 func (c *Collector) openPins(spec *ebpf.CollectionSpec) (*ebpf.CollectionOptions, error) {
 	if c.cfg.PinPath == "" {
-		return nil, nil
+		return &ebpf.CollectionOptions{Cache: c.kernelBTF}, nil
 	}
 	maps := pinnedMaps(spec)
 	pins, err := openPins(c.cfg.PinPath, c.cfg.Mode, spec, maps, c.cfg.Logger)
@@ -217,7 +227,7 @@ func (c *Collector) openPins(spec *ebpf.CollectionSpec) (*ebpf.CollectionOptions
 	}
 	c.pins = pins
 	pinMaps(spec, maps)
-	return &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pins.dir}}, nil
+	return &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pins.dir}, Cache: c.kernelBTF}, nil
 }
 
 func (c *Collector) startOverflow(m, total *ebpf.Map) error {
@@ -535,4 +545,30 @@ func (c *Collector) release() error {
 		c.pins = nil
 	}
 	return errors.Join(errs...)
+}
+
+// loadFlowObjects loads the flow object's maps and only the programs of mode:
+// the two tc programs, or the xdp one. The kernel verifies every program it
+// is given, which costs start time and kernel memory, so a program that would
+// never be attached is not loaded (the other fields stay nil).
+func loadFlowObjects(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, mode Mode) (*bpf.FlowObjects, error) {
+	if mode == ModeXDP {
+		var l struct {
+			bpf.FlowMaps
+			XdpIngress *ebpf.Program `ebpf:"xdp_ingress"`
+		}
+		if err := spec.LoadAndAssign(&l, opts); err != nil {
+			return nil, err
+		}
+		return &bpf.FlowObjects{FlowMaps: l.FlowMaps, FlowPrograms: bpf.FlowPrograms{XdpIngress: l.XdpIngress}}, nil
+	}
+	var l struct {
+		bpf.FlowMaps
+		TcIngress *ebpf.Program `ebpf:"tc_ingress"`
+		TcEgress  *ebpf.Program `ebpf:"tc_egress"`
+	}
+	if err := spec.LoadAndAssign(&l, opts); err != nil {
+		return nil, err
+	}
+	return &bpf.FlowObjects{FlowMaps: l.FlowMaps, FlowPrograms: bpf.FlowPrograms{TcIngress: l.TcIngress, TcEgress: l.TcEgress}}, nil
 }

@@ -49,6 +49,9 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestConfigDefaults(t *testing.T) {
+	// An agent's default table, not the smaller one TestMain sets for the other tests.
+	defer func(n int) { defaultMaxFlows = n }(defaultMaxFlows)
+	defaultMaxFlows = DefaultMaxFlows
 	c, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -142,8 +142,8 @@ type dropCapture struct {
 
 // startDrops probes the kernel, loads the drops program for the watched
 // namespace and attaches it; interfaces are added with watch.
-func startDrops(cfg Config, ns *nsContext) (*dropCapture, error) {
-	kspec, err := btf.LoadKernelSpec()
+func startDrops(cfg Config, ns *nsContext, kernelBTF *btf.Cache) (*dropCapture, error) {
+	kspec, err := kernelBTF.Kernel()
 	if err != nil {
 		return nil, fmt.Errorf("drops: read the kernel's BTF (/sys/kernel/btf/vmlinux) for its drop reasons: %w", err)
 	}
@@ -179,7 +179,7 @@ func startDrops(cfg Config, ns *nsContext) (*dropCapture, error) {
 		return nil, err
 	}
 	d := &dropCapture{reasons: reasons, log: cfg.Logger.Warn}
-	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Cache: kernelBTF}); err != nil {
 		return nil, explainLoad("drops program (kfree_skb tracepoint)", err)
 	}
 	if err := d.start(fillFilters); err != nil {

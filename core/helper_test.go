@@ -20,6 +20,10 @@ import (
 // sender whose pid and comm must show up in cgroup mode, and a collector
 // that is killed to show the kernel detaches what it held.
 func TestMain(m *testing.M) {
+	// Tables of 4096 flows unless a test names a size: no test needs more, and
+	// a 131,072-entry per-CPU table costs seconds to create in an emulated
+	// guest. Set before the helpers too, which adopt the tests' pinned tables.
+	defaultMaxFlows = 4096
 	switch os.Getenv("PKTSTAT_HELPER") {
 	case "udp-peer":
 		os.Exit(udpPeer())

@@ -156,7 +156,7 @@ func (c *Collector) attachKprobe(spec *ebpf.CollectionSpec) error {
 // An optional hook that fails is logged and skipped; a required one fails
 // the whole attempt.
 func (c *Collector) attachKprobeHooks(spec *ebpf.CollectionSpec, fentry bool) error {
-	cache := btf.NewCache()
+	cache := c.kernelBTF
 	for _, h := range kprobeHooks {
 		names := h.kprobes
 		if fentry {

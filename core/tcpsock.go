@@ -80,7 +80,7 @@ func tracepointArgs(spec *btf.Spec, tp string) (int, error) {
 // for, so without its hook Start fails and says what works instead.
 func (c *Collector) startTCPSock() error {
 	kernel := kernelRelease()
-	kspec, err := btf.LoadKernelSpec()
+	kspec, err := c.kernelBTF.Kernel()
 	if err != nil {
 		if c.cfg.TCPRTT {
 			return fmt.Errorf("tcp_rtt = true: kernel %s has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF) for tp_btf/tcp_probe: %w: set tcp_rtt = false", kernel, ErrNotSupported)
@@ -150,7 +150,7 @@ func (c *Collector) startTCPSock() error {
 	}
 	ts := &tcpsockCapture{joins: map[sockEnds][]int{}}
 	c.tcpsock = ts
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Cache: c.kernelBTF})
 	if err != nil {
 		err = explainLoad("tcpsock programs", err)
 		if c.cfg.TCPRTT {
