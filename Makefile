@@ -19,16 +19,30 @@ BENCH_TARGETS :=
 -include bench/bench.mk
 -include deploy/deploy.mk
 
-.PHONY: all run test build bench generate vmlinux check-generate deps deps-core test-core test-fuzz fuzz test-unit help
+.PHONY: all run test test-host test-guests build bench generate vmlinux check-generate deps deps-core test-core test-fuzz fuzz test-unit help
 
 all: build
 
 ## run: the project's main job on its built-in default (the collector on the default-route interface)
 run: $(RUN_TARGET)
 
-## test: every test, BPF included; fails instead of skipping when BPF is unavailable
+# The host's tests, one after the other; make vmtest's guests run beside them (make test).
+HOST_TEST_TARGETS = test-core test-fuzz $(filter-out vmtest,$(TEST_TARGETS))
+
+## test: every test, BPF included; fails instead of skipping when BPF is unavailable.
+## After the set-up and the agents' builds, the host tests and the guests (make vmtest,
+## one guest after the other) run side by side: an emulated guest keeps about one core busy.
 test: export PKTSTAT_REQUIRE_BPF = 1
-test: deps check-generate test-core test-fuzz $(TEST_TARGETS)
+test: deps check-generate $(VMTEST_AGENT_DEPS)
+	@$(MAKE) --no-print-directory -j2 test-host test-guests
+
+## test-host: every test on this machine's kernel (make test without the guests)
+test-host:
+	@$(MAKE) --no-print-directory -j1 $(HOST_TEST_TARGETS)
+
+# The guests with their consoles in build/vmtest/GUEST/console.log, not on stdout.
+test-guests:
+	@$(MAKE) --no-print-directory -j1 vmtest VMTEST_QUIET=1
 
 ## build: the collector distribution, Telegraf with the plugin, and the execd shim
 build: $(BUILD_TARGETS)

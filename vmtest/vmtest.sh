@@ -33,6 +33,9 @@ VMTEST_AUTOLOAD_DIRS=${VMTEST_AUTOLOAD_DIRS-kernel/net/sched kernel/net/ipv4 ker
 VMTEST_HOST_BINS=${VMTEST_HOST_BINS:-ip tc bpftool setpriv nft}
 VMTEST_RUN=${VMTEST_RUN:-}
 VMTEST_SHELL=${VMTEST_SHELL:-}
+# 1: the guest's console goes only to its log file, not to stdout (make test runs the
+# guests beside the host tests, whose output it would bury); failures still print its tail.
+VMTEST_QUIET=${VMTEST_QUIET:-}
 VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-900}
 VMTEST_TEST_TIMEOUT=${VMTEST_TEST_TIMEOUT:-20m}
 VMTEST_BOOT_RETRIES=${VMTEST_BOOT_RETRIES:-1}
@@ -466,7 +469,11 @@ cmd_boot() {
 		for attempt in $(seq 0 "$VMTEST_BOOT_RETRIES"); do
 			# No stdin: the guest needs none, and a terminal would be put in raw mode.
 			set +e
-			timeout -k 10 "$VMTEST_TIMEOUT" "${qemu[@]}" </dev/null | sed -u 's/\r$//' | tee "$log"
+			if [[ $VMTEST_QUIET == 1 ]]; then
+				timeout -k 10 "$VMTEST_TIMEOUT" "${qemu[@]}" </dev/null | sed -u 's/\r$//' >"$log"
+			else
+				timeout -k 10 "$VMTEST_TIMEOUT" "${qemu[@]}" </dev/null | sed -u 's/\r$//' | tee "$log"
+			fi
 			status=${PIPESTATUS[0]}
 			set -e
 			# A guest that never reached /init ran no test, so booting it
