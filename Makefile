@@ -28,21 +28,32 @@ run: $(RUN_TARGET)
 
 # The host's tests, one after the other; make vmtest's guests run beside them (make test).
 HOST_TEST_TARGETS = test-core test-fuzz $(filter-out vmtest,$(TEST_TARGETS))
+# make test boots first the guests that need no agent build, then (once the host side has built
+# the agents, under a lock so that only one make builds them) the guests that run the agents.
+VMTEST_EARLY = $(filter-out $(VMTEST_E2E_GUESTS),$(VMTEST_GUESTS))
+VMTEST_LATE = $(filter $(VMTEST_E2E_GUESTS),$(VMTEST_GUESTS))
+AGENTS_LOCKED = flock $(BUILD)/.agents.lock $(MAKE) --no-print-directory $(VMTEST_AGENT_DEPS)
 
 ## test: every test, BPF included; fails instead of skipping when BPF is unavailable.
-## After the set-up and the agents' builds, the host tests and the guests (make vmtest,
-## one guest after the other) run side by side: an emulated guest keeps about one core busy.
+## After the set-up, the host tests and the guests (make vmtest, one guest after the
+## other) run side by side: an emulated guest keeps about one core busy.
 test: export PKTSTAT_REQUIRE_BPF = 1
-test: deps check-generate $(VMTEST_AGENT_DEPS)
+test: deps check-generate
+	@mkdir -p $(BUILD)
 	@$(MAKE) --no-print-directory -j2 test-host test-guests
 
 ## test-host: every test on this machine's kernel (make test without the guests)
 test-host:
+	@$(if $(VMTEST_AGENT_DEPS),$(AGENTS_LOCKED))
 	@$(MAKE) --no-print-directory -j1 $(HOST_TEST_TARGETS)
 
-# The guests with their consoles in build/vmtest/GUEST/console.log, not on stdout.
+# The guests with their consoles in build/vmtest/GUEST/console.log, not on stdout; a failed
+# early guest does not keep the late ones from running, and fails the target at the end.
 test-guests:
-	@$(MAKE) --no-print-directory -j1 vmtest VMTEST_QUIET=1
+	@rc=0; \
+	$(if $(VMTEST_EARLY),$(MAKE) --no-print-directory -j1 vmtest VMTEST_QUIET=1 KERNEL='$(VMTEST_EARLY)' || rc=1;) \
+	$(if $(VMTEST_LATE),{ $(AGENTS_LOCKED) && $(MAKE) --no-print-directory -j1 vmtest VMTEST_QUIET=1 VMTEST_KEEP_SUMMARY=1 KERNEL='$(VMTEST_LATE)'; } || rc=1;) \
+	exit $$rc
 
 ## build: the collector distribution, Telegraf with the plugin, and the execd shim
 build: $(BUILD_TARGETS)
