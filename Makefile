@@ -34,16 +34,21 @@ VMTEST_EARLY = $(filter-out $(VMTEST_E2E_GUESTS),$(VMTEST_GUESTS))
 VMTEST_LATE = $(filter $(VMTEST_E2E_GUESTS),$(VMTEST_GUESTS))
 AGENTS_LOCKED = flock $(BUILD)/.agents.lock $(MAKE) --no-print-directory $(VMTEST_AGENT_DEPS)
 
+# What the host side installs while the guests already run: all of make deps but the guests' own.
+HOST_DEPS_TARGETS = $(filter-out deps-vmtest,$(DEPS_TARGETS))
+
 ## test: every test, BPF included; fails instead of skipping when BPF is unavailable.
-## After the set-up, the host tests and the guests (make vmtest, one guest after the
-## other) run side by side: an emulated guest keeps about one core busy.
+## After the guests' set-up (compiler, QEMU, kernels, check-generate), the host side (the
+## rest of make deps, the agents' builds, the host tests) and the guests (make vmtest, one
+## guest after the other) run side by side: an emulated guest keeps about one core busy.
 test: export PKTSTAT_REQUIRE_BPF = 1
-test: deps check-generate
+test: deps-core $(filter deps-vmtest,$(DEPS_TARGETS)) check-generate
 	@mkdir -p $(BUILD)
 	@$(MAKE) --no-print-directory -j2 test-host test-guests
 
-## test-host: every test on this machine's kernel (make test without the guests)
+## test-host: every test on this machine's kernel (make test without the guests; installs what they need)
 test-host:
+	@$(MAKE) --no-print-directory -j1 deps-core $(HOST_DEPS_TARGETS)
 	@$(if $(VMTEST_AGENT_DEPS),$(AGENTS_LOCKED))
 	@$(MAKE) --no-print-directory -j1 $(HOST_TEST_TARGETS)
 
