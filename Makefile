@@ -34,6 +34,10 @@ VMTEST_EARLY = $(filter-out $(VMTEST_E2E_GUESTS),$(VMTEST_GUESTS))
 VMTEST_LATE = $(filter $(VMTEST_E2E_GUESTS),$(VMTEST_GUESTS))
 AGENTS_LOCKED = flock $(BUILD)/.agents.lock $(MAKE) --no-print-directory $(VMTEST_AGENT_DEPS)
 
+# make test runs the host side's builds and tests at a lower priority (HOST_NICE): the guests are
+# the longer side, and an emulated guest that loses its core to a build loses the time for good,
+# while the host side has time to spare.
+HOST_NICE ?=
 # What the host side installs while the guests already run: all of make deps but the guests' own.
 HOST_DEPS_TARGETS = $(filter-out deps-vmtest,$(DEPS_TARGETS))
 
@@ -44,19 +48,19 @@ HOST_DEPS_TARGETS = $(filter-out deps-vmtest,$(DEPS_TARGETS))
 test: export PKTSTAT_REQUIRE_BPF = 1
 test: deps-core $(filter deps-vmtest,$(DEPS_TARGETS)) check-generate
 	@mkdir -p $(BUILD)
-	@$(MAKE) --no-print-directory -j2 test-host test-guests
+	@$(MAKE) --no-print-directory -j2 test-host test-guests HOST_NICE='nice -n 5'
 
 ## test-host: every test on this machine's kernel (make test without the guests; installs what they need)
 test-host:
-	@$(MAKE) --no-print-directory -j1 deps-core $(HOST_DEPS_TARGETS)
-	@$(if $(VMTEST_AGENT_DEPS),$(AGENTS_LOCKED))
-	@$(MAKE) --no-print-directory -j1 $(HOST_TEST_TARGETS)
+	@$(HOST_NICE) $(MAKE) --no-print-directory -j1 deps-core $(HOST_DEPS_TARGETS)
+	@$(if $(VMTEST_AGENT_DEPS),$(HOST_NICE) $(AGENTS_LOCKED))
+	@$(HOST_NICE) $(MAKE) --no-print-directory -j1 $(HOST_TEST_TARGETS)
 
 # The guests with their consoles in build/vmtest/GUEST/console.log, not on stdout; a failed
 # early guest does not keep the late ones from running, and fails the target at the end.
 test-guests:
 	@rc=0; \
-	$(if $(VMTEST_EARLY),$(MAKE) --no-print-directory -j1 vmtest VMTEST_QUIET=1 KERNEL='$(VMTEST_EARLY)' || rc=1;) \
+	$(if $(VMTEST_EARLY),$(MAKE) --no-print-directory -j1 vmtest VMTEST_QUIET=1 VMTEST_WARM=1 VMTEST_WARM_E2E=$(if $(VMTEST_LATE),1) KERNEL='$(VMTEST_EARLY)' || rc=1;) \
 	$(if $(VMTEST_LATE),{ $(AGENTS_LOCKED) && $(MAKE) --no-print-directory -j1 vmtest VMTEST_QUIET=1 VMTEST_KEEP_SUMMARY=1 KERNEL='$(VMTEST_LATE)'; } || rc=1;) \
 	exit $$rc
 

@@ -582,6 +582,34 @@ each() {
 	fi
 }
 
+# warm_later compiles, at low priority and in the background, what the guests
+# after the first will build: the test packages of another architecture (the
+# arm64 cross-build) and, with VMTEST_WARM_E2E=1, the agents' e2e packages. The
+# build cache then has them when their turn comes, instead of the guest chain
+# waiting for a cold compile between two guests. It writes only the build
+# cache (go test -exec /bin/true runs nothing); make test sets VMTEST_WARM=1.
+warm_later() {
+	local seen= g pkg mod flags
+	for g in $VMTEST_GUESTS; do
+		guest_spec "$g"
+		# The first guest builds its own architecture in the foreground.
+		[[ " $seen " != *" $g_arch "* ]] || continue
+		if [[ -z $seen ]]; then seen=$g_arch; continue; fi
+		seen+=" $g_arch"
+		# shellcheck disable=SC2086 # the package list is a word list
+		(cd "$root" && GOARCH=$g_arch CGO_ENABLED=0 nice -n 10 "$GO" test -count=1 -run '^$' -exec /bin/true \
+			-ldflags='-s -w' $VMTEST_PKGS) >/dev/null 2>&1 || true
+	done
+	[[ ${VMTEST_WARM_E2E:-} == 1 ]] || return 0
+	for pkg in $VMTEST_E2E_PKGS; do
+		mod=${pkg%%/*}
+		flags=-buildvcs=false
+		[[ $mod == telegrafplugin ]] && flags+=' -mod=mod'
+		(cd "$root/$mod" && GOWORK=off GOFLAGS=$flags GOARCH=amd64 CGO_ENABLED=0 nice -n 10 "$GO" test -count=1 -run '^$' \
+			-exec /bin/true -ldflags='-s -w' "./${pkg#*/}") >/dev/null 2>&1 || true
+	done
+}
+
 guest_all() {
 	local kdir
 	kdir=$(cmd_kernel)
@@ -597,6 +625,16 @@ kernel) each cmd_kernel ;;
 tests) each cmd_tests ;;
 initramfs) each eval 'cmd_initramfs "$(cmd_kernel)"' ;;
 boot) each eval 'cmd_boot "$(cmd_kernel)"' ;;
-all) each guest_all ;;
+all)
+	warm=
+	if [[ ${VMTEST_WARM:-} == 1 ]]; then
+		warm_later &
+		warm=$!
+	fi
+	rc=0
+	each guest_all || rc=$?
+	[[ -z $warm ]] || wait "$warm" || true
+	exit "$rc"
+	;;
 *) die "unknown command $1 (deps, kernel, tests, initramfs, boot, all)" ;;
 esac
