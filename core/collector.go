@@ -214,8 +214,8 @@ func (c *Collector) startInterfaces() error {
 }
 
 // openPins opens pin_path for spec's maps and returns the load options
-// that pin them there, or adopt the ones a previous run pinned; nil
-// options without pin_path.
+// that pin them there, or adopt the ones a previous run pinned; without
+// pin_path, options that only share the Start's kernel BTF.
 func (c *Collector) openPins(spec *ebpf.CollectionSpec) (*ebpf.CollectionOptions, error) {
 	if c.cfg.PinPath == "" {
 		return &ebpf.CollectionOptions{Cache: c.kernelBTF}, nil
