@@ -450,11 +450,11 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		now = s.now()
 	}
 	// Every snapshot goes through the aggregator, so its series conserve
-	// the kernel's totals; its result is reused by the next call, so it is
+	// the kernel's totals; its result is changed by the next call, so it is
 	// consumed here.
 	out := s.agg.Aggregate(now, snap.Records)
 	for i := range out {
-		sr := &out[i]
+		sr := out[i]
 		la := lazyAttrs{mapper: &s.mapper, sr: sr}
 		s.bytes.add(sr, &la, sr.DeltaBytes)
 		s.packets.add(sr, &la, sr.DeltaPackets)
@@ -481,7 +481,7 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	if s.dropAgg != nil {
 		drops := s.dropAgg.Aggregate(now, snap.Drops)
 		for i := range drops {
-			sr := &drops[i]
+			sr := drops[i]
 			la := lazyAttrs{mapper: &s.mapper, sr: sr}
 			s.dropPackets.add(sr, &la, sr.DeltaPackets)
 			s.dropBytes.add(sr, &la, sr.DeltaBytes)

@@ -111,7 +111,7 @@ type Aggregator struct {
 	// Reused between calls so that a steady stream of flows allocates
 	// nothing.
 	cand, overCand, filtCand, heap, idle []int32
-	out                                  []Series
+	out                                  []*Series
 	// hints holds, by record position, the flow entry the record at that
 	// position went to in the previous call. core returns a table's flows
 	// in the same order at every drain, so most records find their entry
@@ -156,9 +156,10 @@ func (a *Aggregator) Dimensions() []Dimension { return slices.Clone(a.dims) }
 // (core.Snapshot.Time) and must not go backwards between calls; pass every
 // snapshot, from the first, or the deltas of the skipped ones are lost. The
 // result lists the flow series in a stable order, then the other series,
-// then the overflow series, then the filtered series; it is reused by the
-// next call.
-func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
+// then the overflow series, then the filtered series. The slice and the
+// series it points to belong to the Aggregator and are changed by the next
+// call: consume them before calling again.
+func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []*Series {
 	a.epoch++
 	clear(a.keyer.identities)
 	a.cand, a.overCand, a.filtCand = a.cand[:0], a.overCand[:0], a.filtCand[:0]
@@ -187,9 +188,9 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 
 	a.choose()
 	a.other.dPackets, a.other.dBytes, a.other.dRetrans, a.other.dTCP, a.other.minStart = 0, 0, 0, core.TCPFlagCounts{}, time.Time{}
-	a.other.dRTT = core.RTTStats{}
+	a.other.s.RTT = core.RTTStats{}
 	for _, i := range a.cand {
-		e := &a.flows.entries[i]
+		e := a.flows.at(i)
 		if e.chosen == a.epoch {
 			a.grow(e, now)
 			continue
@@ -198,17 +199,17 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []Series {
 		a.other.dBytes += e.dBytes
 		a.other.dRetrans += e.dRetrans
 		a.other.dTCP = a.other.dTCP.Add(e.dTCP)
-		a.other.dRTT.Merge(e.dRTT)
+		a.other.s.RTT.Merge(e.s.RTT)
 		a.other.minStart = minTime(a.other.minStart, e.minStart)
 	}
-	if a.other.dPackets != 0 || a.other.dBytes != 0 || a.other.dRetrans != 0 || a.other.dRTT.Samples != 0 {
+	if a.other.dPackets != 0 || a.other.dBytes != 0 || a.other.dRetrans != 0 || a.other.s.RTT.Samples != 0 {
 		a.grow(&a.other, now)
 	}
 	for _, i := range a.overCand {
-		a.grow(&a.overflow.entries[i], now)
+		a.grow(a.overflow.at(i), now)
 	}
 	for _, i := range a.filtCand {
-		a.grow(&a.filtered.entries[i], now)
+		a.grow(a.filtered.at(i), now)
 	}
 
 	a.retire(now)
@@ -249,7 +250,7 @@ func (a *Aggregator) choose() {
 	}
 	if limit >= n {
 		for _, i := range a.cand {
-			a.flows.entries[i].chosen = a.epoch
+			a.flows.at(i).chosen = a.epoch
 		}
 		return
 	}
@@ -269,7 +270,7 @@ func (a *Aggregator) choose() {
 		}
 	}
 	for _, i := range h {
-		a.flows.entries[i].chosen = a.epoch
+		a.flows.at(i).chosen = a.epoch
 	}
 	a.heap = h
 }
@@ -278,7 +279,7 @@ func (a *Aggregator) choose() {
 // that already has a series (less churn), then the key itself so that ties
 // are decided the same way every time.
 func (a *Aggregator) ranksBefore(x, y int32) bool {
-	ex, ey := &a.flows.entries[x], &a.flows.entries[y]
+	ex, ey := a.flows.at(x), a.flows.at(y)
 	if ex.dBytes != ey.dBytes {
 		return ex.dBytes > ey.dBytes
 	}
@@ -288,7 +289,7 @@ func (a *Aggregator) ranksBefore(x, y int32) bool {
 	if ex.live != ey.live {
 		return ex.live
 	}
-	return compareKeys(&ex.key, &ey.key) < 0
+	return compareKeys(&ex.s.Key, &ey.s.Key) < 0
 }
 
 func siftUp(h []int32, i int, less func(x, y int32) bool) {
@@ -325,13 +326,13 @@ func (a *Aggregator) grow(e *entry, now time.Time) {
 	if !e.live {
 		e.live = true
 		e.born = a.epoch
-		e.start = a.seriesStart(e.minStart, e.start, now)
-		e.packets, e.bytes, e.retrans, e.tcp = 0, 0, 0, core.TCPFlagCounts{}
+		e.s.StartTime = a.seriesStart(e.minStart, e.s.StartTime, now)
+		e.s.Packets, e.s.Bytes, e.s.Retransmits, e.s.TCP = 0, 0, 0, core.TCPFlagCounts{}
 	}
-	e.packets += e.dPackets
-	e.bytes += e.dBytes
-	e.retrans += e.dRetrans
-	e.tcp = e.tcp.Add(e.dTCP)
+	e.s.Packets += e.dPackets
+	e.s.Bytes += e.dBytes
+	e.s.Retransmits += e.dRetrans
+	e.s.TCP = e.s.TCP.Add(e.dTCP)
 	e.lastGrowth = now
 	e.grew = a.epoch
 }
@@ -361,8 +362,8 @@ func (a *Aggregator) seriesStart(minStart, previous, now time.Time) time.Time {
 func (a *Aggregator) retire(now time.Time) {
 	reported := 0
 	idle := a.idle[:0]
-	for i := range a.flows.entries {
-		e := &a.flows.entries[i]
+	for i := range a.flows.len() {
+		e := a.flows.at(i)
 		if e.free {
 			continue
 		}
@@ -372,10 +373,10 @@ func (a *Aggregator) retire(now time.Time) {
 		case e.live && now.Sub(e.lastGrowth) > a.idleTimeout:
 			e.live = false
 		case e.live:
-			idle = append(idle, int32(i))
+			idle = append(idle, i)
 		}
 		if !e.live && now.Sub(e.lastActive) > a.idleTimeout {
-			a.flows.release(int32(i))
+			a.flows.release(i)
 		}
 	}
 	const otherIdx = -1
@@ -396,7 +397,7 @@ func (a *Aggregator) retire(now time.Time) {
 			if i == otherIdx {
 				return &a.other
 			}
-			return &a.flows.entries[i]
+			return a.flows.at(i)
 		}
 		slices.SortFunc(idle, func(x, y int32) int {
 			if c := get(y).lastGrowth.Compare(get(x).lastGrowth); c != 0 {
@@ -416,8 +417,8 @@ func (a *Aggregator) retire(now time.Time) {
 // retireMarkers ends the overflow or filtered series idle for longer than
 // series_idle_timeout; max_series does not count them.
 func (a *Aggregator) retireMarkers(t *table, now time.Time) {
-	for i := range t.entries {
-		e := &t.entries[i]
+	for i := range t.len() {
+		e := t.at(i)
 		if e.free {
 			continue
 		}
@@ -430,11 +431,11 @@ func (a *Aggregator) retireMarkers(t *table, now time.Time) {
 	}
 }
 
-func (a *Aggregator) emit() []Series {
+func (a *Aggregator) emit() []*Series {
 	out := a.out[:0]
-	for i := range a.flows.entries {
-		if e := &a.flows.entries[i]; !e.free && e.live {
-			out = append(out, a.series(KindFlow, e, int32(i)))
+	for i := range a.flows.len() {
+		if e := a.flows.at(i); !e.free && e.live {
+			out = append(out, a.series(KindFlow, e, i))
 		}
 	}
 	if a.other.live {
@@ -444,8 +445,8 @@ func (a *Aggregator) emit() []Series {
 		kind Kind
 		t    *table
 	}{{KindOverflow, &a.overflow}, {KindFiltered, &a.filtered}} {
-		for i := range m.t.entries {
-			if e := &m.t.entries[i]; !e.free && e.live {
+		for i := range m.t.len() {
+			if e := m.t.at(i); !e.free && e.live {
 				out = append(out, a.series(m.kind, e, -1))
 			}
 		}
@@ -454,19 +455,29 @@ func (a *Aggregator) emit() []Series {
 	return out
 }
 
-func (a *Aggregator) series(kind Kind, e *entry, slot int32) Series {
-	s := Series{Kind: kind, Key: e.key, Packets: e.packets, Bytes: e.bytes, Retransmits: e.retrans, TCP: e.tcp, StartTime: e.start,
-		Slot: slot, Born: e.born == a.epoch}
+// series completes the entry's Series for this call and returns it.
+func (a *Aggregator) series(kind Kind, e *entry, slot int32) *Series {
+	s := &e.s
+	s.Kind, s.Slot, s.Born = kind, slot, e.born == a.epoch
 	if e.grew == a.epoch {
 		s.DeltaPackets, s.DeltaBytes, s.DeltaRetransmits, s.DeltaTCP = e.dPackets, e.dBytes, e.dRetrans, e.dTCP
-		s.RTT = e.dRTT
+	} else {
+		// Kept alive without growth, or its delta went to the other
+		// series: nothing of this call is its own.
+		s.DeltaPackets, s.DeltaBytes, s.DeltaRetransmits, s.DeltaTCP = 0, 0, 0, core.TCPFlagCounts{}
+		s.RTT = core.RTTStats{}
 	}
 	return s
 }
 
-// entry is one key's state, live (reported) or not.
+// entry is one key's state, live (reported) or not. It holds the Series it
+// reports, so that a call's result points at the entries instead of
+// copying every key (about 250 bytes) into a slice of its own.
 type entry struct {
-	key  Key
+	// s.Key is the entry's key; s's cumulative counts and StartTime are
+	// the series' own while it lives. s.RTT gathers this call's RTT
+	// samples (touch resets it), and the delta fields are set by emit.
+	s    Series
 	free bool
 	live bool
 	// hash is key's hash in its table; next is the next entry with the
@@ -474,10 +485,7 @@ type entry struct {
 	hash uint64
 	next int32
 
-	packets, bytes, retrans uint64
-	tcp                     core.TCPFlagCounts
-	start                   time.Time
-	lastGrowth              time.Time
+	lastGrowth time.Time
 	// lastActive is the last call in which the key had a delta, whether it
 	// went to its own series or to other; the entry is kept that long so a
 	// key flapping around the top-N edge does not churn the map.
@@ -490,9 +498,11 @@ type entry struct {
 	born                       uint64 // the call that made the series live
 	dPackets, dBytes, dRetrans uint64
 	dTCP                       core.TCPFlagCounts
-	dRTT                       core.RTTStats
 	minStart                   time.Time
 }
+
+// chunkShift sets the entries per chunk of a table (1,024).
+const chunkShift = 10
 
 // table indexes entries by a hash of their key rather than by the key: a
 // 200-byte Key stored again in a map of a full kernel table's worth of
@@ -502,10 +512,15 @@ type entry struct {
 // move and indices stay valid for the whole call.
 type table struct {
 	// hash is a field so that tests can force collisions.
-	hash    func(Key) uint64
-	index   map[uint64]int32
-	entries []entry
-	free    []int32
+	hash  func(Key) uint64
+	index map[uint64]int32
+	// chunks hold the entries, 1<<chunkShift each: a table that grows to a
+	// full kernel table's worth of series (about 100 MB of entries) adds
+	// chunks instead of copying one slice into a larger one, which would
+	// briefly need both and leave up to a quarter of the last one unused.
+	chunks [][]entry
+	n      int32 // entries in use or free
+	free   []int32
 }
 
 func newTable() table {
@@ -514,6 +529,25 @@ func newTable() table {
 		hash:  func(k Key) uint64 { return maphash.Comparable(seed, k) },
 		index: map[uint64]int32{},
 	}
+}
+
+// len is the number of entries, free ones included: indices run below it.
+func (t *table) len() int32 { return t.n }
+
+func (t *table) at(i int32) *entry { return &t.chunks[i>>chunkShift][i&(1<<chunkShift-1)] }
+
+// add returns a free entry, reused or new.
+func (t *table) add() int32 {
+	if n := len(t.free); n > 0 {
+		i := t.free[n-1]
+		t.free = t.free[:n-1]
+		return i
+	}
+	if int(t.n>>chunkShift) == len(t.chunks) {
+		t.chunks = append(t.chunks, make([]entry, 1<<chunkShift))
+	}
+	t.n++
+	return t.n - 1
 }
 
 // accumulate adds r's delta to k's entry and returns cand with the entry's
@@ -527,14 +561,16 @@ func (t *table) accumulate(k Key, r *core.Record, epoch uint64, now time.Time, c
 // k was found before; keys are unique in a table, so a live entry holding
 // k is k's entry. It returns k's entry, the hint for next time.
 func (t *table) accumulateHint(k Key, hint int32, r *core.Record, epoch uint64, now time.Time, cand []int32) (int32, []int32) {
-	if hint >= 0 && int(hint) < len(t.entries) && !t.entries[hint].free && t.entries[hint].key == k {
-		return hint, t.touch(hint, r, epoch, now, cand)
+	if hint >= 0 && hint < t.n {
+		if e := t.at(hint); !e.free && e.s.Key == k {
+			return hint, t.touch(e, hint, r, epoch, now, cand)
+		}
 	}
 	h := t.hash(k)
 	head, ok := t.index[h]
 	i := head
-	for ok && t.entries[i].key != k {
-		i = t.entries[i].next
+	for ok && t.at(i).s.Key != k {
+		i = t.at(i).next
 		ok = i >= 0
 	}
 	if !ok {
@@ -542,27 +578,19 @@ func (t *table) accumulateHint(k Key, hint int32, r *core.Record, epoch uint64, 
 		if _, chained := t.index[h]; chained {
 			next = head
 		}
-		if n := len(t.free); n > 0 {
-			i = t.free[n-1]
-			t.free = t.free[:n-1]
-			t.entries[i] = entry{key: k}
-		} else {
-			i = int32(len(t.entries))
-			t.entries = append(t.entries, entry{key: k})
-		}
-		t.entries[i].hash, t.entries[i].next = h, next
+		i = t.add()
+		*t.at(i) = entry{s: Series{Key: k}, hash: h, next: next}
 		t.index[h] = i
 	}
-	return i, t.touch(i, r, epoch, now, cand)
+	return i, t.touch(t.at(i), i, r, epoch, now, cand)
 }
 
-// touch adds r's delta to entry i.
-func (t *table) touch(i int32, r *core.Record, epoch uint64, now time.Time, cand []int32) []int32 {
-	e := &t.entries[i]
+// touch adds r's delta to entry e, at index i.
+func (t *table) touch(e *entry, i int32, r *core.Record, epoch uint64, now time.Time, cand []int32) []int32 {
 	if e.touched != epoch {
 		e.touched = epoch
 		e.dPackets, e.dBytes, e.dRetrans, e.dTCP = 0, 0, 0, core.TCPFlagCounts{}
-		e.dRTT = core.RTTStats{}
+		e.s.RTT = core.RTTStats{}
 		e.minStart = r.StartTime
 		e.lastActive = now
 		cand = append(cand, i)
@@ -571,13 +599,13 @@ func (t *table) touch(i int32, r *core.Record, epoch uint64, now time.Time, cand
 	e.dBytes += r.DeltaBytes
 	e.dRetrans += r.DeltaRetransmits
 	e.dTCP = e.dTCP.Add(r.DeltaTCP)
-	e.dRTT.Merge(r.RTT)
+	e.s.RTT.Merge(r.RTT)
 	e.minStart = minTime(e.minStart, r.StartTime)
 	return cand
 }
 
 func (t *table) release(i int32) {
-	e := &t.entries[i]
+	e := t.at(i)
 	if head := t.index[e.hash]; head == i {
 		if e.next < 0 {
 			delete(t.index, e.hash)
@@ -586,10 +614,10 @@ func (t *table) release(i int32) {
 		}
 	} else {
 		p := head
-		for t.entries[p].next != i {
-			p = t.entries[p].next
+		for t.at(p).next != i {
+			p = t.at(p).next
 		}
-		t.entries[p].next = e.next
+		t.at(p).next = e.next
 	}
 	*e = entry{free: true}
 	t.free = append(t.free, i)

@@ -45,7 +45,7 @@ func mustNew(t testing.TB, cfg Config) *Aggregator {
 	return a
 }
 
-func checkConserved(t *testing.T, in []core.Record, out []Series) {
+func checkConserved(t *testing.T, in []core.Record, out []*Series) {
 	t.Helper()
 	var ip, ib, ir, op, ob, or uint64
 	for _, r := range in {
@@ -73,20 +73,29 @@ func checkConserved(t *testing.T, in []core.Record, out []Series) {
 	}
 }
 
-func checkSeries(t *testing.T, got, want []Series) {
+func checkSeries(t *testing.T, out []*Series, want []Series) {
 	t.Helper()
 	// Slot and Born are handles for the adapters' caches, checked by
 	// TestSlots; the expected series are written without them.
-	got = slices.Clone(got)
-	for i := range got {
+	got := make([]Series, len(out))
+	for i, s := range out {
+		got[i] = *s
 		got[i].Slot, got[i].Born = 0, false
 	}
 	if !slices.Equal(got, want) {
-		t.Errorf("series\n got %s\nwant %s", dump(got), dump(want))
+		t.Errorf("series\n got %s\nwant %s", dump(out), dump(ptrs(want)))
 	}
 }
 
-func dump(ss []Series) string {
+func ptrs(ss []Series) []*Series {
+	p := make([]*Series, len(ss))
+	for i := range ss {
+		p[i] = &ss[i]
+	}
+	return p
+}
+
+func dump(ss []*Series) string {
 	var b strings.Builder
 	for _, s := range ss {
 		fmt.Fprintf(&b, "\n  kind=%d %s%s:%d->%s%s:%d(f%t,%t) if=%q cum=%d/%d delta=%d/%d start=%s",
@@ -346,7 +355,7 @@ func TestFilteredPassesThrough(t *testing.T) {
 
 	// The next interval grows the filtered series cumulatively.
 	out = a.Aggregate(at(10), []core.Record{marker("eth0", core.Egress, 3, 300, false)})
-	var got []Series
+	var got []*Series
 	for _, s := range out {
 		if s.Kind == KindFiltered && s.DeltaPackets > 0 {
 			got = append(got, s)
@@ -697,15 +706,15 @@ func TestTableChains(t *testing.T) {
 	for _, gone := range []Key{keys[3], keys[1], keys[0]} {
 		tb.release(lookup(gone))
 	}
-	if i := lookup(keys[2]); tb.entries[i].key != keys[2] || i != 2 {
-		t.Fatalf("survivor found in slot %d with key %+v", i, tb.entries[i].key)
+	if i := lookup(keys[2]); tb.at(i).s.Key != keys[2] || i != 2 {
+		t.Fatalf("survivor found in slot %d with key %+v", i, tb.at(i).s.Key)
 	}
 	if len(tb.index) != 1 || len(tb.free) != 3 {
 		t.Fatalf("index %v, free %v", tb.index, tb.free)
 	}
 	// A new key reuses a freed slot and is found again.
 	tb.accumulate(Key{HasPorts: true, DstPort: 9}, &r, 100, at(0), nil)
-	if i := lookup(Key{HasPorts: true, DstPort: 9}); tb.entries[i].key != (Key{HasPorts: true, DstPort: 9}) {
+	if i := lookup(Key{HasPorts: true, DstPort: 9}); tb.at(i).s.Key != (Key{HasPorts: true, DstPort: 9}) {
 		t.Fatalf("new key lost")
 	}
 	tb.release(2)
@@ -769,7 +778,7 @@ func TestSlots(t *testing.T) {
 	a := mustNew(t, Config{SeriesIdleTimeout: Duration(15 * time.Second)})
 	r1 := rec(tcp4("10.0.0.1", 1000, "10.0.0.9", 443), 1, 100, at(-5))
 	r2 := rec(tcp4("10.0.0.2", 1000, "10.0.0.9", 443), 1, 100, at(-5))
-	slots := func(out []Series) map[string]Series {
+	slots := func(out []*Series) map[string]Series {
 		t.Helper()
 		bySrc, seen := map[string]Series{}, map[int32]bool{}
 		for _, s := range out {
@@ -777,7 +786,7 @@ func TestSlots(t *testing.T) {
 				t.Fatalf("series %+v: slot %d not a unique flow slot", s.Key, s.Slot)
 			}
 			seen[s.Slot] = true
-			bySrc[s.SrcAddr.String()] = s
+			bySrc[s.SrcAddr.String()] = *s
 		}
 		return bySrc
 	}

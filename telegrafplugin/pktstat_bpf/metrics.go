@@ -70,7 +70,7 @@ func newConverter(cfg aggregate.Config, drops bool) (*converter, error) {
 func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 	series := c.agg.Aggregate(snap.Time, snap.Records)
 	for i := range series {
-		s := &series[i]
+		s := series[i]
 		m := c.template(s).Copy()
 		// The copy's fields are its own: set in place, they cost no
 		// allocation but the values'.
@@ -119,7 +119,7 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 	if c.drops != nil {
 		drops := c.drops.Aggregate(snap.Time, snap.Drops)
 		for i := range drops {
-			s := &drops[i]
+			s := drops[i]
 			tags := c.tags(s)
 			if s.DropReason != "" {
 				tags["reason"] = s.DropReason
