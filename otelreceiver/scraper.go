@@ -466,7 +466,11 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 			}
 		}
 		if s.rtt != nil {
-			s.rtt.add(la.get(), sr.StartTime, sr.RTT)
+			var rtt core.RTTStats
+			if sr.RTT != nil {
+				rtt = *sr.RTT
+			}
+			s.rtt.add(la.get(), sr.StartTime, rtt)
 		}
 	}
 	delta := s.cfg.Temporality == TemporalityDelta

@@ -71,7 +71,9 @@ type Series struct {
 	DeltaTCP core.TCPFlagCounts
 	// RTT merges the records' smoothed RTT samples of this call (tcp_rtt):
 	// samples and sums add, min of mins, max of maxes; not cumulative.
-	RTT core.RTTStats
+	// nil when the call had none (always without tcp_rtt): most series
+	// never have one, and a full table of them would carry 160 bytes each.
+	RTT *core.RTTStats
 	// StartTime is when counting for this series began: the earliest
 	// StartTime of the flows that created it, but never before the
 	// previous call, whose deltas a new series does not include.
@@ -188,7 +190,7 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []*Series {
 
 	a.choose()
 	a.other.dPackets, a.other.dBytes, a.other.dRetrans, a.other.dTCP, a.other.minStart = 0, 0, 0, core.TCPFlagCounts{}, time.Time{}
-	a.other.s.RTT = core.RTTStats{}
+	a.other.resetRTT()
 	for _, i := range a.cand {
 		e := a.flows.at(i)
 		if e.chosen == a.epoch {
@@ -199,10 +201,12 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []*Series {
 		a.other.dBytes += e.dBytes
 		a.other.dRetrans += e.dRetrans
 		a.other.dTCP = a.other.dTCP.Add(e.dTCP)
-		a.other.s.RTT.Merge(e.s.RTT)
+		if e.rtt != nil {
+			a.other.mergeRTT(*e.rtt)
+		}
 		a.other.minStart = minTime(a.other.minStart, e.minStart)
 	}
-	if a.other.dPackets != 0 || a.other.dBytes != 0 || a.other.dRetrans != 0 || a.other.s.RTT.Samples != 0 {
+	if a.other.dPackets != 0 || a.other.dBytes != 0 || a.other.dRetrans != 0 || a.other.rtt != nil && a.other.rtt.Samples != 0 {
 		a.grow(&a.other, now)
 	}
 	for _, i := range a.overCand {
@@ -461,11 +465,15 @@ func (a *Aggregator) series(kind Kind, e *entry, slot int32) *Series {
 	s.Kind, s.Slot, s.Born = kind, slot, e.born == a.epoch
 	if e.grew == a.epoch {
 		s.DeltaPackets, s.DeltaBytes, s.DeltaRetransmits, s.DeltaTCP = e.dPackets, e.dBytes, e.dRetrans, e.dTCP
+		s.RTT = nil
+		if e.rtt != nil && e.rtt.Samples > 0 {
+			s.RTT = e.rtt
+		}
 	} else {
 		// Kept alive without growth, or its delta went to the other
 		// series: nothing of this call is its own.
 		s.DeltaPackets, s.DeltaBytes, s.DeltaRetransmits, s.DeltaTCP = 0, 0, 0, core.TCPFlagCounts{}
-		s.RTT = core.RTTStats{}
+		s.RTT = nil
 	}
 	return s
 }
@@ -475,8 +483,8 @@ func (a *Aggregator) series(kind Kind, e *entry, slot int32) *Series {
 // copying every key (about 250 bytes) into a slice of its own.
 type entry struct {
 	// s.Key is the entry's key; s's cumulative counts and StartTime are
-	// the series' own while it lives. s.RTT gathers this call's RTT
-	// samples (touch resets it), and the delta fields are set by emit.
+	// the series' own while it lives; its delta fields and RTT are set
+	// by emit.
 	s    Series
 	free bool
 	live bool
@@ -499,6 +507,25 @@ type entry struct {
 	dPackets, dBytes, dRetrans uint64
 	dTCP                       core.TCPFlagCounts
 	minStart                   time.Time
+	// rtt gathers this call's RTT samples; made at the entry's first
+	// sample and reset, not freed, by touch.
+	rtt *core.RTTStats
+}
+
+func (e *entry) resetRTT() {
+	if e.rtt != nil {
+		*e.rtt = core.RTTStats{}
+	}
+}
+
+func (e *entry) mergeRTT(o core.RTTStats) {
+	if o.Samples == 0 {
+		return
+	}
+	if e.rtt == nil {
+		e.rtt = new(core.RTTStats)
+	}
+	e.rtt.Merge(o)
 }
 
 // chunkShift sets the entries per chunk of a table (1,024).
@@ -590,7 +617,7 @@ func (t *table) touch(e *entry, i int32, r *core.Record, epoch uint64, now time.
 	if e.touched != epoch {
 		e.touched = epoch
 		e.dPackets, e.dBytes, e.dRetrans, e.dTCP = 0, 0, 0, core.TCPFlagCounts{}
-		e.s.RTT = core.RTTStats{}
+		e.resetRTT()
 		e.minStart = r.StartTime
 		e.lastActive = now
 		cand = append(cand, i)
@@ -599,7 +626,7 @@ func (t *table) touch(e *entry, i int32, r *core.Record, epoch uint64, now time.
 	e.dBytes += r.DeltaBytes
 	e.dRetrans += r.DeltaRetransmits
 	e.dTCP = e.dTCP.Add(r.DeltaTCP)
-	e.s.RTT.Merge(r.RTT)
+	e.mergeRTT(r.RTT)
 	e.minStart = minTime(e.minStart, r.StartTime)
 	return cand
 }

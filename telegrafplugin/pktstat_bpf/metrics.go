@@ -107,7 +107,7 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 		}
 		// RTT (tcp_rtt) is per interval: only a series with samples in it
 		// has the fields.
-		if s.RTT.Samples > 0 {
+		if s.RTT != nil {
 			m.AddField("rtt_min_us", uint64(s.RTT.Min/time.Microsecond))
 			m.AddField("rtt_mean_us", float64(s.RTT.Sum)/float64(s.RTT.Samples)/float64(time.Microsecond))
 			m.AddField("rtt_max_us", uint64(s.RTT.Max/time.Microsecond))
