@@ -145,8 +145,9 @@ type Record struct {
 	DropReason string
 	// RTT holds the TCP socket's smoothed RTT samples of the interval since
 	// the previous Read (not cumulative), on egress records, with tcp_rtt in
-	// tc and cgroup modes; zero Samples when there were none.
-	RTT RTTStats
+	// tc and cgroup modes; nil when there were none (a value would add 160
+	// bytes to every record of a full table).
+	RTT *RTTStats
 }
 
 // RTTStats summarises smoothed RTT samples: one per TCP segment the

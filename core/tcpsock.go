@@ -243,6 +243,9 @@ func (c *Collector) drainTCPSock(now time.Time, clock monoClock) error {
 			}
 			st := flowState{start: now, lastSeen: now}
 			if r := c.tcpsockRecord(ts.rttKeys[i], &st, false); r != nil {
+				if r.RTT == nil {
+					r.RTT = new(RTTStats)
+				}
 				r.RTT.Merge(s)
 			}
 		}
@@ -267,7 +270,7 @@ func (c *Collector) drainTCPSock(now time.Time, clock monoClock) error {
 		}
 		st := flowState{start: now, lastSeen: now}
 		c.emit(FlowKey{}, &st, 0, 0, false, true)
-		c.records[len(c.records)-1].RTT = s
+		c.records[len(c.records)-1].RTT = &s
 	}
 	return nil
 }

@@ -113,6 +113,22 @@ func TestSocketModesCountRetransmits(t *testing.T) {
 	}
 }
 
+// rttOf is r's RTT samples, which must exist.
+func rttOf(t *testing.T, r Record) RTTStats {
+	t.Helper()
+	if r.RTT == nil {
+		t.Fatalf("record %+v has no RTT samples", r.FlowKey)
+	}
+	return *r.RTT
+}
+
+func rttSamples(r Record) uint64 {
+	if r.RTT == nil {
+		return 0
+	}
+	return r.RTT.Samples
+}
+
 // rttRecord reads c and returns the client's egress record and its RTT.
 func rttRecord(t *testing.T, c *Collector, cli netip.AddrPort) Record {
 	t.Helper()
@@ -143,7 +159,7 @@ func TestRTTOnVeth(t *testing.T) {
 	if after := nettest.TCPInfo(t, conn); after.Segs_in != info.Segs_in {
 		t.Fatalf("the client received segments during the read (%d, then %d)", info.Segs_in, after.Segs_in)
 	}
-	rtt := r.RTT
+	rtt := rttOf(t, r)
 	t.Logf("%d samples: min %v mean %v max %v; tcpi_min_rtt %d us, tcpi_rtt %d us, tcpi_segs_in %d",
 		rtt.Samples, rtt.Min, rtt.Mean(), rtt.Max, info.Min_rtt, info.Rtt, info.Segs_in)
 	if rtt.Samples != uint64(info.Segs_in-1) {
@@ -157,8 +173,8 @@ func TestRTTOnVeth(t *testing.T) {
 	}
 	checkBuckets(t, rtt)
 	// Samples are per interval: with no traffic, none.
-	if r := rttRecord(t, c, cli); r.RTT != (RTTStats{}) {
-		t.Errorf("second read without traffic: RTT %+v, want none", r.RTT)
+	if r := rttRecord(t, c, cli); r.RTT != nil {
+		t.Errorf("second read without traffic: RTT %+v, want none", *r.RTT)
 	}
 }
 
@@ -219,7 +235,7 @@ func TestRTTWithNetemDelay(t *testing.T) {
 		cli, srvAddr := netip.AddrPortFrom(p.A4, port), netip.AddrPortFrom(p.B4, port-43031+7331)
 		conn, srv := p.DialTCP(t, cli, srvAddr)
 		nettest.PingPong(t, conn, srv, 20, 100)
-		rtt := rttRecord(t, c, cli).RTT
+		rtt := rttOf(t, rttRecord(t, c, cli))
 		checkBuckets(t, rtt)
 		return rtt
 	}
@@ -387,7 +403,7 @@ func TestTCPSockDrainJoins(t *testing.T) {
 		var out []Record
 		for _, r := range s.Records {
 			if r.SrcAddr == netip.MustParseAddr("198.51.100.1") || r.Overflow && r.Retransmits > 0 {
-				got = append(got, row{r.Ifindex, r.DstPort, r.Overflow, r.Retransmits, r.DeltaRetransmits, r.RTT.Samples})
+				got = append(got, row{r.Ifindex, r.DstPort, r.Overflow, r.Retransmits, r.DeltaRetransmits, rttSamples(r)})
 				out = append(out, r)
 			}
 		}
@@ -402,7 +418,7 @@ func TestTCPSockDrainJoins(t *testing.T) {
 		if r.DstPort == 80 && r.Ifindex == a {
 			want := RTTStats{Samples: 3, Sum: 350 * time.Microsecond, Min: 50 * time.Microsecond, Max: 200 * time.Microsecond}
 			want.Buckets[0], want.Buckets[2] = 1, 2
-			if r.RTT != want {
+			if r.RTT == nil || *r.RTT != want {
 				t.Errorf("RTT %+v, want %+v", r.RTT, want)
 			}
 		}

@@ -63,7 +63,9 @@ func TestRTTHistogramMetric(t *testing.T) {
 	// bucket of d in core.RTTBucketBounds: 1 ms is index 4, 2 ms 5, 10 ms 7.
 	tcp := func(prevP, dp uint64, rtt core.RTTStats) core.Record {
 		r := rec(k, at(1), prevP, prevP*100, dp, dp*100)
-		r.RTT = rtt
+		if rtt.Samples > 0 {
+			r.RTT = &rtt
+		}
 		return r
 	}
 	first := core.RTTStats{Samples: 2, Sum: 3 * ms, Min: ms, Max: 2 * ms, Buckets: [core.RTTBuckets]uint64{4: 1, 5: 1}}

@@ -170,7 +170,7 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []*Series {
 	}
 	for i := range records {
 		r := &records[i]
-		if r.DeltaPackets == 0 && r.DeltaBytes == 0 && r.DeltaRetransmits == 0 && r.RTT.Samples == 0 {
+		if r.DeltaPackets == 0 && r.DeltaBytes == 0 && r.DeltaRetransmits == 0 && r.RTT == nil {
 			// An idle flow changes no series; skipping it keeps a large,
 			// mostly quiet table cheap. A retransmit-only record (kprobe
 			// mode reports retransmits of a flow whose sends expired) is
@@ -626,7 +626,9 @@ func (t *table) touch(e *entry, i int32, r *core.Record, epoch uint64, now time.
 	e.dBytes += r.DeltaBytes
 	e.dRetrans += r.DeltaRetransmits
 	e.dTCP = e.dTCP.Add(r.DeltaTCP)
-	e.mergeRTT(r.RTT)
+	if r.RTT != nil {
+		e.mergeRTT(*r.RTT)
+	}
 	e.minStart = minTime(e.minStart, r.StartTime)
 	return cand
 }

@@ -917,7 +917,7 @@ func TestRTTMerges(t *testing.T) {
 	})
 	ms := time.Millisecond
 	rtt := func(r core.Record, samples uint64, sum, lo, hi time.Duration) core.Record {
-		r.RTT = core.RTTStats{Samples: samples, Sum: sum, Min: lo, Max: hi}
+		r.RTT = &core.RTTStats{Samples: samples, Sum: sum, Min: lo, Max: hi}
 		r.RTT.Buckets[lo/ms] = samples // any layout: buckets add per index
 		return r
 	}
@@ -940,7 +940,7 @@ func TestRTTMerges(t *testing.T) {
 			RTT: &core.RTTStats{Samples: 4, Sum: 97 * ms, Min: 7 * ms, Max: 50 * ms, Buckets: [core.RTTBuckets]uint64{7: 1, 10: 3}}},
 	})
 	quiet := next(in[0], 1, 100, at(10))
-	quiet.RTT = core.RTTStats{}
+	quiet.RTT = nil
 	out = a.Aggregate(at(10), []core.Record{quiet})
 	if out[0].Key != k443 || out[0].RTT != nil {
 		t.Errorf("next call without samples: %+v, want the 443 series without RTT", out[0])

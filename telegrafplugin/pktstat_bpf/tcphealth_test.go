@@ -26,7 +26,7 @@ func TestRTTFields(t *testing.T) {
 	t1 := t0.Add(10 * time.Second)
 	f := &fakeSource{snapshots: []core.Snapshot{
 		{Time: t0, Records: first(
-			core.Record{FlowKey: tcp, Packets: 10, Bytes: 1000, Retransmits: 2, DeltaRetransmits: 2, RTT: rtt},
+			core.Record{FlowKey: tcp, Packets: 10, Bytes: 1000, Retransmits: 2, DeltaRetransmits: 2, RTT: &rtt},
 			core.Record{FlowKey: other, Packets: 1, Bytes: 100},
 		)},
 		{Time: t1, Records: []core.Record{{FlowKey: tcp, Packets: 11, Bytes: 1100, DeltaPackets: 1, DeltaBytes: 100, Retransmits: 2}}},
