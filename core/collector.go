@@ -415,26 +415,29 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 	return snap, nil
 }
 
+// emit fills the next record in place: a full table's records are written
+// once per Read, not built and then copied into the slice.
 func (c *Collector) emit(k FlowKey, st *flowState, dp, db uint64, expired, overflow bool) {
-	c.records = append(c.records, c.newRecord(k, st, dp, db, expired, overflow))
+	c.records = append(c.records, Record{})
+	c.fillRecord(&c.records[len(c.records)-1], k, st, dp, db, expired, overflow)
 }
 
 // newRecord builds the record of one kernel entry.
 func (c *Collector) newRecord(k FlowKey, st *flowState, dp, db uint64, expired, overflow bool) Record {
-	r := Record{
-		FlowKey:      k,
-		Packets:      st.packets,
-		Bytes:        st.bytes,
-		DeltaPackets: dp,
-		DeltaBytes:   db,
-		TCP:          st.tcp,
-		DeltaTCP:     st.deltaTCP(),
-		StartTime:    st.start,
-		LastSeen:     st.lastSeen,
-		Overflow:     overflow,
-		Expired:      expired,
-		AppProto:     appProtoName(st.appProto),
-	}
+	var r Record
+	c.fillRecord(&r, k, st, dp, db, expired, overflow)
+	return r
+}
+
+// fillRecord sets r, a zero record, from one kernel entry's state.
+func (c *Collector) fillRecord(r *Record, k FlowKey, st *flowState, dp, db uint64, expired, overflow bool) {
+	r.FlowKey = k
+	r.Packets, r.Bytes = st.packets, st.bytes
+	r.DeltaPackets, r.DeltaBytes = dp, db
+	r.TCP, r.DeltaTCP = st.tcp, st.deltaTCP()
+	r.StartTime, r.LastSeen = st.start, st.lastSeen
+	r.Overflow, r.Expired = overflow, expired
+	r.AppProto = appProtoName(st.appProto)
 	switch {
 	case c.ifaces != nil:
 		r.Interface = c.ifaces.name(int(k.Ifindex))
@@ -444,7 +447,6 @@ func (c *Collector) newRecord(k FlowKey, st *flowState, dp, db uint64, expired, 
 	if c.cgroups != nil {
 		r.CgroupPath = c.cgroups.path(k.CgroupID)
 	}
-	return r
 }
 
 // reserveRecords makes room for n more records before a table emits them:
