@@ -22,6 +22,9 @@ type goBench struct {
 
 type benchLine struct {
 	nsPerOp, bytesPerOp, allocsPerOp, flows float64
+	// livePerFlow is the heap the benchmark's state keeps alive per flow
+	// (internal/benchmem), 0 when it does not report it.
+	livePerFlow float64
 }
 
 // runGoBench compiles the tests of pkg in module directory dir and runs the
@@ -73,6 +76,8 @@ func runGoBench(dir, pkg, pattern, benchtime string, count int, tmp string) (*go
 				bl.allocsPerOp = v
 			case "flows":
 				bl.flows = v
+			case "live-B/flow":
+				bl.livePerFlow = v
 			}
 		}
 		if _, ok := gb.results[name]; !ok {

@@ -217,6 +217,11 @@ func drainRows(t *table, root, tmp string) {
 		apf := allocsPerFlow(ls)
 		r := row{section: b.section, name: b.label, value: fmt.Sprintf("%.1f ms", median(v)), spread: spread(v, "%.1f"),
 			delta: fmt.Sprintf("%.2f allocs/flow, %.0f B/flow", median(apf), ls[0].bytesPerOp/ls[0].flows)}
+		if live := ls[len(ls)-1].livePerFlow; live > 0 {
+			// What stays allocated after the last call (the state kept
+			// between intervals and its output), not what a call allocates.
+			r.delta += fmt.Sprintf(", %.0f B/flow live", live)
+		}
 		switch {
 		case b.target > 0:
 			r.target = fmt.Sprintf("<= %.0f ms", b.target)

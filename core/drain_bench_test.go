@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pktstat-bpf/pktstat-bpf/bpf"
+	"github.com/pktstat-bpf/pktstat-bpf/internal/benchmem"
 )
 
 // benchFlows fills the kernel flow table of objs with n IPv4/IPv6 TCP and UDP
@@ -110,6 +112,7 @@ func BenchmarkDrain(b *testing.B) {
 			b.ReportMetric(float64(n), "flows")
 		})
 		b.Run(fmt.Sprintf("flows=%d/steady", n), func(b *testing.B) {
+			before := benchmem.Live()
 			c := benchCollector(b, objs)
 			readAll(b, c, n)
 			b.ReportAllocs()
@@ -121,6 +124,9 @@ func BenchmarkDrain(b *testing.B) {
 				readAll(b, c, n)
 			}
 			b.ReportMetric(float64(n), "flows")
+			// The collector's state and the records of the last Read.
+			benchmem.ReportPerFlow(b, before, n)
+			runtime.KeepAlive(c)
 		})
 	}
 }

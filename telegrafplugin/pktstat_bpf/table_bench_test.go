@@ -2,6 +2,7 @@ package pktstat_bpf
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
 	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
+	"github.com/pktstat-bpf/pktstat-bpf/internal/benchmem"
 )
 
 // metricAccumulator builds each telegraf.Metric as the agent's accumulator
@@ -76,12 +78,13 @@ func BenchmarkTableToMetrics(b *testing.B) {
 	for i := range snap.Records {
 		snap.Records[i].DeltaPackets, snap.Records[i].DeltaBytes = 1, 800
 	}
-	convert := func(b *testing.B, conv *converter) {
-		acc := metricAccumulator{metrics: make([]telegraf.Metric, 0, flows)}
-		conv.add(&acc, snap)
+	convert := func(b *testing.B, conv *converter) *metricAccumulator {
+		acc := &metricAccumulator{metrics: make([]telegraf.Metric, 0, flows)}
+		conv.add(acc, snap)
 		if len(acc.metrics) != flows {
 			b.Fatalf("%d metrics for %d flows", len(acc.metrics), flows)
 		}
+		return acc
 	}
 	newConv := func(b *testing.B) *converter {
 		conv, err := newConverter(aggregate.Config{}, false)
@@ -101,12 +104,18 @@ func BenchmarkTableToMetrics(b *testing.B) {
 		b.ReportMetric(flows, "flows")
 	})
 	b.Run("steady", func(b *testing.B) {
+		before := benchmem.Live()
 		conv := newConv(b)
 		convert(b, conv)
 		b.ReportAllocs()
+		var acc *metricAccumulator
 		for b.Loop() {
-			convert(b, conv)
+			acc = convert(b, conv)
 		}
 		b.ReportMetric(flows, "flows")
+		// The converter (aggregation, templates) and one gather's metrics.
+		benchmem.ReportPerFlow(b, before, flows)
+		runtime.KeepAlive(conv)
+		runtime.KeepAlive(acc)
 	})
 }
