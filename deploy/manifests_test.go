@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -166,9 +167,11 @@ func TestManifests(t *testing.T) {
 			if !strings.Contains(config, a.pinPath) || !strings.HasPrefix(a.pinPath, "/sys/fs/bpf/") {
 				t.Errorf("the ConfigMap's %s does not set pin_path %s under the bpffs mount", a.configKey, a.pinPath)
 			}
-			if got := c.Resources.Limits.Memory(); got.IsZero() {
+			limit := c.Resources.Limits.Memory()
+			if limit.IsZero() {
 				t.Errorf("no memory limit")
 			}
+			checkGoMemLimit(t, c.Env, limit.Value())
 			if len(m.service.Spec.Ports) != 1 || m.service.Spec.Ports[0].Port != a.promPort || m.service.Spec.ClusterIP != corev1.ClusterIPNone ||
 				len(c.Ports) != 1 || c.Ports[0].ContainerPort != a.promPort || m.service.Spec.Ports[0].TargetPort.StrVal != c.Ports[0].Name {
 				t.Errorf("service %+v / container ports %+v, want a headless service on the container's port %d", m.service.Spec, c.Ports, a.promPort)
@@ -179,5 +182,37 @@ func TestManifests(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkGoMemLimit: the container sets GOMEMLIMIT, in Go's syntax, to 50-90%
+// of its memory limit, so that the Go heap is collected before the
+// container is killed and the rest of the limit is left to the kernel's
+// charges and the non-heap memory.
+func checkGoMemLimit(t *testing.T, env []corev1.EnvVar, limit int64) {
+	t.Helper()
+	i := slices.IndexFunc(env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" })
+	if i < 0 {
+		t.Errorf("no GOMEMLIMIT in %+v", env)
+		return
+	}
+	v := env[i].Value
+	var n int64
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}} {
+		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			x, err := strconv.ParseInt(num, 10, 64)
+			if err != nil {
+				t.Errorf("GOMEMLIMIT %q: %v", v, err)
+				return
+			}
+			n = x << u.shift
+			break
+		}
+	}
+	if n*10 < limit*5 || n*10 > limit*9 {
+		t.Errorf("GOMEMLIMIT %q (%d bytes) is not 50-90%% of the memory limit (%d bytes)", v, n, limit)
 	}
 }
