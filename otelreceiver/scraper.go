@@ -212,7 +212,7 @@ func (ss *seriesSet) remove(s *series) {
 // series none of whose aggregator series was reported (idle past
 // series_idle_timeout or cut by max_series), so that one that returns
 // starts a new series with a new start time instead of resuming an old count.
-func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, val int64, a metadata.FlowAttributes)) {
+func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, val int64, a *metadata.FlowAttributes)) {
 	if ss == nil {
 		return
 	}
@@ -225,10 +225,10 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start
 			continue
 		case delta:
 			if s.window > 0 {
-				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), *s.attrs)
+				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), s.attrs)
 			}
 		case s.total > 0 || !ss.skipZero:
-			record(pcommon.NewTimestampFromTime(s.start), ts, int64(s.total), *s.attrs)
+			record(pcommon.NewTimestampFromTime(s.start), ts, int64(s.total), s.attrs)
 		}
 		s.window, s.touched, s.fresh = 0, false, false
 		kept = append(kept, s)
@@ -285,12 +285,12 @@ func (rs *rttSet) add(a metadata.FlowAttributes, start time.Time, rtt core.RTTSt
 
 var rttBounds = metadata.RTTBoundsSeconds()
 
-func (rs *rttSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, h metadata.Histogram, a metadata.FlowAttributes)) {
+func (rs *rttSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, h metadata.Histogram, a *metadata.FlowAttributes)) {
 	if rs == nil {
 		return
 	}
 	ts := pcommon.NewTimestampFromTime(now)
-	point := func(start time.Time, r core.RTTStats, a metadata.FlowAttributes) {
+	point := func(start time.Time, r core.RTTStats, a *metadata.FlowAttributes) {
 		record(pcommon.NewTimestampFromTime(start), ts, metadata.Histogram{
 			Count: r.Samples, Sum: r.Sum.Seconds(), Min: r.Min.Seconds(), Max: r.Max.Seconds(),
 			Bounds: rttBounds, Counts: r.Buckets[:],
@@ -303,10 +303,10 @@ func (rs *rttSet) flush(delta bool, prevEnd, now time.Time, record func(start, t
 			continue
 		case delta:
 			if s.window.Samples > 0 {
-				point(prevEnd, s.window, s.attrs)
+				point(prevEnd, s.window, &s.attrs)
 			}
 		case s.total.Samples > 0:
-			point(s.start, s.total, s.attrs)
+			point(s.start, s.total, &s.attrs)
 		}
 		s.window, s.touched, s.fresh = core.RTTStats{}, false, false
 	}
@@ -474,7 +474,7 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
 	s.retransmits.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint)
 	for i, flag := range tcpFlagNames {
-		s.tcpFlags[i].flush(delta, s.prevEnd, now, func(start, ts pcommon.Timestamp, val int64, a metadata.FlowAttributes) {
+		s.tcpFlags[i].flush(delta, s.prevEnd, now, func(start, ts pcommon.Timestamp, val int64, a *metadata.FlowAttributes) {
 			s.mb.RecordPktstatbpfNetworkFlowTCPFlagsDataPoint(start, ts, val, a, flag)
 		})
 	}

@@ -171,6 +171,8 @@ const (
 	bitSourceCIDR
 	bitDestinationGroup
 	bitDestinationCIDR
+	// numSelectable is the number of bits above.
+	numSelectable = iota
 )
 
 // AttributeSelection is the set of attributes one metric records, one bit
@@ -280,41 +282,73 @@ func (s AttributeSelection) Select(a FlowAttributes) FlowAttributes {
 	return out
 }
 
-// put writes the selected attributes that have a value into m.
-func (s AttributeSelection) put(a FlowAttributes, m pcommon.Map) {
-	m.EnsureCapacity(8)
-	putStr := func(bit uint32, name, v string) {
+// attrValue is one attribute put collects before writing it.
+type attrValue struct {
+	name  string
+	str   string
+	num   int64
+	isNum bool
+}
+
+// put writes the selected attributes that have a value into m, after
+// sizing m for them and extra more that the caller adds: a point's
+// attribute slice is then allocated once, at its final length, whatever
+// the dimensions. a is a pointer because it is large and read only.
+func (s AttributeSelection) put(a *FlowAttributes, m pcommon.Map, extra int) {
+	var vals [numSelectable]attrValue
+	n := 0
+	str := func(bit uint32, name, v string) {
 		if v != "" && s.has(bit) {
-			m.PutStr(name, v)
+			vals[n] = attrValue{name: name, str: v}
+			n++
 		}
 	}
-	putInt := func(bit uint32, name string, ok bool, v int64) {
+	num := func(bit uint32, name string, ok bool, v int64) {
 		if ok && s.has(bit) {
-			m.PutInt(name, v)
+			vals[n] = attrValue{name: name, num: v, isNum: true}
+			n++
 		}
 	}
-	putStr(bitNetworkInterfaceName, AttrNetworkInterfaceName, a.InterfaceName)
-	putStr(bitNetworkIODirection, AttrNetworkIODirection, a.Direction)
-	putStr(bitNetworkType, AttrNetworkType, a.NetworkType)
-	putStr(bitNetworkTransport, AttrNetworkTransport, a.Transport)
-	putStr(bitSourceAddress, AttrSourceAddress, a.SourceAddress)
-	putStr(bitSourceGroup, AttrSourceGroup, a.SourceGroup)
-	putStr(bitSourceCIDR, AttrSourceCIDR, a.SourceCIDR)
-	putInt(bitSourcePort, AttrSourcePort, a.HasSourcePort, a.SourcePort)
-	putStr(bitDestinationAddress, AttrDestinationAddress, a.DestinationAddress)
-	putStr(bitDestinationGroup, AttrDestinationGroup, a.DestinationGroup)
-	putStr(bitDestinationCIDR, AttrDestinationCIDR, a.DestinationCIDR)
-	putInt(bitDestinationPort, AttrDestinationPort, a.HasDestinationPort, a.DestinationPort)
-	putInt(bitProcessPID, AttrProcessPID, a.PID != 0, a.PID)
-	putStr(bitProcessComm, AttrProcessComm, a.Comm)
-	putStr(bitContainerID, AttrContainerID, a.ContainerID)
-	putStr(bitK8sPodUID, AttrK8sPodUID, a.PodUID)
-	putStr(bitNetworkProtocolName, AttrNetworkProtocolName, a.ProtocolName)
-	putInt(bitVLANID, AttrVLANID, a.VLANID != 0, a.VLANID)
-	putStr(bitFlags, AttrFlags, a.Flags)
-	putStr(bitCgroupPath, AttrCgroupPath, a.CgroupPath)
-	putInt(bitICMPType, AttrICMPType, a.HasICMPType, a.ICMPType)
-	putInt(bitICMPCode, AttrICMPCode, a.HasICMPCode, a.ICMPCode)
+	str(bitNetworkInterfaceName, AttrNetworkInterfaceName, a.InterfaceName)
+	str(bitNetworkIODirection, AttrNetworkIODirection, a.Direction)
+	str(bitNetworkType, AttrNetworkType, a.NetworkType)
+	str(bitNetworkTransport, AttrNetworkTransport, a.Transport)
+	str(bitSourceAddress, AttrSourceAddress, a.SourceAddress)
+	str(bitSourceGroup, AttrSourceGroup, a.SourceGroup)
+	str(bitSourceCIDR, AttrSourceCIDR, a.SourceCIDR)
+	num(bitSourcePort, AttrSourcePort, a.HasSourcePort, a.SourcePort)
+	str(bitDestinationAddress, AttrDestinationAddress, a.DestinationAddress)
+	str(bitDestinationGroup, AttrDestinationGroup, a.DestinationGroup)
+	str(bitDestinationCIDR, AttrDestinationCIDR, a.DestinationCIDR)
+	num(bitDestinationPort, AttrDestinationPort, a.HasDestinationPort, a.DestinationPort)
+	num(bitProcessPID, AttrProcessPID, a.PID != 0, a.PID)
+	str(bitProcessComm, AttrProcessComm, a.Comm)
+	str(bitContainerID, AttrContainerID, a.ContainerID)
+	str(bitK8sPodUID, AttrK8sPodUID, a.PodUID)
+	str(bitNetworkProtocolName, AttrNetworkProtocolName, a.ProtocolName)
+	num(bitVLANID, AttrVLANID, a.VLANID != 0, a.VLANID)
+	str(bitFlags, AttrFlags, a.Flags)
+	str(bitCgroupPath, AttrCgroupPath, a.CgroupPath)
+	num(bitICMPType, AttrICMPType, a.HasICMPType, a.ICMPType)
+	num(bitICMPCode, AttrICMPCode, a.HasICMPCode, a.ICMPCode)
+	flags := 0
+	for _, f := range [...]bool{a.Overflow, a.Filtered, a.Other} {
+		if f {
+			flags++
+		}
+	}
+	drop := 0
+	if a.DropReason != "" {
+		drop = 1
+	}
+	m.EnsureCapacity(n + flags + drop + extra)
+	for _, v := range vals[:n] {
+		if v.isNum {
+			m.PutInt(v.name, v.num)
+		} else {
+			m.PutStr(v.name, v.str)
+		}
+	}
 	if a.Overflow {
 		m.PutBool(AttrOverflow, true)
 	}
