@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unique"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -28,16 +29,15 @@ import (
 type series struct {
 	// attrs are the series' selected attributes, shared with the other
 	// metrics' series of the same aggregator series when their selections
-	// are equal (by default all are): one copy of the strings per flow,
-	// not one per metric. Never modified.
-	attrs *metadata.FlowAttributes
-	// hash is attrs' hash in the set's index; next is the next series with
-	// the same hash.
-	hash uint64
+	// are equal (by default all are): one copy per flow, not one per
+	// metric. Never modified.
+	attrs *packedAttrs
+	// next is the next series with the same hash in the set's index.
 	next *series
 	// start is the earliest StartTime of the aggregator series in it at
-	// its first scrape.
-	start time.Time
+	// its first scrape, in Unix nanoseconds as pdata writes it: a
+	// time.Time would take 24 bytes per series instead of 8.
+	start int64
 	// total is the cumulative count since start.
 	total uint64
 	// window is the count since the previous scrape.
@@ -48,6 +48,37 @@ type series struct {
 	// move to an earlier member's; afterwards it is fixed, because a moved
 	// start would read as a counter reset.
 	fresh bool
+}
+
+// packedAttrs are a series' attributes as a seriesSet keeps them while the
+// series lives: the values that differ from flow to flow (addresses and
+// ports) inline, and the rest, which many flows share (interface,
+// direction, network and transport, process, container, groups), interned.
+// 64 bytes per flow instead of a FlowAttributes' 360, which at a full
+// table was most of the receiver's own memory. Comparable: equal packed
+// attributes are equal attributes, because interned values are equal
+// exactly when their handles are.
+type packedAttrs struct {
+	shared                 unique.Handle[metadata.FlowAttributes]
+	src, dst               string
+	srcPort, dstPort       int64
+	hasSrcPort, hasDstPort bool
+}
+
+func pack(a metadata.FlowAttributes) packedAttrs {
+	p := packedAttrs{src: a.SourceAddress, dst: a.DestinationAddress, srcPort: a.SourcePort, dstPort: a.DestinationPort,
+		hasSrcPort: a.HasSourcePort, hasDstPort: a.HasDestinationPort}
+	a.SourceAddress, a.DestinationAddress, a.SourcePort, a.DestinationPort = "", "", 0, 0
+	a.HasSourcePort, a.HasDestinationPort = false, false
+	p.shared = unique.Make(a)
+	return p
+}
+
+// unpackTo writes the attributes p packed into a.
+func (p *packedAttrs) unpackTo(a *metadata.FlowAttributes) {
+	*a = p.shared.Value()
+	a.SourceAddress, a.DestinationAddress, a.SourcePort, a.DestinationPort = p.src, p.dst, p.srcPort, p.dstPort
+	a.HasSourcePort, a.HasDestinationPort = p.hasSrcPort, p.hasDstPort
 }
 
 // seriesSet accumulates one flow metric. Counts are summed from the
@@ -71,6 +102,9 @@ type seriesSet struct {
 	// being built and hashed again. An entry is valid only while its
 	// aggregator series lives: the aggregator marks a reused slot Born.
 	bySlot []*series
+	// point holds the attributes of the point flush records: a field, so
+	// that handing record a pointer allocates nothing.
+	point metadata.FlowAttributes
 }
 
 // newSeriesSet returns nil for a disabled metric; adding to nil is a no-op.
@@ -88,10 +122,13 @@ type lazyAttrs struct {
 	sr     *aggregate.Series
 	a      metadata.FlowAttributes
 	done   bool
-	// sel and selected: the last selection made of a and its result on
-	// the heap, which a new series of that selection shares.
+	// sel, key and selected: the last selection made of a, packed, and
+	// its copy on the heap, which every new series of that selection
+	// shares.
 	sel      metadata.AttributeSelection
-	selected *metadata.FlowAttributes
+	haveKey  bool
+	key      packedAttrs
+	selected *packedAttrs
 }
 
 func (l *lazyAttrs) get() metadata.FlowAttributes {
@@ -103,11 +140,21 @@ func (l *lazyAttrs) get() metadata.FlowAttributes {
 	return l.a
 }
 
-// shared returns key, the selection sel of the attributes, on the heap,
-// the same pointer for every set with that selection.
-func (l *lazyAttrs) shared(sel metadata.AttributeSelection, key metadata.FlowAttributes) *metadata.FlowAttributes {
-	if l.selected == nil || l.sel != sel {
-		l.sel, l.selected = sel, &key
+// selectKey returns the selection sel of the attributes, packed.
+func (l *lazyAttrs) selectKey(sel metadata.AttributeSelection) packedAttrs {
+	if !l.haveKey || l.sel != sel {
+		l.sel, l.haveKey, l.selected = sel, true, nil
+		l.key = pack(sel.Select(l.get()))
+	}
+	return l.key
+}
+
+// shared returns selectKey(sel) on the heap, the same pointer for every
+// set with that selection.
+func (l *lazyAttrs) shared(sel metadata.AttributeSelection) *packedAttrs {
+	key := l.selectKey(sel)
+	if l.selected == nil {
+		l.selected = &key
 	}
 	return l.selected
 }
@@ -133,22 +180,25 @@ func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
 		s = nil
 	}
 	if s == nil {
-		key := ss.selection.Select(la.get())
+		key := la.selectKey(ss.selection)
+		h := maphash.Comparable(ss.seed, key)
 		if ss.skipZero && delta == 0 {
 			// Joins a series other members made, but makes none: the
 			// total it would report is zero. Created later, at the
 			// first count, its start is still before that count.
-			if s = ss.find(key); s == nil {
+			if s = ss.find(h, key); s == nil {
 				ss.remember(sr, noSeries)
 				return
 			}
-		} else {
-			s = ss.lookup(key, la, sr.StartTime)
+		} else if s = ss.find(h, key); s == nil {
+			s = &series{attrs: la.shared(ss.selection), next: ss.index[h], start: sr.StartTime.UnixNano(), fresh: true}
+			ss.index[h] = s
+			ss.list = append(ss.list, s)
 		}
 		ss.remember(sr, s)
 	}
-	if s.fresh && sr.StartTime.Before(s.start) {
-		s.start = sr.StartTime
+	if start := sr.StartTime.UnixNano(); s.fresh && start < s.start {
+		s.start = start
 	}
 	s.total += delta
 	s.window += delta
@@ -166,9 +216,9 @@ func (ss *seriesSet) remember(sr *aggregate.Series, s *series) {
 	ss.bySlot[sr.Slot] = s
 }
 
-// find returns the series of key, or nil.
-func (ss *seriesSet) find(key metadata.FlowAttributes) *series {
-	for s := ss.index[maphash.Comparable(ss.seed, key)]; s != nil; s = s.next {
+// find returns the series of key, whose hash is h, or nil.
+func (ss *seriesSet) find(h uint64, key packedAttrs) *series {
+	for s := ss.index[h]; s != nil; s = s.next {
 		if *s.attrs == key {
 			return s
 		}
@@ -176,27 +226,16 @@ func (ss *seriesSet) find(key metadata.FlowAttributes) *series {
 	return nil
 }
 
-// lookup returns the series of key, created if new.
-func (ss *seriesSet) lookup(key metadata.FlowAttributes, la *lazyAttrs, start time.Time) *series {
-	if s := ss.find(key); s != nil {
-		return s
-	}
-	h := maphash.Comparable(ss.seed, key)
-	head := ss.index[h]
-	s := &series{attrs: la.shared(ss.selection, key), hash: h, next: head, start: start, fresh: true}
-	ss.index[h] = s
-	ss.list = append(ss.list, s)
-	return s
-}
-
-// remove takes s out of the index.
+// remove takes s out of the index. Its hash is computed again rather than
+// kept: removal is rare, and the series is 8 bytes smaller.
 func (ss *seriesSet) remove(s *series) {
-	head := ss.index[s.hash]
+	h := maphash.Comparable(ss.seed, *s.attrs)
+	head := ss.index[h]
 	if head == s {
 		if s.next == nil {
-			delete(ss.index, s.hash)
+			delete(ss.index, h)
 		} else {
-			ss.index[s.hash] = s.next
+			ss.index[h] = s.next
 		}
 		return
 	}
@@ -225,10 +264,13 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start
 			continue
 		case delta:
 			if s.window > 0 {
-				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), s.attrs)
+				s.attrs.unpackTo(&ss.point)
+				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), &ss.point)
 			}
 		case s.total > 0 || !ss.skipZero:
-			record(pcommon.NewTimestampFromTime(s.start), ts, int64(s.total), s.attrs)
+			s.attrs.unpackTo(&ss.point)
+			// As pcommon.NewTimestampFromTime writes a time.
+			record(pcommon.Timestamp(uint64(s.start)), ts, int64(s.total), &ss.point)
 		}
 		s.window, s.touched, s.fresh = 0, false, false
 		kept = append(kept, s)
