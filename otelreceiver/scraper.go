@@ -38,10 +38,8 @@ type series struct {
 	// its first scrape, in Unix nanoseconds as pdata writes it: a
 	// time.Time would take 24 bytes per series instead of 8.
 	start int64
-	// total is the cumulative count since start.
-	total uint64
-	// window is the count since the previous scrape.
-	window uint64
+	// pos is the series' place in the set's list, and so of its counts.
+	pos int32
 	// touched: some aggregator series of this scrape belongs to it.
 	touched bool
 	// fresh: the series was created in this scrape, so its start may still
@@ -81,12 +79,22 @@ func (p *packedAttrs) unpackTo(a *metadata.FlowAttributes) {
 	a.HasSourcePort, a.HasDestinationPort = p.hasSrcPort, p.hasDstPort
 }
 
-// seriesSet accumulates one flow metric. Counts are summed from the
-// aggregator's deltas rather than copied from its cumulative values,
-// because a metric whose attributes list drops some of the dimensions sums
-// several aggregator series, which come and go independently.
+// seriesSet accumulates one flow metric, or two whose series are the same
+// (bytes and packets with equal attribute selections, as by default): one
+// series, index entry and slot per flow then serves both. Counts are
+// summed from the aggregator's deltas rather than copied from its
+// cumulative values, because a metric whose attributes list drops some of
+// the dimensions sums several aggregator series, which come and go
+// independently.
 type seriesSet struct {
 	selection metadata.AttributeSelection
+	// metrics is how many metrics the set counts, 1 or 2.
+	metrics int
+	// counts holds, for the series at list[i], from counts[i*2*metrics]
+	// on: each metric's cumulative count since start and its count since
+	// the previous scrape. A slice without pointers, which the garbage
+	// collector does not scan, instead of fields of every series.
+	counts []uint64
 	// skipZero leaves out cumulative points whose total is still zero: a
 	// retransmit count is reported only for series that retransmitted.
 	skipZero bool
@@ -112,7 +120,19 @@ func newSeriesSet(enabled bool, sel metadata.AttributeSelection) *seriesSet {
 	if !enabled {
 		return nil
 	}
-	return &seriesSet{selection: sel, index: map[uint64]*series{}, seed: maphash.MakeSeed()}
+	return &seriesSet{selection: sel, metrics: 1, index: map[uint64]*series{}, seed: maphash.MakeSeed()}
+}
+
+// newSeriesSets returns the sets of two metrics that count every
+// aggregator series (no skipZero): one set counting both when both are
+// enabled with equal selections, second then nil; else one set each.
+func newSeriesSets(firstOn bool, firstSel metadata.AttributeSelection, secondOn bool, secondSel metadata.AttributeSelection) (first, second *seriesSet) {
+	if firstOn && secondOn && firstSel == secondSel {
+		both := newSeriesSet(true, firstSel)
+		both.metrics = 2
+		return both, nil
+	}
+	return newSeriesSet(firstOn, firstSel), newSeriesSet(secondOn, secondSel)
 }
 
 // lazyAttrs builds an aggregator series' attributes at most once, and only
@@ -165,7 +185,9 @@ func (l *lazyAttrs) shared(sel metadata.AttributeSelection) *packedAttrs {
 // would hold a copy of every flow's attributes for points never reported.
 var noSeries = &series{}
 
-func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
+// add counts delta[0] for the set's first metric and delta[1] for its
+// second, if it has one.
+func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta [2]uint64) {
 	if ss == nil {
 		return
 	}
@@ -173,8 +195,10 @@ func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
 	if sr.Slot >= 0 && !sr.Born && int(sr.Slot) < len(ss.bySlot) {
 		s = ss.bySlot[sr.Slot]
 	}
+	// Only single-metric sets skip zeros.
+	zero := delta[0] == 0
 	if s == noSeries {
-		if delta == 0 {
+		if zero {
 			return
 		}
 		s = nil
@@ -182,7 +206,7 @@ func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
 	if s == nil {
 		key := la.selectKey(ss.selection)
 		h := maphash.Comparable(ss.seed, key)
-		if ss.skipZero && delta == 0 {
+		if ss.skipZero && zero {
 			// Joins a series other members made, but makes none: the
 			// total it would report is zero. Created later, at the
 			// first count, its start is still before that count.
@@ -191,17 +215,22 @@ func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
 				return
 			}
 		} else if s = ss.find(h, key); s == nil {
-			s = &series{attrs: la.shared(ss.selection), next: ss.index[h], start: sr.StartTime.UnixNano(), fresh: true}
+			s = &series{attrs: la.shared(ss.selection), next: ss.index[h], start: sr.StartTime.UnixNano(),
+				pos: int32(len(ss.list)), fresh: true}
 			ss.index[h] = s
 			ss.list = append(ss.list, s)
+			ss.counts = append(ss.counts, make([]uint64, 2*ss.metrics)...)
 		}
 		ss.remember(sr, s)
 	}
 	if start := sr.StartTime.UnixNano(); s.fresh && start < s.start {
 		s.start = start
 	}
-	s.total += delta
-	s.window += delta
+	c := ss.counts[int(s.pos)*2*ss.metrics:]
+	for m := range ss.metrics {
+		c[2*m] += delta[m]
+		c[2*m+1] += delta[m]
+	}
 	s.touched = true
 }
 
@@ -247,36 +276,61 @@ func (ss *seriesSet) remove(s *series) {
 	}
 }
 
-// flush calls record for every point of this scrape and then forgets the
-// series none of whose aggregator series was reported (idle past
-// series_idle_timeout or cut by max_series), so that one that returns
-// starts a new series with a new start time instead of resuming an old count.
-func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, val int64, a *metadata.FlowAttributes)) {
+// recordFunc records one point of a flow metric.
+type recordFunc func(start, ts pcommon.Timestamp, val int64, a *metadata.FlowAttributes)
+
+// flush calls record[m] for every point of the set's metric m in this
+// scrape and then forgets the series none of whose aggregator series was
+// reported (idle past series_idle_timeout or cut by max_series), so that
+// one that returns starts a new series with a new start time instead of
+// resuming an old count.
+func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record ...recordFunc) {
 	if ss == nil {
 		return
 	}
 	ts := pcommon.NewTimestampFromTime(now)
+	stride := 2 * ss.metrics
 	kept := ss.list[:0]
-	for _, s := range ss.list {
-		switch {
-		case !s.touched:
+	for i, s := range ss.list {
+		if !s.touched {
 			ss.remove(s)
 			continue
-		case delta:
-			if s.window > 0 {
-				s.attrs.unpackTo(&ss.point)
-				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), &ss.point)
-			}
-		case s.total > 0 || !ss.skipZero:
-			s.attrs.unpackTo(&ss.point)
-			// As pcommon.NewTimestampFromTime writes a time.
-			record(pcommon.Timestamp(uint64(s.start)), ts, int64(s.total), &ss.point)
 		}
-		s.window, s.touched, s.fresh = 0, false, false
+		c := ss.counts[i*stride : (i+1)*stride]
+		unpacked := false
+		for m := range ss.metrics {
+			total, window := c[2*m], c[2*m+1]
+			start, val := pcommon.Timestamp(0), uint64(0)
+			switch {
+			case delta:
+				if window == 0 {
+					continue
+				}
+				start, val = pcommon.NewTimestampFromTime(prevEnd), window
+			case total > 0 || !ss.skipZero:
+				// As pcommon.NewTimestampFromTime writes a time.
+				start, val = pcommon.Timestamp(uint64(s.start)), total
+			default:
+				continue
+			}
+			if !unpacked {
+				s.attrs.unpackTo(&ss.point)
+				unpacked = true
+			}
+			record[m](start, ts, int64(val), &ss.point)
+		}
+		for m := range ss.metrics {
+			c[2*m+1] = 0
+		}
+		s.touched, s.fresh = false, false
+		// The kept series move down in list and counts alike.
+		s.pos = int32(len(kept))
+		copy(ss.counts[len(kept)*stride:], c)
 		kept = append(kept, s)
 	}
 	clear(ss.list[len(kept):])
 	ss.list = kept
+	ss.counts = ss.counts[:len(kept)*stride]
 }
 
 // tcpFlagNames are the pktstatbpf.tcp.flag values, in the order of
@@ -414,13 +468,13 @@ func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc)
 		splitIdentities: hasIdentity(cfg.dimensions()),
 		mapper:          newAttributeMapper(cfg.dimensions(), cfg.CIDRGroups),
 		mb:              mb,
-		bytes:           newSeriesSet(m.PktstatbpfNetworkFlowBytes.Enabled, mb.PktstatbpfNetworkFlowBytesSelection()),
-		packets:         newSeriesSet(m.PktstatbpfNetworkFlowPackets.Enabled, mb.PktstatbpfNetworkFlowPacketsSelection()),
 		retransmits:     newSeriesSet(m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, mb.PktstatbpfNetworkFlowTCPRetransmitsSelection()),
 		// Without tcp_rtt no series has samples: no set, and no attributes
 		// built for it.
 		rtt: newRTTSet(m.PktstatbpfNetworkFlowTCPRTT.Enabled && cfg.TCPRTT, mb.PktstatbpfNetworkFlowTCPRTTSelection()),
 	}
+	s.bytes, s.packets = newSeriesSets(m.PktstatbpfNetworkFlowBytes.Enabled, mb.PktstatbpfNetworkFlowBytesSelection(),
+		m.PktstatbpfNetworkFlowPackets.Enabled, mb.PktstatbpfNetworkFlowPacketsSelection())
 	if s.retransmits != nil {
 		s.retransmits.skipZero = true
 	}
@@ -433,8 +487,8 @@ func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc)
 		}
 	}
 	if cfg.Drops {
-		s.dropPackets = newSeriesSet(m.PktstatbpfNetworkFlowDropPackets.Enabled, mb.PktstatbpfNetworkFlowDropPacketsSelection())
-		s.dropBytes = newSeriesSet(m.PktstatbpfNetworkFlowDropBytes.Enabled, mb.PktstatbpfNetworkFlowDropBytesSelection())
+		s.dropPackets, s.dropBytes = newSeriesSets(m.PktstatbpfNetworkFlowDropPackets.Enabled, mb.PktstatbpfNetworkFlowDropPacketsSelection(),
+			m.PktstatbpfNetworkFlowDropBytes.Enabled, mb.PktstatbpfNetworkFlowDropBytesSelection())
 	}
 	return s, nil
 }
@@ -498,13 +552,14 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	for i := range out {
 		sr := &out[i]
 		la := lazyAttrs{mapper: &s.mapper, sr: sr}
-		s.bytes.add(sr, &la, sr.DeltaBytes)
-		s.packets.add(sr, &la, sr.DeltaPackets)
-		s.retransmits.add(sr, &la, sr.DeltaRetransmits)
+		// bytes counts packets too when it is the only set of both.
+		s.bytes.add(sr, &la, [2]uint64{sr.DeltaBytes, sr.DeltaPackets})
+		s.packets.add(sr, &la, [2]uint64{sr.DeltaPackets})
+		s.retransmits.add(sr, &la, [2]uint64{sr.DeltaRetransmits})
 		if s.tcpFlags[0] != nil {
 			d := sr.DeltaTCP
 			for i, v := range [4]uint64{d.SYN, d.SYNACK, d.FIN, d.RST} {
-				s.tcpFlags[i].add(sr, &la, v)
+				s.tcpFlags[i].add(sr, &la, [2]uint64{v})
 			}
 		}
 		if s.rtt != nil {
@@ -512,7 +567,7 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		}
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
-	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint)
+	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint, s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
 	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
 	s.retransmits.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint)
 	for i, flag := range tcpFlagNames {
@@ -525,10 +580,11 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		for i := range drops {
 			sr := &drops[i]
 			la := lazyAttrs{mapper: &s.mapper, sr: sr}
-			s.dropPackets.add(sr, &la, sr.DeltaPackets)
-			s.dropBytes.add(sr, &la, sr.DeltaBytes)
+			// dropPackets counts bytes too when it is the only set of both.
+			s.dropPackets.add(sr, &la, [2]uint64{sr.DeltaPackets, sr.DeltaBytes})
+			s.dropBytes.add(sr, &la, [2]uint64{sr.DeltaBytes})
 		}
-		s.dropPackets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropPacketsDataPoint)
+		s.dropPackets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropPacketsDataPoint, s.mb.RecordPktstatbpfNetworkFlowDropBytesDataPoint)
 		s.dropBytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropBytesDataPoint)
 	}
 	s.rtt.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRTTDataPoint)
