@@ -2,6 +2,7 @@ package metadata
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 
@@ -171,8 +172,6 @@ const (
 	bitSourceCIDR
 	bitDestinationGroup
 	bitDestinationCIDR
-	// numSelectable is the number of bits above.
-	numSelectable = iota
 )
 
 // AttributeSelection is the set of attributes one metric records, one bit
@@ -282,73 +281,79 @@ func (s AttributeSelection) Select(a FlowAttributes) FlowAttributes {
 	return out
 }
 
-// attrValue is one attribute put collects before writing it.
-type attrValue struct {
-	name  string
-	str   string
-	num   int64
-	isNum bool
-}
-
 // put writes the selected attributes that have a value into m, after
 // sizing m for them and extra more that the caller adds: a point's
 // attribute slice is then allocated once, at its final length, whatever
 // the dimensions. a is a pointer because it is large and read only.
 func (s AttributeSelection) put(a *FlowAttributes, m pcommon.Map, extra int) {
-	var vals [numSelectable]attrValue
-	n := 0
-	str := func(bit uint32, name, v string) {
-		if v != "" && s.has(bit) {
-			vals[n] = attrValue{name: name, str: v}
-			n++
-		}
-	}
-	num := func(bit uint32, name string, ok bool, v int64) {
+	// Which to write, found first so that m is sized before it is filled.
+	var put uint32
+	has := func(bit uint32, ok bool) {
 		if ok && s.has(bit) {
-			vals[n] = attrValue{name: name, num: v, isNum: true}
+			put |= bit
+		}
+	}
+	has(bitNetworkInterfaceName, a.InterfaceName != "")
+	has(bitNetworkIODirection, a.Direction != "")
+	has(bitNetworkType, a.NetworkType != "")
+	has(bitNetworkTransport, a.Transport != "")
+	has(bitSourceAddress, a.SourceAddress != "")
+	has(bitSourceGroup, a.SourceGroup != "")
+	has(bitSourceCIDR, a.SourceCIDR != "")
+	has(bitSourcePort, a.HasSourcePort)
+	has(bitDestinationAddress, a.DestinationAddress != "")
+	has(bitDestinationGroup, a.DestinationGroup != "")
+	has(bitDestinationCIDR, a.DestinationCIDR != "")
+	has(bitDestinationPort, a.HasDestinationPort)
+	has(bitProcessPID, a.PID != 0)
+	has(bitProcessComm, a.Comm != "")
+	has(bitContainerID, a.ContainerID != "")
+	has(bitK8sPodUID, a.PodUID != "")
+	has(bitNetworkProtocolName, a.ProtocolName != "")
+	has(bitVLANID, a.VLANID != 0)
+	has(bitFlags, a.Flags != "")
+	has(bitCgroupPath, a.CgroupPath != "")
+	has(bitICMPType, a.HasICMPType)
+	has(bitICMPCode, a.HasICMPCode)
+	n := bits.OnesCount32(put) + extra
+	for _, f := range [...]bool{a.Overflow, a.Filtered, a.Other, a.DropReason != ""} {
+		if f {
 			n++
 		}
 	}
-	str(bitNetworkInterfaceName, AttrNetworkInterfaceName, a.InterfaceName)
-	str(bitNetworkIODirection, AttrNetworkIODirection, a.Direction)
-	str(bitNetworkType, AttrNetworkType, a.NetworkType)
-	str(bitNetworkTransport, AttrNetworkTransport, a.Transport)
-	str(bitSourceAddress, AttrSourceAddress, a.SourceAddress)
-	str(bitSourceGroup, AttrSourceGroup, a.SourceGroup)
-	str(bitSourceCIDR, AttrSourceCIDR, a.SourceCIDR)
-	num(bitSourcePort, AttrSourcePort, a.HasSourcePort, a.SourcePort)
-	str(bitDestinationAddress, AttrDestinationAddress, a.DestinationAddress)
-	str(bitDestinationGroup, AttrDestinationGroup, a.DestinationGroup)
-	str(bitDestinationCIDR, AttrDestinationCIDR, a.DestinationCIDR)
-	num(bitDestinationPort, AttrDestinationPort, a.HasDestinationPort, a.DestinationPort)
-	num(bitProcessPID, AttrProcessPID, a.PID != 0, a.PID)
-	str(bitProcessComm, AttrProcessComm, a.Comm)
-	str(bitContainerID, AttrContainerID, a.ContainerID)
-	str(bitK8sPodUID, AttrK8sPodUID, a.PodUID)
-	str(bitNetworkProtocolName, AttrNetworkProtocolName, a.ProtocolName)
-	num(bitVLANID, AttrVLANID, a.VLANID != 0, a.VLANID)
-	str(bitFlags, AttrFlags, a.Flags)
-	str(bitCgroupPath, AttrCgroupPath, a.CgroupPath)
-	num(bitICMPType, AttrICMPType, a.HasICMPType, a.ICMPType)
-	num(bitICMPCode, AttrICMPCode, a.HasICMPCode, a.ICMPCode)
-	flags := 0
-	for _, f := range [...]bool{a.Overflow, a.Filtered, a.Other} {
-		if f {
-			flags++
+	m.EnsureCapacity(n)
+	putStr := func(bit uint32, name, v string) {
+		if put&bit != 0 {
+			m.PutStr(name, v)
 		}
 	}
-	drop := 0
-	if a.DropReason != "" {
-		drop = 1
-	}
-	m.EnsureCapacity(n + flags + drop + extra)
-	for _, v := range vals[:n] {
-		if v.isNum {
-			m.PutInt(v.name, v.num)
-		} else {
-			m.PutStr(v.name, v.str)
+	putInt := func(bit uint32, name string, v int64) {
+		if put&bit != 0 {
+			m.PutInt(name, v)
 		}
 	}
+	putStr(bitNetworkInterfaceName, AttrNetworkInterfaceName, a.InterfaceName)
+	putStr(bitNetworkIODirection, AttrNetworkIODirection, a.Direction)
+	putStr(bitNetworkType, AttrNetworkType, a.NetworkType)
+	putStr(bitNetworkTransport, AttrNetworkTransport, a.Transport)
+	putStr(bitSourceAddress, AttrSourceAddress, a.SourceAddress)
+	putStr(bitSourceGroup, AttrSourceGroup, a.SourceGroup)
+	putStr(bitSourceCIDR, AttrSourceCIDR, a.SourceCIDR)
+	putInt(bitSourcePort, AttrSourcePort, a.SourcePort)
+	putStr(bitDestinationAddress, AttrDestinationAddress, a.DestinationAddress)
+	putStr(bitDestinationGroup, AttrDestinationGroup, a.DestinationGroup)
+	putStr(bitDestinationCIDR, AttrDestinationCIDR, a.DestinationCIDR)
+	putInt(bitDestinationPort, AttrDestinationPort, a.DestinationPort)
+	putInt(bitProcessPID, AttrProcessPID, a.PID)
+	putStr(bitProcessComm, AttrProcessComm, a.Comm)
+	putStr(bitContainerID, AttrContainerID, a.ContainerID)
+	putStr(bitK8sPodUID, AttrK8sPodUID, a.PodUID)
+	putStr(bitNetworkProtocolName, AttrNetworkProtocolName, a.ProtocolName)
+	putInt(bitVLANID, AttrVLANID, a.VLANID)
+	putStr(bitFlags, AttrFlags, a.Flags)
+	putStr(bitCgroupPath, AttrCgroupPath, a.CgroupPath)
+	putInt(bitICMPType, AttrICMPType, a.ICMPType)
+	putInt(bitICMPCode, AttrICMPCode, a.ICMPCode)
 	if a.Overflow {
 		m.PutBool(AttrOverflow, true)
 	}
