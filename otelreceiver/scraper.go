@@ -338,9 +338,9 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record ...recordF
 var tcpFlagNames = [4]string{metadata.AttributeTCPFlagSyn, metadata.AttributeTCPFlagSynack, metadata.AttributeTCPFlagFin, metadata.AttributeTCPFlagRst}
 
 // rttSeries is one RTT histogram stream: like series, but the values are
-// RTT samples, which merge instead of adding.
+// RTT samples, which merge instead of adding. Its attributes are its key
+// in the set.
 type rttSeries struct {
-	attrs          metadata.FlowAttributes
 	start          time.Time
 	total, window  core.RTTStats
 	touched, fresh bool
@@ -351,7 +351,11 @@ type rttSeries struct {
 // when it had some in the interval (delta).
 type rttSet struct {
 	selection metadata.AttributeSelection
-	series    map[metadata.FlowAttributes]*rttSeries
+	// series is keyed by the packed attributes, 64 bytes per flow instead
+	// of a FlowAttributes' 360.
+	series map[packedAttrs]*rttSeries
+	// point holds the attributes of the point flush records.
+	point metadata.FlowAttributes
 }
 
 // newRTTSet returns nil for a disabled metric; adding to nil is a no-op.
@@ -359,17 +363,17 @@ func newRTTSet(enabled bool, sel metadata.AttributeSelection) *rttSet {
 	if !enabled {
 		return nil
 	}
-	return &rttSet{selection: sel, series: map[metadata.FlowAttributes]*rttSeries{}}
+	return &rttSet{selection: sel, series: map[packedAttrs]*rttSeries{}}
 }
 
-func (rs *rttSet) add(a metadata.FlowAttributes, start time.Time, rtt core.RTTStats) {
+func (rs *rttSet) add(la *lazyAttrs, start time.Time, rtt core.RTTStats) {
 	if rs == nil {
 		return
 	}
-	key := rs.selection.Select(a)
+	key := la.selectKey(rs.selection)
 	s := rs.series[key]
 	if s == nil {
-		s = &rttSeries{attrs: key, start: start, fresh: true}
+		s = &rttSeries{start: start, fresh: true}
 		rs.series[key] = s
 	} else if s.fresh && start.Before(s.start) {
 		s.start = start
@@ -399,10 +403,12 @@ func (rs *rttSet) flush(delta bool, prevEnd, now time.Time, record func(start, t
 			continue
 		case delta:
 			if s.window.Samples > 0 {
-				point(prevEnd, s.window, &s.attrs)
+				key.unpackTo(&rs.point)
+				point(prevEnd, s.window, &rs.point)
 			}
 		case s.total.Samples > 0:
-			point(s.start, s.total, &s.attrs)
+			key.unpackTo(&rs.point)
+			point(s.start, s.total, &rs.point)
 		}
 		s.window, s.touched, s.fresh = core.RTTStats{}, false, false
 	}
@@ -563,7 +569,7 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 			}
 		}
 		if s.rtt != nil {
-			s.rtt.add(la.get(), sr.StartTime, sr.RTT)
+			s.rtt.add(&la, sr.StartTime, sr.RTT)
 		}
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
