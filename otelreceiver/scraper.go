@@ -105,11 +105,8 @@ type seriesSet struct {
 	seed  maphash.Seed
 	// list is every series, in the order they were created, for flush.
 	list []*series
-	// bySlot is the series each aggregator series slot went to: while an
-	// aggregator series lives it reaches its series without its attributes
-	// being built and hashed again. An entry is valid only while its
-	// aggregator series lives: the aggregator marks a reused slot Born.
-	bySlot []*series
+	// bySlot is the series each aggregator series slot went to.
+	bySlot slots[series]
 	// point holds the attributes of the point flush records: a field, so
 	// that handing record a pointer allocates nothing.
 	point metadata.FlowAttributes
@@ -191,10 +188,7 @@ func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta [2]uint64) {
 	if ss == nil {
 		return
 	}
-	var s *series
-	if sr.Slot >= 0 && !sr.Born && int(sr.Slot) < len(ss.bySlot) {
-		s = ss.bySlot[sr.Slot]
-	}
+	s := ss.bySlot.get(sr)
 	// Only single-metric sets skip zeros.
 	zero := delta[0] == 0
 	if s == noSeries {
@@ -211,7 +205,7 @@ func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta [2]uint64) {
 			// total it would report is zero. Created later, at the
 			// first count, its start is still before that count.
 			if s = ss.find(h, key); s == nil {
-				ss.remember(sr, noSeries)
+				ss.bySlot.set(sr, noSeries)
 				return
 			}
 		} else if s = ss.find(h, key); s == nil {
@@ -221,7 +215,7 @@ func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta [2]uint64) {
 			ss.list = append(ss.list, s)
 			ss.counts = append(ss.counts, make([]uint64, 2*ss.metrics)...)
 		}
-		ss.remember(sr, s)
+		ss.bySlot.set(sr, s)
 	}
 	if start := sr.StartTime.UnixNano(); s.fresh && start < s.start {
 		s.start = start
@@ -234,15 +228,29 @@ func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta [2]uint64) {
 	s.touched = true
 }
 
-// remember notes the series an aggregator series' slot goes to.
-func (ss *seriesSet) remember(sr *aggregate.Series, s *series) {
+// slots holds what a set made of each aggregator series, by its slot:
+// while an aggregator series lives, the set reaches its series without its
+// attributes being built and hashed again. An entry is valid only while
+// its aggregator series lives: the aggregator marks a reused slot Born.
+type slots[T any] []*T
+
+// get returns the entry of sr, nil if there is none.
+func (sl slots[T]) get(sr *aggregate.Series) *T {
+	if sr.Slot >= 0 && !sr.Born && int(sr.Slot) < len(sl) {
+		return sl[sr.Slot]
+	}
+	return nil
+}
+
+// set notes v as the entry of sr.
+func (sl *slots[T]) set(sr *aggregate.Series, v *T) {
 	if sr.Slot < 0 {
 		return
 	}
-	if n := int(sr.Slot) + 1; n > len(ss.bySlot) {
-		ss.bySlot = append(ss.bySlot, make([]*series, n-len(ss.bySlot))...)
+	if n := int(sr.Slot) + 1; n > len(*sl) {
+		*sl = append(*sl, make([]*T, n-len(*sl))...)
 	}
-	ss.bySlot[sr.Slot] = s
+	(*sl)[sr.Slot] = v
 }
 
 // find returns the series of key, whose hash is h, or nil.
@@ -354,6 +362,9 @@ type rttSet struct {
 	// series is keyed by the packed attributes, 64 bytes per flow instead
 	// of a FlowAttributes' 360.
 	series map[packedAttrs]*rttSeries
+	// bySlot is the series each aggregator series slot went to: without
+	// it every flow's attributes would be built and packed at every scrape.
+	bySlot slots[rttSeries]
 	// point holds the attributes of the point flush records.
 	point metadata.FlowAttributes
 }
@@ -366,17 +377,21 @@ func newRTTSet(enabled bool, sel metadata.AttributeSelection) *rttSet {
 	return &rttSet{selection: sel, series: map[packedAttrs]*rttSeries{}}
 }
 
-func (rs *rttSet) add(la *lazyAttrs, start time.Time, rtt core.RTTStats) {
+func (rs *rttSet) add(sr *aggregate.Series, la *lazyAttrs, rtt core.RTTStats) {
 	if rs == nil {
 		return
 	}
-	key := la.selectKey(rs.selection)
-	s := rs.series[key]
+	s := rs.bySlot.get(sr)
 	if s == nil {
-		s = &rttSeries{start: start, fresh: true}
-		rs.series[key] = s
-	} else if s.fresh && start.Before(s.start) {
-		s.start = start
+		key := la.selectKey(rs.selection)
+		if s = rs.series[key]; s == nil {
+			s = &rttSeries{start: sr.StartTime, fresh: true}
+			rs.series[key] = s
+		}
+		rs.bySlot.set(sr, s)
+	}
+	if s.fresh && sr.StartTime.Before(s.start) {
+		s.start = sr.StartTime
 	}
 	s.total.Merge(rtt)
 	s.window.Merge(rtt)
@@ -569,7 +584,7 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 			}
 		}
 		if s.rtt != nil {
-			s.rtt.add(&la, sr.StartTime, sr.RTT)
+			s.rtt.add(sr, &la, sr.RTT)
 		}
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
