@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unique"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -28,20 +29,17 @@ import (
 type series struct {
 	// attrs are the series' selected attributes, shared with the other
 	// metrics' series of the same aggregator series when their selections
-	// are equal (by default all are): one copy of the strings per flow,
-	// not one per metric. Never modified.
-	attrs *metadata.FlowAttributes
-	// hash is attrs' hash in the set's index; next is the next series with
-	// the same hash.
-	hash uint64
+	// are equal (by default all are): one copy per flow, not one per
+	// metric. Never modified.
+	attrs *packedAttrs
+	// next is the next series with the same hash in the set's index.
 	next *series
 	// start is the earliest StartTime of the aggregator series in it at
-	// its first scrape.
-	start time.Time
-	// total is the cumulative count since start.
-	total uint64
-	// window is the count since the previous scrape.
-	window uint64
+	// its first scrape, in Unix nanoseconds as pdata writes it: a
+	// time.Time would take 24 bytes per series instead of 8.
+	start int64
+	// pos is the series' place in the set's list, and so of its counts.
+	pos int32
 	// touched: some aggregator series of this scrape belongs to it.
 	touched bool
 	// fresh: the series was created in this scrape, so its start may still
@@ -50,12 +48,53 @@ type series struct {
 	fresh bool
 }
 
-// seriesSet accumulates one flow metric. Counts are summed from the
-// aggregator's deltas rather than copied from its cumulative values,
-// because a metric whose attributes list drops some of the dimensions sums
-// several aggregator series, which come and go independently.
+// packedAttrs are a series' attributes as a seriesSet keeps them while the
+// series lives: the values that differ from flow to flow (addresses and
+// ports) inline, and the rest, which many flows share (interface,
+// direction, network and transport, process, container, groups), interned.
+// 64 bytes per flow instead of a FlowAttributes' 360, which at a full
+// table was most of the receiver's own memory. Comparable: equal packed
+// attributes are equal attributes, because interned values are equal
+// exactly when their handles are.
+type packedAttrs struct {
+	shared                 unique.Handle[metadata.FlowAttributes]
+	src, dst               string
+	srcPort, dstPort       int64
+	hasSrcPort, hasDstPort bool
+}
+
+func pack(a metadata.FlowAttributes) packedAttrs {
+	p := packedAttrs{src: a.SourceAddress, dst: a.DestinationAddress, srcPort: a.SourcePort, dstPort: a.DestinationPort,
+		hasSrcPort: a.HasSourcePort, hasDstPort: a.HasDestinationPort}
+	a.SourceAddress, a.DestinationAddress, a.SourcePort, a.DestinationPort = "", "", 0, 0
+	a.HasSourcePort, a.HasDestinationPort = false, false
+	p.shared = unique.Make(a)
+	return p
+}
+
+// unpackTo writes the attributes p packed into a.
+func (p *packedAttrs) unpackTo(a *metadata.FlowAttributes) {
+	*a = p.shared.Value()
+	a.SourceAddress, a.DestinationAddress, a.SourcePort, a.DestinationPort = p.src, p.dst, p.srcPort, p.dstPort
+	a.HasSourcePort, a.HasDestinationPort = p.hasSrcPort, p.hasDstPort
+}
+
+// seriesSet accumulates one flow metric, or two whose series are the same
+// (bytes and packets with equal attribute selections, as by default): one
+// series, index entry and slot per flow then serves both. Counts are
+// summed from the aggregator's deltas rather than copied from its
+// cumulative values, because a metric whose attributes list drops some of
+// the dimensions sums several aggregator series, which come and go
+// independently.
 type seriesSet struct {
 	selection metadata.AttributeSelection
+	// metrics is how many metrics the set counts, 1 or 2.
+	metrics int
+	// counts holds, for the series at list[i], from counts[i*2*metrics]
+	// on: each metric's cumulative count since start and its count since
+	// the previous scrape. A slice without pointers, which the garbage
+	// collector does not scan, instead of fields of every series.
+	counts []uint64
 	// skipZero leaves out cumulative points whose total is still zero: a
 	// retransmit count is reported only for series that retransmitted.
 	skipZero bool
@@ -66,11 +105,11 @@ type seriesSet struct {
 	seed  maphash.Seed
 	// list is every series, in the order they were created, for flush.
 	list []*series
-	// bySlot is the series each aggregator series slot went to: while an
-	// aggregator series lives it reaches its series without its attributes
-	// being built and hashed again. An entry is valid only while its
-	// aggregator series lives: the aggregator marks a reused slot Born.
-	bySlot []*series
+	// bySlot is the series each aggregator series slot went to.
+	bySlot slots[series]
+	// point holds the attributes of the point flush records: a field, so
+	// that handing record a pointer allocates nothing.
+	point metadata.FlowAttributes
 }
 
 // newSeriesSet returns nil for a disabled metric; adding to nil is a no-op.
@@ -78,7 +117,19 @@ func newSeriesSet(enabled bool, sel metadata.AttributeSelection) *seriesSet {
 	if !enabled {
 		return nil
 	}
-	return &seriesSet{selection: sel, index: map[uint64]*series{}, seed: maphash.MakeSeed()}
+	return &seriesSet{selection: sel, metrics: 1, index: map[uint64]*series{}, seed: maphash.MakeSeed()}
+}
+
+// newSeriesSets returns the sets of two metrics that count every
+// aggregator series (no skipZero): one set counting both when both are
+// enabled with equal selections, second then nil; else one set each.
+func newSeriesSets(firstOn bool, firstSel metadata.AttributeSelection, secondOn bool, secondSel metadata.AttributeSelection) (first, second *seriesSet) {
+	if firstOn && secondOn && firstSel == secondSel {
+		both := newSeriesSet(true, firstSel)
+		both.metrics = 2
+		return both, nil
+	}
+	return newSeriesSet(firstOn, firstSel), newSeriesSet(secondOn, secondSel)
 }
 
 // lazyAttrs builds an aggregator series' attributes at most once, and only
@@ -88,10 +139,13 @@ type lazyAttrs struct {
 	sr     *aggregate.Series
 	a      metadata.FlowAttributes
 	done   bool
-	// sel and selected: the last selection made of a and its result on
-	// the heap, which a new series of that selection shares.
+	// sel, key and selected: the last selection made of a, packed, and
+	// its copy on the heap, which every new series of that selection
+	// shares.
 	sel      metadata.AttributeSelection
-	selected *metadata.FlowAttributes
+	haveKey  bool
+	key      packedAttrs
+	selected *packedAttrs
 }
 
 func (l *lazyAttrs) get() metadata.FlowAttributes {
@@ -103,11 +157,21 @@ func (l *lazyAttrs) get() metadata.FlowAttributes {
 	return l.a
 }
 
-// shared returns key, the selection sel of the attributes, on the heap,
-// the same pointer for every set with that selection.
-func (l *lazyAttrs) shared(sel metadata.AttributeSelection, key metadata.FlowAttributes) *metadata.FlowAttributes {
-	if l.selected == nil || l.sel != sel {
-		l.sel, l.selected = sel, &key
+// selectKey returns the selection sel of the attributes, packed.
+func (l *lazyAttrs) selectKey(sel metadata.AttributeSelection) packedAttrs {
+	if !l.haveKey || l.sel != sel {
+		l.sel, l.haveKey, l.selected = sel, true, nil
+		l.key = pack(sel.Select(l.get()))
+	}
+	return l.key
+}
+
+// shared returns selectKey(sel) on the heap, the same pointer for every
+// set with that selection.
+func (l *lazyAttrs) shared(sel metadata.AttributeSelection) *packedAttrs {
+	key := l.selectKey(sel)
+	if l.selected == nil {
+		l.selected = &key
 	}
 	return l.selected
 }
@@ -118,57 +182,80 @@ func (l *lazyAttrs) shared(sel metadata.AttributeSelection, key metadata.FlowAtt
 // would hold a copy of every flow's attributes for points never reported.
 var noSeries = &series{}
 
-func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta uint64) {
+// add counts delta[0] for the set's first metric and delta[1] for its
+// second, if it has one.
+func (ss *seriesSet) add(sr *aggregate.Series, la *lazyAttrs, delta [2]uint64) {
 	if ss == nil {
 		return
 	}
-	var s *series
-	if sr.Slot >= 0 && !sr.Born && int(sr.Slot) < len(ss.bySlot) {
-		s = ss.bySlot[sr.Slot]
-	}
+	s := ss.bySlot.get(sr)
+	// Only single-metric sets skip zeros.
+	zero := delta[0] == 0
 	if s == noSeries {
-		if delta == 0 {
+		if zero {
 			return
 		}
 		s = nil
 	}
 	if s == nil {
-		key := ss.selection.Select(la.get())
-		if ss.skipZero && delta == 0 {
+		key := la.selectKey(ss.selection)
+		h := maphash.Comparable(ss.seed, key)
+		if ss.skipZero && zero {
 			// Joins a series other members made, but makes none: the
 			// total it would report is zero. Created later, at the
 			// first count, its start is still before that count.
-			if s = ss.find(key); s == nil {
-				ss.remember(sr, noSeries)
+			if s = ss.find(h, key); s == nil {
+				ss.bySlot.set(sr, noSeries)
 				return
 			}
-		} else {
-			s = ss.lookup(key, la, sr.StartTime)
+		} else if s = ss.find(h, key); s == nil {
+			s = &series{attrs: la.shared(ss.selection), next: ss.index[h], start: sr.StartTime.UnixNano(),
+				pos: int32(len(ss.list)), fresh: true}
+			ss.index[h] = s
+			ss.list = append(ss.list, s)
+			ss.counts = append(ss.counts, make([]uint64, 2*ss.metrics)...)
 		}
-		ss.remember(sr, s)
+		ss.bySlot.set(sr, s)
 	}
-	if s.fresh && sr.StartTime.Before(s.start) {
-		s.start = sr.StartTime
+	if start := sr.StartTime.UnixNano(); s.fresh && start < s.start {
+		s.start = start
 	}
-	s.total += delta
-	s.window += delta
+	c := ss.counts[int(s.pos)*2*ss.metrics:]
+	for m := range ss.metrics {
+		c[2*m] += delta[m]
+		c[2*m+1] += delta[m]
+	}
 	s.touched = true
 }
 
-// remember notes the series an aggregator series' slot goes to.
-func (ss *seriesSet) remember(sr *aggregate.Series, s *series) {
+// slots holds what a set made of each aggregator series, by its slot:
+// while an aggregator series lives, the set reaches its series without its
+// attributes being built and hashed again. An entry is valid only while
+// its aggregator series lives: the aggregator marks a reused slot Born.
+type slots[T any] []*T
+
+// get returns the entry of sr, nil if there is none.
+func (sl slots[T]) get(sr *aggregate.Series) *T {
+	if sr.Slot >= 0 && !sr.Born && int(sr.Slot) < len(sl) {
+		return sl[sr.Slot]
+	}
+	return nil
+}
+
+// set notes v as the entry of sr.
+func (sl *slots[T]) set(sr *aggregate.Series, v *T) {
 	if sr.Slot < 0 {
 		return
 	}
-	if n := int(sr.Slot) + 1; n > len(ss.bySlot) {
-		ss.bySlot = append(ss.bySlot, make([]*series, n-len(ss.bySlot))...)
+	if n := int(sr.Slot) + 1; n > len(*sl) {
+		*sl = append(*sl, make([]*T, n-len(*sl))...)
 	}
-	ss.bySlot[sr.Slot] = s
+	(*sl)[sr.Slot] = v
 }
 
-// find returns the series of key, or nil.
-func (ss *seriesSet) find(key metadata.FlowAttributes) *series {
-	for s := ss.index[maphash.Comparable(ss.seed, key)]; s != nil; s = s.next {
+// find returns the series of key, whose hash is h, or nil.
+func (ss *seriesSet) find(h uint64, key packedAttrs) *series {
+	for s := ss.index[h]; s != nil; s = s.next {
 		if *s.attrs == key {
 			return s
 		}
@@ -176,27 +263,16 @@ func (ss *seriesSet) find(key metadata.FlowAttributes) *series {
 	return nil
 }
 
-// lookup returns the series of key, created if new.
-func (ss *seriesSet) lookup(key metadata.FlowAttributes, la *lazyAttrs, start time.Time) *series {
-	if s := ss.find(key); s != nil {
-		return s
-	}
-	h := maphash.Comparable(ss.seed, key)
-	head := ss.index[h]
-	s := &series{attrs: la.shared(ss.selection, key), hash: h, next: head, start: start, fresh: true}
-	ss.index[h] = s
-	ss.list = append(ss.list, s)
-	return s
-}
-
-// remove takes s out of the index.
+// remove takes s out of the index. Its hash is computed again rather than
+// kept: removal is rare, and the series is 8 bytes smaller.
 func (ss *seriesSet) remove(s *series) {
-	head := ss.index[s.hash]
+	h := maphash.Comparable(ss.seed, *s.attrs)
+	head := ss.index[h]
 	if head == s {
 		if s.next == nil {
-			delete(ss.index, s.hash)
+			delete(ss.index, h)
 		} else {
-			ss.index[s.hash] = s.next
+			ss.index[h] = s.next
 		}
 		return
 	}
@@ -208,33 +284,61 @@ func (ss *seriesSet) remove(s *series) {
 	}
 }
 
-// flush calls record for every point of this scrape and then forgets the
-// series none of whose aggregator series was reported (idle past
-// series_idle_timeout or cut by max_series), so that one that returns
-// starts a new series with a new start time instead of resuming an old count.
-func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, val int64, a metadata.FlowAttributes)) {
+// recordFunc records one point of a flow metric.
+type recordFunc func(start, ts pcommon.Timestamp, val int64, a *metadata.FlowAttributes)
+
+// flush calls record[m] for every point of the set's metric m in this
+// scrape and then forgets the series none of whose aggregator series was
+// reported (idle past series_idle_timeout or cut by max_series), so that
+// one that returns starts a new series with a new start time instead of
+// resuming an old count.
+func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record ...recordFunc) {
 	if ss == nil {
 		return
 	}
 	ts := pcommon.NewTimestampFromTime(now)
+	stride := 2 * ss.metrics
 	kept := ss.list[:0]
-	for _, s := range ss.list {
-		switch {
-		case !s.touched:
+	for i, s := range ss.list {
+		if !s.touched {
 			ss.remove(s)
 			continue
-		case delta:
-			if s.window > 0 {
-				record(pcommon.NewTimestampFromTime(prevEnd), ts, int64(s.window), *s.attrs)
-			}
-		case s.total > 0 || !ss.skipZero:
-			record(pcommon.NewTimestampFromTime(s.start), ts, int64(s.total), *s.attrs)
 		}
-		s.window, s.touched, s.fresh = 0, false, false
+		c := ss.counts[i*stride : (i+1)*stride]
+		unpacked := false
+		for m := range ss.metrics {
+			total, window := c[2*m], c[2*m+1]
+			start, val := pcommon.Timestamp(0), uint64(0)
+			switch {
+			case delta:
+				if window == 0 {
+					continue
+				}
+				start, val = pcommon.NewTimestampFromTime(prevEnd), window
+			case total > 0 || !ss.skipZero:
+				// As pcommon.NewTimestampFromTime writes a time.
+				start, val = pcommon.Timestamp(uint64(s.start)), total
+			default:
+				continue
+			}
+			if !unpacked {
+				s.attrs.unpackTo(&ss.point)
+				unpacked = true
+			}
+			record[m](start, ts, int64(val), &ss.point)
+		}
+		for m := range ss.metrics {
+			c[2*m+1] = 0
+		}
+		s.touched, s.fresh = false, false
+		// The kept series move down in list and counts alike.
+		s.pos = int32(len(kept))
+		copy(ss.counts[len(kept)*stride:], c)
 		kept = append(kept, s)
 	}
 	clear(ss.list[len(kept):])
 	ss.list = kept
+	ss.counts = ss.counts[:len(kept)*stride]
 }
 
 // tcpFlagNames are the pktstatbpf.tcp.flag values, in the order of
@@ -242,9 +346,9 @@ func (ss *seriesSet) flush(delta bool, prevEnd, now time.Time, record func(start
 var tcpFlagNames = [4]string{metadata.AttributeTCPFlagSyn, metadata.AttributeTCPFlagSynack, metadata.AttributeTCPFlagFin, metadata.AttributeTCPFlagRst}
 
 // rttSeries is one RTT histogram stream: like series, but the values are
-// RTT samples, which merge instead of adding.
+// RTT samples, which merge instead of adding. Its attributes are its key
+// in the set.
 type rttSeries struct {
-	attrs          metadata.FlowAttributes
 	start          time.Time
 	total, window  core.RTTStats
 	touched, fresh bool
@@ -255,7 +359,14 @@ type rttSeries struct {
 // when it had some in the interval (delta).
 type rttSet struct {
 	selection metadata.AttributeSelection
-	series    map[metadata.FlowAttributes]*rttSeries
+	// series is keyed by the packed attributes, 64 bytes per flow instead
+	// of a FlowAttributes' 360.
+	series map[packedAttrs]*rttSeries
+	// bySlot is the series each aggregator series slot went to: without
+	// it every flow's attributes would be built and packed at every scrape.
+	bySlot slots[rttSeries]
+	// point holds the attributes of the point flush records.
+	point metadata.FlowAttributes
 }
 
 // newRTTSet returns nil for a disabled metric; adding to nil is a no-op.
@@ -263,20 +374,24 @@ func newRTTSet(enabled bool, sel metadata.AttributeSelection) *rttSet {
 	if !enabled {
 		return nil
 	}
-	return &rttSet{selection: sel, series: map[metadata.FlowAttributes]*rttSeries{}}
+	return &rttSet{selection: sel, series: map[packedAttrs]*rttSeries{}}
 }
 
-func (rs *rttSet) add(a metadata.FlowAttributes, start time.Time, rtt core.RTTStats) {
+func (rs *rttSet) add(sr *aggregate.Series, la *lazyAttrs, rtt core.RTTStats) {
 	if rs == nil {
 		return
 	}
-	key := rs.selection.Select(a)
-	s := rs.series[key]
+	s := rs.bySlot.get(sr)
 	if s == nil {
-		s = &rttSeries{attrs: key, start: start, fresh: true}
-		rs.series[key] = s
-	} else if s.fresh && start.Before(s.start) {
-		s.start = start
+		key := la.selectKey(rs.selection)
+		if s = rs.series[key]; s == nil {
+			s = &rttSeries{start: sr.StartTime, fresh: true}
+			rs.series[key] = s
+		}
+		rs.bySlot.set(sr, s)
+	}
+	if s.fresh && sr.StartTime.Before(s.start) {
+		s.start = sr.StartTime
 	}
 	s.total.Merge(rtt)
 	s.window.Merge(rtt)
@@ -285,12 +400,12 @@ func (rs *rttSet) add(a metadata.FlowAttributes, start time.Time, rtt core.RTTSt
 
 var rttBounds = metadata.RTTBoundsSeconds()
 
-func (rs *rttSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, h metadata.Histogram, a metadata.FlowAttributes)) {
+func (rs *rttSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, h metadata.Histogram, a *metadata.FlowAttributes)) {
 	if rs == nil {
 		return
 	}
 	ts := pcommon.NewTimestampFromTime(now)
-	point := func(start time.Time, r core.RTTStats, a metadata.FlowAttributes) {
+	point := func(start time.Time, r core.RTTStats, a *metadata.FlowAttributes) {
 		record(pcommon.NewTimestampFromTime(start), ts, metadata.Histogram{
 			Count: r.Samples, Sum: r.Sum.Seconds(), Min: r.Min.Seconds(), Max: r.Max.Seconds(),
 			Bounds: rttBounds, Counts: r.Buckets[:],
@@ -303,10 +418,12 @@ func (rs *rttSet) flush(delta bool, prevEnd, now time.Time, record func(start, t
 			continue
 		case delta:
 			if s.window.Samples > 0 {
-				point(prevEnd, s.window, s.attrs)
+				key.unpackTo(&rs.point)
+				point(prevEnd, s.window, &rs.point)
 			}
 		case s.total.Samples > 0:
-			point(s.start, s.total, s.attrs)
+			key.unpackTo(&rs.point)
+			point(s.start, s.total, &rs.point)
 		}
 		s.window, s.touched, s.fresh = core.RTTStats{}, false, false
 	}
@@ -372,13 +489,13 @@ func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc)
 		splitIdentities: hasIdentity(cfg.dimensions()),
 		mapper:          newAttributeMapper(cfg.dimensions(), cfg.CIDRGroups),
 		mb:              mb,
-		bytes:           newSeriesSet(m.PktstatbpfNetworkFlowBytes.Enabled, mb.PktstatbpfNetworkFlowBytesSelection()),
-		packets:         newSeriesSet(m.PktstatbpfNetworkFlowPackets.Enabled, mb.PktstatbpfNetworkFlowPacketsSelection()),
 		retransmits:     newSeriesSet(m.PktstatbpfNetworkFlowTCPRetransmits.Enabled, mb.PktstatbpfNetworkFlowTCPRetransmitsSelection()),
 		// Without tcp_rtt no series has samples: no set, and no attributes
 		// built for it.
 		rtt: newRTTSet(m.PktstatbpfNetworkFlowTCPRTT.Enabled && cfg.TCPRTT, mb.PktstatbpfNetworkFlowTCPRTTSelection()),
 	}
+	s.bytes, s.packets = newSeriesSets(m.PktstatbpfNetworkFlowBytes.Enabled, mb.PktstatbpfNetworkFlowBytesSelection(),
+		m.PktstatbpfNetworkFlowPackets.Enabled, mb.PktstatbpfNetworkFlowPacketsSelection())
 	if s.retransmits != nil {
 		s.retransmits.skipZero = true
 	}
@@ -391,8 +508,8 @@ func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc)
 		}
 	}
 	if cfg.Drops {
-		s.dropPackets = newSeriesSet(m.PktstatbpfNetworkFlowDropPackets.Enabled, mb.PktstatbpfNetworkFlowDropPacketsSelection())
-		s.dropBytes = newSeriesSet(m.PktstatbpfNetworkFlowDropBytes.Enabled, mb.PktstatbpfNetworkFlowDropBytesSelection())
+		s.dropPackets, s.dropBytes = newSeriesSets(m.PktstatbpfNetworkFlowDropPackets.Enabled, mb.PktstatbpfNetworkFlowDropPacketsSelection(),
+			m.PktstatbpfNetworkFlowDropBytes.Enabled, mb.PktstatbpfNetworkFlowDropBytesSelection())
 	}
 	return s, nil
 }
@@ -456,13 +573,14 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	for i := range out {
 		sr := out[i]
 		la := lazyAttrs{mapper: &s.mapper, sr: sr}
-		s.bytes.add(sr, &la, sr.DeltaBytes)
-		s.packets.add(sr, &la, sr.DeltaPackets)
-		s.retransmits.add(sr, &la, sr.DeltaRetransmits)
+		// bytes counts packets too when it is the only set of both.
+		s.bytes.add(sr, &la, [2]uint64{sr.DeltaBytes, sr.DeltaPackets})
+		s.packets.add(sr, &la, [2]uint64{sr.DeltaPackets})
+		s.retransmits.add(sr, &la, [2]uint64{sr.DeltaRetransmits})
 		if s.tcpFlags[0] != nil {
 			d := sr.DeltaTCP
 			for i, v := range [4]uint64{d.SYN, d.SYNACK, d.FIN, d.RST} {
-				s.tcpFlags[i].add(sr, &la, v)
+				s.tcpFlags[i].add(sr, &la, [2]uint64{v})
 			}
 		}
 		if s.rtt != nil {
@@ -470,15 +588,15 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 			if sr.RTT != nil {
 				rtt = *sr.RTT
 			}
-			s.rtt.add(la.get(), sr.StartTime, rtt)
+			s.rtt.add(sr, &la, rtt)
 		}
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
-	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint)
+	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint, s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
 	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
 	s.retransmits.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint)
 	for i, flag := range tcpFlagNames {
-		s.tcpFlags[i].flush(delta, s.prevEnd, now, func(start, ts pcommon.Timestamp, val int64, a metadata.FlowAttributes) {
+		s.tcpFlags[i].flush(delta, s.prevEnd, now, func(start, ts pcommon.Timestamp, val int64, a *metadata.FlowAttributes) {
 			s.mb.RecordPktstatbpfNetworkFlowTCPFlagsDataPoint(start, ts, val, a, flag)
 		})
 	}
@@ -487,10 +605,11 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		for i := range drops {
 			sr := drops[i]
 			la := lazyAttrs{mapper: &s.mapper, sr: sr}
-			s.dropPackets.add(sr, &la, sr.DeltaPackets)
-			s.dropBytes.add(sr, &la, sr.DeltaBytes)
+			// dropPackets counts bytes too when it is the only set of both.
+			s.dropPackets.add(sr, &la, [2]uint64{sr.DeltaPackets, sr.DeltaBytes})
+			s.dropBytes.add(sr, &la, [2]uint64{sr.DeltaBytes})
 		}
-		s.dropPackets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropPacketsDataPoint)
+		s.dropPackets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropPacketsDataPoint, s.mb.RecordPktstatbpfNetworkFlowDropBytesDataPoint)
 		s.dropBytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropBytesDataPoint)
 	}
 	s.rtt.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRTTDataPoint)

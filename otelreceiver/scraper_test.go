@@ -426,3 +426,67 @@ func TestTCPFlagPoints(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedSetMatchesOwnSets: bytes and packets with equal selections
+// share one series set; each metric's points are exactly those it gets
+// from a set of its own (the other metric disabled), through series that
+// merge, end, return and start again, cumulative and delta.
+func TestSharedSetMatchesOwnSets(t *testing.T) {
+	a := udp4(core.Egress, 1111, 53)
+	b := udp4(core.Egress, 2222, 53)
+	c := udp4(core.Ingress, 3333, 53)
+	snaps := []core.Snapshot{
+		{Time: at(10), Records: []core.Record{rec(a, at(5), 0, 0, 1, 100), rec(b, at(2), 0, 0, 2, 250)}},
+		{Time: at(20), Records: []core.Record{rec(a, at(5), 1, 100, 3, 330), rec(b, at(2), 2, 250, 0, 0), rec(c, at(1), 0, 0, 4, 480)}},
+		{Time: at(40), Records: []core.Record{rec(c, at(1), 4, 480, 1, 90)}},
+		{Time: at(50), Records: []core.Record{rec(a, at(45), 0, 0, 5, 600), rec(c, at(1), 5, 570, 0, 0)}},
+	}
+	metricOf := func(md pmetric.Metrics, name string) pmetric.Metric {
+		ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+		for i := 0; i < ms.Len(); i++ {
+			if ms.At(i).Name() == name {
+				return ms.At(i)
+			}
+		}
+		t.Fatalf("no metric %s", name)
+		return pmetric.Metric{}
+	}
+	// points lists a sum's points in order, with everything they carry.
+	points := func(m pmetric.Metric) []string {
+		var out []string
+		dps := m.Sum().DataPoints()
+		for i := 0; i < dps.Len(); i++ {
+			dp := dps.At(i)
+			out = append(out, fmt.Sprint(dp.StartTimestamp(), dp.Timestamp(), dp.IntValue(), dp.Attributes().AsRaw()))
+		}
+		return out
+	}
+	for _, temporality := range []string{TemporalityCumulative, TemporalityDelta} {
+		for _, attrs := range [][]string{nil, {metadata.AttrNetworkIODirection}} {
+			t.Run(fmt.Sprint(temporality, attrs), func(t *testing.T) {
+				scraper := func(bytes, packets bool) []pmetric.Metrics {
+					s := newTestScraper(t, &fakeSource{snaps: snaps}, func(c *Config) {
+						c.Temporality = temporality
+						c.SeriesIdleTimeout = aggregate.Duration(15 * time.Second)
+						c.Metrics.PktstatbpfNetworkFlowBytes.Enabled = bytes
+						c.Metrics.PktstatbpfNetworkFlowPackets.Enabled = packets
+						c.Metrics.PktstatbpfNetworkFlowBytes.Attributes = attrs
+						c.Metrics.PktstatbpfNetworkFlowPackets.Attributes = attrs
+					})
+					return scrapeN(t, s, len(snaps))
+				}
+				shared, bytesOnly, packetsOnly := scraper(true, true), scraper(true, false), scraper(false, true)
+				for i := range snaps {
+					for _, own := range []struct {
+						md   pmetric.Metrics
+						name string
+					}{{bytesOnly[i], metadata.MetricPktstatbpfNetworkFlowBytes}, {packetsOnly[i], metadata.MetricPktstatbpfNetworkFlowPackets}} {
+						want, got := points(metricOf(own.md, own.name)), points(metricOf(shared[i], own.name))
+						require.NotEmpty(t, want, "scrape %d %s", i+1, own.name)
+						assert.Equal(t, want, got, "scrape %d %s", i+1, own.name)
+					}
+				}
+			})
+		}
+	}
+}

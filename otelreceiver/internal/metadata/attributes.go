@@ -2,6 +2,7 @@ package metadata
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 
@@ -280,16 +281,54 @@ func (s AttributeSelection) Select(a FlowAttributes) FlowAttributes {
 	return out
 }
 
-// put writes the selected attributes that have a value into m.
-func (s AttributeSelection) put(a FlowAttributes, m pcommon.Map) {
-	m.EnsureCapacity(8)
+// put writes the selected attributes that have a value into m, after
+// sizing m for them and extra more that the caller adds: a point's
+// attribute slice is then allocated once, at its final length, whatever
+// the dimensions. a is a pointer because it is large and read only.
+func (s AttributeSelection) put(a *FlowAttributes, m pcommon.Map, extra int) {
+	// Which to write, found first so that m is sized before it is filled.
+	var put uint32
+	has := func(bit uint32, ok bool) {
+		if ok && s.has(bit) {
+			put |= bit
+		}
+	}
+	has(bitNetworkInterfaceName, a.InterfaceName != "")
+	has(bitNetworkIODirection, a.Direction != "")
+	has(bitNetworkType, a.NetworkType != "")
+	has(bitNetworkTransport, a.Transport != "")
+	has(bitSourceAddress, a.SourceAddress != "")
+	has(bitSourceGroup, a.SourceGroup != "")
+	has(bitSourceCIDR, a.SourceCIDR != "")
+	has(bitSourcePort, a.HasSourcePort)
+	has(bitDestinationAddress, a.DestinationAddress != "")
+	has(bitDestinationGroup, a.DestinationGroup != "")
+	has(bitDestinationCIDR, a.DestinationCIDR != "")
+	has(bitDestinationPort, a.HasDestinationPort)
+	has(bitProcessPID, a.PID != 0)
+	has(bitProcessComm, a.Comm != "")
+	has(bitContainerID, a.ContainerID != "")
+	has(bitK8sPodUID, a.PodUID != "")
+	has(bitNetworkProtocolName, a.ProtocolName != "")
+	has(bitVLANID, a.VLANID != 0)
+	has(bitFlags, a.Flags != "")
+	has(bitCgroupPath, a.CgroupPath != "")
+	has(bitICMPType, a.HasICMPType)
+	has(bitICMPCode, a.HasICMPCode)
+	n := bits.OnesCount32(put) + extra
+	for _, f := range [...]bool{a.Overflow, a.Filtered, a.Other, a.DropReason != ""} {
+		if f {
+			n++
+		}
+	}
+	m.EnsureCapacity(n)
 	putStr := func(bit uint32, name, v string) {
-		if v != "" && s.has(bit) {
+		if put&bit != 0 {
 			m.PutStr(name, v)
 		}
 	}
-	putInt := func(bit uint32, name string, ok bool, v int64) {
-		if ok && s.has(bit) {
+	putInt := func(bit uint32, name string, v int64) {
+		if put&bit != 0 {
 			m.PutInt(name, v)
 		}
 	}
@@ -300,21 +339,21 @@ func (s AttributeSelection) put(a FlowAttributes, m pcommon.Map) {
 	putStr(bitSourceAddress, AttrSourceAddress, a.SourceAddress)
 	putStr(bitSourceGroup, AttrSourceGroup, a.SourceGroup)
 	putStr(bitSourceCIDR, AttrSourceCIDR, a.SourceCIDR)
-	putInt(bitSourcePort, AttrSourcePort, a.HasSourcePort, a.SourcePort)
+	putInt(bitSourcePort, AttrSourcePort, a.SourcePort)
 	putStr(bitDestinationAddress, AttrDestinationAddress, a.DestinationAddress)
 	putStr(bitDestinationGroup, AttrDestinationGroup, a.DestinationGroup)
 	putStr(bitDestinationCIDR, AttrDestinationCIDR, a.DestinationCIDR)
-	putInt(bitDestinationPort, AttrDestinationPort, a.HasDestinationPort, a.DestinationPort)
-	putInt(bitProcessPID, AttrProcessPID, a.PID != 0, a.PID)
+	putInt(bitDestinationPort, AttrDestinationPort, a.DestinationPort)
+	putInt(bitProcessPID, AttrProcessPID, a.PID)
 	putStr(bitProcessComm, AttrProcessComm, a.Comm)
 	putStr(bitContainerID, AttrContainerID, a.ContainerID)
 	putStr(bitK8sPodUID, AttrK8sPodUID, a.PodUID)
 	putStr(bitNetworkProtocolName, AttrNetworkProtocolName, a.ProtocolName)
-	putInt(bitVLANID, AttrVLANID, a.VLANID != 0, a.VLANID)
+	putInt(bitVLANID, AttrVLANID, a.VLANID)
 	putStr(bitFlags, AttrFlags, a.Flags)
 	putStr(bitCgroupPath, AttrCgroupPath, a.CgroupPath)
-	putInt(bitICMPType, AttrICMPType, a.HasICMPType, a.ICMPType)
-	putInt(bitICMPCode, AttrICMPCode, a.HasICMPCode, a.ICMPCode)
+	putInt(bitICMPType, AttrICMPType, a.ICMPType)
+	putInt(bitICMPCode, AttrICMPCode, a.ICMPCode)
 	if a.Overflow {
 		m.PutBool(AttrOverflow, true)
 	}

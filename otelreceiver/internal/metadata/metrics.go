@@ -284,18 +284,18 @@ func (mb *MetricsBuilder) PktstatbpfNetworkFlowPacketsSelection() AttributeSelec
 
 // RecordPktstatbpfNetworkFlowBytesDataPoint adds a point for one series; attrs are
 // written as far as the metric's selection allows.
-func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowBytesDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowBytesDataPoint(start, ts pcommon.Timestamp, val int64, attrs *FlowAttributes) {
 	if dp, ok := mb.networkFlowBytes.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
-		mb.bytesSelection.put(attrs, dp.Attributes())
+		mb.bytesSelection.put(attrs, dp.Attributes(), 0)
 	}
 }
 
 // RecordPktstatbpfNetworkFlowPacketsDataPoint adds a point for one series.
-func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowPacketsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowPacketsDataPoint(start, ts pcommon.Timestamp, val int64, attrs *FlowAttributes) {
 	if dp, ok := mb.networkFlowPackets.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
-		mb.packetsSelection.put(attrs, dp.Attributes())
+		mb.packetsSelection.put(attrs, dp.Attributes(), 0)
 	}
 }
 
@@ -305,10 +305,10 @@ func (mb *MetricsBuilder) PktstatbpfNetworkFlowTCPRetransmitsSelection() Attribu
 }
 
 // RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint adds a point for one series.
-func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint(start, ts pcommon.Timestamp, val int64, attrs *FlowAttributes) {
 	if dp, ok := mb.networkFlowRetransmits.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
-		mb.retransmitsSelection.put(attrs, dp.Attributes())
+		mb.retransmitsSelection.put(attrs, dp.Attributes(), 0)
 	}
 }
 
@@ -319,10 +319,10 @@ func (mb *MetricsBuilder) PktstatbpfNetworkFlowTCPFlagsSelection() AttributeSele
 
 // RecordPktstatbpfNetworkFlowTCPFlagsDataPoint adds a point for one series
 // and one flag (AttributeTCPFlagSyn, ...).
-func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPFlagsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes, flag string) {
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPFlagsDataPoint(start, ts pcommon.Timestamp, val int64, attrs *FlowAttributes, flag string) {
 	if dp, ok := mb.networkFlowTCPFlags.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
-		mb.tcpFlagsSelection.put(attrs, dp.Attributes())
+		mb.tcpFlagsSelection.put(attrs, dp.Attributes(), 1)
 		dp.Attributes().PutStr(AttrTCPFlag, flag)
 	}
 }
@@ -338,18 +338,18 @@ func (mb *MetricsBuilder) PktstatbpfNetworkFlowDropBytesSelection() AttributeSel
 }
 
 // RecordPktstatbpfNetworkFlowDropPacketsDataPoint adds a point for one drop series.
-func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowDropPacketsDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowDropPacketsDataPoint(start, ts pcommon.Timestamp, val int64, attrs *FlowAttributes) {
 	if dp, ok := mb.networkFlowDropPackets.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
-		mb.dropPacketsSelection.put(attrs, dp.Attributes())
+		mb.dropPacketsSelection.put(attrs, dp.Attributes(), 0)
 	}
 }
 
 // RecordPktstatbpfNetworkFlowDropBytesDataPoint adds a point for one drop series.
-func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowDropBytesDataPoint(start, ts pcommon.Timestamp, val int64, attrs FlowAttributes) {
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowDropBytesDataPoint(start, ts pcommon.Timestamp, val int64, attrs *FlowAttributes) {
 	if dp, ok := mb.networkFlowDropBytes.newDataPoint(start, ts); ok {
 		dp.SetIntValue(val)
-		mb.dropBytesSelection.put(attrs, dp.Attributes())
+		mb.dropBytesSelection.put(attrs, dp.Attributes(), 0)
 	}
 }
 
@@ -378,7 +378,7 @@ type Histogram struct {
 }
 
 // RecordPktstatbpfNetworkFlowTCPRTTDataPoint adds a point for one series.
-func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPRTTDataPoint(start, ts pcommon.Timestamp, h Histogram, attrs FlowAttributes) {
+func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPRTTDataPoint(start, ts pcommon.Timestamp, h Histogram, attrs *FlowAttributes) {
 	if dp, ok := mb.networkFlowRTT.newHistogramDataPoint(start, ts); ok {
 		dp.SetCount(h.Count)
 		dp.SetSum(h.Sum)
@@ -386,7 +386,7 @@ func (mb *MetricsBuilder) RecordPktstatbpfNetworkFlowTCPRTTDataPoint(start, ts p
 		dp.SetMax(h.Max)
 		dp.ExplicitBounds().FromRaw(h.Bounds)
 		dp.BucketCounts().FromRaw(h.Counts)
-		mb.rttSelection.put(attrs, dp.Attributes())
+		mb.rttSelection.put(attrs, dp.Attributes(), 0)
 	}
 }
 
