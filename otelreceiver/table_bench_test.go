@@ -2,10 +2,14 @@ package pktstatbpfreceiver
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
 	"github.com/pktstat-bpf/pktstat-bpf/core"
+	"github.com/pktstat-bpf/pktstat-bpf/internal/benchmem"
 )
 
 // tableRecords is a full default-size table as core returns it: IPv4 and
@@ -51,15 +55,21 @@ func BenchmarkTableToPdata(b *testing.B) {
 		b.ReportMetric(flows, "flows")
 	})
 	b.Run("steady", func(b *testing.B) {
+		before := benchmem.Live()
 		s := newTestScraper(b, &fakeSource{}, nil)
 		s.convert(core.Snapshot{Time: at(0), Records: recs})
 		b.ReportAllocs()
+		var md pmetric.Metrics
 		for i := 1; b.Loop(); i++ {
-			md := s.convert(core.Snapshot{Time: at(i), Records: recs})
+			md = s.convert(core.Snapshot{Time: at(i), Records: recs})
 			if md.DataPointCount() < 2*flows {
 				b.Fatalf("%d data points for %d flows", md.DataPointCount(), flows)
 			}
 		}
 		b.ReportMetric(flows, "flows")
+		// The scraper (aggregation, series sets) and one scrape's metrics.
+		benchmem.ReportPerFlow(b, before, flows)
+		runtime.KeepAlive(s)
+		runtime.KeepAlive(md)
 	})
 }
