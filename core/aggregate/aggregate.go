@@ -70,8 +70,8 @@ type Series struct {
 	TCP      core.TCPFlagCounts
 	DeltaTCP core.TCPFlagCounts
 	// RTT merges the records' smoothed RTT samples of this call (tcp_rtt):
-	// samples and sums add, min of mins, max of maxes; not cumulative.
-	// nil when the call had none (always without tcp_rtt): most series
+	// samples and sums add, min of mins, max of maxes; not cumulative. It
+	// is nil when the call had none (always without tcp_rtt): most series
 	// never have one, and a full table of them would carry 160 bytes each.
 	RTT *core.RTTStats
 	// StartTime is when counting for this series began: the earliest
