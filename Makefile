@@ -67,6 +67,11 @@ test-guests:
 ## build: the collector distribution, Telegraf with the plugin, and the execd shim
 build: $(BUILD_TARGETS)
 
+# The rules name the binaries by absolute path; `make build/telegraf` (an
+# existing file with no rule of its own) would otherwise report nothing to do
+# however stale it is.
+$(patsubst $(CURDIR)/%,%,$(BUILD_TARGETS)): build/%: $(BUILD)/%
+
 ## bench: per-packet BPF cost, drain and conversion cost, end-to-end throughput
 bench: $(BENCH_TARGETS)
 
