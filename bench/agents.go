@@ -24,7 +24,10 @@ type agentResult struct {
 	peakRSS   int64
 	// rssAt is the peak RSS (VmHWM) at the end of each flow level: the
 	// levels rise, so it is the peak with at most that many flows.
-	rssAt   map[int]int64
+	rssAt map[int]int64
+	// rssNow is the resident set (VmRSS) after each measured interval of a
+	// level: what the agent holds in steady state, beside the peak.
+	rssNow  map[int][]float64
 	emitted map[int]string // flows -> what the agent reported per drain (sanity)
 }
 
@@ -49,13 +52,17 @@ func procCPU(pid int) (float64, error) {
 	return (ut + st) * 10, nil
 }
 
-func procRSS(pid int) int64 {
+// procRSS returns the peak resident set (VmHWM) of pid in bytes.
+func procRSS(pid int) int64 { return procStatus(pid, "VmHWM:") }
+
+// procStatus returns a kB field of /proc/PID/status in bytes, 0 if absent.
+func procStatus(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmHWM:") {
+		if strings.HasPrefix(l, field) {
 			f := strings.Fields(l)
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb * 1024
@@ -142,7 +149,7 @@ func measureAgent(p *vethPair, name, bin string, args []string, countRE, countUn
 		return nil, err
 	}
 	defer sender.Close()
-	res := &agentResult{name: name, cpuPerInt: map[int][]float64{}, rssAt: map[int]int64{}, emitted: map[int]string{}}
+	res := &agentResult{name: name, cpuPerInt: map[int][]float64{}, rssAt: map[int]int64{}, rssNow: map[int][]float64{}, emitted: map[int]string{}}
 	for _, n := range agentFlowCounts {
 		frames := p.flowFrames(n)
 		// Every flow gets a packet each interval: all are active and growing.
@@ -173,6 +180,7 @@ func measureAgent(p *vethPair, name, bin string, args []string, countRE, countUn
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
 			res.cpuPerInt[n] = append(res.cpuPerInt[n], c1-c0)
+			res.rssNow[n] = append(res.rssNow[n], float64(procStatus(pid, "VmRSS:")>>20))
 			c0 = c1
 		}
 		_, total1, _ := tail.get()

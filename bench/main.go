@@ -347,6 +347,12 @@ func agentRows(t *table, root, tmp string, intervals int) {
 		for _, n := range agentFlowCounts {
 			t.add(row{section: sec, name: fmt.Sprintf("peak RSS up to %d active flows", n), value: fmt.Sprintf("%d MiB", r.rssAt[n]>>20)})
 		}
+		// The peak is reached once (often in the first drains of a level,
+		// when every series is new); this is what the agent keeps resident
+		// interval after interval at a full table.
+		now := r.rssNow[agentFullTable]
+		t.add(row{section: sec, name: fmt.Sprintf("RSS during the %d-flow intervals (VmRSS)", agentFullTable),
+			value: fmt.Sprintf("%.0f MiB", median(now)), spread: spread(now, "%.0f")})
 		// The marginal cost of a flow, all layers together (core state,
 		// aggregation, conversion, the agent's own buffers), from the two
 		// loaded levels of the same process.
