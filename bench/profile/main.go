@@ -6,6 +6,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -13,14 +14,24 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/pktstat-bpf/pktstat-bpf/bpf"
+)
+
+// slots is the table size of the slot design's variants; cycleFlows the
+// flows the cyc_* programs visit in turn (both as in variants.c).
+const (
+	slots      = 131072
+	cycleFlows = 10000
 )
 
 func fatal(err error) {
@@ -48,6 +59,14 @@ func main() {
 	}
 	spec, err := ebpf.LoadCollectionSpec(obj)
 	if err != nil {
+		fatal(err)
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		fatal(err)
+	}
+	spec.Maps["lanes"].MaxEntries = uint32(slots * ncpu)
+	if err := spec.Variables["ncpu"].Set(uint32(ncpu)); err != nil {
 		fatal(err)
 	}
 	coll, err := ebpf.NewCollection(spec)
@@ -94,6 +113,11 @@ func main() {
 		{"hash_only", "constant 48-byte key: per-CPU hash lookup and bump", coll.Programs["hash_only"]},
 		{"hash_shared", "constant 48-byte key: shared hash lookup, atomic bump", coll.Programs["hash_shared"]},
 		{"parse_hash", "parse and per-CPU hash, nothing else", coll.Programs["parse_hash"]},
+		{"parse_shared", "parse, plain (shared) hash, atomic adds", coll.Programs["parse_shared"]},
+		{"parse_hash24", "parse, move the IPv4 fields into a 24-byte key, per-CPU hash", coll.Programs["parse_hash24"]},
+		{"slot_lane", "parse, plain hash key -> slot, this CPU's lane of an mmapable array", coll.Programs["slot_lane"]},
+		{"slot24_lane", "the same with the 24-byte key", coll.Programs["slot24_lane"]},
+		{"slot_shared", "parse, plain hash key -> slot, atomic adds to the slot's one counter", coll.Programs["slot_shared"]},
 		{"parse_cache", "parse, then a hit in a per-CPU direct-mapped cache (inlined array lookup, 48-byte compare)", coll.Programs["parse_cache"]},
 		{"tc_ingress", "the real program (adds pull check, VLAN, app-protocol check)", objs.TcIngress},
 	}
@@ -121,5 +145,161 @@ func main() {
 	fmt.Printf("%-12s %8s %9s  %s\n", "program", "ns/pkt", "vs empty", "what it does")
 	for _, p := range progs {
 		fmt.Printf("%-12s %8.0f %+9.0f  %s\n", p.name, med(res[p.name]), med(res[p.name])-base, p.what)
+	}
+
+	cycling(coll, pkt, *rounds, med)
+	drain(ncpu, *rounds, med)
+}
+
+// cycling times the variants with 10,000 flows visited in turn (the
+// cyc_* programs rewrite the source address before each run), against the
+// rewrite alone, after a first pass has created every flow.
+func cycling(coll *ebpf.Collection, pkt []byte, rounds int, med func([]float64) float64) {
+	names := []string{"cyc_empty", "cyc_parse_hash", "cyc_parse_shared", "cyc_parse_hash24", "cyc_slot_lane", "cyc_slot24_lane", "cyc_slot_shared"}
+	res := map[string][]float64{}
+	for _, n := range names {
+		if _, _, err := coll.Programs[n].Benchmark(pkt, 2*cycleFlows, nil); err != nil {
+			fatal(fmt.Errorf("run %s: %w", n, err))
+		}
+	}
+	for _, m := range []string{"flows", "flows_shared", "flows24", "slot_of", "slot_of24"} {
+		if got := entries(coll.Maps[m]); got < cycleFlows {
+			fatal(fmt.Errorf("map %s holds %d flows after the first pass, want at least %d", m, got, cycleFlows))
+		}
+	}
+	for r := 0; r < rounds; r++ {
+		for _, n := range names {
+			_, d, err := coll.Programs[n].Benchmark(pkt, 100000, nil)
+			if err != nil {
+				fatal(fmt.Errorf("run %s: %w", n, err))
+			}
+			res[n] = append(res[n], float64(d.Nanoseconds()))
+		}
+	}
+	base := med(res["cyc_empty"])
+	fmt.Printf("\n%d flows cycling (each row: the source rewrite, then the variant)\n", cycleFlows)
+	fmt.Printf("%-17s %8s %9s\n", "program", "ns/pkt", "vs rewrite")
+	for _, n := range names {
+		fmt.Printf("%-17s %8.0f %+9.0f\n", n, med(res[n]), med(res[n])-base)
+	}
+}
+
+// entries counts the keys of a hash map.
+func entries(m *ebpf.Map) int {
+	n := 0
+	var prev any // nil: start from the first key
+	k := make([]byte, m.KeySize())
+	for m.NextKey(prev, &k) == nil {
+		n++
+		prev = k
+	}
+	return n
+}
+
+// drain times what a drain of a full table costs in each design: the
+// per-CPU hash copied out with BPF_MAP_LOOKUP_BATCH, as core does today,
+// against summing each slot's counters straight from an mmapped array (one
+// lane per CPU, or one shared lane). The slot design still has to learn the
+// key of each new slot; that is once per flow, not per drain, and not timed.
+func drain(ncpu, rounds int, med func([]float64) float64) {
+	type counters = bpf.FlowFlowCounters
+	hash, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUHash, KeySize: 48, ValueSize: 48, MaxEntries: slots})
+	if err != nil {
+		fatal(err)
+	}
+	defer hash.Close()
+	keys := make([]bpf.FlowFlowKey, slots)
+	vals := make([]counters, slots*ncpu)
+	for i := range keys {
+		keys[i].SrcAddr = [16]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}
+		keys[i].Ifindex = 2
+		keys[i].EthProto = 0x0800
+		for c := 0; c < ncpu; c++ {
+			vals[i*ncpu+c] = counters{Packets: uint64(i), Bytes: uint64(i) * 100}
+		}
+	}
+	if n, err := hash.BatchUpdate(keys, vals, nil); err != nil || n != slots {
+		fatal(fmt.Errorf("fill the per-CPU hash: %d of %d: %v", n, slots, err))
+	}
+	mmapped := func(lanes int) (*ebpf.Map, []counters) {
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 48, MaxEntries: uint32(slots * lanes), Flags: unix.BPF_F_MMAPABLE})
+		if err != nil {
+			fatal(err)
+		}
+		mem, err := unix.Mmap(m.FD(), 0, slots*lanes*48, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			fatal(fmt.Errorf("mmap the counter array: %w", err))
+		}
+		cs := unsafe.Slice((*counters)(unsafe.Pointer(&mem[0])), slots*lanes)
+		for i := range cs {
+			cs[i] = counters{Packets: uint64(i), Bytes: uint64(i) * 100}
+		}
+		return m, cs
+	}
+	laneMap, laneMem := mmapped(ncpu)
+	defer laneMap.Close()
+	sharedMap, sharedMem := mmapped(1)
+	defer sharedMap.Close()
+
+	type sums struct{ packets, bytes uint64 }
+	out := make([]sums, slots)
+	bk := make([]bpf.FlowFlowKey, 4096)
+	bv := make([]counters, 4096*ncpu)
+	readHash := func() {
+		var cur ebpf.MapBatchCursor
+		i := 0
+		for {
+			n, err := hash.BatchLookup(&cur, bk, bv, nil)
+			for j := 0; j < n; j++ {
+				var s sums
+				for _, v := range bv[j*ncpu : (j+1)*ncpu] {
+					s.packets += v.Packets
+					s.bytes += v.Bytes
+				}
+				out[i] = s
+				i++
+			}
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			if err != nil {
+				fatal(fmt.Errorf("batch lookup: %w", err))
+			}
+		}
+		if i != slots {
+			fatal(fmt.Errorf("batch lookup returned %d of %d entries", i, slots))
+		}
+	}
+	readLanes := func(cs []counters, lanes int) func() {
+		return func() {
+			for i := range out {
+				var s sums
+				for _, v := range cs[i*lanes : (i+1)*lanes] {
+					s.packets += v.Packets
+					s.bytes += v.Bytes
+				}
+				out[i] = s
+			}
+		}
+	}
+	ways := []struct {
+		name, what string
+		read       func()
+	}{
+		{"batch_percpu", "BPF_MAP_LOOKUP_BATCH of the per-CPU hash, 4,096 a call, summed", readHash},
+		{"mmap_lanes", "sum of each slot's per-CPU lanes, read from the mmapped array", readLanes(laneMem, ncpu)},
+		{"mmap_shared", "each slot's one counter, read from the mmapped array", readLanes(sharedMem, 1)},
+	}
+	res := map[string][]float64{}
+	for r := 0; r < rounds; r++ {
+		for _, w := range ways {
+			t0 := time.Now()
+			w.read()
+			res[w.name] = append(res[w.name], float64(time.Since(t0).Microseconds())/1000)
+		}
+	}
+	fmt.Printf("\ndrain of %d flows, %d possible CPUs (ms per read, median of %d)\n", slots, ncpu, rounds)
+	for _, w := range ways {
+		fmt.Printf("%-13s %8.1f  %s\n", w.name, med(res[w.name]), w.what)
 	}
 }
