@@ -14,9 +14,12 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-/* The flow table; max_entries is replaced by max_flows when loading. */
+/*
+ * The flow table, one value per flow shared by the CPUs (maps.h,
+ * bump_shared); max_entries is replaced by max_flows when loading.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 131072);
 	__type(key, struct flow_key);
 	__type(value, struct flow_counters);

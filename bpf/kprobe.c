@@ -74,17 +74,20 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define ICMP_ECHO_ 8
 #define ICMPV6_ECHO_REQUEST_ 128
 
-/* The flow table; max_entries is replaced by max_flows when loading. */
+/*
+ * The flow table, one value per flow shared by the CPUs (maps.h,
+ * bump_shared); max_entries is replaced by max_flows when loading.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 131072);
 	__type(key, struct cgroup_flow_key);
 	__type(value, struct flow_counters);
 } kprobe_flows SEC(".maps");
 
-/* TCP retransmissions per flow: packets = skbs, bytes = their payload. */
+/* TCP retransmissions per flow: packets = skbs, bytes = their payload; shared like kprobe_flows. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 131072);
 	__type(key, struct cgroup_flow_key);
 	__type(value, struct flow_counters);
@@ -209,11 +212,18 @@ struct {
 	__type(value, struct kret_args);
 } kret_args SEC(".maps");
 
-/* Per-CPU counters: a program runs with migration disabled, so no atomics. */
+/* Per-CPU counters (the overflow maps): a program runs with migration disabled, so no atomics. */
 static __always_inline void add(struct flow_counters *c, __u64 packets, __u64 bytes)
 {
 	c->packets += packets;
 	c->bytes += bytes;
+}
+
+/* A value every CPU adds to (kprobe_flows, kprobe_retransmits): atomic adds. */
+static __always_inline void add_shared(struct flow_counters *c, __u64 packets, __u64 bytes)
+{
+	__sync_fetch_and_add(&c->packets, packets);
+	__sync_fetch_and_add(&c->bytes, bytes);
 }
 
 static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 packets, __u64 bytes)
@@ -241,12 +251,12 @@ static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 
 		add(c, packets, bytes);
 }
 
-/* count adds to key's entry in map; a full table sends the counts to overflow. */
+/* count adds to key's entry in map (a shared table); a full table sends the counts to overflow. */
 static __always_inline void count(void *map, const struct cgroup_flow_key *key, __u64 packets, __u64 bytes)
 {
 	struct flow_counters *c = bpf_map_lookup_elem(map, key);
 	if (c) {
-		add(c, packets, bytes);
+		add_shared(c, packets, bytes);
 		return;
 	}
 	struct flow_counters init = { .packets = packets, .bytes = bytes, .first_seen_ns = bpf_ktime_get_ns() };
@@ -257,7 +267,7 @@ static __always_inline void count(void *map, const struct cgroup_flow_key *key, 
 		/* Another CPU created it between our lookup and update. */
 		c = bpf_map_lookup_elem(map, key);
 		if (c) {
-			add(c, packets, bytes);
+			add_shared(c, packets, bytes);
 			return;
 		}
 	}

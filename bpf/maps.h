@@ -23,13 +23,30 @@ struct {
 } flows_overflow_total SEC(".maps");
 
 /*
- * Counters are per CPU, so plain increments are enough: a program runs with
- * migration disabled and no other CPU writes this CPU's copy.
+ * The overflow counters are per CPU, so plain increments are enough: a
+ * program runs with migration disabled and no other CPU writes this CPU's
+ * copy.
  */
 static __always_inline void bump(struct flow_counters *c, __u64 len)
 {
 	c->packets++;
 	c->bytes += len;
+}
+
+/*
+ * The flow tables (flows, cgroup_flows, kprobe_flows, the retransmit tables)
+ * hold one value per flow that every CPU adds to, not one per possible CPU:
+ * a preallocated per-CPU table costs max_flows * 48 bytes of kernel memory
+ * per possible CPU (384 MiB at 131,072 flows on a 64-CPU host, charged to
+ * the agent's memory cgroup), a shared one 48 bytes per flow whatever the
+ * CPU count. Its counters take atomic adds, which cost no more per packet
+ * than the per-CPU table's plain ones here (bench/profile: parse_shared
+ * against parse_hash); packets of one flow seldom meet on two CPUs at once.
+ */
+static __always_inline void bump_shared(struct flow_counters *c, __u64 len)
+{
+	__sync_fetch_and_add(&c->packets, 1);
+	__sync_fetch_and_add(&c->bytes, len);
 }
 
 /* TCP header flag bits (byte 13 of the header). */
@@ -71,6 +88,23 @@ static __always_inline void bump_tcp(struct flow_counters *c, __u8 tf)
 		c->tcp_fin++;
 	if (tf & TCPF_RST_)
 		c->tcp_rst++;
+}
+
+/* bump_tcp_shared is bump_tcp for a value every CPU adds to. */
+static __always_inline void bump_tcp_shared(struct flow_counters *c, __u8 tf)
+{
+	if (!(tf & (TCPF_FIN_ | TCPF_SYN_ | TCPF_RST_)))
+		return;
+	if (tf & TCPF_SYN_) {
+		if (tf & TCPF_ACK_)
+			__sync_fetch_and_add(&c->tcp_synack, 1);
+		else
+			__sync_fetch_and_add(&c->tcp_syn, 1);
+	}
+	if (tf & TCPF_FIN_)
+		__sync_fetch_and_add(&c->tcp_fin, 1);
+	if (tf & TCPF_RST_)
+		__sync_fetch_and_add(&c->tcp_rst, 1);
 }
 
 /*
@@ -118,10 +152,12 @@ static __always_inline void count_overflow(__u32 ifindex, __u8 direction, __u64 
 }
 
 /*
- * count_flow adds one packet to key's entry in map, creating it if needed,
- * and lets an undecided flow look at this packet's payload (fk is the flow
- * part of key, pc the parse cursor). A full table never drops a packet from
- * the totals: it goes to overflow.
+ * count_flow adds one packet to key's entry in map (a shared flow table),
+ * creating it if needed, and lets an undecided flow look at this packet's
+ * payload (fk is the flow part of key, pc the parse cursor). A full table
+ * never drops a packet from the totals: it goes to overflow. Two CPUs may
+ * inspect one flow's payload at once; the protocol is then decided by
+ * whichever writes last, from that flow's own payload either way.
  */
 static __always_inline void count_flow(void *map, const void *key, const struct flow_key *fk,
 				       const struct cursor *pc, __u64 len)
@@ -129,8 +165,8 @@ static __always_inline void count_flow(void *map, const void *key, const struct 
 	__u8 tf = tcp_flags(pc, fk);
 	struct flow_counters *c = bpf_map_lookup_elem(map, key);
 	if (c) {
-		bump(c, len);
-		bump_tcp(c, tf);
+		bump_shared(c, len);
+		bump_tcp_shared(c, tf);
 		if (c->app_proto == APP_UNDECIDED)
 			app_update(c, pc, fk);
 		return;
@@ -145,8 +181,8 @@ static __always_inline void count_flow(void *map, const void *key, const struct 
 		/* Another CPU created it between our lookup and update. */
 		c = bpf_map_lookup_elem(map, key);
 		if (c) {
-			bump(c, len);
-			bump_tcp(c, tf);
+			bump_shared(c, len);
+			bump_tcp_shared(c, tf);
 			return;
 		}
 	}

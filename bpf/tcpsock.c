@@ -45,9 +45,14 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
  */
 const volatile __u32 want_netns = 0;
 
-/* Retransmissions per flow: packets = skbs, bytes = their payload. */
+/*
+ * Retransmissions per flow: packets = skbs, bytes = their payload. One
+ * value per flow shared by the CPUs, as the flow tables (maps.h,
+ * bump_shared): a per-CPU table of max_flows entries would cost
+ * max_flows * 48 bytes per possible CPU for events this rare.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 131072);
 	__type(key, struct cgroup_flow_key);
 	__type(value, struct flow_counters);
@@ -137,8 +142,9 @@ static __always_inline void retransmitted(struct sock *sk, struct sk_buff *skb)
 				c->first_seen_ns = bpf_ktime_get_ns();
 		}
 	}
-	c->packets++;
-	c->bytes += bytes;
+	/* Atomic for the shared table; the per-CPU overflow total needs none, but it is as rare. */
+	__sync_fetch_and_add(&c->packets, 1);
+	__sync_fetch_and_add(&c->bytes, bytes);
 }
 
 SEC("tp_btf/tcp_retransmit_skb")

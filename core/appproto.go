@@ -29,7 +29,8 @@ func appProtoName(v uint8) string {
 	return ""
 }
 
-// mergeAppProto combines the per-CPU decisions of one flow: a CPU that
+// mergeAppProto combines the decisions in one flow's values (one per CPU in
+// a per-CPU table; the shared flow tables have one): a value that
 // recognised a protocol wins over ones that saw nothing or gave up.
 func mergeAppProto(vals []counters) uint8 {
 	var app uint8

@@ -84,7 +84,7 @@ func flowApp(t *testing.T, objs *bpf.FlowObjects, pkts ...[]byte) string {
 		}
 	}
 	var k bpf.FlowFlowKey
-	var vals []counters
+	vals := make([]counters, lanesOf(t, objs.Flows))
 	n := 0
 	app := uint8(0)
 	for it := objs.Flows.Iterate(); it.Next(&k, &vals); n++ {

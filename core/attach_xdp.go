@@ -57,7 +57,7 @@ func attachXDP(ns *nsContext, prog *ebpf.Program, ifindex int, name, mode string
 	case mode == XDPNative && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)):
 		return nil, fmt.Errorf("attach xdp/native to %s: the driver has no native XDP (%w): use xdp_mode = \"auto\" or \"generic\"", name, err)
 	case mode == XDPOffload:
-		return nil, fmt.Errorf("attach xdp/offload to %s: %w: offload needs a SmartNIC driver that can also offload per-CPU hash maps; use xdp_mode = \"native\" or \"auto\"", name, err)
+		return nil, fmt.Errorf("attach xdp/offload to %s: %w: offload needs a SmartNIC driver that can offload the program and its maps (per-CPU ones included); use xdp_mode = \"native\" or \"auto\"", name, err)
 	case errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST):
 		return nil, fmt.Errorf("attach xdp to %s: %s already holds the interface's XDP hook, which takes one program (%w): "+
 			"use mode = \"tc\", whose TCX hooks run several programs and ours first", name, xdpHolder(ns, ifindex), err)

@@ -63,6 +63,9 @@ type Collector struct {
 
 	records []Record
 	expired uint64
+	// kernelMem is what the capture's BPF maps hold in the kernel, summed
+	// at Start (Health.KernelMemory).
+	kernelMem uint64
 	// clockOffset converts kernel times to wall time, fixed at Start (and
 	// kept in pin_path across restarts).
 	clockOffset int64
@@ -129,6 +132,10 @@ func (c *Collector) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	c.kernelMem = c.kernelMemory()
+	ncpu, _ := ebpf.PossibleCPU()
+	c.cfg.Logger.Info("pktstat-bpf: kernel tables loaded; their memory is charged to this process's memory cgroup",
+		"kernel_memory_mib", (c.kernelMem+1<<19)>>20, "max_flows", c.cfg.MaxFlows, "possible_cpus", ncpu)
 	c.started = true
 	return nil
 }
@@ -370,7 +377,7 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, err
 	}
-	h := Health{ActiveFlows: active, Capacity: c.cfg.MaxFlows}
+	h := Health{ActiveFlows: active, Capacity: c.cfg.MaxFlows, KernelMemory: c.kernelMem}
 	// Overflow entries never expire: there are few, and they are the
 	// evidence that max_flows is too small.
 	if _, err := c.overflow.drain(now, clock, math.MaxInt64, func(k bpf.FlowOverflowKey, st *flowState, dp, db uint64, expired bool) {

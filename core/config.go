@@ -45,14 +45,16 @@ const (
 	// MinMaxFlows keeps the kernel table large enough to be useful; smaller
 	// values are rejected rather than silently raised.
 	MinMaxFlows = 16
-	// MaxMaxFlows bounds kernel memory: a per-CPU table costs about
-	// max_flows * (possible CPUs * 24 + 100) bytes.
+	// MaxMaxFlows bounds kernel memory: the flow table costs max_flows *
+	// 160 bytes in tc and xdp modes (192 with cgroup mode's longer key),
+	// and tc and cgroup modes' retransmit table as much again at 192,
+	// whatever the number of CPUs (one shared value per flow).
 	MaxMaxFlows = 1 << 24
 )
 
 // defaultMaxFlows is what an empty MaxFlows means: DefaultMaxFlows. The
 // package's tests lower it (TestMain), because creating a preallocated
-// per-CPU table of 131,072 entries is most of a start's cost under the
+// table of 131,072 entries is most of a start's cost under the
 // emulated guests of make vmtest; a test that needs the default size names it.
 var defaultMaxFlows = DefaultMaxFlows
 

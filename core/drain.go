@@ -11,7 +11,8 @@ import (
 	"github.com/pktstat-bpf/pktstat-bpf/bpf"
 )
 
-// counters is the kernel's per-CPU value layout (struct flow_counters); the
+// counters is the kernel's value layout (struct flow_counters), one per
+// flow in the shared tables and one per CPU in the per-CPU ones; the
 // cgroup object's generated type has the same layout.
 type counters = bpf.FlowFlowCounters
 
@@ -38,7 +39,8 @@ type flowState struct {
 	id uint64
 }
 
-// table drains one per-CPU flow map keyed by K.
+// table drains one flow map keyed by K: a shared table (one value per
+// entry) or a per-CPU one (one per possible CPU, summed).
 type table[K comparable] struct {
 	m     *ebpf.Map
 	ncpu  int
@@ -74,9 +76,9 @@ type seenFlow[K comparable] struct {
 const slabSize = 1024
 
 func newTable[K comparable](m *ebpf.Map) (*table[K], error) {
-	ncpu, err := ebpf.PossibleCPU()
+	ncpu, err := valueLanes(m)
 	if err != nil {
-		return nil, fmt.Errorf("count possible CPUs: %w", err)
+		return nil, err
 	}
 	return &table[K]{
 		m:     m,
@@ -87,8 +89,24 @@ func newTable[K comparable](m *ebpf.Map) (*table[K], error) {
 	}, nil
 }
 
-// sum adds one entry's per-CPU values; the entry's start is the earliest
-// first_seen_ns any CPU recorded (only the creating CPU records one).
+// valueLanes is how many values one entry of m has: one per possible CPU
+// in a per-CPU map, one in a shared one (the flow and retransmit tables,
+// whose counters every CPU adds to atomically; bpf/maps.h, bump_shared).
+func valueLanes(m *ebpf.Map) (int, error) {
+	switch m.Type() {
+	case ebpf.PerCPUHash, ebpf.PerCPUArray, ebpf.LRUCPUHash:
+		ncpu, err := ebpf.PossibleCPU()
+		if err != nil {
+			return 0, fmt.Errorf("count possible CPUs: %w", err)
+		}
+		return ncpu, nil
+	}
+	return 1, nil
+}
+
+// sum adds one entry's values (one per CPU in a per-CPU map); the entry's
+// start is the earliest first_seen_ns recorded (only the creating CPU
+// records one).
 func sum(vals []counters) (packets, bytes, start uint64) {
 	for i := range vals {
 		packets += vals[i].Packets
@@ -100,8 +118,8 @@ func sum(vals []counters) (packets, bytes, start uint64) {
 	return packets, bytes, start
 }
 
-// sumTCP adds one entry's per-CPU TCP flag counters modulo 2^32, as the
-// kernel keeps them.
+// sumTCP adds one entry's TCP flag counters (one set per CPU in a per-CPU
+// map) modulo 2^32, as the kernel keeps them.
 func sumTCP(vals []counters) (raw [4]uint32) {
 	for i := range vals {
 		raw[0] += vals[i].TcpSyn
@@ -113,7 +131,7 @@ func sumTCP(vals []counters) (raw [4]uint32) {
 }
 
 // addTCP moves st's flag counters to the kernel's new raw sums. Each 32-bit
-// per-CPU counter wraps, and so does their sum modulo 2^32, so the growth
+// kernel counter wraps, and so does a sum of them modulo 2^32, so the growth
 // since the previous read is the difference modulo 2^32: exact while fewer
 // than 2^32 flagged packets of one flow arrive between two drains.
 func (st *flowState) addTCP(raw [4]uint32) {
@@ -225,8 +243,8 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 			st.packets, st.bytes = p, b
 			st.addTCP(sumTCP(perCPU))
 		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
-			// Kernels before 5.14 cannot look up and delete per-CPU
-			// hash entries at once; the window between is one idle flow's.
+			// Kernels before 5.14 cannot look up and delete hash
+			// entries at once; the window between is one idle flow's.
 			if !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) {
 				return active, fmt.Errorf("expire flow in %s: %w", t.m.String(), err)
 			}

@@ -15,16 +15,14 @@ import (
 )
 
 // benchFlows fills the kernel flow table of objs with n IPv4/IPv6 TCP and UDP
-// flows laid out as tc_ingress/tc_egress write them: per-CPU values, packets
-// on every CPU, first_seen_ns on the first one only. grow is added to every
-// CPU's counters, so a later call makes every flow grow; first_seen_ns stays
-// the same, as it does in the kernel.
+// flows laid out as tc_ingress/tc_egress write them: one value per flow in
+// the shared table (one per CPU, first_seen_ns on the first only, if the
+// table is per-CPU). grow is added to every value's counters, so a later
+// call makes every flow grow; first_seen_ns stays the same, as it does in
+// the kernel.
 func benchFlows(b *testing.B, m *ebpf.Map, n int, grow uint64) {
 	b.Helper()
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		b.Fatal(err)
-	}
+	ncpu := lanesOf(b, m)
 	keys := make([]bpf.FlowFlowKey, n)
 	vals := make([]counters, n*ncpu)
 	for i := range keys {

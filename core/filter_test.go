@@ -134,7 +134,7 @@ func loadFilteredForTest(t *testing.T, f Filters) (*bpf.FlowObjects, *bpf.Cgroup
 func mapTotals(t *testing.T, m *ebpf.Map) (entries int, packets, bytes uint64) {
 	t.Helper()
 	key := make([]byte, m.KeySize())
-	var vals []counters
+	vals := make([]counters, lanesOf(t, m))
 	it := m.Iterate()
 	for it.Next(&key, &vals) {
 		p, b, _ := sum(vals)
@@ -151,7 +151,7 @@ func mapTotals(t *testing.T, m *ebpf.Map) (entries int, packets, bytes uint64) {
 func filteredKeys(t *testing.T, m *ebpf.Map) []bpf.FlowOverflowKey {
 	t.Helper()
 	var k bpf.FlowOverflowKey
-	var vals []counters
+	vals := make([]counters, lanesOf(t, m))
 	var out []bpf.FlowOverflowKey
 	it := m.Iterate()
 	for it.Next(&k, &vals) {
@@ -168,7 +168,7 @@ func clearAll(t *testing.T, ms ...*ebpf.Map) {
 	for _, m := range ms {
 		key := make([]byte, m.KeySize())
 		var keys [][]byte
-		var vals []counters
+		vals := make([]counters, lanesOf(t, m))
 		it := m.Iterate()
 		for it.Next(&key, &vals) {
 			keys = append(keys, append([]byte(nil), key...))
@@ -406,7 +406,7 @@ func cgroupTestRunSeesData(t *testing.T, co *bpf.CgroupObjects) bool {
 	pkt := filterPkt(t, "udp", "192.0.2.1", "192.0.2.2", 1, 2)
 	runTimes(t, co.CgroupEgress, pkt, 1)
 	var k bpf.CgroupCgroupFlowKey
-	var vals []counters
+	vals := make([]counters, lanesOf(t, co.CgroupFlows))
 	it := co.CgroupFlows.Iterate()
 	seen := false
 	for it.Next(&k, &vals) {

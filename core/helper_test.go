@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -170,3 +171,14 @@ func holdCollector() int {
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+// lanesOf is how many values one entry of m holds: one per possible CPU in
+// a per-CPU map, one in the shared flow and retransmit tables.
+func lanesOf(t testing.TB, m *ebpf.Map) int {
+	t.Helper()
+	n, err := valueLanes(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

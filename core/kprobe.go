@@ -114,7 +114,12 @@ func (c *Collector) loadKprobeMaps() (*ebpf.CollectionSpec, error) {
 	if kp.retrans, err = newTable[bpf.KprobeCgroupFlowKey](maps.Maps[bpf.KprobeMapKprobeRetransmits]); err != nil {
 		return nil, err
 	}
-	kp.rov = retransOverflow{m: maps.Maps[bpf.KprobeMapRetransmitsOverflow], buf: make([]counters, kp.retrans.ncpu)}
+	rov := maps.Maps[bpf.KprobeMapRetransmitsOverflow]
+	lanes, err := valueLanes(rov) // per CPU, unlike the shared kprobe_retransmits
+	if err != nil {
+		return nil, err
+	}
+	kp.rov = retransOverflow{m: rov, buf: make([]counters, lanes)}
 	if err := c.startOverflow(maps.Maps[bpf.KprobeMapFlowsOverflow], maps.Maps[bpf.KprobeMapFlowsOverflowTotal]); err != nil {
 		return nil, err
 	}

@@ -562,7 +562,7 @@ func TestKprobeDrainJoinsRetransmits(t *testing.T) {
 	}
 	t.Cleanup(func() { c.Close() })
 	c.started = true
-	kp, ncpu := c.kp, c.kp.flows.ncpu
+	kp := c.kp
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	first := uint64(ts.Nano())
@@ -574,9 +574,11 @@ func TestKprobeDrainJoinsRetransmits(t *testing.T) {
 		k.Flow.SrcPort, k.Flow.DstPort, k.Pid = 40000, port, pid
 		return k
 	}
-	// put spreads packets over the first and last CPU, as the kernel would.
+	// put spreads packets over the first and last CPU in a per-CPU map, as
+	// the kernel would; a shared map has one value.
 	put := func(m *ebpf.Map, k any, packets, bytes uint64) {
 		t.Helper()
+		ncpu := lanesOf(t, m)
 		vals := make([]counters, ncpu)
 		vals[0] = counters{Packets: packets / 2, Bytes: bytes / 2, FirstSeenNs: first}
 		vals[ncpu-1].Packets += packets - packets/2

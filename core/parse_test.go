@@ -233,7 +233,7 @@ func flowEntries(t testing.TB, m *ebpf.Map) map[bpf.FlowFlowKey]flowEntry {
 	t.Helper()
 	out := map[bpf.FlowFlowKey]flowEntry{}
 	var k bpf.FlowFlowKey
-	var vals []counters
+	vals := make([]counters, lanesOf(t, m))
 	it := m.Iterate()
 	for it.Next(&k, &vals) {
 		p, b, _ := sum(vals)
@@ -260,7 +260,7 @@ func clearMap(t testing.TB, m *ebpf.Map) {
 	var k bpf.FlowFlowKey
 	var keys []bpf.FlowFlowKey
 	it := m.Iterate()
-	var vals []counters
+	vals := make([]counters, lanesOf(t, m))
 	for it.Next(&k, &vals) {
 		keys = append(keys, k)
 	}

@@ -269,6 +269,14 @@ type Health struct {
 	ActiveFlows int
 	// Capacity is the kernel table size (max_flows).
 	Capacity int
+	// KernelMemory is the bytes of kernel memory the capture's BPF maps
+	// hold (the kernel's memlock accounting, summed at Start). It is
+	// charged to the memory cgroup of the process that loaded them: a
+	// container's memory limit holds it besides the agent's own RSS. The
+	// flow tables keep one value per flow, so it does not grow with the
+	// number of CPUs; the small per-CPU tables (overflow, filtered totals,
+	// drops) do.
+	KernelMemory uint64
 	// OverflowPackets and OverflowBytes are cumulative counts of packets
 	// that did not fit in the flow table (they are also in the Overflow records).
 	OverflowPackets uint64

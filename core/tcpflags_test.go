@@ -23,7 +23,7 @@ func flagsOf(t *testing.T, m *ebpf.Map) map[FlowKey]TCPFlagCounts {
 	t.Helper()
 	out := map[FlowKey]TCPFlagCounts{}
 	var k bpf.FlowFlowKey
-	var vals []counters
+	vals := make([]counters, lanesOf(t, m))
 	it := m.Iterate()
 	for it.Next(&k, &vals) {
 		raw := sumTCP(vals)

@@ -164,8 +164,13 @@ func (c *Collector) startTCPSock() error {
 	if ts.retrans, err = newTable[bpf.TcpsockCgroupFlowKey](coll.Maps[bpf.TcpsockMapTcpRetransmits]); err != nil {
 		return err
 	}
-	ts.ncpu = ts.retrans.ncpu
-	ts.rov = retransOverflow{m: coll.Maps[bpf.TcpsockMapTcpRetransmitsOverflow], buf: make([]counters, ts.ncpu)}
+	// The overflow total and the RTT tables are per CPU; tcp_retransmits
+	// is shared (one value per flow).
+	rov := coll.Maps[bpf.TcpsockMapTcpRetransmitsOverflow]
+	if ts.ncpu, err = valueLanes(rov); err != nil {
+		return err
+	}
+	ts.rov = retransOverflow{m: rov, buf: make([]counters, ts.ncpu)}
 	if c.cfg.TCPRTT {
 		ts.rtt, ts.rttOv = coll.Maps[bpf.TcpsockMapTcpRtt], coll.Maps[bpf.TcpsockMapTcpRttOverflow]
 		ts.rttKeys = make([]bpf.TcpsockCgroupFlowKey, batchSize)

@@ -337,7 +337,7 @@ func TestTCPSockDrainJoins(t *testing.T) {
 	requireTracepoint(t, "tcp_probe")
 	p := nettest.NewPair(t)
 	c := startCollector(t, Config{Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), TCPRTT: true})
-	ts, ncpu := c.tcpsock, c.flows.ncpu
+	ts, ncpu := c.tcpsock, c.tcpsock.ncpu // the RTT table's CPUs
 	var ifA int
 	for i, n := range c.ifaces.names {
 		if n == p.IfA {
@@ -355,7 +355,7 @@ func TestTCPSockDrainJoins(t *testing.T) {
 	}
 	put := func(m *ebpf.Map, k any, packets uint64) {
 		t.Helper()
-		vals := make([]counters, ncpu)
+		vals := make([]counters, lanesOf(t, m))
 		vals[0] = counters{Packets: packets, Bytes: packets * 100, FirstSeenNs: first}
 		if err := m.Put(k, vals); err != nil {
 			t.Fatal(err)
