@@ -76,9 +76,13 @@ struct {
 	__type(value, struct port_bitmaps);
 } filter_ports SEC(".maps");
 
-/* Packets the filters left out, per interface and direction. */
+/*
+ * Packets the filters left out, per interface and direction; per CPU and
+ * not preallocated, as flows_overflow (maps.h).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, struct overflow_key);
 	__type(value, struct flow_counters);

@@ -101,9 +101,10 @@ struct {
 	__type(value, struct flow_counters);
 } retransmits_overflow SEC(".maps");
 
-/* Flows that found kprobe_flows full, per bound device and direction. */
+/* Flows that found kprobe_flows full, per bound device and direction; not preallocated, as in maps.h. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, struct overflow_key);
 	__type(value, struct flow_counters);

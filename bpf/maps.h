@@ -6,9 +6,17 @@
 #include "flow.h"
 #include "appproto.h"
 
-/* Packets that found the flow table full, per interface and direction. */
+/*
+ * Packets that found the flow table full, per interface and direction. Per
+ * CPU, so that a flood's packets, which all land here, take no atomic on a
+ * shared line; not preallocated, so that it costs memory (48 bytes per
+ * possible CPU an entry) only for the interfaces that overflow, instead of
+ * 4,096 entries' worth (12 MiB on a 64-CPU host) from the start. An entry
+ * that cannot be allocated goes to flows_overflow_total.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, struct overflow_key);
 	__type(value, struct flow_counters);

@@ -94,15 +94,15 @@ func TestSharedCountersExactAcrossCPUs(t *testing.T) {
 	pkt := serialize(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp, gopacket.Payload(make([]byte, 100)))
 	const runs, repeat = 20, 50000
 	for _, tc := range []struct {
-		name  string
-		prog  *ebpf.Program
-		flows *ebpf.Map
-		l3    bool // cgroup_skb starts at the IP header
+		name             string
+		prog             *ebpf.Program
+		flows, ov, ovAll *ebpf.Map
+		l3               bool // cgroup_skb starts at the IP header
 	}{
-		{"tc_ingress", fo.TcIngress, fo.Flows, false},
-		{"tc_egress", fo.TcEgress, fo.Flows, false},
-		{"xdp_ingress", fo.XdpIngress, fo.Flows, false},
-		{"cgroup_egress", co.CgroupEgress, co.CgroupFlows, true},
+		{"tc_ingress", fo.TcIngress, fo.Flows, fo.FlowsOverflow, fo.FlowsOverflowTotal, false},
+		{"tc_egress", fo.TcEgress, fo.Flows, fo.FlowsOverflow, fo.FlowsOverflowTotal, false},
+		{"xdp_ingress", fo.XdpIngress, fo.Flows, fo.FlowsOverflow, fo.FlowsOverflowTotal, false},
+		{"cgroup_egress", co.CgroupEgress, co.CgroupFlows, co.FlowsOverflow, co.FlowsOverflowTotal, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.l3 && !cgroupTestRunSeesData(t, co) {
@@ -111,32 +111,50 @@ func TestSharedCountersExactAcrossCPUs(t *testing.T) {
 			if tc.flows.Type() != ebpf.Hash {
 				t.Fatalf("%s is a %s, want a shared hash", tc.flows, tc.flows.Type())
 			}
-			clearAll(t, tc.flows)
-			before := runCount(t, tc.prog)
-			runOnCPUs(t, tc.prog, pkt, cpus, runs, repeat)
-			want := runCount(t, tc.prog) - before
-			if want < 2*runs*repeat {
-				t.Fatalf("the kernel ran %s %d times, fewer than the %d runs asked for", tc.name, want, 2*runs*repeat)
-			}
-			var packets, bytes, syn uint64
-			n := 0
-			vals := make([]counters, lanesOf(t, tc.flows))
-			it := tc.flows.Iterate()
-			var key []byte
-			for it.Next(&key, &vals) {
-				p, b, _ := sum(vals)
-				packets, bytes, syn = packets+p, bytes+b, syn+uint64(sumTCP(vals)[0])
-				n++
-			}
-			if err := it.Err(); err != nil {
-				t.Fatal(err)
-			}
 			l := uint64(len(pkt))
 			if tc.l3 {
 				l -= 14
 			}
-			if n != 1 || packets != want || bytes != want*l || syn != want {
-				t.Fatalf("%d entries, %d packets, %d bytes, %d SYN; want 1 entry, %d packets of %d bytes, %d SYN", n, packets, bytes, syn, want, l, want)
+			for _, created := range []bool{true, false} {
+				clearAll(t, tc.flows, tc.ov)
+				zero := make([]counters, lanesOf(t, tc.ovAll))
+				if err := tc.ovAll.Put(uint32(0), zero); err != nil {
+					t.Fatal(err)
+				}
+				before := runCount(t, tc.prog)
+				if created {
+					runTimes(t, tc.prog, pkt, 1)
+				}
+				runOnCPUs(t, tc.prog, pkt, cpus, runs, repeat)
+				want := runCount(t, tc.prog) - before
+				if want < 2*runs*repeat {
+					t.Fatalf("the kernel ran %s %d times, fewer than the %d runs asked for", tc.name, want, 2*runs*repeat)
+				}
+				n, packets, bytes := mapTotals(t, tc.flows)
+				syn := flagsTotal(t, tc.flows)
+				// Nothing may go missing: a packet that found no room in
+				// the flow table is in the overflow tables.
+				_, op, ob := mapTotals(t, tc.ov)
+				all := make([]counters, lanesOf(t, tc.ovAll))
+				if err := tc.ovAll.Lookup(uint32(0), &all); err != nil {
+					t.Fatal(err)
+				}
+				tp, tb, _ := sum(all)
+				op, ob = op+tp, ob+tb
+				if n != 1 || packets+op != want || bytes+ob != want*l || syn != packets {
+					t.Fatalf("entry created first %v: %d entries, %d packets, %d bytes, %d SYN (overflow: %d packets, %d bytes); want 1 entry, %d packets of %d bytes, a SYN each",
+						created, n, packets, bytes, syn, op, ob, want, l)
+				}
+				// With the entry there before, every packet is the
+				// entry's. When both CPUs create it at once, the 6.1
+				// guest sends one packet per race to overflow (found
+				// there, so still counted); more would be a fault.
+				if created && op > 0 || op > 2 {
+					t.Errorf("entry created first %v: %d of %d packets went to overflow with the flow table holding one entry", created, op, want)
+				}
+				if op > 0 {
+					t.Logf("entry created by both CPUs at once: %d of %d packets in overflow", op, want)
+				}
 			}
 		})
 	}
@@ -198,9 +216,30 @@ func TestFlowTablesKernelMemory(t *testing.T) {
 	for _, m := range tables {
 		sum += memlock(t, m)
 	}
-	if got := snap.Health.KernelMemory; got < sum || got > sum+sum/2 {
-		t.Errorf("Health.KernelMemory %d bytes; the big tables alone hold %d, the rest is far smaller", got, sum)
+	// Before 6.4 the kernel's memlock is a formula of each map's shape,
+	// which counts the small tables as preallocated although they are not;
+	// from 6.4 it is what each map holds.
+	if got := snap.Health.KernelMemory; got < sum {
+		t.Errorf("Health.KernelMemory %d bytes: less than the big tables alone hold, %d", got, sum)
+	} else {
+		t.Logf("Health.KernelMemory %.1f MiB, of which the flow and retransmit tables %.1f MiB", float64(got)/(1<<20), float64(sum)/(1<<20))
 	}
+}
+
+// flagsTotal is the SYN count (without ACK) of every entry of m.
+func flagsTotal(t *testing.T, m *ebpf.Map) uint64 {
+	t.Helper()
+	var n uint64
+	key := make([]byte, m.KeySize())
+	vals := make([]counters, lanesOf(t, m))
+	it := m.Iterate()
+	for it.Next(&key, &vals) {
+		n += uint64(sumTCP(vals)[0])
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // runCount is how many times the kernel has run prog while statistics were on.
