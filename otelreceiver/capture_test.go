@@ -2,6 +2,7 @@ package pktstatbpfreceiver
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/pktstat-bpf/pktstat-bpf/core"
 	"github.com/pktstat-bpf/pktstat-bpf/core/aggregate"
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 	"github.com/pktstat-bpf/pktstat-bpf/otelreceiver/internal/metadata"
@@ -132,8 +134,22 @@ func TestReceiverCountsRealTraffic(t *testing.T) {
 			}
 			assert.Equal(t, wantPackets, withoutMLD(t, flowTotals(mds, metadata.MetricPktstatbpfNetworkFlowPackets, p.IfA)))
 			assert.Equal(t, wantBytes, withoutMLD(t, flowTotals(mds, metadata.MetricPktstatbpfNetworkFlowBytes, p.IfA)))
+			// The kernel tables: the flow table's 160 bytes a flow and
+			// the retransmit table's 192 (where the kernel has the hook),
+			// whatever the CPU count, and the small per-CPU tables.
+			limit, kmem := lastInt(mds, metadata.MetricPktstatbpfFlowLimit), lastInt(mds, metadata.MetricPktstatbpfKernelMemoryUsage)
+			assert.Equal(t, int64(core.DefaultMaxFlows), limit)
+			assert.GreaterOrEqual(t, kmem, limit*160, "kernel memory for a table of %d flows", limit)
+			assert.Less(t, kmem, limit*(160+192)+int64(8+runtime.NumCPU())<<20, "kernel memory for a table of %d flows", limit)
 		})
 	}
+}
+
+// lastInt is the last int value of the metric called name in mds (0 if none).
+func lastInt(mds []pmetric.Metrics, name string) int64 {
+	var v int64
+	eachPoint(mds, name, func(dp pmetric.NumberDataPoint) { v = dp.IntValue() })
+	return v
 }
 
 // TestReceiverRestartsExpiredFlow: a flow that idles out of the kernel table,

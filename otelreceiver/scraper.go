@@ -619,6 +619,7 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	h := snap.Health
 	s.mb.RecordPktstatbpfFlowCountDataPoint(start, ts, int64(h.ActiveFlows))
 	s.mb.RecordPktstatbpfFlowLimitDataPoint(start, ts, int64(h.Capacity))
+	s.mb.RecordPktstatbpfKernelMemoryUsageDataPoint(start, ts, int64(h.KernelMemory))
 	s.mb.RecordPktstatbpfFlowExpiredDataPoint(start, ts, int64(h.ExpiredFlows))
 	s.mb.RecordPktstatbpfOverflowPacketsDataPoint(start, ts, int64(h.OverflowPackets))
 	s.mb.RecordPktstatbpfOverflowBytesDataPoint(start, ts, int64(h.OverflowBytes))

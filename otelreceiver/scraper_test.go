@@ -108,7 +108,7 @@ func mixedSnapshot() core.Snapshot {
 			overflow(ovAll, "", 1, 90),
 		},
 		Health: core.Health{
-			ActiveFlows: 4, Capacity: 4096, OverflowPackets: 6, OverflowBytes: 490,
+			ActiveFlows: 4, Capacity: 4096, KernelMemory: 45 << 20, OverflowPackets: 6, OverflowBytes: 490,
 			ExpiredFlows: 2, DrainDuration: 1500 * time.Microsecond,
 			Hooks: []core.HookState{
 				{Target: "veth0", Hook: "tcx/ingress", Attached: true},

@@ -312,6 +312,7 @@ func addInternalMetric(acc telegraf.Accumulator, snap core.Snapshot, series int,
 	acc.AddFields(internalMeasurement, map[string]interface{}{
 		"active_flows":     int64(h.ActiveFlows),
 		"capacity":         int64(h.Capacity),
+		"kernel_memory":    h.KernelMemory,
 		"overflow_packets": h.OverflowPackets,
 		"overflow_bytes":   h.OverflowBytes,
 		"expired_flows":    h.ExpiredFlows,

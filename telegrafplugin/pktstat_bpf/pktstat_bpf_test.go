@@ -497,7 +497,7 @@ func TestConversion(t *testing.T) {
 			core.Record{FlowKey: core.FlowKey{Direction: core.Ingress}, Interface: "veth0", Overflow: true, Packets: 7, Bytes: 700},
 			core.Record{FlowKey: core.FlowKey{Direction: core.Egress}, Overflow: true, Packets: 1, Bytes: 100},
 		),
-		Health: core.Health{ActiveFlows: 11, Capacity: 1024, OverflowPackets: 8, OverflowBytes: 800, ExpiredFlows: 3,
+		Health: core.Health{ActiveFlows: 11, Capacity: 1024, KernelMemory: 4 << 20, OverflowPackets: 8, OverflowBytes: 800, ExpiredFlows: 3,
 			DrainDuration: 1500 * time.Microsecond,
 			Hooks: []core.HookState{
 				{Target: "veth0", Hook: "tcx/ingress", Attached: true},
@@ -531,7 +531,7 @@ func TestConversion(t *testing.T) {
 	}
 	health := func(series int64) telegraf.Metric {
 		return internal("tc", map[string]interface{}{
-			"active_flows": int64(11), "capacity": int64(1024), "overflow_packets": uint64(8), "overflow_bytes": uint64(800),
+			"active_flows": int64(11), "capacity": int64(1024), "kernel_memory": uint64(4 << 20), "overflow_packets": uint64(8), "overflow_bytes": uint64(800),
 			"expired_flows": uint64(3), "drain_ns": int64(1500000), "convert_ns": int64(0), "hooks_attached": int64(2), "hooks_failed": int64(1),
 			"hooks_not_first": int64(1), "records": int64(13), "series": series,
 		}, t0)

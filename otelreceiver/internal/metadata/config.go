@@ -16,6 +16,7 @@ const (
 	MetricPktstatbpfNetworkFlowTCPRTT         = "pktstatbpf.network.flow.tcp.rtt"
 	MetricPktstatbpfFlowCount                 = "pktstatbpf.flow.count"
 	MetricPktstatbpfFlowLimit                 = "pktstatbpf.flow.limit"
+	MetricPktstatbpfKernelMemoryUsage         = "pktstatbpf.kernel.memory.usage"
 	MetricPktstatbpfFlowExpired               = "pktstatbpf.flow.expired"
 	MetricPktstatbpfOverflowPackets           = "pktstatbpf.overflow.packets"
 	MetricPktstatbpfOverflowBytes             = "pktstatbpf.overflow.bytes"
@@ -65,6 +66,7 @@ type MetricsConfig struct {
 	PktstatbpfNetworkFlowTCPRTT         FlowMetricConfig `mapstructure:"pktstatbpf.network.flow.tcp.rtt"`
 	PktstatbpfFlowCount                 MetricConfig     `mapstructure:"pktstatbpf.flow.count"`
 	PktstatbpfFlowLimit                 MetricConfig     `mapstructure:"pktstatbpf.flow.limit"`
+	PktstatbpfKernelMemoryUsage         MetricConfig     `mapstructure:"pktstatbpf.kernel.memory.usage"`
 	PktstatbpfFlowExpired               MetricConfig     `mapstructure:"pktstatbpf.flow.expired"`
 	PktstatbpfOverflowPackets           MetricConfig     `mapstructure:"pktstatbpf.overflow.packets"`
 	PktstatbpfOverflowBytes             MetricConfig     `mapstructure:"pktstatbpf.overflow.bytes"`
@@ -89,6 +91,7 @@ func DefaultMetricsConfig() MetricsConfig {
 		PktstatbpfNetworkFlowTCPRTT:         FlowMetricConfig{Enabled: true},
 		PktstatbpfFlowCount:                 MetricConfig{Enabled: true},
 		PktstatbpfFlowLimit:                 MetricConfig{Enabled: true},
+		PktstatbpfKernelMemoryUsage:         MetricConfig{Enabled: true},
 		PktstatbpfFlowExpired:               MetricConfig{Enabled: true},
 		PktstatbpfOverflowPackets:           MetricConfig{Enabled: true},
 		PktstatbpfOverflowBytes:             MetricConfig{Enabled: true},

@@ -58,7 +58,7 @@ type metadataFile struct {
 var allDefs = []metricDef{
 	defPktstatbpfNetworkFlowBytes, defPktstatbpfNetworkFlowPackets, defPktstatbpfNetworkFlowTCPRetransmits, defPktstatbpfNetworkFlowTCPFlags,
 	defPktstatbpfNetworkFlowDropPackets, defPktstatbpfNetworkFlowDropBytes, defPktstatbpfNetworkFlowTCPRTT,
-	defFlowCount, defFlowLimit, defFlowExpired, defOverflowPackets, defOverflowBytes, defDrainDuration, defHookCount, defHookNotFirst,
+	defFlowCount, defFlowLimit, defKernelMemoryUsage, defFlowExpired, defOverflowPackets, defOverflowBytes, defDrainDuration, defHookCount, defHookNotFirst,
 }
 
 func readMetadata(t *testing.T) metadataFile {

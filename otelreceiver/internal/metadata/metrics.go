@@ -146,6 +146,9 @@ var (
 	defFlowLimit = metricDef{MetricPktstatbpfFlowLimit,
 		"Size of the kernel flow table (max_flows).",
 		"{flow}", kindUpDownInt}
+	defKernelMemoryUsage = metricDef{MetricPktstatbpfKernelMemoryUsage,
+		"Kernel memory the receiver's BPF maps hold, charged to the collector's memory cgroup besides its own RSS.",
+		"By", kindUpDownInt}
 	defFlowExpired = metricDef{MetricPktstatbpfFlowExpired,
 		"Flows removed from the kernel table after idle_timeout without packets, since the receiver started.",
 		"{flow}", kindSumInt}
@@ -187,6 +190,7 @@ type MetricsBuilder struct {
 	networkFlowRTT            *metricBuffer
 	pktstatbpfFlowCount       *metricBuffer
 	pktstatbpfFlowLimit       *metricBuffer
+	pktstatbpfKernelMemory    *metricBuffer
 	pktstatbpfFlowExpired     *metricBuffer
 	pktstatbpfOverflowPackets *metricBuffer
 	pktstatbpfOverflowBytes   *metricBuffer
@@ -263,6 +267,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		networkFlowRTT:            newMetricBuffer(defPktstatbpfNetworkFlowTCPRTT, m.PktstatbpfNetworkFlowTCPRTT.Enabled, o.flowTemporality),
 		pktstatbpfFlowCount:       newMetricBuffer(defFlowCount, m.PktstatbpfFlowCount.Enabled, cum),
 		pktstatbpfFlowLimit:       newMetricBuffer(defFlowLimit, m.PktstatbpfFlowLimit.Enabled, cum),
+		pktstatbpfKernelMemory:    newMetricBuffer(defKernelMemoryUsage, m.PktstatbpfKernelMemoryUsage.Enabled, cum),
 		pktstatbpfFlowExpired:     newMetricBuffer(defFlowExpired, m.PktstatbpfFlowExpired.Enabled, cum),
 		pktstatbpfOverflowPackets: newMetricBuffer(defOverflowPackets, m.PktstatbpfOverflowPackets.Enabled, cum),
 		pktstatbpfOverflowBytes:   newMetricBuffer(defOverflowBytes, m.PktstatbpfOverflowBytes.Enabled, cum),
@@ -397,6 +402,13 @@ func (mb *MetricsBuilder) RecordPktstatbpfFlowCountDataPoint(start, ts pcommon.T
 	}
 }
 
+// RecordPktstatbpfKernelMemoryUsageDataPoint adds a pktstatbpf.kernel.memory.usage point, in bytes.
+func (mb *MetricsBuilder) RecordPktstatbpfKernelMemoryUsageDataPoint(start, ts pcommon.Timestamp, val int64) {
+	if dp, ok := mb.pktstatbpfKernelMemory.newDataPoint(start, ts); ok {
+		dp.SetIntValue(val)
+	}
+}
+
 // RecordPktstatbpfFlowLimitDataPoint adds a pktstatbpf.flow.limit point.
 func (mb *MetricsBuilder) RecordPktstatbpfFlowLimitDataPoint(start, ts pcommon.Timestamp, val int64) {
 	if dp, ok := mb.pktstatbpfFlowLimit.newDataPoint(start, ts); ok {
@@ -479,6 +491,7 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 		mb.networkFlowRTT,
 		mb.pktstatbpfFlowCount,
 		mb.pktstatbpfFlowLimit,
+		mb.pktstatbpfKernelMemory,
 		mb.pktstatbpfFlowExpired,
 		mb.pktstatbpfOverflowPackets,
 		mb.pktstatbpfOverflowBytes,
