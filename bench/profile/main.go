@@ -1,7 +1,9 @@
 // Command profile splits tc_ingress's per-packet cost into its parts: it
 // compiles variants.c (clang-19), runs each variant and the real program
 // with BPF_PROG_TEST_RUN on one IPv4/TCP packet, and prints each one's cost
-// above an empty program measured alongside. Run as root from the
+// above an empty program measured alongside; then the table-layout variants
+// with 10,000 flows cycling, and a drain of 131,072 flows by batch lookup
+// against one read from an mmapped counter array. Run as root from the
 // repository root: go run ./bench/profile
 package main
 
