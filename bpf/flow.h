@@ -53,14 +53,16 @@ enum app_proto {
 };
 
 /*
- * Per-CPU counters of one flow. first_seen_ns is set only on the CPU that
- * created the entry; each CPU decides app_proto on its own copy.
+ * Counters of one flow: one value per flow in the flow and retransmit
+ * tables, which every CPU adds to atomically (maps.h, bump_shared), and one
+ * per possible CPU in the per-CPU overflow and filtered totals.
+ * first_seen_ns is set when the entry is created (in a per-CPU table, on
+ * the creating CPU's copy only); app_proto is decided once per value.
  *
- * The TCP flag counters are 32 bits to keep the value at 48 bytes: a per-CPU
- * value exists once per possible CPU per entry, so 16 bytes more per value is
- * 128 MiB more kernel memory for a full 131,072-flow table on a 64-CPU host.
- * They wrap; user space takes each drain's growth modulo 2^32, exact as long
- * as fewer than 2^32 such packets of one flow cross one CPU between drains.
+ * The TCP flag counters are 32 bits to keep the value at 48 bytes (a per-CPU
+ * value exists once per possible CPU per entry). They wrap; user space takes
+ * each drain's growth modulo 2^32, exact as long as fewer than 2^32 such
+ * packets of one flow are counted between drains.
  */
 struct flow_counters {
 	__u64 packets;
