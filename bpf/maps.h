@@ -47,9 +47,11 @@ static __always_inline void bump(struct flow_counters *c, __u64 len)
  * a preallocated per-CPU table costs max_flows * 48 bytes of kernel memory
  * per possible CPU (384 MiB at 131,072 flows on a 64-CPU host, charged to
  * the agent's memory cgroup), a shared one 48 bytes per flow whatever the
- * CPU count. Its counters take atomic adds, which cost no more per packet
- * than the per-CPU table's plain ones here (bench/profile: parse_shared
- * against parse_hash); packets of one flow seldom meet on two CPUs at once.
+ * CPU count. Its counters take atomic adds: bench/profile measured them
+ * equal to the per-CPU table's plain ones (parse_shared against parse_hash),
+ * but the bench's A/B of tc_ingress on another machine put them at +8 to
+ * +17 ns a packet (bench/README.md, "Fourth pass"). Packets of one flow
+ * seldom meet on two CPUs at once.
  */
 static __always_inline void bump_shared(struct flow_counters *c, __u64 len)
 {
