@@ -51,7 +51,6 @@ const (
 
 // Series is one output time series at one Aggregate call.
 type Series struct {
-	Kind Kind
 	Key
 	// Packets and Bytes are cumulative since StartTime.
 	Packets uint64
@@ -89,6 +88,8 @@ type Series struct {
 	// one that returns after its series ended): what an adapter kept for
 	// Slot belongs to an earlier series and must be built again.
 	Born bool
+	// Kind is last, beside Slot and Born, where it takes no padding of its own.
+	Kind Kind
 }
 
 // Aggregator keeps the per-series state across calls. It is not safe for
@@ -189,7 +190,8 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []*Series {
 	}
 
 	a.choose()
-	a.other.dPackets, a.other.dBytes, a.other.dRetrans, a.other.dTCP, a.other.minStart = 0, 0, 0, core.TCPFlagCounts{}, time.Time{}
+	o := &a.other.s
+	o.DeltaPackets, o.DeltaBytes, o.DeltaRetransmits, o.DeltaTCP, a.other.minStart = 0, 0, 0, core.TCPFlagCounts{}, time.Time{}
 	a.other.resetRTT()
 	for _, i := range a.cand {
 		e := a.flows.at(i)
@@ -197,16 +199,16 @@ func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []*Series {
 			a.grow(e, now)
 			continue
 		}
-		a.other.dPackets += e.dPackets
-		a.other.dBytes += e.dBytes
-		a.other.dRetrans += e.dRetrans
-		a.other.dTCP = a.other.dTCP.Add(e.dTCP)
+		o.DeltaPackets += e.s.DeltaPackets
+		o.DeltaBytes += e.s.DeltaBytes
+		o.DeltaRetransmits += e.s.DeltaRetransmits
+		o.DeltaTCP = o.DeltaTCP.Add(e.s.DeltaTCP)
 		if e.rtt != nil {
 			a.other.mergeRTT(*e.rtt)
 		}
 		a.other.minStart = minTime(a.other.minStart, e.minStart)
 	}
-	if a.other.dPackets != 0 || a.other.dBytes != 0 || a.other.dRetrans != 0 || a.other.rtt != nil && a.other.rtt.Samples != 0 {
+	if o.DeltaPackets != 0 || o.DeltaBytes != 0 || o.DeltaRetransmits != 0 || a.other.rtt != nil && a.other.rtt.Samples != 0 {
 		a.grow(&a.other, now)
 	}
 	for _, i := range a.overCand {
@@ -284,11 +286,11 @@ func (a *Aggregator) choose() {
 // are decided the same way every time.
 func (a *Aggregator) ranksBefore(x, y int32) bool {
 	ex, ey := a.flows.at(x), a.flows.at(y)
-	if ex.dBytes != ey.dBytes {
-		return ex.dBytes > ey.dBytes
+	if ex.s.DeltaBytes != ey.s.DeltaBytes {
+		return ex.s.DeltaBytes > ey.s.DeltaBytes
 	}
-	if ex.dPackets != ey.dPackets {
-		return ex.dPackets > ey.dPackets
+	if ex.s.DeltaPackets != ey.s.DeltaPackets {
+		return ex.s.DeltaPackets > ey.s.DeltaPackets
 	}
 	if ex.live != ey.live {
 		return ex.live
@@ -333,11 +335,11 @@ func (a *Aggregator) grow(e *entry, now time.Time) {
 		e.s.StartTime = a.seriesStart(e.minStart, e.s.StartTime, now)
 		e.s.Packets, e.s.Bytes, e.s.Retransmits, e.s.TCP = 0, 0, 0, core.TCPFlagCounts{}
 	}
-	e.s.Packets += e.dPackets
-	e.s.Bytes += e.dBytes
-	e.s.Retransmits += e.dRetrans
-	e.s.TCP = e.s.TCP.Add(e.dTCP)
-	e.lastGrowth = now
+	e.s.Packets += e.s.DeltaPackets
+	e.s.Bytes += e.s.DeltaBytes
+	e.s.Retransmits += e.s.DeltaRetransmits
+	e.s.TCP = e.s.TCP.Add(e.s.DeltaTCP)
+	e.lastGrowth = now.UnixNano()
 	e.grew = a.epoch
 }
 
@@ -374,12 +376,12 @@ func (a *Aggregator) retire(now time.Time) {
 		switch {
 		case e.live && e.grew == a.epoch:
 			reported++
-		case e.live && now.Sub(e.lastGrowth) > a.idleTimeout:
+		case e.live && idleFor(now, e.lastGrowth) > a.idleTimeout:
 			e.live = false
 		case e.live:
 			idle = append(idle, i)
 		}
-		if !e.live && now.Sub(e.lastActive) > a.idleTimeout {
+		if !e.live && idleFor(now, e.lastActive) > a.idleTimeout {
 			a.flows.release(i)
 		}
 	}
@@ -387,7 +389,7 @@ func (a *Aggregator) retire(now time.Time) {
 	switch {
 	case a.other.live && a.other.grew == a.epoch:
 		reported++
-	case a.other.live && now.Sub(a.other.lastGrowth) > a.idleTimeout:
+	case a.other.live && idleFor(now, a.other.lastGrowth) > a.idleTimeout:
 		a.other.live = false
 	case a.other.live:
 		idle = append(idle, otherIdx)
@@ -404,7 +406,7 @@ func (a *Aggregator) retire(now time.Time) {
 			return a.flows.at(i)
 		}
 		slices.SortFunc(idle, func(x, y int32) int {
-			if c := get(y).lastGrowth.Compare(get(x).lastGrowth); c != 0 {
+			if c := cmp.Compare(get(y).lastGrowth, get(x).lastGrowth); c != 0 {
 				return c
 			}
 			return cmp.Compare(x, y)
@@ -426,7 +428,7 @@ func (a *Aggregator) retireMarkers(t *table, now time.Time) {
 		if e.free {
 			continue
 		}
-		if e.live && e.grew != a.epoch && now.Sub(e.lastGrowth) > a.idleTimeout {
+		if e.live && e.grew != a.epoch && idleFor(now, e.lastGrowth) > a.idleTimeout {
 			e.live = false
 		}
 		if !e.live {
@@ -464,7 +466,7 @@ func (a *Aggregator) series(kind Kind, e *entry, slot int32) *Series {
 	s := &e.s
 	s.Kind, s.Slot, s.Born = kind, slot, e.born == a.epoch
 	if e.grew == a.epoch {
-		s.DeltaPackets, s.DeltaBytes, s.DeltaRetransmits, s.DeltaTCP = e.dPackets, e.dBytes, e.dRetrans, e.dTCP
+		// The deltas were added to s itself as the records came in.
 		s.RTT = nil
 		if e.rtt != nil && e.rtt.Samples > 0 {
 			s.RTT = e.rtt
@@ -493,20 +495,22 @@ type entry struct {
 	hash uint64
 	next int32
 
-	lastGrowth time.Time
-	// lastActive is the last call in which the key had a delta, whether it
-	// went to its own series or to other; the entry is kept that long so a
-	// key flapping around the top-N edge does not churn the map.
-	lastActive time.Time
+	// lastGrowth is the last call in which the series grew, lastActive the
+	// last in which the key had a delta, whether it went to its own series
+	// or to other (the entry is kept that long so a key flapping around the
+	// top-N edge does not churn the map): both as the Unix nanoseconds of
+	// the call's time, 8 bytes each instead of a time.Time's 24.
+	lastGrowth int64
+	lastActive int64
 
 	// This call's scratch, valid when touched == the Aggregator's epoch.
-	touched                    uint64
-	chosen                     uint64
-	grew                       uint64
-	born                       uint64 // the call that made the series live
-	dPackets, dBytes, dRetrans uint64
-	dTCP                       core.TCPFlagCounts
-	minStart                   time.Time
+	touched uint64
+	chosen  uint64
+	grew    uint64
+	born    uint64 // the call that made the series live
+	// This call's deltas are summed in s's own delta fields, which emit
+	// clears for an entry that did not grow (its delta went to other).
+	minStart time.Time
 	// rtt gathers this call's RTT samples; made at the entry's first
 	// sample and reset, not freed, by touch.
 	rtt *core.RTTStats
@@ -616,16 +620,16 @@ func (t *table) accumulateHint(k Key, hint int32, r *core.Record, epoch uint64, 
 func (t *table) touch(e *entry, i int32, r *core.Record, epoch uint64, now time.Time, cand []int32) []int32 {
 	if e.touched != epoch {
 		e.touched = epoch
-		e.dPackets, e.dBytes, e.dRetrans, e.dTCP = 0, 0, 0, core.TCPFlagCounts{}
+		e.s.DeltaPackets, e.s.DeltaBytes, e.s.DeltaRetransmits, e.s.DeltaTCP = 0, 0, 0, core.TCPFlagCounts{}
 		e.resetRTT()
 		e.minStart = r.StartTime
-		e.lastActive = now
+		e.lastActive = now.UnixNano()
 		cand = append(cand, i)
 	}
-	e.dPackets += r.DeltaPackets
-	e.dBytes += r.DeltaBytes
-	e.dRetrans += r.DeltaRetransmits
-	e.dTCP = e.dTCP.Add(r.DeltaTCP)
+	e.s.DeltaPackets += r.DeltaPackets
+	e.s.DeltaBytes += r.DeltaBytes
+	e.s.DeltaRetransmits += r.DeltaRetransmits
+	e.s.DeltaTCP = e.s.DeltaTCP.Add(r.DeltaTCP)
 	if r.RTT != nil {
 		e.mergeRTT(*r.RTT)
 	}
@@ -651,6 +655,9 @@ func (t *table) release(i int32) {
 	*e = entry{free: true}
 	t.free = append(t.free, i)
 }
+
+// idleFor is how long before now the call at Unix nanoseconds at was.
+func idleFor(now time.Time, at int64) time.Duration { return time.Duration(now.UnixNano() - at) }
 
 // minTime ignores zero times, which stand for "unknown".
 func minTime(a, b time.Time) time.Time {
