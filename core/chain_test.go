@@ -72,7 +72,7 @@ func bufferLogger(b *syncBuffer) *slog.Logger {
 // program's own counter, the veth counters and the test's traffic agree.
 func TestTCXFirstInChain(t *testing.T) {
 	if !haveTCX(t) {
-		t.Skip("kernel has no TCX (Linux 6.6+); the legacy path is TestLegacyFilterRunsFirst")
+		skipLacking(t, "tcx", "kernel has no TCX (Linux 6.6+); the legacy path is TestLegacyFilterRunsFirst")
 	}
 	for _, tc := range []struct {
 		name    string
@@ -155,7 +155,7 @@ func TestTCXFirstInChain(t *testing.T) {
 // goes.
 func TestProgramInsertedInFrontIsReported(t *testing.T) {
 	if !haveTCX(t) {
-		t.Skip("kernel has no TCX (Linux 6.6+)")
+		skipLacking(t, "tcx", "kernel has no TCX (Linux 6.6+)")
 	}
 	p := nettest.NewPair(t)
 	var logs syncBuffer

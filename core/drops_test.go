@@ -31,14 +31,9 @@ func requireDrops(t *testing.T) {
 		_, err = probeDrops(spec, kernelRelease())
 	}
 	if err != nil {
-		if os.Getenv("PKTSTAT_REQUIRE_BPF") == "1" && !kernelLacks("drop_reason") {
-			t.Fatalf("drops unavailable: %v", err)
-		}
-		t.Skipf("kernel feature missing (drop_reason): %v", err)
+		skipLacking(t, "drop_reason", "kernel feature missing (drop_reason): %v", err)
 	}
-	if kernelLacks("drop_reason") {
-		t.Fatalf("the kernel's kfree_skb passes a drop reason, but PKTSTAT_KERNEL_LACKS=%q says it does not", os.Getenv("PKTSTAT_KERNEL_LACKS"))
-	}
+	checkNotDeclaredLacking(t, "drop_reason")
 }
 
 // startDropCollector runs the tc collector on B's end with drops on: the

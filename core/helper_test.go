@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -181,4 +183,34 @@ func lanesOf(t testing.TB, m *ebpf.Map) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// kernelLacks reports whether PKTSTAT_KERNEL_LACKS names feature: make
+// vmtest declares there, per guest (vmtest.sh guest_spec), what its kernel
+// does not have (drop_reason, fentry, tcx, cgroup_test_run_data).
+func kernelLacks(feature string) bool {
+	return feature != "" && slices.Contains(strings.Fields(os.Getenv("PKTSTAT_KERNEL_LACKS")), feature)
+}
+
+// skipLacking skips a test whose kernel feature is missing, where a skip is
+// allowed: outside CI, or where PKTSTAT_KERNEL_LACKS declares the feature
+// missing. With PKTSTAT_REQUIRE_BPF=1 and no such declaration it fails, so a
+// kernel that loses a feature cannot pass CI by skipping.
+func skipLacking(t *testing.T, feature, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("PKTSTAT_REQUIRE_BPF") == "1" && !kernelLacks(feature) {
+		t.Fatalf("PKTSTAT_REQUIRE_BPF=1 and PKTSTAT_KERNEL_LACKS=%q does not name %s, but "+format,
+			append([]any{os.Getenv("PKTSTAT_KERNEL_LACKS"), feature}, args...)...)
+	}
+	t.Skipf(format, args...)
+}
+
+// checkNotDeclaredLacking fails when the kernel has a feature that
+// PKTSTAT_KERNEL_LACKS says it lacks: a stale declaration would let the
+// feature's tests skip where they could run.
+func checkNotDeclaredLacking(t *testing.T, feature string) {
+	t.Helper()
+	if kernelLacks(feature) {
+		t.Fatalf("this kernel has %s, but PKTSTAT_KERNEL_LACKS=%q says it does not", feature, os.Getenv("PKTSTAT_KERNEL_LACKS"))
+	}
 }

@@ -700,8 +700,3 @@ func skipWithoutKprobes(t *testing.T, attach, format string, args ...any) {
 	}
 	t.Skipf(format, args...)
 }
-
-// kernelLacks reports whether PKTSTAT_KERNEL_LACKS names kprobe_attach method attach.
-func kernelLacks(attach string) bool {
-	return attach != "" && slices.Contains(strings.Fields(os.Getenv("PKTSTAT_KERNEL_LACKS")), attach)
-}

@@ -79,6 +79,7 @@ func haveTCX(t *testing.T) bool {
 	_, err := link.QueryPrograms(link.QueryOptions{Target: 1, Attach: ebpf.AttachTCXIngress})
 	switch {
 	case err == nil:
+		checkNotDeclaredLacking(t, "tcx")
 		return true
 	case errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL):
 		return false

@@ -106,7 +106,7 @@ func TestSharedCountersExactAcrossCPUs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.l3 && !cgroupTestRunSeesData(t, co) {
-				t.Skip("BPF_PROG_TEST_RUN gives cgroup_skb no packet data on this kernel")
+				skipLacking(t, "cgroup_test_run_data", "BPF_PROG_TEST_RUN gives cgroup_skb no packet data on this kernel")
 			}
 			if tc.flows.Type() != ebpf.Hash {
 				t.Fatalf("%s is a %s, want a shared hash", tc.flows, tc.flows.Type())
