@@ -485,8 +485,10 @@ func (a *Aggregator) series(kind Kind, e *entry, slot int32) *Series {
 // copying every key (about 250 bytes) into a slice of its own.
 type entry struct {
 	// s.Key is the entry's key; s's cumulative counts and StartTime are
-	// the series' own while it lives; its delta fields and RTT are set
-	// by emit.
+	// the series' own while it lives. s's delta fields sum this call's
+	// records as touch adds them (they are the call's scratch, like the
+	// fields below), and emit clears them for an entry that did not grow,
+	// whose delta went to other; emit sets s's RTT.
 	s    Series
 	free bool
 	live bool
@@ -508,8 +510,7 @@ type entry struct {
 	chosen  uint64
 	grew    uint64
 	born    uint64 // the call that made the series live
-	// This call's deltas are summed in s's own delta fields, which emit
-	// clears for an entry that did not grow (its delta went to other).
+	// minStart is the earliest StartTime of this call's records.
 	minStart time.Time
 	// rtt gathers this call's RTT samples; made at the entry's first
 	// sample and reset, not freed, by touch.
