@@ -150,7 +150,7 @@ func main() {
 	}
 
 	cycling(coll, pkt, *rounds, med)
-	drain(ncpu, *rounds, med)
+	drain(coll, ncpu, *rounds, med)
 }
 
 // cycling times the variants with 10,000 flows visited in turn (the
@@ -203,7 +203,7 @@ func entries(m *ebpf.Map) int {
 // against summing each slot's counters straight from an mmapped array (one
 // lane per CPU, or one shared lane). The slot design still has to learn the
 // key of each new slot; that is once per flow, not per drain, and not timed.
-func drain(ncpu, rounds int, med func([]float64) float64) {
+func drain(coll *ebpf.Collection, ncpu, rounds int, med func([]float64) float64) {
 	type counters = bpf.FlowFlowCounters
 	hash, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUHash, KeySize: 48, ValueSize: 48, MaxEntries: slots})
 	if err != nil {
@@ -222,6 +222,12 @@ func drain(ncpu, rounds int, med func([]float64) float64) {
 	}
 	if n, err := hash.BatchUpdate(keys, vals, nil); err != nil || n != slots {
 		fatal(fmt.Errorf("fill the per-CPU hash: %d of %d: %v", n, slots, err))
+	}
+	// A shared hash, as core's flow tables are since the third pass: read
+	// by batch lookup, and walked by walk_flows into walk_out.
+	shash := coll.Maps["drain_flows"]
+	if n, err := shash.BatchUpdate(keys, vals[:slots], nil); err != nil || n != slots {
+		fatal(fmt.Errorf("fill the shared hash: %d of %d: %v", n, slots, err))
 	}
 	mmapped := func(lanes int) (*ebpf.Map, []counters) {
 		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 48, MaxEntries: uint32(slots * lanes), Flags: unix.BPF_F_MMAPABLE})
@@ -272,6 +278,51 @@ func drain(ncpu, rounds int, med func([]float64) float64) {
 			fatal(fmt.Errorf("batch lookup returned %d of %d entries", i, slots))
 		}
 	}
+	sbv := make([]counters, 4096)
+	readShared := func() {
+		var cur ebpf.MapBatchCursor
+		i := 0
+		for {
+			n, err := shash.BatchLookup(&cur, bk, sbv, nil)
+			for j := 0; j < n; j++ {
+				out[i] = sums{sbv[j].Packets, sbv[j].Bytes}
+				i++
+			}
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			if err != nil {
+				fatal(fmt.Errorf("batch lookup: %w", err))
+			}
+		}
+		if i != slots {
+			fatal(fmt.Errorf("batch lookup returned %d of %d entries", i, slots))
+		}
+	}
+	// One record of walk_flows: the key, then the counters.
+	type rec struct {
+		key bpf.FlowFlowKey
+		val counters
+	}
+	wmem, err := unix.Mmap(coll.Maps["walk_out"].FD(), 0, slots*int(unsafe.Sizeof(rec{})), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		fatal(fmt.Errorf("mmap walk_out: %w", err))
+	}
+	defer unix.Munmap(wmem)
+	recs := unsafe.Slice((*rec)(unsafe.Pointer(&wmem[0])), slots)
+	walk := coll.Programs["walk_flows"]
+	readWalk := func() {
+		n, err := walk.Run(&ebpf.RunOptions{Data: make([]byte, 14)})
+		if err != nil {
+			fatal(fmt.Errorf("run walk_flows: %w", err))
+		}
+		if n != slots {
+			fatal(fmt.Errorf("walk_flows returned %d of %d entries", n, slots))
+		}
+		for i := range recs[:n] {
+			out[i] = sums{recs[i].val.Packets, recs[i].val.Bytes}
+		}
+	}
 	readLanes := func(cs []counters, lanes int) func() {
 		return func() {
 			for i := range out {
@@ -289,6 +340,8 @@ func drain(ncpu, rounds int, med func([]float64) float64) {
 		read       func()
 	}{
 		{"batch_percpu", "BPF_MAP_LOOKUP_BATCH of the per-CPU hash, 4,096 a call, summed", readHash},
+		{"batch_shared", "BPF_MAP_LOOKUP_BATCH of the shared hash (core's tables), 4,096 a call", readShared},
+		{"walk_shared", "the shared hash walked by bpf_for_each_map_elem (walk_flows) into an mmapped array, read in place", readWalk},
 		{"mmap_lanes", "sum of each slot's per-CPU lanes, read from the mmapped array", readLanes(laneMem, ncpu)},
 		{"mmap_shared", "each slot's one counter, read from the mmapped array", readLanes(sharedMem, 1)},
 	}

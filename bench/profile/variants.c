@@ -294,7 +294,7 @@ static __always_inline void bump_lane(__u32 slot, __u64 len)
 	}
 }
 
-static __always_inline void bump_shared(__u32 slot, __u64 len)
+static __always_inline void bump_slot_shared(__u32 slot, __u64 len)
 {
 	struct flow_counters *c = bpf_map_lookup_elem(&shared_slots, &slot);
 	if (c) {
@@ -400,7 +400,7 @@ static __always_inline int do_slot_shared(struct __sk_buff *skb)
 	if (!s)
 		s = new_slot(&slot_of, &key);
 	if (s)
-		bump_shared(*s, skb->len);
+		bump_slot_shared(*s, skb->len);
 	return -1;
 }
 
@@ -467,3 +467,48 @@ SEC("tc")
 int cyc_slot24_lane(struct __sk_buff *skb) { cycle(skb); return do_slot24_lane(skb); }
 SEC("tc")
 int cyc_slot_shared(struct __sk_buff *skb) { cycle(skb); return do_slot_shared(skb); }
+
+/*
+ * The drain by walk: a program run once per drain with BPF_PROG_TEST_RUN
+ * walks the flow table with bpf_for_each_map_elem, which takes no bucket
+ * locks, and writes each entry's key and counters to an mmapped array that
+ * user space reads in place. Filled and read by bench/profile's drain.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct flow_key);
+	__type(value, struct flow_counters);
+} drain_flows SEC(".maps");
+
+struct flow_rec {
+	struct flow_key key;
+	struct flow_counters val;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 131072);
+	__type(key, __u32);
+	__type(value, struct flow_rec);
+} walk_out SEC(".maps");
+
+static long walk_one(void *map, struct flow_key *k, struct flow_counters *v, __u32 *n)
+{
+	struct flow_rec *r = bpf_map_lookup_elem(&walk_out, n);
+	if (!r)
+		return 1;
+	__builtin_memcpy(&r->key, k, sizeof(r->key));
+	__builtin_memcpy(&r->val, v, sizeof(r->val));
+	(*n)++;
+	return 0;
+}
+
+SEC("tc")
+int walk_flows(struct __sk_buff *skb)
+{
+	__u32 n = 0;
+	bpf_for_each_map_elem(&drain_flows, walk_one, &n, 0);
+	return n;
+}
