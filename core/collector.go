@@ -169,6 +169,7 @@ func (c *Collector) startInterfaces() error {
 		return err
 	}
 	c.flows.reserve = c.reserveRecords
+	useWalker(c.flows, walkFlows, c.cfg.Logger)
 	if err := c.startOverflow(objs.FlowsOverflow, objs.FlowsOverflowTotal); err != nil {
 		return err
 	}
@@ -296,6 +297,7 @@ func (c *Collector) startCgroup() error {
 		return err
 	}
 	c.cgFlows.reserve = c.reserveRecords
+	useWalker(c.cgFlows, walkCgroupFlows, c.cfg.Logger)
 	if err := c.startOverflow(objs.FlowsOverflow, objs.FlowsOverflowTotal); err != nil {
 		return err
 	}
@@ -525,6 +527,14 @@ func (c *Collector) release() error {
 	// Pinned hooks stay in the kernel (pin_path), the rest is detached.
 	errs = append(errs, closeHooks(c.hooks, false))
 	c.hooks = nil
+	if c.flows != nil {
+		c.flows.walk.close()
+		c.flows.walk = nil
+	}
+	if c.cgFlows != nil {
+		c.cgFlows.walk.close()
+		c.cgFlows.walk = nil
+	}
 	if c.flowObjs != nil {
 		errs = append(errs, c.flowObjs.Close())
 		c.flowObjs = nil

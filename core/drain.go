@@ -64,6 +64,8 @@ type table[K comparable] struct {
 	free []*flowState
 	// reserve, if set, is told how many flows are about to be emitted.
 	reserve func(n int)
+	// walk, if set, reads the table instead of batch lookups (walk.go).
+	walk *walker[K]
 }
 
 type seenFlow[K comparable] struct {
@@ -189,36 +191,27 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 		t.seen = make([]seenFlow[K], 0, len(t.prev)+len(t.prev)/8)
 	}
 	pos := 0
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := t.m.BatchLookup(&cursor, t.keys, t.vals, nil)
-		for i := 0; i < n; i++ {
-			vals := t.vals[i*t.ncpu : (i+1)*t.ncpu]
-			p, b, ks := sum(vals)
-			var hint *flowState
-			if pos < len(t.prev) {
-				if h := &t.prev[pos]; h.st.id == h.id && h.key == t.keys[i] {
-					hint = h.st
-				}
-			}
-			pos++
-			st := t.update(t.keys[i], hint, p, b, ks, now, clock)
-			st.addTCP(sumTCP(vals))
-			if st.appProto <= appNone {
-				st.appProto = mergeAppProto(vals)
-			}
-			if st.gen != t.gen {
-				// A key is returned once per drain; the check only keeps
-				// a repeat (table changing under the cursor) from being emitted twice.
-				st.gen = t.gen
-				t.seen = append(t.seen, seenFlow[K]{t.keys[i], st, st.id})
-			}
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
-		}
+	if t.walk != nil {
+		recs, err := t.walk.walk()
 		if err != nil {
 			return 0, fmt.Errorf("drain %s: %w", t.m.String(), err)
+		}
+		for i := range recs {
+			t.visit(&recs[i].Key, recs[i].Val[:], &pos, now, clock)
+		}
+	} else {
+		var cursor ebpf.MapBatchCursor
+		for {
+			n, err := t.m.BatchLookup(&cursor, t.keys, t.vals, nil)
+			for i := 0; i < n; i++ {
+				t.visit(&t.keys[i], t.vals[i*t.ncpu:(i+1)*t.ncpu], &pos, now, clock)
+			}
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			if err != nil {
+				return 0, fmt.Errorf("drain %s: %w", t.m.String(), err)
+			}
 		}
 	}
 	if t.reserve != nil {
@@ -265,6 +258,30 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 		}
 	}
 	return active, nil
+}
+
+// visit records one kernel entry read by the drain, the pos-th of this
+// drain, and notes it in seen.
+func (t *table[K]) visit(key *K, vals []counters, pos *int, now time.Time, clock monoClock) {
+	p, b, ks := sum(vals)
+	var hint *flowState
+	if *pos < len(t.prev) {
+		if h := &t.prev[*pos]; h.st.id == h.id && h.key == *key {
+			hint = h.st
+		}
+	}
+	*pos++
+	st := t.update(*key, hint, p, b, ks, now, clock)
+	st.addTCP(sumTCP(vals))
+	if st.appProto <= appNone {
+		st.appProto = mergeAppProto(vals)
+	}
+	if st.gen != t.gen {
+		// A key is returned once per drain; the check only keeps a repeat
+		// (table changing under the cursor) from being emitted twice.
+		st.gen = t.gen
+		t.seen = append(t.seen, seenFlow[K]{*key, st, st.id})
+	}
 }
 
 // update records one kernel entry's sums and returns its state. hint, if

@@ -20,7 +20,7 @@ import (
 // table is per-CPU). grow is added to every value's counters, so a later
 // call makes every flow grow; first_seen_ns stays the same, as it does in
 // the kernel.
-func benchFlows(b *testing.B, m *ebpf.Map, n int, grow uint64) {
+func benchFlows(b testing.TB, m *ebpf.Map, n int, grow uint64) {
 	b.Helper()
 	ncpu := lanesOf(b, m)
 	keys := make([]bpf.FlowFlowKey, n)
@@ -66,8 +66,9 @@ var benchEpoch = func() uint64 {
 }()
 
 // benchCollector is a started Collector around objs without attachments: Read
-// drains the tables exactly as it does for an attached capture.
-func benchCollector(b *testing.B, objs *bpf.FlowObjects) *Collector {
+// drains the tables exactly as it does for an attached capture, with the
+// walk where the kernel has it unless batch is set.
+func benchCollector(b testing.TB, objs *bpf.FlowObjects, batch bool) *Collector {
 	b.Helper()
 	c := &Collector{cfg: Config{Mode: ModeTC, MaxFlows: DefaultMaxFlows}.withDefaults(), started: true, flowObjs: nil}
 	var err error
@@ -75,6 +76,10 @@ func benchCollector(b *testing.B, objs *bpf.FlowObjects) *Collector {
 		b.Fatal(err)
 	}
 	c.flows.reserve = c.reserveRecords
+	if !batch {
+		useWalker(c.flows, walkFlows, c.cfg.Logger)
+		b.Cleanup(c.flows.walk.close)
+	}
 	if err := c.startOverflow(objs.FlowsOverflow, objs.FlowsOverflowTotal); err != nil {
 		b.Fatal(err)
 	}
@@ -82,7 +87,7 @@ func benchCollector(b *testing.B, objs *bpf.FlowObjects) *Collector {
 	return c
 }
 
-func readAll(b *testing.B, c *Collector, want int) {
+func readAll(b testing.TB, c *Collector, want int) {
 	snap, err := c.Read(context.Background())
 	if err != nil {
 		b.Fatal(err)
@@ -94,7 +99,9 @@ func readAll(b *testing.B, c *Collector, want int) {
 
 // BenchmarkDrain measures Collector.Read on a full table: the first drain
 // (every flow new to user space) and a steady-state drain (every flow known,
-// every counter grown). Run by `make bench`, never by `make test`.
+// every counter grown), read by the walk where the kernel has it; and, as
+// the baseline in the same run, the steady drain by batch lookups
+// (steady-batch). Run by `make bench`, never by `make test`.
 func BenchmarkDrain(b *testing.B) {
 	for _, n := range []int{10000, DefaultMaxFlows} {
 		objs := loadFlowForTest(b, DefaultMaxFlows)
@@ -103,28 +110,34 @@ func BenchmarkDrain(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				c := benchCollector(b, objs)
+				c := benchCollector(b, objs, false)
 				b.StartTimer()
 				readAll(b, c, n)
 			}
 			b.ReportMetric(float64(n), "flows")
 		})
-		b.Run(fmt.Sprintf("flows=%d/steady", n), func(b *testing.B) {
-			before := benchmem.Live()
-			c := benchCollector(b, objs)
-			readAll(b, c, n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				b.StopTimer()
-				benchFlows(b, objs.Flows, n, uint64(i+1))
-				b.StartTimer()
-				readAll(b, c, n)
+		for _, batch := range []bool{false, true} {
+			name := fmt.Sprintf("flows=%d/steady", n)
+			if batch {
+				name += "-batch"
 			}
-			b.ReportMetric(float64(n), "flows")
-			// The collector's state and the records of the last Read.
-			benchmem.ReportPerFlow(b, before, n)
-			runtime.KeepAlive(c)
-		})
+			b.Run(name, func(b *testing.B) {
+				before := benchmem.Live()
+				c := benchCollector(b, objs, batch)
+				readAll(b, c, n)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					benchFlows(b, objs.Flows, n, uint64(i+1))
+					b.StartTimer()
+					readAll(b, c, n)
+				}
+				b.ReportMetric(float64(n), "flows")
+				// The collector's state and the records of the last Read.
+				benchmem.ReportPerFlow(b, before, n)
+				runtime.KeepAlive(c)
+			})
+		}
 	}
 }

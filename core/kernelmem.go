@@ -33,6 +33,12 @@ func (c *Collector) kernelMemory() uint64 {
 			}
 		}
 	}
+	if c.flows != nil && c.flows.walk != nil {
+		add(c.flows.walk.out)
+	}
+	if c.cgFlows != nil && c.cgFlows.walk != nil {
+		add(c.cgFlows.walk.out)
+	}
 	if c.flowObjs != nil {
 		mapFields(&c.flowObjs.FlowMaps, add)
 	}

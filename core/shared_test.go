@@ -208,6 +208,17 @@ func TestFlowTablesKernelMemory(t *testing.T) {
 		t.Logf("%s: %.1f MiB of kernel memory; a per-CPU table of the same shape: %.1f MiB (%d possible CPUs)",
 			m, float64(used)/(1<<20), float64(pc)/(1<<20), ncpu)
 	}
+	// The drain's walk array: one record (key and counters) per flow, also
+	// charged to the agent and summed in Health.KernelMemory.
+	if w := c.flows.walk; w != nil {
+		used := memlock(t, w.out)
+		limit := uint64(w.out.MaxEntries())*uint64(w.out.ValueSize()) + 1<<20
+		if w.out.MaxEntries() != DefaultMaxFlows || used > limit {
+			t.Errorf("%s: %d records hold %d bytes of kernel memory, want %d in at most %d", w.out, w.out.MaxEntries(), used, DefaultMaxFlows, limit)
+		}
+		t.Logf("%s: %.1f MiB of kernel memory", w.out, float64(used)/(1<<20))
+		tables = append(tables, w.out)
+	}
 	snap, err := c.Read(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +233,7 @@ func TestFlowTablesKernelMemory(t *testing.T) {
 	if got := snap.Health.KernelMemory; got < sum {
 		t.Errorf("Health.KernelMemory %d bytes: less than the big tables alone hold, %d", got, sum)
 	} else {
-		t.Logf("Health.KernelMemory %.1f MiB, of which the flow and retransmit tables %.1f MiB", float64(got)/(1<<20), float64(sum)/(1<<20))
+		t.Logf("Health.KernelMemory %.1f MiB, of which the flow, retransmit and walk tables %.1f MiB", float64(got)/(1<<20), float64(sum)/(1<<20))
 	}
 }
 
