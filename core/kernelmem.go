@@ -39,6 +39,9 @@ func (c *Collector) kernelMemory() uint64 {
 	if c.cgFlows != nil && c.cgFlows.walk != nil {
 		add(c.cgFlows.walk.out)
 	}
+	if c.kp != nil && c.kp.flows != nil && c.kp.flows.walk != nil {
+		add(c.kp.flows.walk.out)
+	}
 	if c.flowObjs != nil {
 		mapFields(&c.flowObjs.FlowMaps, add)
 	}

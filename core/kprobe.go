@@ -70,6 +70,10 @@ type retransmits struct {
 
 // close releases programs and maps; the hooks are closed with c.hooks.
 func (k *kprobeCapture) close() error {
+	if k.flows != nil {
+		k.flows.walk.close()
+		k.flows.walk = nil
+	}
 	for _, p := range k.progs {
 		p.Close()
 	}
@@ -111,6 +115,8 @@ func (c *Collector) loadKprobeMaps() (*ebpf.CollectionSpec, error) {
 	if kp.flows, err = newTable[bpf.KprobeCgroupFlowKey](maps.Maps[bpf.KprobeMapKprobeFlows]); err != nil {
 		return nil, err
 	}
+	// The same key and counters as cgroup mode's table: its walk program.
+	useWalker(kp.flows, walkCgroupFlows, c.cfg.Logger)
 	if kp.retrans, err = newTable[bpf.KprobeCgroupFlowKey](maps.Maps[bpf.KprobeMapKprobeRetransmits]); err != nil {
 		return nil, err
 	}

@@ -43,7 +43,8 @@ type walkRec[K comparable] struct {
 }
 
 // walkNames names one walk program, the flow table it walks (replaced by
-// the live table at load) and the array it writes to.
+// the live table at load: walk_cgroup_flows walks kprobe mode's table too,
+// whose key and counters are the same) and the array it writes to.
 type walkNames struct{ prog, table, out string }
 
 var (

@@ -67,8 +67,8 @@ func TestWalkReadsWhatBatchReads(t *testing.T) {
 	}
 }
 
-// A started capture reads its flow table by the walk in tc, xdp and cgroup
-// modes, and the exact-count tests of real traffic hold with the batch
+// A started capture reads its flow table by the walk in tc, xdp, cgroup and
+// kprobe modes, and the exact-count tests of real traffic hold with the batch
 // lookups too (they run with the walk by default).
 func TestDrainReaders(t *testing.T) {
 	for _, mode := range []Mode{ModeTC, ModeXDP, ModeCgroup} {
@@ -87,6 +87,11 @@ func TestDrainReaders(t *testing.T) {
 			requireWalk(t, c.flows)
 		})
 	}
+	// Where the kernel has kprobes or fentry (the guests).
+	t.Run("kprobe walks", func(t *testing.T) {
+		c := startKprobe(t, KprobeAttachAuto)
+		requireWalk(t, c.kp.flows)
+	})
 	t.Run("batch", func(t *testing.T) {
 		batchOnly = true
 		t.Cleanup(func() { batchOnly = false })
