@@ -1,7 +1,14 @@
 package core
 
 import (
+	"fmt"
+	"runtime"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
@@ -99,4 +106,127 @@ func TestDrainReaders(t *testing.T) {
 		t.Run("TestIdleFlowsExpire", TestIdleFlowsExpire)
 		t.Run("TestOverflowOnRealTraffic", TestOverflowOnRealTraffic)
 	})
+}
+
+// Flows created and counted on one CPU while another drains over and over:
+// every drain must see every entry that existed when it began exactly once,
+// or the drain would take a missed entry for one that left, report it
+// expired and then count it again from zero. So the deltas of every read
+// sum to each flow's packets, no live flow is reported expired, and the
+// last read has every flow once. Packets are single BPF_PROG_TEST_RUN runs,
+// which the kernel never repeats.
+func TestDrainWhileFlowsAreCreated(t *testing.T) {
+	cpus := twoCPUs(t)
+	for _, batch := range []bool{false, true} {
+		name := "walk"
+		if batch {
+			name = "batch"
+		}
+		t.Run(name, func(t *testing.T) {
+			const waves, perWave = 4, 5000
+			objs := loadFlowForTest(t, DefaultMaxFlows)
+			c := benchCollector(t, objs, batch)
+			if !batch {
+				requireWalk(t, c.flows)
+			}
+			pkts := make([][]byte, waves*perWave)
+			for i := range pkts {
+				udp := &layers.UDP{SrcPort: layers.UDPPort(10000 + i), DstPort: 9999}
+				pkts[i] = serialize(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp, gopacket.Payload(make([]byte, 32)))
+			}
+			stop := make(chan struct{})
+			type result struct {
+				deltas  map[uint16]uint64 // by source port
+				expired int
+				reads   int
+				err     error
+			}
+			done := make(chan result)
+			go func() {
+				r := result{deltas: map[uint16]uint64{}}
+				defer func() { done <- r }()
+				// Locked for good: the thread, bound to one CPU, ends with
+				// the goroutine.
+				runtime.LockOSThread()
+				if r.err = bindCPU(cpus[1]); r.err != nil {
+					return
+				}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					s, err := c.Read(t.Context())
+					if err != nil {
+						r.err = err
+						return
+					}
+					r.reads++
+					for _, rec := range s.Records {
+						if rec.Overflow {
+							continue
+						}
+						r.deltas[rec.SrcPort] += rec.DeltaPackets
+						if rec.Expired {
+							r.expired++
+						}
+					}
+				}
+			}()
+			// Wave w creates its flows and counts one more packet for every
+			// flow made before: a flow of wave w ends with waves-w packets.
+			runErr := func() error {
+				// Locked for good, as above: the subtest's thread ends
+				// with it.
+				runtime.LockOSThread()
+				if err := bindCPU(cpus[0]); err != nil {
+					return err
+				}
+				for w := range waves {
+					for i := range (w + 1) * perWave {
+						if _, err := objs.TcIngress.Run(&ebpf.RunOptions{Data: pkts[i]}); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			}()
+			close(stop)
+			r := <-done
+			if runErr != nil || r.err != nil {
+				t.Fatalf("traffic: %v, drain: %v", runErr, r.err)
+			}
+			last := read(t, c)
+			n := 0
+			for _, rec := range last.Records {
+				if rec.Overflow {
+					continue
+				}
+				n++
+				r.deltas[rec.SrcPort] += rec.DeltaPackets
+				i := int(rec.SrcPort) - 10000
+				want := uint64(waves - i/perWave)
+				if rec.Packets != want || r.deltas[rec.SrcPort] != want || rec.Expired {
+					t.Fatalf("flow from port %d: %d packets, deltas summing to %d over %d reads, expired %v; want %d",
+						rec.SrcPort, rec.Packets, r.deltas[rec.SrcPort], r.reads+1, rec.Expired, want)
+				}
+			}
+			if n != waves*perWave || r.expired != 0 || last.Health.OverflowPackets != 0 {
+				t.Fatalf("last read has %d flows of %d; %d expired reports during the traffic; %d packets in overflow",
+					n, waves*perWave, r.expired, last.Health.OverflowPackets)
+			}
+			t.Logf("%d reads while %d flows were created and counted", r.reads, n)
+		})
+	}
+}
+
+// bindCPU binds the calling thread, which its goroutine has locked, to cpu.
+func bindCPU(cpu int) error {
+	var set unix.CPUSet
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return fmt.Errorf("bind to CPU %d: %w", cpu, err)
+	}
+	return nil
 }
