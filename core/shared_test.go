@@ -16,17 +16,25 @@ import (
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
 )
 
+// startCPUs is the CPU set the test process started with, read before any
+// test binds a thread: a thread's own set, which twoCPUs used to read, is
+// whatever an earlier test left on the thread the goroutine runs on.
+var startCPUs, startCPUsErr = func() (unix.CPUSet, error) {
+	var set unix.CPUSet
+	err := unix.SchedGetaffinity(0, &set)
+	return set, err
+}()
+
 // twoCPUs returns two CPUs this test may run on, failing when there is one
 // and BPF tests are required (a race between CPUs needs two).
 func twoCPUs(t *testing.T) [2]int {
 	t.Helper()
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		t.Fatal(err)
+	if startCPUsErr != nil {
+		t.Fatal(startCPUsErr)
 	}
 	var cpus []int
 	for i := 0; i < 1024 && len(cpus) < 2; i++ {
-		if set.IsSet(i) {
+		if startCPUs.IsSet(i) {
 			cpus = append(cpus, i)
 		}
 	}
@@ -50,8 +58,9 @@ func runOnCPUs(t *testing.T, prog *ebpf.Program, pkt []byte, cpus [2]int, runs, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Locked for good: the thread, bound to one CPU, ends with the
+			// goroutine instead of going back to the pool with that binding.
 			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
 			var set unix.CPUSet
 			set.Set(cpu)
 			if err := unix.SchedSetaffinity(0, &set); err != nil {
