@@ -150,7 +150,7 @@ func main() {
 	}
 
 	cycling(coll, pkt, *rounds, med)
-	drain(coll, ncpu, *rounds, med)
+	drain(ncpu, *rounds, med)
 }
 
 // cycling times the variants with 10,000 flows visited in turn (the
@@ -203,7 +203,7 @@ func entries(m *ebpf.Map) int {
 // against summing each slot's counters straight from an mmapped array (one
 // lane per CPU, or one shared lane). The slot design still has to learn the
 // key of each new slot; that is once per flow, not per drain, and not timed.
-func drain(coll *ebpf.Collection, ncpu, rounds int, med func([]float64) float64) {
+func drain(ncpu, rounds int, med func([]float64) float64) {
 	type counters = bpf.FlowFlowCounters
 	hash, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUHash, KeySize: 48, ValueSize: 48, MaxEntries: slots})
 	if err != nil {
@@ -224,8 +224,24 @@ func drain(coll *ebpf.Collection, ncpu, rounds int, med func([]float64) float64)
 		fatal(fmt.Errorf("fill the per-CPU hash: %d of %d: %v", n, slots, err))
 	}
 	// A shared hash, as core's flow tables are since the third pass: read
-	// by batch lookup, and walked by walk_flows into walk_out.
-	shash := coll.Maps["drain_flows"]
+	// by batch lookup, and walked by core's walk program (bpf/walk.c).
+	shash, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 48, ValueSize: 48, MaxEntries: slots})
+	if err != nil {
+		fatal(err)
+	}
+	defer shash.Close()
+	walkSpec, err := bpf.LoadWalk()
+	if err != nil {
+		fatal(err)
+	}
+	delete(walkSpec.Programs, bpf.WalkProgWalkCgroupFlows)
+	delete(walkSpec.Maps, bpf.WalkMapCgroupFlows)
+	delete(walkSpec.Maps, bpf.WalkMapCgroupFlowsWalked)
+	walkColl, err := ebpf.NewCollectionWithOptions(walkSpec, ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{bpf.WalkMapFlows: shash}})
+	if err != nil {
+		fatal(fmt.Errorf("load the walk program: %w", err))
+	}
+	defer walkColl.Close()
 	if n, err := shash.BatchUpdate(keys, vals[:slots], nil); err != nil || n != slots {
 		fatal(fmt.Errorf("fill the shared hash: %d of %d: %v", n, slots, err))
 	}
@@ -299,18 +315,18 @@ func drain(coll *ebpf.Collection, ncpu, rounds int, med func([]float64) float64)
 			fatal(fmt.Errorf("batch lookup returned %d of %d entries", i, slots))
 		}
 	}
-	// One record of walk_flows: the key, then the counters.
+	// One record of walk_flows (struct flow_rec): the key, then the counters.
 	type rec struct {
 		key bpf.FlowFlowKey
 		val counters
 	}
-	wmem, err := unix.Mmap(coll.Maps["walk_out"].FD(), 0, slots*int(unsafe.Sizeof(rec{})), unix.PROT_READ, unix.MAP_SHARED)
+	wmem, err := unix.Mmap(walkColl.Maps[bpf.WalkMapFlowsWalked].FD(), 0, slots*int(unsafe.Sizeof(rec{})), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
-		fatal(fmt.Errorf("mmap walk_out: %w", err))
+		fatal(fmt.Errorf("mmap flows_walked: %w", err))
 	}
 	defer unix.Munmap(wmem)
 	recs := unsafe.Slice((*rec)(unsafe.Pointer(&wmem[0])), slots)
-	walk := coll.Programs["walk_flows"]
+	walk := walkColl.Programs[bpf.WalkProgWalkFlows]
 	readWalk := func() {
 		n, err := walk.Run(&ebpf.RunOptions{Data: make([]byte, 14)})
 		if err != nil {
@@ -341,7 +357,7 @@ func drain(coll *ebpf.Collection, ncpu, rounds int, med func([]float64) float64)
 	}{
 		{"batch_percpu", "BPF_MAP_LOOKUP_BATCH of the per-CPU hash, 4,096 a call, summed", readHash},
 		{"batch_shared", "BPF_MAP_LOOKUP_BATCH of the shared hash (core's tables), 4,096 a call", readShared},
-		{"walk_shared", "the shared hash walked by bpf_for_each_map_elem (walk_flows) into an mmapped array, read in place", readWalk},
+		{"walk_shared", "the shared hash walked by core's walk_flows (bpf/walk.c) into an mmapped array, read in place", readWalk},
 		{"mmap_lanes", "sum of each slot's per-CPU lanes, read from the mmapped array", readLanes(laneMem, ncpu)},
 		{"mmap_shared", "each slot's one counter, read from the mmapped array", readLanes(sharedMem, 1)},
 	}
