@@ -211,7 +211,8 @@ func checkBuckets(t *testing.T, rtt RTTStats) {
 // include it), and the mean, less the mean of the same exchange measured
 // just before without netem, is within 20% of it. (The QEMU guest's own
 // veth RTT is milliseconds under load, so it is measured, not assumed.)
-// The host kernel has no sch_netem; the QEMU guest (make vmtest) has.
+// The host kernel has no sch_netem; the QEMU guests (make vmtest) have, and
+// set PKTSTAT_REQUIRE_NETEM=1 so that a guest without it fails, not skips.
 func TestRTTWithNetemDelay(t *testing.T) {
 	nettest.RequireBPF(t)
 	requireTracepoint(t, "tcp_probe")
@@ -222,6 +223,10 @@ func TestRTTWithNetemDelay(t *testing.T) {
 		args := []string{"-n", p.NSB, "qdisc", verb, "dev", p.IfB, "root", "netem", "delay", delay.String()}
 		if out, err := exec.Command("tc", args...).CombinedOutput(); err != nil {
 			if strings.Contains(string(out), "qdisc kind is unknown") {
+				if os.Getenv("PKTSTAT_REQUIRE_NETEM") == "1" {
+					t.Fatalf("PKTSTAT_REQUIRE_NETEM=1 (make vmtest's guests ship net/sched) but kernel %s has no netem qdisc: %s",
+						kernelRelease(), strings.TrimSpace(string(out)))
+				}
 				t.Skipf("kernel %s has no netem qdisc (sch_netem): %s", kernelRelease(), strings.TrimSpace(string(out)))
 			}
 			t.Fatalf("tc %s: %v: %s", strings.Join(args, " "), err, out)
