@@ -444,7 +444,7 @@ func (c *Collector) fillRecord(r *Record, k FlowKey, st *flowState, dp, db uint6
 	r.Packets, r.Bytes = st.packets, st.bytes
 	r.DeltaPackets, r.DeltaBytes = dp, db
 	r.TCP, r.DeltaTCP = st.tcp, st.deltaTCP()
-	r.StartTime, r.LastSeen = st.start, st.lastSeen
+	r.StartTime, r.LastSeen = time.Unix(0, st.start), st.lastSeen.time()
 	r.Overflow, r.Expired = overflow, expired
 	r.AppProto = appProtoName(st.appProto)
 	switch {

@@ -31,13 +31,33 @@ type flowState struct {
 	tcp      TCPFlagCounts // cumulative, as of the last batch read
 	tcpRaw   [4]uint32     // the kernel's wrapping 32-bit sums at that read
 	appProto uint8         // enum app_proto, once decided
-	start    time.Time
-	lastSeen time.Time // last drain at which the counters grew
-	gen      uint64    // drain generation that last saw the entry
+	// start is the flow's start as Unix nanoseconds, lastSeen the last
+	// drain at which the counters grew. Integers, not time.Time (whose
+	// *Location is a pointer): a flowState holds no pointer, so a table's
+	// slabs of them are not scanned by the garbage collector.
+	start    int64
+	lastSeen stamp
+	gen      uint64 // drain generation that last saw the entry
 	// id is unique to this state's life (0 once it is dropped or
 	// forgotten), so that a hint naming it can be checked without a lookup.
 	id uint64
 }
+
+// stamp is one drain's time: its wall clock for records, and its
+// monotonic clock (time since procStart) for idle timeouts, which a wall
+// clock step must not trigger.
+type stamp struct{ wall, mono int64 }
+
+// procStart is the origin of stamp.mono.
+var procStart = time.Now()
+
+func stampOf(t time.Time) stamp { return stamp{wall: t.UnixNano(), mono: int64(t.Sub(procStart))} }
+
+// since is how long before now the stamp was taken, by the monotonic clock
+// when now has a monotonic reading (a drain's now always has).
+func (s stamp) since(now time.Time) time.Duration { return time.Duration(int64(now.Sub(procStart)) - s.mono) }
+
+func (s stamp) time() time.Time { return time.Unix(0, s.wall) }
 
 // table drains one flow map keyed by K: a shared table (one value per
 // entry) or a per-CPU one (one per possible CPU, summed).
@@ -162,12 +182,12 @@ func (st *flowState) total(vals []counters, clock monoClock, now time.Time) (dp,
 	if p == 0 {
 		return 0, 0, false
 	}
-	if st.start.IsZero() {
-		st.start = clock.toTime(ks)
+	if st.start == 0 {
+		st.start = clock.toNanos(ks)
 	}
 	dp, db = p-st.packets, b-st.bytes
 	if dp > 0 {
-		st.lastSeen = now
+		st.lastSeen = stampOf(now)
 	}
 	st.packets, st.bytes = p, b
 	st.addTCP(sumTCP(vals))
@@ -222,7 +242,7 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 	for i := range t.seen {
 		key, st := &t.seen[i].key, t.seen[i].st
 		dp, db := st.packets-st.reported.packets, st.bytes-st.reported.bytes
-		if now.Sub(st.lastSeen) < idle {
+		if st.lastSeen.since(now) < idle {
 			active++
 			st.reported.packets, st.reported.bytes = st.packets, st.bytes
 			emit(*key, st, dp, db, false)
@@ -300,11 +320,11 @@ func (t *table[K]) update(key K, hint *flowState, p, b, ks uint64, now time.Time
 	if !ok {
 		st = t.newState()
 		t.nextID++
-		*st = flowState{kernelStart: ks, start: clock.toTime(ks), lastSeen: now, id: t.nextID}
+		*st = flowState{kernelStart: ks, start: clock.toNanos(ks), lastSeen: stampOf(now), id: t.nextID}
 		t.state[key] = st
 	}
 	if p != st.packets {
-		st.lastSeen = now
+		st.lastSeen = stampOf(now)
 	}
 	st.packets, st.bytes = p, b
 	return st
@@ -351,9 +371,11 @@ func readClock(offset int64) monoClock {
 	return monoClock{wall: wall, offset: offset}
 }
 
-func (c monoClock) toTime(ns uint64) time.Time {
+// toNanos converts a kernel time to Unix nanoseconds (the drain's own
+// time for 0, a time the kernel did not record).
+func (c monoClock) toNanos(ns uint64) int64 {
 	if ns == 0 {
-		return c.wall
+		return c.wall.UnixNano()
 	}
-	return time.Unix(0, c.offset+int64(ns))
+	return c.offset + int64(ns)
 }

@@ -246,7 +246,7 @@ func (c *Collector) drainTCPSock(now time.Time, clock monoClock) error {
 			if s.Samples == 0 {
 				continue
 			}
-			st := flowState{start: now, lastSeen: now}
+			st := flowState{start: now.UnixNano(), lastSeen: stampOf(now)}
 			if r := c.tcpsockRecord(ts.rttKeys[i], &st, false); r != nil {
 				if r.RTT == nil {
 					r.RTT = new(RTTStats)
@@ -273,7 +273,7 @@ func (c *Collector) drainTCPSock(now time.Time, clock monoClock) error {
 		if err := ts.rttOv.Put(&zero, vals); err != nil {
 			return fmt.Errorf("reset tcp_rtt overflow: %w", err)
 		}
-		st := flowState{start: now, lastSeen: now}
+		st := flowState{start: now.UnixNano(), lastSeen: stampOf(now)}
 		c.emit(FlowKey{}, &st, 0, 0, false, true)
 		c.records[len(c.records)-1].RTT = &s
 	}
@@ -372,11 +372,11 @@ func (o *retransOverflow) read(c *Collector, now time.Time, clock monoClock) err
 	if n == 0 {
 		return nil
 	}
-	if o.st.start.IsZero() {
-		o.st.start = clock.toTime(ks)
+	if o.st.start == 0 {
+		o.st.start = clock.toNanos(ks)
 	}
 	if n != o.last {
-		o.st.lastSeen = now
+		o.st.lastSeen = stampOf(now)
 	}
 	c.emit(FlowKey{}, &o.st, 0, 0, false, true)
 	r := &c.records[len(c.records)-1]
