@@ -54,8 +54,9 @@ var procStart = time.Now()
 func stampOf(t time.Time) stamp { return stamp{wall: t.UnixNano(), mono: int64(t.Sub(procStart))} }
 
 // since is how long before now the stamp was taken, by the monotonic clock
-// when now has a monotonic reading (a drain's now always has).
-func (s stamp) since(now time.Time) time.Duration { return time.Duration(int64(now.Sub(procStart)) - s.mono) }
+// when both were taken from times with a monotonic reading (a drain's now
+// always has one).
+func (s stamp) since(now stamp) time.Duration { return time.Duration(now.mono - s.mono) }
 
 func (s stamp) time() time.Time { return time.Unix(0, s.wall) }
 
@@ -203,6 +204,7 @@ type emitFunc[K comparable] func(key K, st *flowState, dPackets, dBytes uint64, 
 // emitted a last time, marked expired. It returns the number of entries
 // left in the kernel table.
 func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emit emitFunc[K]) (int, error) {
+	at := stampOf(now) // once per drain, not per flow
 	t.gen++
 	t.prev, t.seen = t.seen, t.prev[:0]
 	if cap(t.seen) < len(t.prev) {
@@ -217,14 +219,14 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 			return 0, fmt.Errorf("drain %s: %w", t.m.String(), err)
 		}
 		for i := range recs {
-			t.visit(&recs[i].Key, recs[i].Val[:], &pos, now, clock)
+			t.visit(&recs[i].Key, recs[i].Val[:], &pos, at, clock)
 		}
 	} else {
 		var cursor ebpf.MapBatchCursor
 		for {
 			n, err := t.m.BatchLookup(&cursor, t.keys, t.vals, nil)
 			for i := 0; i < n; i++ {
-				t.visit(&t.keys[i], t.vals[i*t.ncpu:(i+1)*t.ncpu], &pos, now, clock)
+				t.visit(&t.keys[i], t.vals[i*t.ncpu:(i+1)*t.ncpu], &pos, at, clock)
 			}
 			if errors.Is(err, ebpf.ErrKeyNotExist) {
 				break
@@ -242,7 +244,7 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 	for i := range t.seen {
 		key, st := &t.seen[i].key, t.seen[i].st
 		dp, db := st.packets-st.reported.packets, st.bytes-st.reported.bytes
-		if st.lastSeen.since(now) < idle {
+		if st.lastSeen.since(at) < idle {
 			active++
 			st.reported.packets, st.reported.bytes = st.packets, st.bytes
 			emit(*key, st, dp, db, false)
@@ -282,7 +284,7 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 
 // visit records one kernel entry read by the drain, the pos-th of this
 // drain, and notes it in seen.
-func (t *table[K]) visit(key *K, vals []counters, pos *int, now time.Time, clock monoClock) {
+func (t *table[K]) visit(key *K, vals []counters, pos *int, now stamp, clock monoClock) {
 	p, b, ks := sum(vals)
 	var hint *flowState
 	if *pos < len(t.prev) {
@@ -306,7 +308,7 @@ func (t *table[K]) visit(key *K, vals []counters, pos *int, now time.Time, clock
 
 // update records one kernel entry's sums and returns its state. hint, if
 // not nil, is key's live state.
-func (t *table[K]) update(key K, hint *flowState, p, b, ks uint64, now time.Time, clock monoClock) *flowState {
+func (t *table[K]) update(key K, hint *flowState, p, b, ks uint64, now stamp, clock monoClock) *flowState {
 	st, ok := hint, hint != nil
 	if !ok {
 		st, ok = t.state[key]
@@ -320,11 +322,11 @@ func (t *table[K]) update(key K, hint *flowState, p, b, ks uint64, now time.Time
 	if !ok {
 		st = t.newState()
 		t.nextID++
-		*st = flowState{kernelStart: ks, start: clock.toNanos(ks), lastSeen: stampOf(now), id: t.nextID}
+		*st = flowState{kernelStart: ks, start: clock.toNanos(ks), lastSeen: now, id: t.nextID}
 		t.state[key] = st
 	}
 	if p != st.packets {
-		st.lastSeen = stampOf(now)
+		st.lastSeen = now
 	}
 	st.packets, st.bytes = p, b
 	return st

@@ -36,14 +36,14 @@ func TestStamp(t *testing.T) {
 		t.Errorf("stamp's wall time %v, want %v", s.time(), t0)
 	}
 	for _, d := range []time.Duration{0, time.Millisecond, 3 * time.Second, time.Hour} {
-		if got := s.since(t0.Add(d)); got != d {
+		if got := s.since(stampOf(t0.Add(d))); got != d {
 			t.Errorf("since(t0+%v) = %v, want %v", d, got, d)
 		}
 	}
 	// Without a monotonic reading (times built from Unix nanoseconds)
 	// both sides fall back to the wall clock.
 	w := t0.Round(0)
-	if got := stampOf(w).since(w.Add(5 * time.Second)); got != 5*time.Second {
+	if got := stampOf(w).since(stampOf(w.Add(5 * time.Second))); got != 5*time.Second {
 		t.Errorf("wall-only since = %v, want 5s", got)
 	}
 }
