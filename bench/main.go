@@ -209,6 +209,7 @@ func drainRows(t *table, root, tmp string) {
 		{tg, "BenchmarkTableToMetrics/steady", "131,072 records -> telegraf metrics, steady gather", 200, false, "conversion (Go, ms per drain)", ""},
 		{otel, "BenchmarkTableToPdata/first", "131,072 records -> pdata, first scrape", 0, false, "conversion (Go, ms per drain)", ""},
 		{otel, "BenchmarkTableToPdata/steady", "131,072 records -> pdata, steady scrape", 150, false, "conversion (Go, ms per drain)", ""},
+		{otel, "BenchmarkTableToPdata/steady-batched", "the same in batches of max_points_per_batch (8,192), each dropped when sent", 0, false, "conversion (Go, ms per drain)", ""},
 	} {
 		ls, err := b.gb.get(b.name)
 		if err != nil {

@@ -141,21 +141,14 @@ func TestAttributeMapping(t *testing.T) {
 // flowSeries returns metric's points in md, keyed by their attributes.
 func flowSeries(md pmetric.Metrics, metric string) map[string]pmetric.NumberDataPoint {
 	out := map[string]pmetric.NumberDataPoint{}
-	rms := md.ResourceMetrics()
-	for i := 0; i < rms.Len(); i++ {
-		sms := rms.At(i).ScopeMetrics()
-		for j := 0; j < sms.Len(); j++ {
-			ms := sms.At(j).Metrics()
-			for k := 0; k < ms.Len(); k++ {
-				if m := ms.At(k); m.Name() == metric {
-					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
-						dp := m.Sum().DataPoints().At(l)
-						out[attrString(dp.Attributes())] = dp
-					}
-				}
+	eachMetric(md, func(m pmetric.Metric) {
+		if m.Name() == metric {
+			for l := 0; l < m.Sum().DataPoints().Len(); l++ {
+				dp := m.Sum().DataPoints().At(l)
+				out[attrString(dp.Attributes())] = dp
 			}
 		}
-	}
+	})
 	return out
 }
 

@@ -37,20 +37,13 @@ func flowTotals(mds []pmetric.Metrics, metric, iface string) map[string]int64 {
 // eachPoint calls fn for every point of the sum metric in mds.
 func eachPoint(mds []pmetric.Metrics, metric string, fn func(pmetric.NumberDataPoint)) {
 	for _, md := range mds {
-		rms := md.ResourceMetrics()
-		for i := 0; i < rms.Len(); i++ {
-			sms := rms.At(i).ScopeMetrics()
-			for j := 0; j < sms.Len(); j++ {
-				ms := sms.At(j).Metrics()
-				for k := 0; k < ms.Len(); k++ {
-					if m := ms.At(k); m.Name() == metric {
-						for l := 0; l < m.Sum().DataPoints().Len(); l++ {
-							fn(m.Sum().DataPoints().At(l))
-						}
-					}
+		eachMetric(md, func(m pmetric.Metric) {
+			if m.Name() == metric {
+				for l := 0; l < m.Sum().DataPoints().Len(); l++ {
+					fn(m.Sum().DataPoints().At(l))
 				}
 			}
-		}
+		})
 	}
 }
 

@@ -22,6 +22,11 @@ const (
 	TemporalityDelta      = "delta"
 )
 
+// defaultMaxPointsPerBatch is the batch processor's default
+// send_batch_size: a full table's scrape (262,144 flow data points at the
+// default max_flows) leaves as 32 batches.
+const defaultMaxPointsPerBatch = 8192
+
 // defaultCollectionInterval is shorter than the scraper helper's 1m because
 // flows are short-lived: a minute would hide most of them behind one point.
 const defaultCollectionInterval = 10 * time.Second
@@ -75,6 +80,11 @@ type Config struct {
 	// TCPRTT samples TCP sockets' smoothed RTT per flow (tc and cgroup
 	// modes) into pktstatbpf.network.flow.tcp.rtt.
 	TCPRTT bool `mapstructure:"tcp_rtt"`
+	// MaxPointsPerBatch splits a scrape's flow data points into batches of
+	// at most this many, each handed to the next consumer as soon as it is
+	// built, so that a full table's scrape is never in memory at once; 0
+	// sends each scrape as one batch.
+	MaxPointsPerBatch int `mapstructure:"max_points_per_batch"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -101,6 +111,9 @@ func createDefaultConfig() component.Config {
 		MaxFlows:    core.DefaultMaxFlows,
 		IdleTimeout: core.DefaultIdleTimeout,
 		Temporality: TemporalityCumulative,
+		// A full scrape's data points are about 1 KB each in pdata: one
+		// batch of a full table is some 260 MB of heap (bench/README.md).
+		MaxPointsPerBatch: defaultMaxPointsPerBatch,
 	}
 }
 
@@ -118,6 +131,10 @@ func (c *Config) Validate() error {
 	case TemporalityCumulative, TemporalityDelta:
 	default:
 		errs = append(errs, fmt.Errorf("temporality %q is not one of cumulative, delta", c.Temporality))
+	}
+	if c.MaxPointsPerBatch < 0 {
+		errs = append(errs, fmt.Errorf("max_points_per_batch %d is negative: use 0 to send each scrape as one batch, or a positive number of data points (default %d)",
+			c.MaxPointsPerBatch, defaultMaxPointsPerBatch))
 	}
 	if err := c.CheckAttributes(); err != nil {
 		errs = append(errs, err)

@@ -48,6 +48,7 @@ func TestLoadConfig(t *testing.T) {
 	assert.False(t, def.Metrics.PktstatbpfNetworkFlowTCPRetransmits.Enabled)
 	assert.False(t, def.Drops, "drops is off by default")
 	assert.False(t, def.TCPRTT)
+	assert.Equal(t, 8192, def.MaxPointsPerBatch)
 
 	custom := loadConfig(t, component.NewIDWithName(metadata.Type, "custom"))
 	require.NoError(t, confmap.Validate(custom))
@@ -61,6 +62,7 @@ func TestLoadConfig(t *testing.T) {
 	want.NetNS = "/var/run/netns/blue"
 	want.Drops = true
 	want.Temporality = "delta"
+	want.MaxPointsPerBatch = 1000
 	want.Dimensions = []aggregate.Dimension{"interface", "direction", "proto", "src_ip", "dst_ip", "dst_port", "app_proto"}
 	want.FoldPorts = "ephemeral"
 	want.EphemeralPortMin = 49152
@@ -101,6 +103,7 @@ func TestConfigValidateErrors(t *testing.T) {
 		{"negative_idle_timeout", `idle_timeout -5s is negative: set a positive duration or remove it for the default 2m0s`},
 		{"relative_netns", `netns "blue" is not an absolute path: use /var/run/netns/NAME or /proc/PID/ns/net`},
 		{"bad_temporality", `temporality "gauge" is not one of cumulative, delta`},
+		{"negative_max_points_per_batch", `max_points_per_batch -1 is negative: use 0 to send each scrape as one batch, or a positive number of data points (default 8192)`},
 		{"bad_collection_interval", `"collection_interval": requires positive value`},
 		{"unknown_attribute", `metrics::pktstatbpf.network.flow.bytes::attributes: unknown attribute "src_ip": choose from ` +
 			`network.interface.name, network.io.direction, network.type, network.transport, source.address, source.port, ` +

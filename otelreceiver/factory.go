@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.opentelemetry.io/collector/scraper"
 	"go.opentelemetry.io/collector/scraper/scraperhelper"
 
@@ -34,6 +35,12 @@ func createMetricsReceiver(_ context.Context, set receiver.Settings, cfg compone
 	}
 	s, err := newFlowScraper(rCfg, set, newSource)
 	if err != nil {
+		return nil, fmt.Errorf("create pktstatbpf receiver: %w", err)
+	}
+	// The batches before a scrape's last are counted as the controller
+	// counts the last: the same receiver, the same (empty) transport.
+	s.next = next
+	if s.obs, err = receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{ReceiverID: set.ID, ReceiverCreateSettings: set}); err != nil {
 		return nil, fmt.Errorf("create pktstatbpf receiver: %w", err)
 	}
 	sc, err := scraper.NewMetrics(s.scrape, scraper.WithStart(s.start), scraper.WithShutdown(s.shutdown))

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
 	"github.com/pktstat-bpf/pktstat-bpf/core"
 )
 
@@ -91,5 +93,19 @@ func rec(k core.FlowKey, start time.Time, prevPkts, prevBytes, dPkts, dBytes uin
 		Packets: prevPkts + dPkts, Bytes: prevBytes + dBytes,
 		DeltaPackets: dPkts, DeltaBytes: dBytes,
 		StartTime: start,
+	}
+}
+
+// eachMetric calls fn for every metric in md, in order.
+func eachMetric(md pmetric.Metrics, fn func(pmetric.Metric)) {
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		sms := rms.At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				fn(ms.At(k))
+			}
+		}
 	}
 }

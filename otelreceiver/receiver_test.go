@@ -42,20 +42,13 @@ func TestFactory(t *testing.T) {
 // packetsOf sums pktstatbpf.network.flow.packets over md.
 func packetsOf(md pmetric.Metrics) int64 {
 	var n int64
-	rms := md.ResourceMetrics()
-	for i := 0; i < rms.Len(); i++ {
-		sms := rms.At(i).ScopeMetrics()
-		for j := 0; j < sms.Len(); j++ {
-			ms := sms.At(j).Metrics()
-			for k := 0; k < ms.Len(); k++ {
-				if m := ms.At(k); m.Name() == metadata.MetricPktstatbpfNetworkFlowPackets {
-					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
-						n += m.Sum().DataPoints().At(l).IntValue()
-					}
-				}
+	eachMetric(md, func(m pmetric.Metric) {
+		if m.Name() == metadata.MetricPktstatbpfNetworkFlowPackets {
+			for l := 0; l < m.Sum().DataPoints().Len(); l++ {
+				n += m.Sum().DataPoints().At(l).IntValue()
 			}
 		}
-	}
+	})
 	return n
 }
 

@@ -12,9 +12,11 @@ import (
 	"unique"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
 	"go.uber.org/zap/exp/zapslog"
 
@@ -400,7 +402,10 @@ func (rs *rttSet) add(sr *aggregate.Series, la *lazyAttrs, rtt core.RTTStats) {
 
 var rttBounds = metadata.RTTBoundsSeconds()
 
-func (rs *rttSet) flush(delta bool, prevEnd, now time.Time, record func(start, ts pcommon.Timestamp, h metadata.Histogram, a *metadata.FlowAttributes)) {
+// histogramFunc records one point of the RTT histogram.
+type histogramFunc func(start, ts pcommon.Timestamp, h metadata.Histogram, a *metadata.FlowAttributes)
+
+func (rs *rttSet) flush(delta bool, prevEnd, now time.Time, record histogramFunc) {
 	if rs == nil {
 		return
 	}
@@ -458,6 +463,50 @@ type flowScraper struct {
 	rtt         *rttSet
 	startTime   time.Time
 	prevEnd     time.Time
+
+	// next and obs take a scrape's batches but its last (the scraper
+	// controller sends that one, with the health metrics): set by
+	// createMetricsReceiver; without them a scrape is one batch.
+	next consumer.Metrics
+	obs  *receiverhelper.ObsReport
+}
+
+// batcher counts the flow points recorded since the last batch and, at
+// max of them, has send hand what the metrics builder holds on.
+type batcher struct {
+	max, points int
+	send        func()
+}
+
+func (b *batcher) recorded() {
+	b.points++
+	if b.points >= b.max {
+		b.points = 0
+		b.send()
+	}
+}
+
+// number wraps f so that each point it records counts toward b's batch;
+// without b it is f.
+func (b *batcher) number(f recordFunc) recordFunc {
+	if b == nil {
+		return f
+	}
+	return func(start, ts pcommon.Timestamp, val int64, a *metadata.FlowAttributes) {
+		f(start, ts, val, a)
+		b.recorded()
+	}
+}
+
+// histogram is number for the RTT histogram's points.
+func (b *batcher) histogram(f histogramFunc) histogramFunc {
+	if b == nil {
+		return f
+	}
+	return func(start, ts pcommon.Timestamp, h metadata.Histogram, a *metadata.FlowAttributes) {
+		f(start, ts, h, a)
+		b.recorded()
+	}
 }
 
 func newFlowScraper(cfg *Config, set receiver.Settings, newSource newSourceFunc) (*flowScraper, error) {
@@ -557,11 +606,56 @@ func (s *flowScraper) scrape(ctx context.Context) (pmetric.Metrics, error) {
 	if err != nil {
 		return pmetric.NewMetrics(), fmt.Errorf("read flows: %w", err)
 	}
-	return s.convert(snap), nil
+	return s.convertBatched(snap, s.cfg.MaxPointsPerBatch, s.sender(ctx)), nil
 }
 
-// convert turns one snapshot into metrics and advances the series state.
+// sender hands one batch to the next consumer as the scraper controller
+// hands the scrape's last: counted in the collector's receiver accepted or
+// refused points by its consumer's answer, which a refusal does not make a
+// failed scrape. nil when the receiver has no consumer of its own (tests
+// that call the scraper directly), which makes the scrape one batch.
+func (s *flowScraper) sender(ctx context.Context) func(pmetric.Metrics) {
+	if s.next == nil || s.obs == nil {
+		return nil
+	}
+	return func(md pmetric.Metrics) {
+		n := md.DataPointCount()
+		opCtx := s.obs.StartMetricsOp(ctx)
+		err := s.next.ConsumeMetrics(opCtx, md)
+		s.obs.EndMetricsOp(opCtx, "", n, err)
+	}
+}
+
+// convert turns one snapshot into metrics, one batch, and advances the
+// series state.
 func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
+	return s.convertBatched(snap, 0, nil)
+}
+
+// convertBatched is convert that, with perBatch > 0 and send set, hands every
+// perBatch flow data points recorded to send as a batch of their own, as soon
+// as they are built, so that the scrape is never in memory at once; it
+// returns the rest, with the receiver's own metrics.
+func (s *flowScraper) convertBatched(snap core.Snapshot, perBatch int, send func(pmetric.Metrics)) pmetric.Metrics {
+	rb := metadata.NewResourceBuilder(s.cfg.ResourceAttributes)
+	rb.SetHostName(s.hostName)
+	rb.SetCaptureMode(s.cfg.captureMode())
+	if s.nodeName != "" {
+		rb.SetK8sNodeName(s.nodeName)
+	}
+	res := rb.Emit()
+	emit := func() pmetric.Metrics {
+		md := s.mb.Emit(metadata.WithResource(res))
+		if s.splitIdentities {
+			md = splitByIdentity(md)
+		}
+		return md
+	}
+	var b *batcher
+	if perBatch > 0 && send != nil {
+		b = &batcher{max: perBatch, send: func() { send(emit()) }}
+	}
+
 	now := snap.Time
 	if now.IsZero() {
 		now = s.now()
@@ -592,13 +686,14 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 		}
 	}
 	delta := s.cfg.Temporality == TemporalityDelta
-	s.bytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint, s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
-	s.packets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
-	s.retransmits.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint)
+	bytesPoint, packetsPoint := b.number(s.mb.RecordPktstatbpfNetworkFlowBytesDataPoint), b.number(s.mb.RecordPktstatbpfNetworkFlowPacketsDataPoint)
+	s.bytes.flush(delta, s.prevEnd, now, bytesPoint, packetsPoint)
+	s.packets.flush(delta, s.prevEnd, now, packetsPoint)
+	s.retransmits.flush(delta, s.prevEnd, now, b.number(s.mb.RecordPktstatbpfNetworkFlowTCPRetransmitsDataPoint))
 	for i, flag := range tcpFlagNames {
-		s.tcpFlags[i].flush(delta, s.prevEnd, now, func(start, ts pcommon.Timestamp, val int64, a *metadata.FlowAttributes) {
+		s.tcpFlags[i].flush(delta, s.prevEnd, now, b.number(func(start, ts pcommon.Timestamp, val int64, a *metadata.FlowAttributes) {
 			s.mb.RecordPktstatbpfNetworkFlowTCPFlagsDataPoint(start, ts, val, a, flag)
-		})
+		}))
 	}
 	if s.dropAgg != nil {
 		drops := s.dropAgg.Aggregate(now, snap.Drops)
@@ -609,10 +704,11 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 			s.dropPackets.add(sr, &la, [2]uint64{sr.DeltaPackets, sr.DeltaBytes})
 			s.dropBytes.add(sr, &la, [2]uint64{sr.DeltaBytes})
 		}
-		s.dropPackets.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropPacketsDataPoint, s.mb.RecordPktstatbpfNetworkFlowDropBytesDataPoint)
-		s.dropBytes.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowDropBytesDataPoint)
+		dropPackets, dropBytes := b.number(s.mb.RecordPktstatbpfNetworkFlowDropPacketsDataPoint), b.number(s.mb.RecordPktstatbpfNetworkFlowDropBytesDataPoint)
+		s.dropPackets.flush(delta, s.prevEnd, now, dropPackets, dropBytes)
+		s.dropBytes.flush(delta, s.prevEnd, now, dropBytes)
 	}
-	s.rtt.flush(delta, s.prevEnd, now, s.mb.RecordPktstatbpfNetworkFlowTCPRTTDataPoint)
+	s.rtt.flush(delta, s.prevEnd, now, b.histogram(s.mb.RecordPktstatbpfNetworkFlowTCPRTTDataPoint))
 
 	ts := pcommon.NewTimestampFromTime(now)
 	start := pcommon.NewTimestampFromTime(s.startTime)
@@ -636,18 +732,7 @@ func (s *flowScraper) convert(snap core.Snapshot) pmetric.Metrics {
 	s.mb.RecordPktstatbpfHookCountDataPoint(start, ts, int64(len(h.Hooks)-attached), metadata.AttributeHookStateFailed)
 	s.mb.RecordPktstatbpfHookNotFirstDataPoint(start, ts, int64(h.HooksNotFirst()))
 	s.prevEnd = now
-
-	rb := metadata.NewResourceBuilder(s.cfg.ResourceAttributes)
-	rb.SetHostName(s.hostName)
-	rb.SetCaptureMode(s.cfg.captureMode())
-	if s.nodeName != "" {
-		rb.SetK8sNodeName(s.nodeName)
-	}
-	md := s.mb.Emit(metadata.WithResource(rb.Emit()))
-	if s.splitIdentities {
-		md = splitByIdentity(md)
-	}
-	return md
+	return emit()
 }
 
 // shutdown detaches. The last, partial interval has been scraped already:

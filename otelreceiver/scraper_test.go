@@ -169,30 +169,22 @@ type point struct {
 func flowPoints(t *testing.T, md pmetric.Metrics, metric string) map[int64]point {
 	t.Helper()
 	out := map[int64]point{}
-	rms := md.ResourceMetrics()
-	for i := 0; i < rms.Len(); i++ {
-		sms := rms.At(i).ScopeMetrics()
-		for j := 0; j < sms.Len(); j++ {
-			ms := sms.At(j).Metrics()
-			for k := 0; k < ms.Len(); k++ {
-				m := ms.At(k)
-				if m.Name() != metric {
-					continue
-				}
-				dps := m.Sum().DataPoints()
-				for l := 0; l < dps.Len(); l++ {
-					dp := dps.At(l)
-					port := int64(0)
-					if v, ok := dp.Attributes().Get(metadata.AttrSourcePort); ok {
-						port = v.Int()
-					}
-					_, dup := out[port]
-					require.False(t, dup, "two %s points for source port %d", metric, port)
-					out[port] = point{dp.StartTimestamp().AsTime(), dp.Timestamp().AsTime(), dp.IntValue()}
-				}
-			}
+	eachMetric(md, func(m pmetric.Metric) {
+		if m.Name() != metric {
+			return
 		}
-	}
+		dps := m.Sum().DataPoints()
+		for l := 0; l < dps.Len(); l++ {
+			dp := dps.At(l)
+			port := int64(0)
+			if v, ok := dp.Attributes().Get(metadata.AttrSourcePort); ok {
+				port = v.Int()
+			}
+			_, dup := out[port]
+			require.False(t, dup, "two %s points for source port %d", metric, port)
+			out[port] = point{dp.StartTimestamp().AsTime(), dp.Timestamp().AsTime(), dp.IntValue()}
+		}
+	})
 	return out
 }
 
@@ -355,23 +347,16 @@ const podUIDUnderscores = "1a2b3c4d_0000_4000_8000_00000000beef"
 // by source port and flag.
 func flagPoints(md pmetric.Metrics) map[string]point {
 	out := map[string]point{}
-	rms := md.ResourceMetrics()
-	for i := 0; i < rms.Len(); i++ {
-		sms := rms.At(i).ScopeMetrics()
-		for j := 0; j < sms.Len(); j++ {
-			ms := sms.At(j).Metrics()
-			for k := 0; k < ms.Len(); k++ {
-				if m := ms.At(k); m.Name() == metadata.MetricPktstatbpfNetworkFlowTCPFlags {
-					for l := 0; l < m.Sum().DataPoints().Len(); l++ {
-						dp := m.Sum().DataPoints().At(l)
-						port, _ := dp.Attributes().Get(metadata.AttrSourcePort)
-						flag, _ := dp.Attributes().Get(metadata.AttrTCPFlag)
-						out[fmt.Sprintf("%d/%s", port.Int(), flag.Str())] = point{dp.StartTimestamp().AsTime(), dp.Timestamp().AsTime(), dp.IntValue()}
-					}
-				}
+	eachMetric(md, func(m pmetric.Metric) {
+		if m.Name() == metadata.MetricPktstatbpfNetworkFlowTCPFlags {
+			for l := 0; l < m.Sum().DataPoints().Len(); l++ {
+				dp := m.Sum().DataPoints().At(l)
+				port, _ := dp.Attributes().Get(metadata.AttrSourcePort)
+				flag, _ := dp.Attributes().Get(metadata.AttrTCPFlag)
+				out[fmt.Sprintf("%d/%s", port.Int(), flag.Str())] = point{dp.StartTimestamp().AsTime(), dp.Timestamp().AsTime(), dp.IntValue()}
 			}
 		}
-	}
+	})
 	return out
 }
 

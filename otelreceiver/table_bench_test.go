@@ -72,4 +72,29 @@ func BenchmarkTableToPdata(b *testing.B) {
 		runtime.KeepAlive(s)
 		runtime.KeepAlive(md)
 	})
+	// As the receiver scrapes by default: batches of max_points_per_batch
+	// go to a consumer that is done with each when it returns (an exporter
+	// without a queue), so only the last batch outlives the scrape.
+	b.Run("steady-batched", func(b *testing.B) {
+		before := benchmem.Live()
+		s := newTestScraper(b, &fakeSource{}, nil)
+		sent, batches := 0, 0
+		send := func(md pmetric.Metrics) { sent += md.DataPointCount(); batches++ }
+		s.convertBatched(core.Snapshot{Time: at(0), Records: recs}, defaultMaxPointsPerBatch, send)
+		batches = 0
+		b.ReportAllocs()
+		var md pmetric.Metrics
+		for i := 1; b.Loop(); i++ {
+			sent = 0
+			md = s.convertBatched(core.Snapshot{Time: at(i), Records: recs}, defaultMaxPointsPerBatch, send)
+			if n := sent + md.DataPointCount(); n < 2*flows {
+				b.Fatalf("%d data points for %d flows", n, flows)
+			}
+		}
+		b.ReportMetric(flows, "flows")
+		b.ReportMetric(float64(batches)/float64(b.N), "batches/op")
+		benchmem.ReportPerFlow(b, before, flows)
+		runtime.KeepAlive(s)
+		runtime.KeepAlive(md)
+	})
 }

@@ -19,20 +19,13 @@ import (
 
 // rttHistograms calls fn with every pktstatbpf.network.flow.tcp.rtt point in md.
 func rttHistograms(md pmetric.Metrics, fn func(pmetric.HistogramDataPoint)) {
-	rms := md.ResourceMetrics()
-	for i := 0; i < rms.Len(); i++ {
-		sms := rms.At(i).ScopeMetrics()
-		for j := 0; j < sms.Len(); j++ {
-			ms := sms.At(j).Metrics()
-			for k := 0; k < ms.Len(); k++ {
-				if m := ms.At(k); m.Name() == metadata.MetricPktstatbpfNetworkFlowTCPRTT {
-					for l := 0; l < m.Histogram().DataPoints().Len(); l++ {
-						fn(m.Histogram().DataPoints().At(l))
-					}
-				}
+	eachMetric(md, func(m pmetric.Metric) {
+		if m.Name() == metadata.MetricPktstatbpfNetworkFlowTCPRTT {
+			for l := 0; l < m.Histogram().DataPoints().Len(); l++ {
+				fn(m.Histogram().DataPoints().At(l))
 			}
 		}
-	}
+	})
 }
 
 // rttPoints returns the RTT points in md, keyed by their attributes.
