@@ -80,9 +80,10 @@ deps: deps-core $(DEPS_TARGETS)
 
 deps-core:
 	@command -v $(CLANG) >/dev/null && command -v llvm-strip-19 >/dev/null && command -v bpftool >/dev/null \
-		&& command -v ip >/dev/null && command -v setpriv >/dev/null && test -f /usr/include/bpf/bpf_helpers.h || { \
+		&& command -v ip >/dev/null && command -v setpriv >/dev/null && command -v nft >/dev/null \
+		&& test -f /usr/include/bpf/bpf_helpers.h || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			clang-19 llvm-19 libbpf-dev bpftool iproute2 util-linux >/dev/null; }
+			clang-19 llvm-19 libbpf-dev bpftool iproute2 util-linux nftables >/dev/null; }
 
 ## generate: rebuild the bpf2go bindings (Go + .o, amd64 and arm64) with clang-19
 generate:

@@ -93,6 +93,6 @@ vmtest: $(VMTEST_AGENT_DEPS)
 vmtest-boot:
 	@$(VMTEST_ENV) vmtest/vmtest.sh boot
 
-## deps-vmtest: install qemu-system-x86/-arm, busybox-static, cpio, binutils if missing; fetch the guests' kernel packages
+## deps-vmtest: install qemu-system-x86/-arm, busybox-static, cpio, binutils and the guests' host tools (iproute2, bpftool, util-linux, nftables) if missing; fetch the guests' kernel packages
 deps-vmtest:
 	@$(VMTEST_ENV) vmtest/vmtest.sh deps

@@ -108,7 +108,11 @@ guest_spec() {
 
 cmd_deps() {
 	local missing=() pkg
-	for pkg in qemu-system-x86 qemu-system-arm busybox-static cpio binutils file xz-utils; do
+	# iproute2, bpftool, util-linux and nftables give VMTEST_HOST_BINS (ip, tc,
+	# bpftool, setpriv, nft), which the amd64 guests copy from the host: the
+	# early guests boot before the host side's own installs (one of which,
+	# podman, brought nftables in only as a dependency).
+	for pkg in qemu-system-x86 qemu-system-arm busybox-static cpio binutils file xz-utils iproute2 bpftool util-linux nftables; do
 		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 	done
 	if ((${#missing[@]})); then
