@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -285,16 +287,82 @@ func loadedProgramNames(t *testing.T) []string {
 	}
 }
 
-// programsNamed counts loaded programs with the given name.
-func programsNamed(t *testing.T, name string) int {
+// ownPrograms returns the names of the programs this test process holds a
+// descriptor of, its own or a link's (the prog_id of /proc/self/fdinfo), by
+// ID: what this test's collectors loaded, whatever other processes on the
+// machine load meanwhile (a collector started by hand once failed a
+// system-wide count here).
+func ownPrograms(t *testing.T) map[ebpf.ProgramID]string {
 	t.Helper()
-	n := 0
-	for _, got := range loadedProgramNames(t) {
-		if got == name {
-			n++
+	ents, err := os.ReadDir("/proc/self/fdinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[ebpf.ProgramID]string{}
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile (ReadDir's own descriptor)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			v, ok := strings.CutPrefix(line, "prog_id:")
+			if !ok {
+				continue
+			}
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			id := ebpf.ProgramID(n)
+			if _, seen := out[id]; err != nil || id == 0 || seen {
+				continue
+			}
+			p, err := ebpf.NewProgramFromID(id)
+			if err != nil {
+				continue // unloaded meanwhile
+			}
+			info, err := p.Info()
+			p.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[id] = info.Name
 		}
 	}
-	return n
+	return out
+}
+
+// ownProgramsNamed returns the IDs of this process's programs (ownPrograms)
+// that have one of names.
+func ownProgramsNamed(t *testing.T, names ...string) []ebpf.ProgramID {
+	t.Helper()
+	var ids []ebpf.ProgramID
+	for id, name := range ownPrograms(t) {
+		if slices.Contains(names, name) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// waitUnloaded waits up to 5 s for the kernel to free the programs ids
+// (it frees a detached program after an RCU grace period) and fails t with
+// what of them is still loaded.
+func waitUnloaded(t *testing.T, what string, ids []ebpf.ProgramID) {
+	t.Helper()
+	loaded := func() (n int) {
+		for _, id := range ids {
+			if p, err := ebpf.NewProgramFromID(id); err == nil {
+				p.Close()
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for loaded() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := loaded(); n > 0 {
+		t.Errorf("5 s after Close: %d of the %d %s programs still loaded", n, len(ids), what)
+	}
 }
 
 // With tcp_rtt off no tcp_probe program is loaded; with it on, one is, and
@@ -305,29 +373,24 @@ func TestTCPRTTLoadsOnlyWhenSet(t *testing.T) {
 	requireTracepoint(t, "tcp_retransmit_skb")
 	p := nettest.NewPair(t)
 	const probe = "tcp_probe_rtt"
-	retransmits := func() int { return programsNamed(t, "tcp_retransmit") + programsNamed(t, "tcp_retransmit_err") }
-	probes0, retrans0 := programsNamed(t, probe), retransmits()
+	retransmit := []string{"tcp_retransmit", "tcp_retransmit_err"}
+	probes0, retrans0 := len(ownProgramsNamed(t, probe)), len(ownProgramsNamed(t, retransmit...))
 	for _, on := range []bool{false, true} {
 		c := startCollector(t, Config{Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), TCPRTT: on})
 		want := 0
 		if on {
 			want = 1
 		}
-		if got := programsNamed(t, probe) - probes0; got != want {
+		probes, retrans := ownProgramsNamed(t, probe), ownProgramsNamed(t, retransmit...)
+		if got := len(probes) - probes0; got != want {
 			t.Errorf("tcp_rtt = %v: %d %s programs loaded by the collector, want %d", on, got, probe, want)
 		}
-		if got := retransmits() - retrans0; got != 1 {
+		if got := len(retrans) - retrans0; got != 1 {
 			t.Errorf("tcp_rtt = %v: %d retransmit programs loaded, want 1", on, got)
 		}
 		c.Close()
-		// The kernel frees a detached program after an RCU grace period.
-		deadline := time.Now().Add(5 * time.Second)
-		for programsNamed(t, probe) != probes0 && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if got := programsNamed(t, probe) - probes0; got != 0 {
-			t.Errorf("5 s after Close: %d %s programs still loaded", got, probe)
-		}
+		waitUnloaded(t, probe, probes)
+		waitUnloaded(t, "retransmit", retrans)
 	}
 }
 
@@ -453,12 +516,12 @@ func TestTCPSockWithoutTracepoints(t *testing.T) {
 	var log strings.Builder
 	cfg = Config{Interfaces: []string{p.IfA}, NetNS: p.NSPathA(), hideTracepoint: "tcp_retransmit_skb",
 		Logger: slog.New(slog.NewTextHandler(&log, nil))}
-	before := programsNamed(t, "tcp_retransmit") + programsNamed(t, "tcp_retransmit_err")
+	before := len(ownProgramsNamed(t, "tcp_retransmit", "tcp_retransmit_err"))
 	c = startCollector(t, cfg)
 	if c.tcpsock != nil {
 		t.Error("tcpsock loaded without the retransmit tracepoint and tcp_rtt")
 	}
-	if n := programsNamed(t, "tcp_retransmit") + programsNamed(t, "tcp_retransmit_err"); n != before {
+	if n := len(ownProgramsNamed(t, "tcp_retransmit", "tcp_retransmit_err")); n != before {
 		t.Errorf("%d retransmit programs loaded, want none", n-before)
 	}
 	if msg := log.String(); strings.Count(msg, "TCP retransmits not counted") != 1 || !strings.Contains(msg, "kernel="+kernelRelease()) ||
