@@ -221,6 +221,12 @@ service:
   telemetry:
     metrics:
       level: none
+    # The count per drain is read from the debug exporter's line per
+    # batch: the logger's default sampling (10 lines per 10 s, then every
+    # 100th) would drop most of a scrape's 33 batches.
+    logs:
+      sampling:
+        enabled: false
   pipelines:
     metrics:
       receivers: [pktstatbpf]
