@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/pktstat-bpf/pktstat-bpf/internal/nettest"
@@ -251,40 +250,16 @@ func TestDropSocketRcvbuf(t *testing.T) {
 	checkDropFlow(t, p, s, rs, sport, dport, packets)
 }
 
-// kfreeSkbPrograms counts the loaded programs named kfree_skb (ours; the
-// name is the C function's).
-func kfreeSkbPrograms(t *testing.T) int {
-	t.Helper()
-	n := 0
-	for id := ebpf.ProgramID(0); ; {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			return n
-		}
-		if err != nil {
-			t.Fatalf("iterate programs: %v", err)
-		}
-		id = next
-		prog, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue // unloaded in between
-		}
-		info, err := prog.Info()
-		prog.Close()
-		if err == nil && info.Name == "kfree_skb" && info.Type == ebpf.Tracing {
-			n++
-		}
-	}
-}
-
 // With drops off nothing extra is loaded; with drops on, exactly the
 // kfree_skb program, gone again after Close.
 func TestDropOffLoadsNothing(t *testing.T) {
 	p := nettest.NewPair(t)
 	requireDrops(t)
-	base := kfreeSkbPrograms(t)
+	// The programs this process holds (ownPrograms), not every kfree_skb
+	// program on the machine: an agent started beside the test has its own.
+	base := len(ownProgramsNamed(t, "kfree_skb"))
 	off := startCollector(t, Config{Interfaces: []string{p.IfB}, NetNS: p.NSPathB()})
-	if got := kfreeSkbPrograms(t); got != base {
+	if got := len(ownProgramsNamed(t, "kfree_skb")); got != base {
 		t.Errorf("drops off: %d kfree_skb programs loaded, want %d as before Start", got, base)
 	}
 	if s := read(t, off); s.Drops != nil {
@@ -292,12 +267,12 @@ func TestDropOffLoadsNothing(t *testing.T) {
 	}
 	off.Close()
 	on := startCollector(t, Config{Interfaces: []string{p.IfB}, NetNS: p.NSPathB(), Drops: true})
-	if got := kfreeSkbPrograms(t); got != base+1 {
+	ids := ownProgramsNamed(t, "kfree_skb")
+	if got := len(ids); got != base+1 {
 		t.Errorf("drops on: %d kfree_skb programs loaded, want %d", got, base+1)
 	}
 	on.Close()
-	// The kernel frees a closed program after an RCU grace period.
-	waitFor(t, func() bool { return kfreeSkbPrograms(t) == base }, "see the kfree_skb program unloaded after Close")
+	waitUnloaded(t, "kfree_skb", ids)
 }
 
 // Drops on another namespace's interface with the same name pattern are not counted.

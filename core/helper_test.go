@@ -214,3 +214,81 @@ func checkNotDeclaredLacking(t *testing.T, feature string) {
 		t.Fatalf("this kernel has %s, but PKTSTAT_KERNEL_LACKS=%q says it does not", feature, os.Getenv("PKTSTAT_KERNEL_LACKS"))
 	}
 }
+
+// ownPrograms returns the names of the programs this test process holds a
+// descriptor of, its own or a link's (the prog_id of /proc/self/fdinfo), by
+// ID: what this test's collectors loaded, whatever other processes on the
+// machine load meanwhile (a collector started by hand once failed a
+// system-wide count here).
+func ownPrograms(t *testing.T) map[ebpf.ProgramID]string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fdinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[ebpf.ProgramID]string{}
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile (ReadDir's own descriptor)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			v, ok := strings.CutPrefix(line, "prog_id:")
+			if !ok {
+				continue
+			}
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			id := ebpf.ProgramID(n)
+			if _, seen := out[id]; err != nil || id == 0 || seen {
+				continue
+			}
+			p, err := ebpf.NewProgramFromID(id)
+			if err != nil {
+				continue // unloaded meanwhile
+			}
+			info, err := p.Info()
+			p.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[id] = info.Name
+		}
+	}
+	return out
+}
+
+// ownProgramsNamed returns the IDs of this process's programs (ownPrograms)
+// that have one of names.
+func ownProgramsNamed(t *testing.T, names ...string) []ebpf.ProgramID {
+	t.Helper()
+	var ids []ebpf.ProgramID
+	for id, name := range ownPrograms(t) {
+		if slices.Contains(names, name) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// waitUnloaded waits up to 5 s for the kernel to free the programs ids
+// (it frees a detached program after an RCU grace period) and fails t with
+// what of them is still loaded.
+func waitUnloaded(t *testing.T, what string, ids []ebpf.ProgramID) {
+	t.Helper()
+	loaded := func() (n int) {
+		for _, id := range ids {
+			if p, err := ebpf.NewProgramFromID(id); err == nil {
+				p.Close()
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for loaded() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := loaded(); n > 0 {
+		t.Errorf("5 s after Close: %d of the %d %s programs still loaded", n, len(ids), what)
+	}
+}
