@@ -88,6 +88,17 @@ func TestTCXFirstInChain(t *testing.T) {
 					// A second veth pair inside A: the redirect target, whose
 					// own tx counter sees every redirected packet.
 					ip(t, "-n", p.NSA, "link", "add", redirDev, "type", "veth", "peer", "name", "pvs"+p.IfA[3:])
+					// No IPv6 on the pair: a link-local address would make
+					// the kernel send its own DAD, MLD and router
+					// solicitation out of redirDev, which its tx counter
+					// would count with the redirected packets (121 of 120
+					// once in the 6.12 guest).
+					for _, dev := range []string{redirDev, "pvs" + p.IfA[3:]} {
+						key := "net.ipv6.conf." + dev + ".disable_ipv6=1"
+						if out, err := exec.Command("ip", "netns", "exec", p.NSA, "sysctl", "-qw", key).CombinedOutput(); err != nil {
+							t.Fatalf("sysctl %s: %v: %s", key, err, out)
+						}
+					}
 					ip(t, "-n", p.NSA, "link", "set", redirDev, "up")
 					ip(t, "-n", p.NSA, "link", "set", "pvs"+p.IfA[3:], "up")
 					redirIndex = ifindexIn(t, p.NSPathA(), redirDev)
