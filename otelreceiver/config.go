@@ -111,8 +111,9 @@ func createDefaultConfig() component.Config {
 		MaxFlows:    core.DefaultMaxFlows,
 		IdleTimeout: core.DefaultIdleTimeout,
 		Temporality: TemporalityCumulative,
-		// A full scrape's data points are about 1 KB each in pdata: one
-		// batch of a full table is some 260 MB of heap (bench/README.md).
+		// A full scrape's flow data points take about 550 bytes each in
+		// pdata: one batch of a full table is some 145 MB of heap
+		// (bench/README.md, "Eighth pass").
 		MaxPointsPerBatch: defaultMaxPointsPerBatch,
 	}
 }
