@@ -215,6 +215,43 @@ func checkNotDeclaredLacking(t *testing.T, feature string) {
 	}
 }
 
+// programName is the name of the loaded program id; ok is false when it
+// was unloaded meanwhile.
+func programName(t *testing.T, id ebpf.ProgramID) (name string, ok bool) {
+	t.Helper()
+	p, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return "", false
+	}
+	info, err := p.Info()
+	p.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Name, true
+}
+
+// loadedProgramNames lists the names of every program loaded in the kernel,
+// by whatever process (ownPrograms: only this one's).
+func loadedProgramNames(t *testing.T) []string {
+	t.Helper()
+	var names []string
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return names
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = next
+		if name, ok := programName(t, id); ok {
+			names = append(names, name)
+		}
+	}
+}
+
 // ownPrograms returns the names of the programs this test process holds a
 // descriptor of, its own or a link's (the prog_id of /proc/self/fdinfo), by
 // ID: what this test's collectors loaded, whatever other processes on the
@@ -242,16 +279,9 @@ func ownPrograms(t *testing.T) map[ebpf.ProgramID]string {
 			if _, seen := out[id]; err != nil || id == 0 || seen {
 				continue
 			}
-			p, err := ebpf.NewProgramFromID(id)
-			if err != nil {
-				continue // unloaded meanwhile
+			if name, ok := programName(t, id); ok {
+				out[id] = name
 			}
-			info, err := p.Info()
-			p.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[id] = info.Name
 		}
 	}
 	return out

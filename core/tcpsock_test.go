@@ -258,33 +258,6 @@ func TestRTTWithNetemDelay(t *testing.T) {
 	}
 }
 
-// loadedProgramNames lists the names of the programs loaded in the kernel.
-func loadedProgramNames(t *testing.T) []string {
-	t.Helper()
-	var names []string
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			return names
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue // unloaded meanwhile
-		}
-		info, err := p.Info()
-		p.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, info.Name)
-	}
-}
-
 // With tcp_rtt off no tcp_probe program is loaded; with it on, one is, and
 // Close unloads it. The retransmit program loads in both.
 func TestTCPRTTLoadsOnlyWhenSet(t *testing.T) {
