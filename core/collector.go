@@ -61,7 +61,14 @@ type Collector struct {
 	cgIfaces ifaceNames
 	comms    map[[16]int8]string
 
+	// records is Read's result; ReadFunc leaves it alone. collect is set
+	// while Read fills it.
 	records []Record
+	collect bool
+	// sink receives the records of the Read in progress; scratch is the
+	// one record that emit fills before handing it on.
+	sink    func(*Record)
+	scratch Record
 	expired uint64
 	// kernelMem is what the capture's BPF maps hold in the kernel, summed
 	// at Start (Health.KernelMemory).
@@ -348,33 +355,70 @@ func (c *Collector) startCgroup() error {
 func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.records = c.records[:0]
+	c.collect = true
+	snap, err := c.read(ctx, c.appendRecord)
+	c.collect = false
+	if err != nil {
+		return Snapshot{}, err
+	}
+	snap.Records = c.records
+	return snap, nil
+}
+
+// ReadFunc is Read that hands each record to fn as the drain makes it,
+// instead of returning them in a slice (the returned Snapshot's Records is
+// nil): a full table's records (about 45 MB at 131,072 flows) are then
+// never in memory at once. r and what it points to are valid only during
+// the call, and fn must not call the Collector. The records are the ones
+// Read returns, in the same order, except that the egress TCP records a
+// socket event (retransmits, tcp_rtt) joins come after the others.
+func (c *Collector) ReadFunc(ctx context.Context, fn func(r *Record)) (Snapshot, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.read(ctx, fn)
+}
+
+func (c *Collector) appendRecord(r *Record) { c.records = append(c.records, *r) }
+
+func (c *Collector) read(ctx context.Context, sink func(*Record)) (Snapshot, error) {
 	if !c.started || c.closed {
 		return Snapshot{}, errors.New("read: collector is not running (call Start first)")
 	}
 	if err := ctx.Err(); err != nil {
 		return Snapshot{}, err
 	}
+	c.sink = sink
+	defer func() { c.sink = nil }()
 	t0 := time.Now()
 	clock := readClock(c.clockOffset)
 	now := clock.wall
-	c.records = c.records[:0]
 	var active int
 	var err error
-	if c.flows != nil {
-		active, err = c.flows.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.FlowFlowKey, st *flowState, dp, db uint64, expired bool) {
-			c.emit(decodeKey(k), st, dp, db, expired, false)
-		})
-	} else if c.kp != nil {
-		active, err = c.drainKprobe(now, clock)
-	} else {
-		active, err = c.cgFlows.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.CgroupCgroupFlowKey, st *flowState, dp, db uint64, expired bool) {
-			fk := decodeKey(bpf.FlowFlowKey(k.Flow))
-			fk.CgroupID, fk.PID, fk.Comm = k.CgroupId, k.Pid, c.comm(k.Comm)
-			c.emit(fk, st, dp, db, expired, false)
-		})
+	if c.tcpsock != nil {
+		// The socket tables are read first, so that the flow drain can set
+		// aside the few egress records their events join and hand every
+		// other record on at once.
+		err = c.readTCPSock(now, clock)
+	}
+	if err == nil {
+		switch {
+		case c.flows != nil:
+			active, err = c.flows.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.FlowFlowKey, st *flowState, dp, db uint64, expired bool) {
+				c.emit(decodeKey(k), st, dp, db, expired, false)
+			})
+		case c.kp != nil:
+			active, err = c.drainKprobe(now, clock)
+		default:
+			active, err = c.cgFlows.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.CgroupCgroupFlowKey, st *flowState, dp, db uint64, expired bool) {
+				fk := decodeKey(bpf.FlowFlowKey(k.Flow))
+				fk.CgroupID, fk.PID, fk.Comm = k.CgroupId, k.Pid, c.comm(k.Comm)
+				c.emit(fk, st, dp, db, expired, false)
+			})
+		}
 	}
 	if err == nil && c.tcpsock != nil {
-		err = c.drainTCPSock(now, clock)
+		c.joinTCPSock()
 	}
 	if err != nil {
 		return Snapshot{}, err
@@ -402,11 +446,6 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 		h.OverflowPackets += c.ovState.packets
 		h.OverflowBytes += c.ovState.bytes
 	}
-	for i := range c.records {
-		if c.records[i].Expired {
-			c.expired++
-		}
-	}
 	h.ExpiredFlows = c.expired
 	h.DrainDuration = time.Since(t0)
 	if c.ifaces != nil {
@@ -415,7 +454,7 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 	for _, hk := range c.hooks {
 		h.Hooks = append(h.Hooks, HookState{Target: hk.target, Hook: hk.kind, Attached: true})
 	}
-	snap := Snapshot{Time: now, Records: c.records, Health: h}
+	snap := Snapshot{Time: now, Health: h}
 	if c.drops != nil {
 		if snap.Drops, err = c.drops.read(now, clock, c.cfg.IdleTimeout, c.newRecord); err != nil {
 			return Snapshot{}, err
@@ -424,11 +463,34 @@ func (c *Collector) Read(ctx context.Context) (Snapshot, error) {
 	return snap, nil
 }
 
-// emit fills the next record in place: a full table's records are written
-// once per Read, not built and then copied into the slice.
+// emit makes the record of one kernel entry and hands it on.
 func (c *Collector) emit(k FlowKey, st *flowState, dp, db uint64, expired, overflow bool) {
-	c.records = append(c.records, Record{})
-	c.fillRecord(&c.records[len(c.records)-1], k, st, dp, db, expired, overflow)
+	c.put(c.record(k, st, dp, db, expired, overflow))
+}
+
+// record fills the collector's one scratch record from a kernel entry, for
+// the caller to complete and put: a full table's records are written once
+// per Read, not built and then copied.
+func (c *Collector) record(k FlowKey, st *flowState, dp, db uint64, expired, overflow bool) *Record {
+	c.scratch = Record{}
+	c.fillRecord(&c.scratch, k, st, dp, db, expired, overflow)
+	return &c.scratch
+}
+
+// put hands a finished record to the Read's sink, or sets it aside when a
+// socket event of this Read joins it (tcpsock.go).
+func (c *Collector) put(r *Record) {
+	if c.tcpsock != nil && c.tcpsock.hold(r) {
+		return
+	}
+	c.deliver(r)
+}
+
+func (c *Collector) deliver(r *Record) {
+	if r.Expired {
+		c.expired++
+	}
+	c.sink(r)
 }
 
 // newRecord builds the record of one kernel entry.
@@ -458,9 +520,14 @@ func (c *Collector) fillRecord(r *Record, k FlowKey, st *flowState, dp, db uint6
 	}
 }
 
-// reserveRecords makes room for n more records before a table emits them:
-// appending 131,072 records one by one copies the slice over and over.
-func (c *Collector) reserveRecords(n int) { c.records = slices.Grow(c.records, n) }
+// reserveRecords makes room for n more records before a table emits them
+// into Read's slice: appending 131,072 records one by one copies the slice
+// over and over. ReadFunc keeps no slice.
+func (c *Collector) reserveRecords(n int) {
+	if c.collect {
+		c.records = slices.Grow(c.records, n)
+	}
+}
 
 // comm interns process names: many flows share a few.
 func (c *Collector) comm(raw [16]int8) string {

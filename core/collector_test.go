@@ -38,6 +38,36 @@ func read(t *testing.T, c *Collector) Snapshot {
 	return s
 }
 
+// readFunc drains c by ReadFunc and returns what Read would: the records,
+// copied (their RTT too) as the callback receives them, in its order.
+func readFunc(t *testing.T, c *Collector) Snapshot {
+	t.Helper()
+	var recs []Record
+	s, err := c.ReadFunc(context.Background(), func(r *Record) {
+		cp := *r
+		if r.RTT != nil {
+			rtt := *r.RTT
+			cp.RTT = &rtt
+		}
+		recs = append(recs, cp)
+	})
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if s.Records != nil {
+		t.Fatalf("ReadFunc returned %d records in its snapshot besides handing them over", len(s.Records))
+	}
+	s.Records = recs
+	return s
+}
+
+// readers are the two ways to drain a collector, for tests that check
+// both give the same records.
+var readers = []struct {
+	name string
+	read func(*testing.T, *Collector) Snapshot
+}{{"Read", read}, {"ReadFunc", readFunc}}
+
 // flowsTo returns the records of non-overflow flows with the given
 // destination port, keyed by direction.
 func find(s Snapshot, match func(Record) bool) []Record {
@@ -92,6 +122,10 @@ func TestInterfaceModesCountExactly(t *testing.T) {
 				cfg.XDPMode = ""
 			}
 			c := startCollector(t, cfg)
+			// Both readers, each for one read of each case: the first
+			// read's exact counts and the second's cumulative ones.
+			first, second := readers[i%2], readers[(i+1)%2]
+			t.Logf("first read by %s, second by %s", first.name, second.name)
 			before := p.LinkStats(t, p.NSA, p.IfA)
 			const n4, size4, n6, size6 = 200, 300, 150, 1000
 			send := p.SendUDP
@@ -100,7 +134,7 @@ func TestInterfaceModesCountExactly(t *testing.T) {
 			}
 			send(t, n4, size4, 40001, 7001, false)
 			send(t, n6, size6, 40002, 7002, true)
-			s := read(t, c)
+			s := first.read(t, c)
 			link := p.LinkStats(t, p.NSA, p.IfA).Sub(before)
 
 			dir := Egress
@@ -151,7 +185,7 @@ func TestInterfaceModesCountExactly(t *testing.T) {
 			}
 
 			// A second read: counters stay cumulative, deltas are zero.
-			s2 := read(t, c)
+			s2 := second.read(t, c)
 			rs := find(s2, func(r Record) bool { return r.DstPort == 7001 })
 			if len(rs) != 1 || rs[0].Packets != n4 || rs[0].DeltaPackets != 0 {
 				t.Errorf("second read: %+v, want cumulative %d packets and delta 0", rs, n4)

@@ -97,11 +97,37 @@ func readAll(b testing.TB, c *Collector, want int) {
 	}
 }
 
+// readEach drains c by ReadFunc, summing what a consumer would, and checks
+// the number of records and their packets against the table's.
+func readEach(b testing.TB, c *Collector, want int, wantPackets uint64) {
+	var n int
+	var packets uint64
+	if _, err := c.ReadFunc(context.Background(), func(r *Record) {
+		n++
+		packets += r.Packets
+	}); err != nil {
+		b.Fatal(err)
+	}
+	if n != want || packets != wantPackets {
+		b.Fatalf("drained %d records of %d packets, want %d of %d", n, packets, want, wantPackets)
+	}
+}
+
+// benchPackets is the packets benchFlows(n, grow) puts in the table.
+func benchPackets(n int, grow uint64) uint64 {
+	var p uint64
+	for i := range n {
+		p += uint64(1+i%7) + grow
+	}
+	return p
+}
+
 // BenchmarkDrain measures Collector.Read on a full table: the first drain
 // (every flow new to user space) and a steady-state drain (every flow known,
 // every counter grown), read by the walk where the kernel has it; and, as
 // the baseline in the same run, the steady drain by batch lookups
-// (steady-batch). Run by `make bench`, never by `make test`.
+// (steady-batch); and the steady drain by ReadFunc, which keeps no records
+// (steady-func). Run by `make bench`, never by `make test`.
 func BenchmarkDrain(b *testing.B) {
 	for _, n := range []int{10000, DefaultMaxFlows} {
 		objs := loadFlowForTest(b, DefaultMaxFlows)
@@ -139,5 +165,25 @@ func BenchmarkDrain(b *testing.B) {
 				runtime.KeepAlive(c)
 			})
 		}
+		b.Run(fmt.Sprintf("flows=%d/steady-func", n), func(b *testing.B) {
+			before := benchmem.Live()
+			c := benchCollector(b, objs, false)
+			grow := uint64(0)
+			readEach(b, c, n, benchPackets(n, grow))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				grow = uint64(i + 1)
+				benchFlows(b, objs.Flows, n, grow)
+				want := benchPackets(n, grow)
+				b.StartTimer()
+				readEach(b, c, n, want)
+			}
+			b.ReportMetric(float64(n), "flows")
+			// The collector's state alone: no record outlives its call.
+			benchmem.ReportPerFlow(b, before, n)
+			runtime.KeepAlive(c)
+		})
 	}
 }

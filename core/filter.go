@@ -378,8 +378,9 @@ func (c *Collector) drainFiltered(now time.Time, clock monoClock) error {
 		return nil
 	}
 	_, err := c.filtered.drain(now, clock, math.MaxInt64, func(k bpf.FlowOverflowKey, st *flowState, dp, db uint64, expired bool) {
-		c.emit(FlowKey{Ifindex: k.Ifindex, Direction: Direction(k.Direction)}, st, dp, db, expired, false)
-		c.records[len(c.records)-1].Filtered = true
+		r := c.record(FlowKey{Ifindex: k.Ifindex, Direction: Direction(k.Direction)}, st, dp, db, expired, false)
+		r.Filtered = true
+		c.put(r)
 	})
 	return err
 }

@@ -280,21 +280,21 @@ func (c *Collector) drainKprobe(now time.Time, clock monoClock) (int, error) {
 		return 0, err
 	}
 	active, err := kp.flows.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.KprobeCgroupFlowKey, st *flowState, dp, db uint64, expired bool) {
-		c.emit(c.kprobeKey(k), st, dp, db, expired, false)
+		rec := c.record(c.kprobeKey(k), st, dp, db, expired, false)
 		if r, ok := kp.pending[k]; ok {
-			c.records[len(c.records)-1].Retransmits = r.total
-			c.records[len(c.records)-1].DeltaRetransmits = r.delta
+			rec.Retransmits, rec.DeltaRetransmits = r.total, r.delta
 			delete(kp.pending, k)
 		}
+		c.put(rec)
 	})
 	if err != nil {
 		return 0, err
 	}
 	for k, r := range kp.pending {
 		st := flowState{start: r.st.start, lastSeen: r.st.lastSeen}
-		c.emit(c.kprobeKey(k), &st, 0, 0, r.expired, false)
-		c.records[len(c.records)-1].Retransmits = r.total
-		c.records[len(c.records)-1].DeltaRetransmits = r.delta
+		rec := c.record(c.kprobeKey(k), &st, 0, 0, r.expired, false)
+		rec.Retransmits, rec.DeltaRetransmits = r.total, r.delta
+		c.put(rec)
 	}
 	if err := kp.rov.read(c, now, clock); err != nil {
 		return 0, err

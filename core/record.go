@@ -283,7 +283,8 @@ type Health struct {
 	OverflowBytes   uint64
 	// ExpiredFlows counts flows removed for idleness since Start.
 	ExpiredFlows uint64
-	// DrainDuration is how long the last Read took.
+	// DrainDuration is how long the last Read took; for ReadFunc, the
+	// callback's work on each record included.
 	DrainDuration time.Duration
 	// Hooks lists every attachment, one per interface and hook.
 	Hooks []HookState

@@ -19,7 +19,7 @@ import (
 // TCP retransmissions (tp_btf/tcp_retransmit_skb, on whenever the kernel
 // has the tracepoint) and, with tcp_rtt, the sockets' smoothed RTT
 // (tp_btf/tcp_probe). bpf/tcpsock.c keys both by the socket's ends as an
-// egress flow; drainTCPSock joins them to the egress records of those ends.
+// egress flow; joinTCPSock joins them to the egress records of those ends.
 type tcpsockCapture struct {
 	coll  *ebpf.Collection
 	links []link.Link
@@ -33,8 +33,27 @@ type tcpsockCapture struct {
 	rttVals []bpf.TcpsockRttStats
 	ncpu    int
 
-	// joins indexes the egress records of a Read by socket ends.
-	joins map[sockEnds][]int
+	// A Read first reads the socket tables into events, and ends lists
+	// the socket ends they have. The flow drain then sets aside in held
+	// the egress records of those ends (few: the sockets that retransmitted
+	// or, with tcp_rtt, took RTT samples in the interval), and joins
+	// indexes held by socket ends. Every other record is handed on at once.
+	events []sockEvent
+	ends   map[sockEnds]struct{}
+	held   []Record
+	joins  map[sockEnds][]int
+}
+
+// sockEvent is one socket table entry of a Read: a socket's retransmits or
+// its RTT samples (rtt.Samples > 0), with the state a record of its own
+// would start from when no flow record of its ends is found.
+type sockEvent struct {
+	key               bpf.TcpsockCgroupFlowKey
+	start             int64
+	lastSeen          stamp
+	expired           bool
+	retrans, dRetrans uint64
+	rtt               RTTStats
 }
 
 // sockEnds is what a socket event and a flow record have in common: the
@@ -148,7 +167,7 @@ func (c *Collector) startTCPSock() error {
 			delete(spec.Programs, n)
 		}
 	}
-	ts := &tcpsockCapture{joins: map[sockEnds][]int{}}
+	ts := &tcpsockCapture{ends: map[sockEnds]struct{}{}, joins: map[sockEnds][]int{}}
 	c.tcpsock = ts
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Cache: c.kernelBTF})
 	if err != nil {
@@ -207,28 +226,16 @@ func netnsInode(path string) (uint32, error) {
 	return uint32(st.Ino), nil
 }
 
-// drainTCPSock runs right after the flow drain: it attaches retransmits and
-// RTT samples to this Read's egress records of the same socket ends,
-// preferring the record on the socket's route device when a flow crossed
-// several watched interfaces. A socket event without a record (its flow
-// expired, or found the flow table full) gets a record of its own when it
-// belongs to this collector: in tc mode a watched interface, in cgroup mode
-// a cgroup below cgroup_path.
-func (c *Collector) drainTCPSock(now time.Time, clock monoClock) error {
+// readTCPSock runs right before the flow drain: it reads the retransmit
+// and RTT tables into events, for joinTCPSock to attach to this Read's
+// egress records of the same socket ends, and emits their overflow totals.
+func (c *Collector) readTCPSock(now time.Time, clock monoClock) error {
 	ts := c.tcpsock
+	ts.events, ts.held = ts.events[:0], ts.held[:0]
+	clear(ts.ends)
 	clear(ts.joins)
-	for i := range c.records {
-		r := &c.records[i]
-		if r.Direction == Egress && r.Proto == ProtoTCP && !r.Overflow && !r.Filtered {
-			e := endsOf(r.FlowKey)
-			ts.joins[e] = append(ts.joins[e], i)
-		}
-	}
 	if _, err := ts.retrans.drain(now, clock, c.cfg.IdleTimeout, func(k bpf.TcpsockCgroupFlowKey, st *flowState, dp, _ uint64, expired bool) {
-		if r := c.tcpsockRecord(k, st, expired); r != nil {
-			r.Retransmits += st.packets
-			r.DeltaRetransmits += dp
-		}
+		ts.addEvent(sockEvent{key: k, start: st.start, lastSeen: st.lastSeen, expired: expired, retrans: st.packets, dRetrans: dp}, c.cfg.Mode)
 	}); err != nil {
 		return err
 	}
@@ -246,13 +253,7 @@ func (c *Collector) drainTCPSock(now time.Time, clock monoClock) error {
 			if s.Samples == 0 {
 				continue
 			}
-			st := flowState{start: now.UnixNano(), lastSeen: stampOf(now)}
-			if r := c.tcpsockRecord(ts.rttKeys[i], &st, false); r != nil {
-				if r.RTT == nil {
-					r.RTT = new(RTTStats)
-				}
-				r.RTT.Merge(s)
-			}
+			ts.addEvent(sockEvent{key: ts.rttKeys[i], start: now.UnixNano(), lastSeen: stampOf(now), rtt: s}, c.cfg.Mode)
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			break
@@ -274,10 +275,62 @@ func (c *Collector) drainTCPSock(now time.Time, clock monoClock) error {
 			return fmt.Errorf("reset tcp_rtt overflow: %w", err)
 		}
 		st := flowState{start: now.UnixNano(), lastSeen: stampOf(now)}
-		c.emit(FlowKey{}, &st, 0, 0, false, true)
-		c.records[len(c.records)-1].RTT = &s
+		r := c.record(FlowKey{}, &st, 0, 0, false, true)
+		r.RTT = &s
+		c.put(r)
 	}
 	return nil
+}
+
+func (ts *tcpsockCapture) addEvent(ev sockEvent, mode Mode) {
+	ts.events = append(ts.events, ev)
+	ts.ends[endsOf(sockFlowKey(ev.key, mode))] = struct{}{}
+}
+
+// hold sets r aside, a copy in held, when it is an egress TCP record whose
+// socket ends have an event in this Read.
+func (ts *tcpsockCapture) hold(r *Record) bool {
+	if len(ts.ends) == 0 || r.Direction != Egress || r.Proto != ProtoTCP || r.Overflow || r.Filtered {
+		return false
+	}
+	e := endsOf(r.FlowKey)
+	if _, ok := ts.ends[e]; !ok {
+		return false
+	}
+	ts.held = append(ts.held, *r)
+	ts.joins[e] = append(ts.joins[e], len(ts.held)-1)
+	return true
+}
+
+// joinTCPSock runs right after the flow drain: it attaches each socket
+// event to a held record of its ends, preferring the record on the
+// socket's route device when a flow crossed several watched interfaces. An
+// event without a record (its flow expired, or found the flow table full)
+// gets a record of its own when it belongs to this collector: in tc mode a
+// watched interface, in cgroup mode a cgroup below cgroup_path. Then the
+// held records are handed on.
+func (c *Collector) joinTCPSock() {
+	ts := c.tcpsock
+	for i := range ts.events {
+		ev := &ts.events[i]
+		r := c.tcpsockRecord(ev)
+		if r == nil {
+			continue
+		}
+		r.Retransmits += ev.retrans
+		r.DeltaRetransmits += ev.dRetrans
+		if ev.rtt.Samples > 0 {
+			if r.RTT == nil {
+				r.RTT = new(RTTStats)
+			}
+			r.RTT.Merge(ev.rtt)
+		}
+	}
+	for i := range ts.held {
+		c.deliver(&ts.held[i])
+	}
+	// The held records are not cleared here: Read's slice and ReadFunc's
+	// callers are done with them, and the next readTCPSock truncates held.
 }
 
 // rttStats merges one entry's per-CPU samples.
@@ -305,25 +358,31 @@ func endsOf(k FlowKey) sockEnds {
 	return sockEnds{etherType: k.EtherType, src: k.SrcAddr, dst: k.DstAddr, srcPort: k.SrcPort, dstPort: k.DstPort, cgroupID: k.CgroupID}
 }
 
-// tcpsockRecord returns the record a socket event of key k joins, making
-// one (from st) when the Read has none, or nil when k is not this
-// collector's socket.
-func (c *Collector) tcpsockRecord(k bpf.TcpsockCgroupFlowKey, st *flowState, expired bool) *Record {
-	ts := c.tcpsock
+// sockFlowKey is the flow key of a socket event's ends.
+func sockFlowKey(k bpf.TcpsockCgroupFlowKey, mode Mode) FlowKey {
 	fk := decodeKey(bpf.FlowFlowKey(k.Flow))
-	if c.cfg.Mode == ModeCgroup {
+	if mode == ModeCgroup {
 		fk.CgroupID = k.CgroupId
 	}
+	return fk
+}
+
+// tcpsockRecord returns the held record a socket event joins, making one
+// (from the event's state) when the Read has none, or nil when the event is
+// not this collector's socket.
+func (c *Collector) tcpsockRecord(ev *sockEvent) *Record {
+	ts := c.tcpsock
+	fk := sockFlowKey(ev.key, c.cfg.Mode)
 	e := endsOf(fk)
 	if idx := ts.joins[e]; len(idx) > 0 {
 		best := idx[0]
 		for _, i := range idx {
-			if c.records[i].Ifindex == fk.Ifindex {
+			if ts.held[i].Ifindex == fk.Ifindex {
 				best = i
 				break
 			}
 		}
-		return &c.records[best]
+		return &ts.held[best]
 	}
 	switch {
 	case c.ifaces != nil:
@@ -337,10 +396,10 @@ func (c *Collector) tcpsockRecord(k bpf.TcpsockCgroupFlowKey, st *flowState, exp
 			return nil
 		}
 	}
-	orphan := flowState{start: st.start, lastSeen: st.lastSeen}
-	c.emit(fk, &orphan, 0, 0, expired, false)
-	ts.joins[e] = append(ts.joins[e], len(c.records)-1)
-	return &c.records[len(c.records)-1]
+	orphan := flowState{start: ev.start, lastSeen: ev.lastSeen}
+	ts.held = append(ts.held, *c.record(fk, &orphan, 0, 0, ev.expired, false))
+	ts.joins[e] = append(ts.joins[e], len(ts.held)-1)
+	return &ts.held[len(ts.held)-1]
 }
 
 // watched reports whether programs are attached to ifindex now. (name
@@ -378,9 +437,9 @@ func (o *retransOverflow) read(c *Collector, now time.Time, clock monoClock) err
 	if n != o.last {
 		o.st.lastSeen = stampOf(now)
 	}
-	c.emit(FlowKey{}, &o.st, 0, 0, false, true)
-	r := &c.records[len(c.records)-1]
+	r := c.record(FlowKey{}, &o.st, 0, 0, false, true)
 	r.Retransmits, r.DeltaRetransmits = n, n-o.last
 	o.last = n
+	c.put(r)
 	return nil
 }

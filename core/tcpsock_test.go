@@ -42,10 +42,13 @@ func TestSocketModesCountRetransmits(t *testing.T) {
 		name string
 		mode Mode
 		v6   bool
+		// read drains the collector: ReadFunc sets the joined records
+		// aside until the socket events are attached.
+		read func(*testing.T, *Collector) Snapshot
 	}{
-		{"tc/ipv4", ModeTC, false},
-		{"tc/ipv6", ModeTC, true},
-		{"cgroup/ipv4", ModeCgroup, false},
+		{"tc/ipv4", ModeTC, false, read},
+		{"tc/ipv6", ModeTC, true, readFunc},
+		{"cgroup/ipv4", ModeCgroup, false, readFunc},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			nettest.RequireBPF(t)
@@ -81,7 +84,7 @@ func TestSocketModesCountRetransmits(t *testing.T) {
 				nettest.WithLoss(t, srv, 100, func() { peer.calls(t, "send 1 100") })
 				retrans = nettest.SettledRetrans(t, func() uint32 { return uint32(peer.calls(t, "retrans")) })
 			}
-			s := read(t, c)
+			s := tc.read(t, c)
 			rs := egressFrom(s, cli)
 			var got []string
 			for _, r := range rs {
@@ -105,7 +108,7 @@ func TestSocketModesCountRetransmits(t *testing.T) {
 				}
 			}
 			t.Logf("%s: %d retransmissions counted, tcpi_total_retrans %d", tc.name, r.Retransmits, retrans)
-			s = read(t, c)
+			s = tc.read(t, c)
 			if rs := egressFrom(s, cli); len(rs) == 1 && (rs[0].Retransmits != uint64(retrans) || rs[0].DeltaRetransmits != 0) {
 				t.Errorf("second read: %d retransmits (delta %d), want %d (0)", rs[0].Retransmits, rs[0].DeltaRetransmits, retrans)
 			}
@@ -293,6 +296,12 @@ func TestTCPRTTLoadsOnlyWhenSet(t *testing.T) {
 // overflow record. Cumulative and delta counts follow the drains, RTT is
 // per drain.
 func TestTCPSockDrainJoins(t *testing.T) {
+	for _, rd := range readers {
+		t.Run(rd.name, func(t *testing.T) { testTCPSockDrainJoins(t, rd.read) })
+	}
+}
+
+func testTCPSockDrainJoins(t *testing.T, read func(*testing.T, *Collector) Snapshot) {
 	nettest.RequireBPF(t)
 	requireTracepoint(t, "tcp_retransmit_skb")
 	requireTracepoint(t, "tcp_probe")

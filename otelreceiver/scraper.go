@@ -602,7 +602,8 @@ func (s *flowScraper) scrape(ctx context.Context) (pmetric.Metrics, error) {
 	if s.src == nil {
 		return pmetric.NewMetrics(), errors.New("scrape flows: receiver not started")
 	}
-	snap, err := s.src.Read(ctx)
+	// The flow records go into the aggregator as the drain makes them.
+	snap, _, err := aggregate.ReadInto(ctx, s.src, s.agg)
 	if err != nil {
 		return pmetric.NewMetrics(), fmt.Errorf("read flows: %w", err)
 	}
@@ -662,8 +663,12 @@ func (s *flowScraper) convertBatched(snap core.Snapshot, perBatch int, send func
 	}
 	// Every snapshot goes through the aggregator, so its series conserve
 	// the kernel's totals; its result is changed by the next call, so it is
-	// consumed here.
-	out := s.agg.Aggregate(now, snap.Records)
+	// consumed here. A snapshot read by ReadInto has no Records: they went
+	// in during the drain.
+	for i := range snap.Records {
+		s.agg.Add(&snap.Records[i])
+	}
+	out := s.agg.End(now)
 	for i := range out {
 		sr := out[i]
 		la := lazyAttrs{mapper: &s.mapper, sr: sr}

@@ -115,6 +115,10 @@ type Aggregator struct {
 	// nothing.
 	cand, overCand, filtCand, heap, idle []int32
 	out                                  []*Series
+	// open is set between a call's first Add and its End; pos is the
+	// position of the next record in the call.
+	open bool
+	pos  int
 	// hints holds, by record position, the flow entry the record at that
 	// position went to in the previous call. core returns a table's flows
 	// in the same order at every drain, so most records find their entry
@@ -163,32 +167,70 @@ func (a *Aggregator) Dimensions() []Dimension { return slices.Clone(a.dims) }
 // series it points to belong to the Aggregator and are changed by the next
 // call: consume them before calling again.
 func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []*Series {
+	for i := range records {
+		a.Add(&records[i])
+	}
+	return a.End(now)
+}
+
+// Add folds one record into the call in progress, which the first Add
+// after New or End begins; End(now) completes it. Add then End is
+// Aggregate without the records in a slice: core.Collector.ReadFunc's
+// records can go straight in as the drain makes them. Add keeps nothing
+// that r points to.
+func (a *Aggregator) Add(r *core.Record) {
+	if !a.open {
+		a.begin()
+	}
+	i := a.pos
+	a.pos++
+	if r.DeltaPackets == 0 && r.DeltaBytes == 0 && r.DeltaRetransmits == 0 && r.RTT == nil {
+		// An idle flow changes no series; skipping it keeps a large,
+		// mostly quiet table cheap. A retransmit-only record (kprobe
+		// mode reports retransmits of a flow whose sends expired) is
+		// not idle.
+		return
+	}
+	switch {
+	case r.Overflow:
+		a.overCand = a.overflow.accumulate(a.markerKey(r), r, a.epoch, a.overCand)
+		return
+	case r.Filtered:
+		a.filtCand = a.filtered.accumulate(a.markerKey(r), r, a.epoch, a.filtCand)
+		return
+	}
+	if i >= len(a.hints) {
+		a.hints = append(a.hints, make([]int32, i+1-len(a.hints))...)
+	}
+	a.hints[i], a.cand = a.flows.accumulateHint(a.keyer.key(r), a.hints[i], r, a.epoch, a.cand)
+}
+
+func (a *Aggregator) begin() {
+	a.open, a.pos = true, 0
 	a.epoch++
 	clear(a.keyer.identities)
 	a.cand, a.overCand, a.filtCand = a.cand[:0], a.overCand[:0], a.filtCand[:0]
-	if len(a.hints) < len(records) {
-		a.hints = append(a.hints, make([]int32, len(records)-len(a.hints))...)
-	}
-	for i := range records {
-		r := &records[i]
-		if r.DeltaPackets == 0 && r.DeltaBytes == 0 && r.DeltaRetransmits == 0 && r.RTT == nil {
-			// An idle flow changes no series; skipping it keeps a large,
-			// mostly quiet table cheap. A retransmit-only record (kprobe
-			// mode reports retransmits of a flow whose sends expired) is
-			// not idle.
-			continue
-		}
-		switch {
-		case r.Overflow:
-			a.overCand = a.overflow.accumulate(a.markerKey(r), r, a.epoch, now, a.overCand)
-			continue
-		case r.Filtered:
-			a.filtCand = a.filtered.accumulate(a.markerKey(r), r, a.epoch, now, a.filtCand)
-			continue
-		}
-		a.hints[i], a.cand = a.flows.accumulateHint(a.keyer.key(r), a.hints[i], r, a.epoch, now, a.cand)
-	}
+}
 
+// End completes the call that Add began (an empty one if none did) at now,
+// the Read's time (core.Snapshot.Time), and returns its series as
+// Aggregate does.
+func (a *Aggregator) End(now time.Time) []*Series {
+	if !a.open {
+		a.begin()
+	}
+	a.open = false
+	// The keys that had a delta in this call were active now.
+	at := now.UnixNano()
+	for _, i := range a.cand {
+		a.flows.at(i).lastActive = at
+	}
+	for _, i := range a.overCand {
+		a.overflow.at(i).lastActive = at
+	}
+	for _, i := range a.filtCand {
+		a.filtered.at(i).lastActive = at
+	}
 	a.choose()
 	o := &a.other.s
 	o.DeltaPackets, o.DeltaBytes, o.DeltaRetransmits, o.DeltaTCP, a.other.minStart = 0, 0, 0, core.TCPFlagCounts{}, time.Time{}
@@ -584,18 +626,18 @@ func (t *table) add() int32 {
 
 // accumulate adds r's delta to k's entry and returns cand with the entry's
 // index appended the first time k is touched in this call.
-func (t *table) accumulate(k Key, r *core.Record, epoch uint64, now time.Time, cand []int32) []int32 {
-	_, cand = t.accumulateHint(k, -1, r, epoch, now, cand)
+func (t *table) accumulate(k Key, r *core.Record, epoch uint64, cand []int32) []int32 {
+	_, cand = t.accumulateHint(k, -1, r, epoch, cand)
 	return cand
 }
 
 // accumulateHint is accumulate that first tries the entry at hint, where
 // k was found before; keys are unique in a table, so a live entry holding
 // k is k's entry. It returns k's entry, the hint for next time.
-func (t *table) accumulateHint(k Key, hint int32, r *core.Record, epoch uint64, now time.Time, cand []int32) (int32, []int32) {
+func (t *table) accumulateHint(k Key, hint int32, r *core.Record, epoch uint64, cand []int32) (int32, []int32) {
 	if hint >= 0 && hint < t.n {
 		if e := t.at(hint); !e.free && e.s.Key == k {
-			return hint, t.touch(e, hint, r, epoch, now, cand)
+			return hint, t.touch(e, hint, r, epoch, cand)
 		}
 	}
 	h := t.hash(k)
@@ -614,17 +656,16 @@ func (t *table) accumulateHint(k Key, hint int32, r *core.Record, epoch uint64, 
 		*t.at(i) = entry{s: Series{Key: k}, hash: h, next: next}
 		t.index[h] = i
 	}
-	return i, t.touch(t.at(i), i, r, epoch, now, cand)
+	return i, t.touch(t.at(i), i, r, epoch, cand)
 }
 
 // touch adds r's delta to entry e, at index i.
-func (t *table) touch(e *entry, i int32, r *core.Record, epoch uint64, now time.Time, cand []int32) []int32 {
+func (t *table) touch(e *entry, i int32, r *core.Record, epoch uint64, cand []int32) []int32 {
 	if e.touched != epoch {
 		e.touched = epoch
 		e.s.DeltaPackets, e.s.DeltaBytes, e.s.DeltaRetransmits, e.s.DeltaTCP = 0, 0, 0, core.TCPFlagCounts{}
 		e.resetRTT()
 		e.minStart = r.StartTime
-		e.lastActive = now.UnixNano()
 		cand = append(cand, i)
 	}
 	e.s.DeltaPackets += r.DeltaPackets

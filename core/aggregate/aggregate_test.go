@@ -696,13 +696,13 @@ func TestTableChains(t *testing.T) {
 	r := rec(tcp4("10.0.0.2", 1, "10.0.0.1", 1), 1, 1, at(0))
 	keys := []Key{{DstPort: 1}, {DstPort: 2}, {DstPort: 3}, {DstPort: 4}}
 	for _, k := range keys {
-		tb.accumulate(k, &r, 1, at(0), nil)
+		tb.accumulate(k, &r, 1, nil)
 	}
 	epoch := uint64(1)
 	lookup := func(k Key) int32 {
 		// A new epoch each time, so that accumulate reports the slot.
 		epoch++
-		cand := tb.accumulate(k, &r, epoch, at(0), nil)
+		cand := tb.accumulate(k, &r, epoch, nil)
 		if len(cand) != 1 {
 			t.Fatalf("lookup of %+v touched %v", k, cand)
 		}
@@ -720,7 +720,7 @@ func TestTableChains(t *testing.T) {
 		t.Fatalf("index %v, free %v", tb.index, tb.free)
 	}
 	// A new key reuses a freed slot and is found again.
-	tb.accumulate(Key{HasPorts: true, DstPort: 9}, &r, 100, at(0), nil)
+	tb.accumulate(Key{HasPorts: true, DstPort: 9}, &r, 100, nil)
 	if i := lookup(Key{HasPorts: true, DstPort: 9}); tb.at(i).s.Key != (Key{HasPorts: true, DstPort: 9}) {
 		t.Fatalf("new key lost")
 	}
@@ -945,4 +945,58 @@ func TestRTTMerges(t *testing.T) {
 	if out[0].Key != k443 || out[0].RTT != nil {
 		t.Errorf("next call without samples: %+v, want the 443 series without RTT", out[0])
 	}
+}
+
+// TestAddEndIsAggregate: records added one at a time, as core's ReadFunc
+// hands them over, give every call the same series as Aggregate given the
+// same records in a slice, through churn, top-N, the series cap, idle
+// series retiring and calls with no records at all.
+func TestAddEndIsAggregate(t *testing.T) {
+	cfg := Config{Dimensions: []Dimension{DimSrcIP, DimDstIP, DimDstPort}, TopN: 4, MaxSeries: 6, SeriesIdleTimeout: Duration(20 * time.Second)}
+	whole, streamed := mustNew(t, cfg), mustNew(t, cfg)
+	k := &kernel{rng: rand.New(rand.NewPCG(11, 12)), idle: map[core.FlowKey]int{}}
+	var sent [2]uint64
+	for step := range 200 {
+		now := at(5 * step)
+		var records []core.Record
+		if step%17 != 16 {
+			records = k.read(now)
+		}
+		want := dumpAll(whole.Aggregate(now, records))
+		for i := range records {
+			r := records[i]
+			streamed.Add(&r)
+			// Add keeps nothing of the record: the caller reuses it.
+			records[i] = core.Record{}
+			r = core.Record{}
+		}
+		out := streamed.End(now)
+		if got := dumpAll(out); got != want {
+			t.Fatalf("step %d: Add/End gave\n%s\nAggregate gave\n%s", step, got, want)
+		}
+		for _, s := range out {
+			sent[0] += s.DeltaPackets
+			sent[1] += s.DeltaBytes
+		}
+	}
+	if sent != k.sent {
+		t.Errorf("Add/End series sum to %v packets and bytes, the kernel sent %v", sent, k.sent)
+	}
+	// 5 s after the last call: its series are still alive.
+	last := whole.Aggregate(at(5*200), nil)
+	if len(last) == 0 {
+		t.Fatal("no series were left alive to compare an empty call with")
+	}
+	if got, want := dumpAll(streamed.End(at(5*200))), dumpAll(last); got != want {
+		t.Errorf("an End without Add gave\n%s\nAggregate of no records gave\n%s", got, want)
+	}
+}
+
+// dumpAll prints every field of the series, Slot and Born too.
+func dumpAll(ss []*Series) string {
+	var b strings.Builder
+	for _, s := range ss {
+		fmt.Fprintf(&b, "\n  %+v", *s)
+	}
+	return b.String()
 }

@@ -66,9 +66,13 @@ func newConverter(cfg aggregate.Config, drops bool) (*converter, error) {
 
 // add emits one counter metric per series, stamped with the drain's time,
 // and returns how many. Every snapshot must pass through here, none
-// skipped: the series grow by the records' deltas.
+// skipped: the series grow by the records' deltas. A snapshot read by
+// aggregate.ReadInto has no Records: they went into c.agg during the drain.
 func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
-	series := c.agg.Aggregate(snap.Time, snap.Records)
+	for i := range snap.Records {
+		c.agg.Add(&snap.Records[i])
+	}
+	series := c.agg.End(snap.Time)
 	for i := range series {
 		s := series[i]
 		m := c.template(s).Copy()
@@ -301,7 +305,7 @@ func flagsString(f core.Flags) string {
 
 // addInternalMetric reports core's health: table fill, overflow, expiry,
 // drain cost and attachments.
-func addInternalMetric(acc telegraf.Accumulator, snap core.Snapshot, series int, mode string, convert time.Duration) {
+func addInternalMetric(acc telegraf.Accumulator, snap core.Snapshot, records, series int, mode string, convert time.Duration) {
 	h := snap.Health
 	attached := 0
 	for _, hook := range h.Hooks {
@@ -321,7 +325,7 @@ func addInternalMetric(acc telegraf.Accumulator, snap core.Snapshot, series int,
 		"hooks_attached":   int64(attached),
 		"hooks_failed":     int64(len(h.Hooks) - attached),
 		"hooks_not_first":  int64(h.HooksNotFirst()),
-		"records":          int64(len(snap.Records)),
+		"records":          int64(records),
 		"series":           int64(series),
 	}, map[string]string{"mode": mode}, snap.Time)
 }

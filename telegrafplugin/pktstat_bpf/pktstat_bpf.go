@@ -176,14 +176,15 @@ func (p *PktstatBPF) Stop() {
 }
 
 func (p *PktstatBPF) drain(ctx context.Context, acc telegraf.Accumulator) error {
-	snap, err := p.src.Read(ctx)
+	// The flow records go into the aggregator as the drain makes them.
+	snap, records, err := aggregate.ReadInto(ctx, p.src, p.conv.agg)
 	if err != nil {
 		return fmt.Errorf("drain flow table: %w", err)
 	}
 	p.reportHookErrors(snap.Health.Hooks)
 	start := time.Now()
 	series := p.conv.add(acc, snap)
-	addInternalMetric(acc, snap, series, modeName(p.cfg.Mode), time.Since(start))
+	addInternalMetric(acc, snap, records, series, modeName(p.cfg.Mode), time.Since(start))
 	return nil
 }
 
