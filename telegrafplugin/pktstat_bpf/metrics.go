@@ -33,11 +33,26 @@ type converter struct {
 	// tcpFlags: the mode counts TCP flags (every mode but kprobe), so each
 	// TCP series carries the four flag fields from its first point on.
 	tcpFlags bool
-	// templates holds, by series slot, a metric with the series' tags,
-	// built when the series is born: a gather copies it and sets the
-	// counts, instead of rendering the tags and sorting them again for
-	// every series at every gather.
-	templates []telegraf.Metric
+	// series holds, by series slot, the series' tag values, rendered when
+	// the series is born: a gather copies the series' shape, sets the tag
+	// values and the counts, instead of rendering the tags and sorting
+	// them again for every series at every gather.
+	series []seriesTags
+	// shapes are the distinct sets of tag keys and fields of the series:
+	// a metric with those tags (values empty) and fields (at zero), in
+	// the order metric.New sorts them. A full table has a handful
+	// (IPv4 and IPv6 share theirs; TCP series add the flag fields).
+	shapes     []telegraf.Metric
+	shapeIndex map[string]int32
+}
+
+// seriesTags is what a flow series keeps between gathers: its shape and
+// its tag values in the shape's tag order. About 180 bytes for the default
+// dimensions, where a whole template metric (pointers to each tag and
+// field, the fields' boxed values) took about 470.
+type seriesTags struct {
+	shape  int32
+	values []string
 }
 
 func newConverter(cfg aggregate.Config, drops bool) (*converter, error) {
@@ -75,8 +90,8 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 	series := c.agg.End(snap.Time)
 	for i := range series {
 		s := series[i]
-		m := c.template(s).Copy()
-		// The copy's fields are its own: set in place, they cost no
+		m := c.metric(s)
+		// The metric's fields are its own: set in place, they cost no
 		// allocation but the values'.
 		for _, f := range m.FieldList() {
 			switch f.Key {
@@ -135,20 +150,58 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 	return n
 }
 
-// template returns the metric a series' metrics are copied from: its
-// tags, and its fields at zero.
-func (c *converter) template(s *aggregate.Series) telegraf.Metric {
+// metric returns a new metric of the series: its tags, and its fields at
+// zero.
+func (c *converter) metric(s *aggregate.Series) telegraf.Metric {
 	if s.Slot < 0 {
 		// The other, overflow and filtered series: a few, built each time.
 		return c.newTemplate(s)
 	}
-	if n := int(s.Slot) + 1; n > len(c.templates) {
-		c.templates = append(c.templates, make([]telegraf.Metric, n-len(c.templates))...)
+	if n := int(s.Slot) + 1; n > len(c.series) {
+		c.series = append(c.series, make([]seriesTags, n-len(c.series))...)
 	}
-	if s.Born || c.templates[s.Slot] == nil {
-		c.templates[s.Slot] = c.newTemplate(s)
+	st := &c.series[s.Slot]
+	if s.Born || st.values == nil {
+		*st = c.newSeriesTags(s)
 	}
-	return c.templates[s.Slot]
+	m := c.shapes[st.shape].Copy()
+	// The copy's tags are its own, as its fields are.
+	for i, t := range m.TagList() {
+		t.Value = st.values[i]
+	}
+	return m
+}
+
+// newSeriesTags renders a new series' tags and finds, or adds, its shape.
+func (c *converter) newSeriesTags(s *aggregate.Series) seriesTags {
+	m := c.newTemplate(s)
+	tags := m.TagList()
+	var key strings.Builder
+	for _, t := range tags {
+		key.WriteString(t.Key)
+		key.WriteByte(0)
+	}
+	if c.flagFields(s) {
+		key.WriteString("flags")
+	}
+	shape, ok := c.shapeIndex[key.String()]
+	if !ok {
+		proto := m.Copy()
+		for _, t := range proto.TagList() {
+			t.Value = ""
+		}
+		if c.shapeIndex == nil {
+			c.shapeIndex = map[string]int32{}
+		}
+		shape = int32(len(c.shapes))
+		c.shapes = append(c.shapes, proto)
+		c.shapeIndex[key.String()] = shape
+	}
+	values := make([]string, len(tags))
+	for i, t := range tags {
+		values[i] = t.Value
+	}
+	return seriesTags{shape: shape, values: values}
 }
 
 func (c *converter) newTemplate(s *aggregate.Series) telegraf.Metric {

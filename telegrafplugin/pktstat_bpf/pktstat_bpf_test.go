@@ -896,3 +896,68 @@ const (
 	filterErrNothing    = `include_protocols ["tcp"] and exclude_protocols ["tcp"] leave nothing: every included protocol is also excluded`
 	filterErrKprobe     = `include_cidrs is set but mode is "kprobe": filters run in the tc, xdp and cgroup programs; remove the filter keys or use one of those modes`
 )
+
+// A series' tags are rendered once and kept by its slot with its shape
+// (tag keys and fields); when the series ends and a series of another
+// shape takes its slot, the new series gets its own tags and fields, and
+// series that share a shape keep their own values.
+func TestSeriesTagsFollowSlots(t *testing.T) {
+	conv, err := newConverter(aggregate.Config{SeriesIdleTimeout: aggregate.Duration(10 * time.Second)}, false)
+	require.NoError(t, err)
+	conv.tcpFlags = true
+	tcpA := core.FlowKey{Ifindex: 2, Direction: core.Egress, EtherType: core.EtherTypeIPv4, Proto: core.ProtoTCP,
+		SrcAddr: netip.MustParseAddr("10.0.0.1"), DstAddr: netip.MustParseAddr("10.0.0.2"), SrcPort: 5000, DstPort: 80}
+	tcpB := tcpA
+	tcpB.SrcAddr, tcpB.SrcPort = netip.MustParseAddr("10.0.0.3"), 6000
+	icmp := core.FlowKey{Ifindex: 2, Direction: core.Ingress, EtherType: core.EtherTypeIPv6, Proto: core.ProtoICMPv6,
+		SrcAddr: netip.MustParseAddr("2001:db8::2"), DstAddr: netip.MustParseAddr("2001:db8::1"), SrcPort: 128, DstPort: 0}
+	rec := func(k core.FlowKey, packets, bytes uint64) core.Record {
+		return core.Record{FlowKey: k, Interface: "eth0", Packets: packets, Bytes: bytes, DeltaPackets: packets, DeltaBytes: bytes}
+	}
+	tcpTags := func(src, sport string) map[string]string {
+		return map[string]string{"interface": "eth0", "direction": "egress", "ip_version": "4", "proto": "tcp",
+			"src_ip": src, "dst_ip": "10.0.0.2", "src_port": sport, "dst_port": "80"}
+	}
+	icmpTags := map[string]string{"interface": "eth0", "direction": "ingress", "ip_version": "6", "proto": "ipv6-icmp",
+		"src_ip": "2001:db8::2", "dst_ip": "2001:db8::1", "icmp_type": "128", "icmp_code": "0"}
+	gather := func(at time.Time, rs ...core.Record) []telegraf.Metric {
+		t.Helper()
+		var acc testutil.Accumulator
+		conv.add(&acc, core.Snapshot{Time: at, Records: rs})
+		return acc.GetTelegrafMetrics()
+	}
+	slotOf := func(k core.FlowKey) int32 {
+		for i := range conv.series {
+			if conv.series[i].values != nil && slices.Contains(conv.series[i].values, k.SrcAddr.String()) {
+				return int32(i)
+			}
+		}
+		return -1
+	}
+
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{
+		counter(tcpTags("10.0.0.1", "5000"), 3, 300, t0),
+		counter(tcpTags("10.0.0.3", "6000"), 4, 400, t0),
+	}, gather(t0, rec(tcpA, 3, 300), rec(tcpB, 4, 400)), testutil.SortMetrics())
+	slotA := slotOf(tcpA)
+	require.GreaterOrEqual(t, slotA, int32(0))
+	require.Len(t, conv.shapes, 1, "two TCP series of the same tags share one shape")
+
+	// A goes idle past the series idle timeout (and its entry past it
+	// again), B keeps growing; then the ICMP series is born into A's slot.
+	for i := 1; i <= 3; i++ {
+		b := rec(tcpB, 1, 100)
+		b.Packets, b.Bytes = 4+uint64(i), 400+100*uint64(i)
+		gather(t0.Add(time.Duration(i)*15*time.Second), b)
+	}
+	at := t0.Add(60 * time.Second)
+	b := rec(tcpB, 1, 100)
+	b.Packets, b.Bytes = 8, 800
+	got := gather(at, b, rec(icmp, 2, 208))
+	testutil.RequireMetricsEqual(t, []telegraf.Metric{
+		counter(tcpTags("10.0.0.3", "6000"), 8, 800, at),
+		counter(icmpTags, 2, 208, at),
+	}, got, testutil.SortMetrics())
+	require.Equal(t, slotA, slotOf(icmp), "the ICMP series did not reuse the ended series' slot; the test does not test reuse")
+	require.Len(t, conv.shapes, 2, "the ICMP series has a shape of its own")
+}
