@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -63,40 +64,58 @@ func (s stamp) time() time.Time { return time.Unix(0, s.wall) }
 // table drains one flow map keyed by K: a shared table (one value per
 // entry) or a per-CPU one (one per possible CPU, summed).
 type table[K comparable] struct {
-	m     *ebpf.Map
-	ncpu  int
-	keys  []K
-	vals  []counters
-	state map[K]*flowState
-	gen   uint64
+	m    *ebpf.Map
+	ncpu int
+	keys []K
+	vals []counters
+	gen  uint64
 
-	// seen lists this drain's kernel entries in batch order, so the emit
-	// pass walks a slice instead of the whole state map. Reused across drains.
-	seen []seenFlow[K]
+	// chunks hold the flows, each a slot of its key and state; a slot
+	// never moves, so its index names the flow for its life. The slots
+	// hold no pointer (TestFlowStateHoldsNoPointers), so the garbage
+	// collector does not scan a full table's; a new flow takes a slot from
+	// free, or the next one of the last chunk.
+	chunks [][]slot[K]
+	n      int32 // slots handed out, free ones included
+	free   []int32
+	// index finds a key's slot by the key's hash: a map of 12-byte
+	// entries instead of one holding every key again. Slots of keys with
+	// one hash are chained by slot.next. flows counts the slots in use.
+	seed  maphash.Seed
+	index map[uint64]int32
+	flows int
+	// hashOf, when set, replaces the key's hash: tests force collisions.
+	hashOf func(*K) uint64
+	// dropped lists this drain's slots whose kernel entry was replaced
+	// (update); they are freed when the drain ends, as seen may hold them.
+	dropped []int32
+
+	// seen lists this drain's kernel entries by slot, in walk order, so the
+	// emit pass walks a slice instead of every slot. Reused across drains.
+	seen []int32
 	// prev is the previous drain's seen: the kernel returns a table's
 	// entries in the same order from drain to drain, so the entry at a
-	// position is most often the one that was there before, and its state
-	// is found without hashing the key into the state map.
-	prev   []seenFlow[K]
+	// position is most often the one that was there before, and its slot
+	// is found without hashing the key.
+	prev   []int32
 	nextID uint64
-	// slab and free hand out flowStates in blocks: one heap allocation per
-	// slabSize new flows instead of one per flow.
-	slab []flowState
-	free []*flowState
 	// reserve, if set, is told how many flows are about to be emitted.
 	reserve func(n int)
 	// walk, if set, reads the table instead of batch lookups (walk.go).
 	walk *walker[K]
 }
 
-type seenFlow[K comparable] struct {
-	key K
-	st  *flowState
-	id  uint64 // st.id when it was seen
+// slot is one flow of a table: its kernel key and what user space
+// remembers of it. A free slot has state.id 0.
+type slot[K comparable] struct {
+	state flowState
+	key   K
+	next  int32 // the next slot whose key has the same hash, or -1
 }
 
-// slabSize is how many flowStates one allocation holds.
-const slabSize = 1024
+// chunkShift sets the slots per chunk (1,024): one allocation per 1,024 new
+// flows, and a table that grows adds chunks instead of copying a slice.
+const chunkShift = 10
 
 func newTable[K comparable](m *ebpf.Map) (*table[K], error) {
 	ncpu, err := valueLanes(m)
@@ -108,7 +127,8 @@ func newTable[K comparable](m *ebpf.Map) (*table[K], error) {
 		ncpu:  ncpu,
 		keys:  make([]K, batchSize),
 		vals:  make([]counters, batchSize*ncpu),
-		state: map[K]*flowState{},
+		seed:  maphash.MakeSeed(),
+		index: map[uint64]int32{},
 	}, nil
 }
 
@@ -210,7 +230,7 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 	if cap(t.seen) < len(t.prev) {
 		// Once, at the second drain of a full table, instead of growing by
 		// appends that copy it over and over.
-		t.seen = make([]seenFlow[K], 0, len(t.prev)+len(t.prev)/8)
+		t.seen = make([]int32, 0, len(t.prev)+len(t.prev)/8)
 	}
 	pos := 0
 	if t.walk != nil {
@@ -241,9 +261,18 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 	}
 	active, expired := 0, 0
 	perCPU := t.vals[:t.ncpu]
-	for i := range t.seen {
-		key, st := &t.seen[i].key, t.seen[i].st
+	for _, i := range t.seen {
+		sl := t.at(i)
+		key, st := &sl.key, &sl.state
 		dp, db := st.packets-st.reported.packets, st.bytes-st.reported.bytes
+		if st.id == 0 {
+			// Its kernel entry was replaced by a new one of the same key
+			// during this drain (update): this is the old entry's final
+			// report. The slot is freed with t.dropped.
+			emit(*key, st, dp, db, true)
+			expired++
+			continue
+		}
 		if st.lastSeen.since(at) < idle {
 			active++
 			st.reported.packets, st.reported.bytes = st.packets, st.bytes
@@ -266,16 +295,21 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 			_ = t.m.Delete(key)
 		}
 		emit(*key, st, dp, db, true)
-		t.forget(*key, st)
+		t.forget(i)
 		expired++
 	}
-	if len(t.seen)-expired != len(t.state) {
+	for _, i := range t.dropped {
+		t.release(i)
+	}
+	t.dropped = t.dropped[:0]
+	if len(t.seen)-expired != t.flows {
 		// Some entries left the kernel table without us (only a full
 		// scan finds them; they are rare): report what we had.
-		for key, st := range t.state {
-			if st.gen != t.gen {
-				emit(key, st, st.packets-st.reported.packets, st.bytes-st.reported.bytes, true)
-				t.forget(key, st)
+		for i := range t.n {
+			if sl := t.at(i); sl.state.id != 0 && sl.state.gen != t.gen {
+				st := &sl.state
+				emit(sl.key, st, st.packets-st.reported.packets, st.bytes-st.reported.bytes, true)
+				t.forget(i)
 			}
 		}
 	}
@@ -286,14 +320,19 @@ func (t *table[K]) drain(now time.Time, clock monoClock, idle time.Duration, emi
 // drain, and notes it in seen.
 func (t *table[K]) visit(key *K, vals []counters, pos *int, now stamp, clock monoClock) {
 	p, b, ks := sum(vals)
-	var hint *flowState
+	hint := int32(-1)
 	if *pos < len(t.prev) {
-		if h := &t.prev[*pos]; h.st.id == h.id && h.key == *key {
-			hint = h.st
+		// A slot in use holding this key is the key's: keys are unique
+		// among the slots in use.
+		if i := t.prev[*pos]; i < t.n {
+			if sl := t.at(i); sl.state.id != 0 && sl.key == *key {
+				hint = i
+			}
 		}
 	}
 	*pos++
-	st := t.update(*key, hint, p, b, ks, now, clock)
+	i := t.update(key, hint, p, b, ks, now, clock)
+	st := &t.at(i).state
 	st.addTCP(sumTCP(vals))
 	if st.appProto <= appNone {
 		st.appProto = mergeAppProto(vals)
@@ -302,55 +341,119 @@ func (t *table[K]) visit(key *K, vals []counters, pos *int, now stamp, clock mon
 		// A key is returned once per drain; the check only keeps a repeat
 		// (table changing under the cursor) from being emitted twice.
 		st.gen = t.gen
-		t.seen = append(t.seen, seenFlow[K]{*key, st, st.id})
+		t.seen = append(t.seen, i)
 	}
 }
 
-// update records one kernel entry's sums and returns its state. hint, if
-// not nil, is key's live state.
-func (t *table[K]) update(key K, hint *flowState, p, b, ks uint64, now stamp, clock monoClock) *flowState {
-	st, ok := hint, hint != nil
-	if !ok {
-		st, ok = t.state[key]
+// update records one kernel entry's sums and returns its slot. hint, if
+// not -1, is key's slot.
+func (t *table[K]) update(key *K, hint int32, p, b, ks uint64, now stamp, clock monoClock) int32 {
+	i := hint
+	if i < 0 {
+		i = t.lookup(key)
 	}
-	if ok && st.kernelStart != ks {
+	if i >= 0 && t.at(i).state.kernelStart != ks {
 		// The entry was removed and created again: a new series. The old
-		// state is dropped, not reused: it may already be in t.seen.
-		st.id = 0
-		ok = false
+		// slot is dropped, and freed only after the drain: it may already
+		// be in t.seen.
+		t.unlink(i)
+		t.at(i).state.id = 0
+		t.dropped = append(t.dropped, i)
+		i = -1
 	}
-	if !ok {
-		st = t.newState()
+	if i < 0 {
+		i = t.add(key)
 		t.nextID++
-		*st = flowState{kernelStart: ks, start: clock.toNanos(ks), lastSeen: now, id: t.nextID}
-		t.state[key] = st
+		t.at(i).state = flowState{kernelStart: ks, start: clock.toNanos(ks), lastSeen: now, id: t.nextID}
 	}
+	st := &t.at(i).state
 	if p != st.packets {
 		st.lastSeen = now
 	}
 	st.packets, st.bytes = p, b
-	return st
+	return i
 }
 
-func (t *table[K]) newState() *flowState {
+func (t *table[K]) at(i int32) *slot[K] { return &t.chunks[i>>chunkShift][i&(1<<chunkShift-1)] }
+
+func (t *table[K]) hash(key *K) uint64 {
+	if t.hashOf != nil {
+		return t.hashOf(key)
+	}
+	return maphash.Comparable(t.seed, *key)
+}
+
+// lookup returns key's slot, or -1.
+func (t *table[K]) lookup(key *K) int32 {
+	i, ok := t.index[t.hash(key)]
+	if !ok {
+		return -1
+	}
+	for ; i >= 0; i = t.at(i).next {
+		if t.at(i).key == *key {
+			return i
+		}
+	}
+	return -1
+}
+
+// add returns a new slot for key, which has none, linked into the index;
+// the caller sets its state.
+func (t *table[K]) add(key *K) int32 {
+	var i int32
 	if n := len(t.free); n > 0 {
-		st := t.free[n-1]
+		i = t.free[n-1]
 		t.free = t.free[:n-1]
-		return st
+	} else {
+		if int(t.n>>chunkShift) == len(t.chunks) {
+			t.chunks = append(t.chunks, make([]slot[K], 1<<chunkShift))
+		}
+		i = t.n
+		t.n++
 	}
-	if len(t.slab) == 0 {
-		t.slab = make([]flowState, slabSize)
+	h := t.hash(key)
+	next, ok := t.index[h]
+	if !ok {
+		next = -1
 	}
-	st := &t.slab[0]
-	t.slab = t.slab[1:]
-	return st
+	sl := t.at(i)
+	sl.key, sl.next = *key, next
+	t.index[h] = i
+	t.flows++
+	return i
+}
+
+// unlink takes slot i, in use, out of the index.
+func (t *table[K]) unlink(i int32) {
+	sl := t.at(i)
+	h := t.hash(&sl.key)
+	if head := t.index[h]; head == i {
+		if sl.next < 0 {
+			delete(t.index, h)
+		} else {
+			t.index[h] = sl.next
+		}
+	} else {
+		p := head
+		for t.at(p).next != i {
+			p = t.at(p).next
+		}
+		t.at(p).next = sl.next
+	}
+	sl.next = -1
+	t.flows--
+}
+
+// release returns an unlinked slot to the free list.
+func (t *table[K]) release(i int32) {
+	*t.at(i) = slot[K]{next: -1}
+	t.free = append(t.free, i)
 }
 
 // forget removes a flow whose final report has been emitted.
-func (t *table[K]) forget(key K, st *flowState) {
-	delete(t.state, key)
-	st.id = 0
-	t.free = append(t.free, st)
+func (t *table[K]) forget(i int32) {
+	t.unlink(i)
+	t.release(i)
 }
 
 // monoClock converts bpf_ktime_get_ns (CLOCK_MONOTONIC) to wall time.
