@@ -205,6 +205,7 @@ func drainRows(t *table, root, tmp string) {
 		{core, "BenchmarkDrain/flows=131072/first", "core drain, 131,072 flows, first Read", 0, true, "drain (Go, ms per Read)", ""},
 		{core, "BenchmarkDrain/flows=131072/steady", "core drain, 131,072 flows, steady Read (the walk, where the kernel has it)", 50, true, "drain (Go, ms per Read)", ""},
 		{core, "BenchmarkDrain/flows=131072/steady-batch", "baseline: the same, read by batch lookups", 0, true, "drain (Go, ms per Read)", ""},
+		{core, "BenchmarkDrain/flows=131072/steady-func", "the same by ReadFunc, as the agents drain: each record handed on, none kept", 0, true, "drain (Go, ms per Read)", ""},
 		{tg, "BenchmarkTableToMetrics/first", "131,072 records -> telegraf metrics, first gather", 0, false, "conversion (Go, ms per drain)", ""},
 		{tg, "BenchmarkTableToMetrics/steady", "131,072 records -> telegraf metrics, steady gather", 200, false, "conversion (Go, ms per drain)", ""},
 		{otel, "BenchmarkTableToPdata/first", "131,072 records -> pdata, first scrape", 0, false, "conversion (Go, ms per drain)", ""},
