@@ -29,9 +29,9 @@ func TestAttributeMapping(t *testing.T) {
 			dims: aggregate.DefaultDimensions,
 			s: aggregate.Series{Key: aggregate.Key{
 				Interface: "eth0", Direction: core.Ingress, IPVersion: 4, Transport: "tcp",
-				SrcGroup: "office", DstAddr: addr("192.0.2.1"),
+				DstAddr:  addr("192.0.2.1"),
 				HasPorts: true, SrcPortFolded: true, DstPort: 443,
-			}},
+			}.WithLabels(aggregate.Labels{SrcGroup: "office"})},
 			want: metadata.FlowAttributes{
 				InterfaceName: "eth0", Direction: "receive", NetworkType: "ipv4", Transport: "tcp",
 				SourceGroup: "office", SourceCIDR: "10.1.0.0/16", DestinationAddress: "192.0.2.1",
@@ -42,8 +42,8 @@ func TestAttributeMapping(t *testing.T) {
 			name: "an address outside every group is other, with no range",
 			dims: aggregate.DefaultDimensions,
 			s: aggregate.Series{Key: aggregate.Key{
-				IPVersion: 6, Transport: "udp", SrcGroup: aggregate.Other, DstGroup: "lab",
-			}},
+				IPVersion: 6, Transport: "udp",
+			}.WithLabels(aggregate.Labels{SrcGroup: aggregate.Other, DstGroup: "lab"})},
 			want: metadata.FlowAttributes{
 				Direction: "receive", NetworkType: "ipv6", Transport: "udp",
 				SourceGroup: "other", DestinationGroup: "lab", DestinationCIDR: "2001:db8:1::/48",
@@ -97,9 +97,10 @@ func TestAttributeMapping(t *testing.T) {
 			dims: []aggregate.Dimension{aggregate.DimVLAN, aggregate.DimFlags, aggregate.DimPID, aggregate.DimComm,
 				aggregate.DimCgroup, aggregate.DimContainerID, aggregate.DimPodUID, aggregate.DimAppProto},
 			s: aggregate.Series{Key: aggregate.Key{
-				VLAN: 42, Flags: core.FlagFragment | core.FlagTruncated, PID: 7, Comm: "nginx",
-				Cgroup: "/system.slice/nginx.service", ContainerID: "abc", PodUID: "uid", AppProto: "http2",
-			}},
+				VLAN: 42, Flags: core.FlagFragment | core.FlagTruncated, PID: 7,
+			}.WithLabels(aggregate.Labels{
+				Comm: "nginx", Cgroup: "/system.slice/nginx.service", ContainerID: "abc", PodUID: "uid", AppProto: "http2",
+			})},
 			want: metadata.FlowAttributes{
 				VLANID: 42, Flags: "fragment,truncated", PID: 7, Comm: "nginx",
 				CgroupPath: "/system.slice/nginx.service", ContainerID: "abc", PodUID: "uid", ProtocolName: "http2",

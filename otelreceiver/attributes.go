@@ -57,25 +57,26 @@ func (m attributeMapper) attributes(s *aggregate.Series) metadata.FlowAttributes
 		}
 		return a
 	}
+	l := s.Labels()
 	a := metadata.FlowAttributes{
 		InterfaceName: s.Interface,
 		PID:           int64(s.PID),
-		Comm:          s.Comm,
-		ContainerID:   s.ContainerID,
-		PodUID:        s.PodUID,
+		Comm:          l.Comm,
+		ContainerID:   l.ContainerID,
+		PodUID:        l.PodUID,
 		// Detected by the kernel in the flow's first payload bytes.
-		ProtocolName: s.AppProto,
+		ProtocolName: l.AppProto,
 		VLANID:       int64(s.VLAN),
 		Flags:        flagsString(s.Flags),
-		CgroupPath:   s.Cgroup,
+		CgroupPath:   l.Cgroup,
 	}
 	if m.direction {
 		a.Direction = s.Direction.OTelString()
 	}
 	// A CIDR group (or "other" with ungrouped_as_other) replaces the
 	// address, as Telegraf's src_group and dst_group tags do.
-	a.SourceAddress, a.SourceGroup, a.SourceCIDR = m.address(s.SrcAddr, s.SrcGroup)
-	a.DestinationAddress, a.DestinationGroup, a.DestinationCIDR = m.address(s.DstAddr, s.DstGroup)
+	a.SourceAddress, a.SourceGroup, a.SourceCIDR = m.address(s.SrcAddr, l.SrcGroup)
+	a.DestinationAddress, a.DestinationGroup, a.DestinationCIDR = m.address(s.DstAddr, l.DstGroup)
 	switch {
 	case core.IsNonIP(s.Transport):
 		// A non-IP flow has no transport: its EtherType name (arp,

@@ -154,7 +154,7 @@ func (l *lazyAttrs) get() metadata.FlowAttributes {
 	if !l.done {
 		l.a, l.done = l.mapper.attributes(l.sr), true
 		// Empty but on the drop aggregator's series.
-		l.a.DropReason = l.sr.DropReason
+		l.a.DropReason = l.sr.Labels().DropReason
 	}
 	return l.a
 }

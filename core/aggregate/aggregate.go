@@ -268,7 +268,7 @@ func (a *Aggregator) End(now time.Time) []*Series {
 // markerKey is the key of an overflow or filtered series: they stand for
 // many flows, so only where and which way the packets crossed is kept.
 func (a *Aggregator) markerKey(r *core.Record) Key {
-	k := Key{DropReason: r.DropReason}
+	k := Key{labels: a.keyer.intern(Labels{DropReason: r.DropReason})}
 	if a.keepIface {
 		k.Interface = r.Interface
 	}
@@ -711,15 +711,16 @@ func minTime(a, b time.Time) time.Time {
 
 // compareKeys is a total order on keys, used only to break ranking ties.
 func compareKeys(x, y *Key) int {
+	lx, ly := x.Labels(), y.Labels()
 	return cmp.Or(
 		cmp.Compare(x.Interface, y.Interface),
 		cmp.Compare(x.Direction, y.Direction),
 		cmp.Compare(x.IPVersion, y.IPVersion),
 		cmp.Compare(x.Transport, y.Transport),
 		x.SrcAddr.Compare(y.SrcAddr),
-		cmp.Compare(x.SrcGroup, y.SrcGroup),
+		cmp.Compare(lx.SrcGroup, ly.SrcGroup),
 		x.DstAddr.Compare(y.DstAddr),
-		cmp.Compare(x.DstGroup, y.DstGroup),
+		cmp.Compare(lx.DstGroup, ly.DstGroup),
 		compareBool(x.HasPorts, y.HasPorts),
 		cmp.Compare(x.SrcPort, y.SrcPort),
 		cmp.Compare(x.DstPort, y.DstPort),
@@ -728,13 +729,13 @@ func compareKeys(x, y *Key) int {
 		cmp.Compare(x.VLAN, y.VLAN),
 		cmp.Compare(x.Flags, y.Flags),
 		cmp.Compare(x.PID, y.PID),
-		cmp.Compare(x.Comm, y.Comm),
-		cmp.Compare(x.Cgroup, y.Cgroup),
+		cmp.Compare(lx.Comm, ly.Comm),
+		cmp.Compare(lx.Cgroup, ly.Cgroup),
 		cmp.Compare(x.CgroupID, y.CgroupID),
-		cmp.Compare(x.AppProto, y.AppProto),
-		cmp.Compare(x.ContainerID, y.ContainerID),
-		cmp.Compare(x.PodUID, y.PodUID),
-		cmp.Compare(x.DropReason, y.DropReason),
+		cmp.Compare(lx.AppProto, ly.AppProto),
+		cmp.Compare(lx.ContainerID, ly.ContainerID),
+		cmp.Compare(lx.PodUID, ly.PodUID),
+		cmp.Compare(lx.DropReason, ly.DropReason),
 	)
 }
 

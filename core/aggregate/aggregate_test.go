@@ -106,7 +106,7 @@ func dump(ss []*Series) string {
 	var b strings.Builder
 	for _, s := range ss {
 		fmt.Fprintf(&b, "\n  kind=%d %s%s:%d->%s%s:%d(f%t,%t) if=%q cum=%d/%d delta=%d/%d start=%s",
-			s.Kind, s.SrcGroup, s.SrcAddr, s.SrcPort, s.DstGroup, s.DstAddr, s.DstPort, s.SrcPortFolded, s.DstPortFolded, s.Interface,
+			s.Kind, s.Labels().SrcGroup, s.SrcAddr, s.SrcPort, s.Labels().DstGroup, s.DstAddr, s.DstPort, s.SrcPortFolded, s.DstPortFolded, s.Interface,
 			s.Packets, s.Bytes, s.DeltaPackets, s.DeltaBytes, s.StartTime.Sub(t0))
 	}
 	return b.String()
@@ -149,8 +149,8 @@ func TestGroupsAreSummed(t *testing.T) {
 	}
 	out := a.Aggregate(at(0), in)
 	checkSeries(t, out, []Series{
-		{Key: Key{SrcGroup: "office", DstGroup: "servers"}, Packets: 3, Bytes: 300, DeltaPackets: 3, DeltaBytes: 300, StartTime: at(-5)},
-		{Key: Key{SrcGroup: Other, DstGroup: "servers"}, Packets: 12, Bytes: 1200, DeltaPackets: 12, DeltaBytes: 1200, StartTime: at(-5)},
+		{Key: Key{}.WithLabels(Labels{SrcGroup: "office", DstGroup: "servers"}), Packets: 3, Bytes: 300, DeltaPackets: 3, DeltaBytes: 300, StartTime: at(-5)},
+		{Key: Key{}.WithLabels(Labels{SrcGroup: Other, DstGroup: "servers"}), Packets: 12, Bytes: 1200, DeltaPackets: 12, DeltaBytes: 1200, StartTime: at(-5)},
 	})
 	checkConserved(t, in, out)
 }
@@ -756,7 +756,7 @@ func TestRetransmitsAreSummed(t *testing.T) {
 		over,
 	}
 	out := a.Aggregate(at(0), in)
-	office := Key{SrcGroup: "office", DstAddr: netip.MustParseAddr("10.9.0.1"), HasPorts: true}
+	office := Key{DstAddr: netip.MustParseAddr("10.9.0.1"), HasPorts: true}.WithLabels(Labels{SrcGroup: "office"})
 	k443, k22 := office, office
 	k443.DstPort, k22.DstPort = 443, 22
 	checkSeries(t, out, []Series{
@@ -855,7 +855,7 @@ func TestTCPFlagsAreSummed(t *testing.T) {
 		over,
 	}
 	out := a.Aggregate(at(0), in)
-	office := Key{SrcGroup: "office", DstAddr: netip.MustParseAddr("10.9.0.1"), HasPorts: true}
+	office := Key{DstAddr: netip.MustParseAddr("10.9.0.1"), HasPorts: true}.WithLabels(Labels{SrcGroup: "office"})
 	k443 := office
 	k443.DstPort = 443
 	checkSeries(t, out, []Series{
@@ -895,12 +895,12 @@ func TestAggregateDropsKeepReason(t *testing.T) {
 	out := a.Aggregate(at(1), in)
 	checkConserved(t, in, out)
 	key := func(reason string) Key {
-		return Key{Interface: "eth0", Transport: "udp", SrcGroup: "lan", HasPorts: true, DstPort: 53, DropReason: reason}
+		return Key{Interface: "eth0", Transport: "udp", HasPorts: true, DstPort: 53}.WithLabels(Labels{SrcGroup: "lan", DropReason: reason})
 	}
 	checkSeries(t, out, []Series{
 		{Kind: KindFlow, Key: key("no_socket"), Packets: 8, Bytes: 800, DeltaPackets: 8, DeltaBytes: 800, StartTime: at(0)},
 		{Kind: KindFlow, Key: key("netfilter_drop"), Packets: 7, Bytes: 700, DeltaPackets: 7, DeltaBytes: 700, StartTime: at(0)},
-		{Kind: KindOverflow, Key: Key{Interface: "eth0", DropReason: "no_socket"}, Packets: 4, Bytes: 400, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(0)},
+		{Kind: KindOverflow, Key: Key{Interface: "eth0"}.WithLabels(Labels{DropReason: "no_socket"}), Packets: 4, Bytes: 400, DeltaPackets: 4, DeltaBytes: 400, StartTime: at(0)},
 	})
 }
 
@@ -930,7 +930,7 @@ func TestRTTMerges(t *testing.T) {
 	}
 	in[4].DeltaPackets, in[4].DeltaBytes = 0, 0
 	out := a.Aggregate(at(0), in)
-	office := Key{SrcGroup: "office", DstAddr: netip.MustParseAddr("10.9.0.1"), HasPorts: true}
+	office := Key{DstAddr: netip.MustParseAddr("10.9.0.1"), HasPorts: true}.WithLabels(Labels{SrcGroup: "office"})
 	k443 := office
 	k443.DstPort = 443
 	checkSeries(t, out, []Series{

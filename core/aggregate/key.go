@@ -3,6 +3,7 @@ package aggregate
 import (
 	"net/netip"
 	"slices"
+	"unique"
 
 	"github.com/pktstat-bpf/pktstat-bpf/core"
 	"github.com/pktstat-bpf/pktstat-bpf/core/container"
@@ -19,12 +20,9 @@ type Key struct {
 	// Transport is the proto tag value (core.FlowKey.Transport).
 	Transport string
 	// SrcAddr and DstAddr are set when the address is reported as itself,
-	// SrcGroup and DstGroup when it is reported as a CIDR group name or
-	// Other, which the agents report under their own names (src_group,
-	// pktstatbpf.source.group): a group is not an address. Both are empty
-	// for non-IP flows.
-	SrcAddr, DstAddr   netip.Addr
-	SrcGroup, DstGroup string
+	// Labels' SrcGroup and DstGroup when it is reported as a CIDR group
+	// name or Other. Both are empty for non-IP flows.
+	SrcAddr, DstAddr netip.Addr
 	// HasPorts, filled in whenever a port dimension is kept, says that
 	// SrcPort and DstPort are transport ports (tcp, udp, udplite, sctp).
 	HasPorts bool
@@ -38,12 +36,28 @@ type Key struct {
 	VLAN                         uint16
 	Flags                        core.Flags
 	PID                          uint32
-	Comm                         string
-	// Cgroup is the cgroup path; CgroupID stands in for it when the path
-	// is unknown (the cgroup was removed before it could be resolved), so
-	// that such flows are not lumped together under an empty path.
-	Cgroup   string
+	// CgroupID stands in for Labels' Cgroup when the path is unknown (the
+	// cgroup was removed before it could be resolved), so that such flows
+	// are not lumped together under an empty path.
 	CgroupID uint64
+	// labels holds the key's Labels interned: keys with equal labels share
+	// one copy, and a key without any (the default dimensions) holds none.
+	// Eight string fields of their own would add 120 bytes to every series
+	// of a full table.
+	labels unique.Handle[Labels]
+}
+
+// Labels are the string parts of a key that most keys leave empty: CIDR
+// groups, process and container identity, application protocol and drop
+// reason.
+type Labels struct {
+	// SrcGroup and DstGroup are set when the address is reported as a
+	// CIDR group name or Other, which the agents report under their own
+	// names (src_group, pktstatbpf.source.group): a group is not an address.
+	SrcGroup, DstGroup string
+	Comm               string
+	// Cgroup is the cgroup path.
+	Cgroup string
 	// AppProto is the application protocol detected in the flow's first payload.
 	AppProto    string
 	ContainerID string
@@ -51,6 +65,27 @@ type Key struct {
 	// DropReason is the kernel's drop reason of a drop series, always kept
 	// (core.Record.DropReason); empty for flow series.
 	DropReason string
+}
+
+// Labels returns k's labels, all empty when it has none.
+func (k *Key) Labels() Labels {
+	if k.labels == (unique.Handle[Labels]{}) {
+		return Labels{}
+	}
+	return k.labels.Value()
+}
+
+// WithLabels returns k with labels l.
+func (k Key) WithLabels(l Labels) Key {
+	k.labels = intern(l)
+	return k
+}
+
+func intern(l Labels) unique.Handle[Labels] {
+	if l == (Labels{}) {
+		return unique.Handle[Labels]{}
+	}
+	return unique.Make(l)
 }
 
 // keyer turns records into keys. Its fields are the Config resolved once so
@@ -70,6 +105,21 @@ type keyer struct {
 	// identities caches container.Parse per cgroup path for one Aggregate
 	// call; it is cleared each call so pod churn cannot grow it.
 	identities map[string]container.Identity
+	// last and lastHandle are the labels the previous record's key
+	// interned: consecutive records mostly share them.
+	last       Labels
+	lastHandle unique.Handle[Labels]
+}
+
+// intern is intern with the keyer's one-entry cache.
+func (kr *keyer) intern(l Labels) unique.Handle[Labels] {
+	if l == (Labels{}) {
+		return unique.Handle[Labels]{}
+	}
+	if l != kr.last {
+		kr.last, kr.lastHandle = l, unique.Make(l)
+	}
+	return kr.lastHandle
 }
 
 func newKeyer(cfg Config) *keyer {
@@ -108,7 +158,8 @@ func newKeyer(cfg Config) *keyer {
 }
 
 func (kr *keyer) key(r *core.Record) Key {
-	k := Key{DropReason: r.DropReason}
+	var k Key
+	l := Labels{DropReason: r.DropReason}
 	if kr.iface {
 		k.Interface = r.Interface
 	}
@@ -127,10 +178,10 @@ func (kr *keyer) key(r *core.Record) Key {
 		}
 	}
 	if kr.srcIP {
-		k.SrcAddr, k.SrcGroup = kr.addr(r.SrcAddr)
+		k.SrcAddr, l.SrcGroup = kr.addr(r.SrcAddr)
 	}
 	if kr.dstIP {
-		k.DstAddr, k.DstGroup = kr.addr(r.DstAddr)
+		k.DstAddr, l.DstGroup = kr.addr(r.DstAddr)
 	}
 	if (kr.srcPort || kr.dstPort) && (r.HasPorts() || kr.proto) {
 		k.HasPorts = r.HasPorts()
@@ -164,14 +215,14 @@ func (kr *keyer) key(r *core.Record) Key {
 		k.PID = r.PID
 	}
 	if kr.comm {
-		k.Comm = r.Comm
+		l.Comm = r.Comm
 	}
 	if kr.appProto {
-		k.AppProto = r.AppProto
+		l.AppProto = r.AppProto
 	}
 	if kr.cgroup {
-		k.Cgroup = r.CgroupPath
-		if k.Cgroup == "" {
+		l.Cgroup = r.CgroupPath
+		if l.Cgroup == "" {
 			k.CgroupID = r.CgroupID
 		}
 	}
@@ -182,12 +233,13 @@ func (kr *keyer) key(r *core.Record) Key {
 			kr.identities[r.CgroupPath] = id
 		}
 		if kr.containerID {
-			k.ContainerID = id.ContainerID
+			l.ContainerID = id.ContainerID
 		}
 		if kr.podUID {
-			k.PodUID = id.PodUID
+			l.PodUID = id.PodUID
 		}
 	}
+	k.labels = kr.intern(l)
 	return k
 }
 

@@ -86,14 +86,14 @@ func TestCIDRGroups(t *testing.T) {
 		fk     core.FlowKey
 		want   Key
 	}{
-		{"most specific wins", groups, false, tcp4("10.1.2.3", 1, "10.1.9.9", 2), Key{SrcGroup: "lab", DstGroup: "office"}},
-		{"order does not matter", reversed, false, tcp4("10.1.2.3", 1, "10.1.9.9", 2), Key{SrcGroup: "lab", DstGroup: "office"}},
-		{"single address", groups, false, tcp4("10.1.2.9", 1, "10.1.2.10", 2), Key{SrcGroup: "printer", DstGroup: "lab"}},
-		{"ungrouped kept", groups, false, tcp4("192.0.2.7", 1, "10.1.0.1", 2), Key{SrcAddr: a("192.0.2.7"), DstGroup: "office"}},
-		{"ungrouped as other", groups, true, tcp4("192.0.2.7", 1, "10.1.0.1", 2), Key{SrcGroup: Other, DstGroup: "office"}},
-		{"ipv6", groups, true, flowKey(core.EtherTypeIPv6, core.ProtoTCP, "2001:db8:1::5", 1, "2001:db8:2::5", 2), Key{SrcGroup: "v6office", DstGroup: Other}},
-		{"v4-mapped address joins the v4 group", groups, false, flowKey(core.EtherTypeIPv6, core.ProtoTCP, "::ffff:10.1.2.3", 1, "::ffff:192.0.2.7", 2), Key{SrcGroup: "lab", DstAddr: a("::ffff:192.0.2.7")}},
-		{"v4 range does not match v6", []CIDRGroup{{"everything4", "0.0.0.0/0"}}, false, flowKey(core.EtherTypeIPv6, core.ProtoTCP, "2001:db8::1", 1, "10.0.0.1", 2), Key{SrcAddr: a("2001:db8::1"), DstGroup: "everything4"}},
+		{"most specific wins", groups, false, tcp4("10.1.2.3", 1, "10.1.9.9", 2), Key{}.WithLabels(Labels{SrcGroup: "lab", DstGroup: "office"})},
+		{"order does not matter", reversed, false, tcp4("10.1.2.3", 1, "10.1.9.9", 2), Key{}.WithLabels(Labels{SrcGroup: "lab", DstGroup: "office"})},
+		{"single address", groups, false, tcp4("10.1.2.9", 1, "10.1.2.10", 2), Key{}.WithLabels(Labels{SrcGroup: "printer", DstGroup: "lab"})},
+		{"ungrouped kept", groups, false, tcp4("192.0.2.7", 1, "10.1.0.1", 2), Key{SrcAddr: a("192.0.2.7")}.WithLabels(Labels{DstGroup: "office"})},
+		{"ungrouped as other", groups, true, tcp4("192.0.2.7", 1, "10.1.0.1", 2), Key{}.WithLabels(Labels{SrcGroup: Other, DstGroup: "office"})},
+		{"ipv6", groups, true, flowKey(core.EtherTypeIPv6, core.ProtoTCP, "2001:db8:1::5", 1, "2001:db8:2::5", 2), Key{}.WithLabels(Labels{SrcGroup: "v6office", DstGroup: Other})},
+		{"v4-mapped address joins the v4 group", groups, false, flowKey(core.EtherTypeIPv6, core.ProtoTCP, "::ffff:10.1.2.3", 1, "::ffff:192.0.2.7", 2), Key{DstAddr: a("::ffff:192.0.2.7")}.WithLabels(Labels{SrcGroup: "lab"})},
+		{"v4 range does not match v6", []CIDRGroup{{"everything4", "0.0.0.0/0"}}, false, flowKey(core.EtherTypeIPv6, core.ProtoTCP, "2001:db8::1", 1, "10.0.0.1", 2), Key{SrcAddr: a("2001:db8::1")}.WithLabels(Labels{DstGroup: "everything4"})},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -130,12 +130,12 @@ func TestKeyDimensions(t *testing.T) {
 			Interface: "eth0", Direction: core.Egress, IPVersion: 6, Transport: "udp",
 			SrcAddr: full.SrcAddr, DstAddr: full.DstAddr, HasPorts: true, SrcPort: 40000, DstPort: 53,
 		}},
-		{"opt-in only", []Dimension{DimVLAN, DimFlags, DimPID, DimComm, DimCgroup, DimContainerID, DimPodUID, DimAppProto}, Key{
-			VLAN: 42, Flags: core.FlagTruncated, PID: 1234, Comm: "resolver", Cgroup: cgroup, AppProto: "dns",
+		{"opt-in only", []Dimension{DimVLAN, DimFlags, DimPID, DimComm, DimCgroup, DimContainerID, DimPodUID, DimAppProto}, Key{VLAN: 42, Flags: core.FlagTruncated, PID: 1234}.WithLabels(Labels{
+			Comm: "resolver", Cgroup: cgroup, AppProto: "dns",
 			ContainerID: "3f4e1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f",
 			PodUID:      "0d3f5e8a-1b2c-4d5e-8f90-a1b2c3d4e5f6",
-		}},
-		{"pod without container", []Dimension{DimPodUID}, Key{PodUID: "0d3f5e8a-1b2c-4d5e-8f90-a1b2c3d4e5f6"}},
+		})},
+		{"pod without container", []Dimension{DimPodUID}, Key{}.WithLabels(Labels{PodUID: "0d3f5e8a-1b2c-4d5e-8f90-a1b2c3d4e5f6"})},
 		{"direction only", []Dimension{DimDirection}, Key{Direction: core.Egress}},
 	}
 	for _, c := range cases {
@@ -166,4 +166,30 @@ func TestKeyDimensions(t *testing.T) {
 			t.Errorf("key %+v", got)
 		}
 	})
+}
+
+// One keyer turns records whose labels alternate into keys with their own
+// labels: the keyer's cache of the last labels never hands a record the
+// previous one's, and keys with equal labels are equal (one interned copy).
+func TestKeyLabelsFollowRecords(t *testing.T) {
+	kr := newKeyer(Config{Dimensions: []Dimension{DimComm, DimPID}}.withDefaults())
+	comms := []string{"curl", "wget", "curl", "", "curl", "wget", "wget"}
+	keys := make([]Key, len(comms))
+	for i, comm := range comms {
+		r := core.Record{FlowKey: core.FlowKey{PID: 7, Comm: comm}}
+		keys[i] = kr.key(&r)
+		if got := keys[i].Labels(); got != (Labels{Comm: comm}) {
+			t.Errorf("record %d (comm %q): labels %+v", i, comm, got)
+		}
+	}
+	for i := range keys {
+		for j := range keys {
+			if (keys[i] == keys[j]) != (comms[i] == comms[j]) {
+				t.Errorf("keys of comm %q and %q: equal %v", comms[i], comms[j], keys[i] == keys[j])
+			}
+		}
+	}
+	if keys[3] != (Key{PID: 7}) {
+		t.Errorf("a key without labels %+v, want one that holds none", keys[3])
+	}
 }

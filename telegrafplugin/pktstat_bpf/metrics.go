@@ -140,8 +140,8 @@ func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
 		for i := range drops {
 			s := drops[i]
 			tags := c.tags(s)
-			if s.DropReason != "" {
-				tags["reason"] = s.DropReason
+			if r := s.Labels().DropReason; r != "" {
+				tags["reason"] = r
 			}
 			acc.AddCounter(dropMeasurement, map[string]interface{}{"packets": s.Packets, "bytes": s.Bytes}, tags, snap.Time)
 		}
@@ -251,8 +251,9 @@ func (c *converter) tags(s *aggregate.Series) map[string]string {
 	if k.Transport != "" {
 		tags["proto"] = k.Transport
 	}
-	addrTag(tags, "src", k.SrcGroup, k.SrcAddr)
-	addrTag(tags, "dst", k.DstGroup, k.DstAddr)
+	l := k.Labels()
+	addrTag(tags, "src", l.SrcGroup, k.SrcAddr)
+	addrTag(tags, "dst", l.DstGroup, k.DstAddr)
 	c.portTags(k, tags)
 	if k.VLAN != 0 {
 		tags["vlan"] = strconv.Itoa(int(k.VLAN))
@@ -263,23 +264,23 @@ func (c *converter) tags(s *aggregate.Series) map[string]string {
 	if k.PID != 0 {
 		tags["pid"] = strconv.FormatUint(uint64(k.PID), 10)
 	}
-	if k.Comm != "" {
-		tags["comm"] = k.Comm
+	if l.Comm != "" {
+		tags["comm"] = l.Comm
 	}
 	switch {
-	case k.Cgroup != "":
-		tags["cgroup"] = k.Cgroup
+	case l.Cgroup != "":
+		tags["cgroup"] = l.Cgroup
 	case k.CgroupID != 0:
 		tags["cgroup"] = strconv.FormatUint(k.CgroupID, 10)
 	}
-	if k.ContainerID != "" {
-		tags["container_id"] = k.ContainerID
+	if l.ContainerID != "" {
+		tags["container_id"] = l.ContainerID
 	}
-	if k.PodUID != "" {
-		tags["pod_uid"] = k.PodUID
+	if l.PodUID != "" {
+		tags["pod_uid"] = l.PodUID
 	}
-	if k.AppProto != "" {
-		tags["app_proto"] = k.AppProto
+	if l.AppProto != "" {
+		tags["app_proto"] = l.AppProto
 	}
 	return tags
 }
