@@ -524,7 +524,7 @@ func (a *Aggregator) series(kind Kind, e *entry, slot int32) *Series {
 
 // entry is one key's state, live (reported) or not. It holds the Series it
 // reports, so that a call's result points at the entries instead of
-// copying every key (about 250 bytes) into a slice of its own.
+// copying every key (120 bytes) into a slice of its own.
 type entry struct {
 	// s.Key is the entry's key; s's cumulative counts and StartTime are
 	// the series' own while it lives. s's delta fields sum this call's
@@ -579,7 +579,7 @@ func (e *entry) mergeRTT(o core.RTTStats) {
 const chunkShift = 10
 
 // table indexes entries by a hash of their key rather than by the key: a
-// 200-byte Key stored again in a map of a full kernel table's worth of
+// 120-byte Key stored again in a map of a full kernel table's worth of
 // series costs tens of megabytes and a cache miss per record, while the
 // entry holding the key is touched anyway. Keys with the same hash are
 // chained through entry.next. Freed slots are reused so that entries never
@@ -589,7 +589,7 @@ type table struct {
 	hash  func(Key) uint64
 	index map[uint64]int32
 	// chunks hold the entries, 1<<chunkShift each: a table that grows to a
-	// full kernel table's worth of series (about 100 MB of entries) adds
+	// full kernel table's worth of series (about 50 MB of entries) adds
 	// chunks instead of copying one slice into a larger one, which would
 	// briefly need both and leave up to a quarter of the last one unused.
 	chunks [][]entry
