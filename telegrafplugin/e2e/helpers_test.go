@@ -199,6 +199,24 @@ func lastSeries(ms []telegraf.Metric, name string, tags map[string]string) teleg
 	return last
 }
 
+// lastDrain returns the metrics of measurement name stamped with the
+// latest time: one drain's, whose cumulative fields hold every live series.
+func lastDrain(ms []telegraf.Metric, name string) []telegraf.Metric {
+	var out []telegraf.Metric
+	for _, m := range ms {
+		if m.Name() != name {
+			continue
+		}
+		switch {
+		case len(out) == 0 || m.Time().After(out[0].Time()):
+			out = append(out[:0], m)
+		case m.Time().Equal(out[0].Time()):
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // flow is one UDP flow a test sends from A to B, and what the plugin must
 // report for it on A's interface.
 type flow struct {
