@@ -664,11 +664,8 @@ func (s *flowScraper) convertBatched(snap core.Snapshot, perBatch int, send func
 	// Every snapshot goes through the aggregator, so its series conserve
 	// the kernel's totals; its result is changed by the next call, so it is
 	// consumed here. A snapshot read by ReadInto has no Records: they went
-	// in during the drain.
-	for i := range snap.Records {
-		s.agg.Add(&snap.Records[i])
-	}
-	out := s.agg.End(now)
+	// in during the drain, and this completes their call.
+	out := s.agg.Aggregate(now, snap.Records)
 	for i := range out {
 		sr := out[i]
 		la := lazyAttrs{mapper: &s.mapper, sr: sr}

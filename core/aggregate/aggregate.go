@@ -165,7 +165,9 @@ func (a *Aggregator) Dimensions() []Dimension { return slices.Clone(a.dims) }
 // result lists the flow series in a stable order, then the other series,
 // then the overflow series, then the filtered series. The slice and the
 // series it points to belong to the Aggregator and are changed by the next
-// call: consume them before calling again.
+// call: consume them before calling again. Records passed to Add since the
+// last End belong to the same call (ReadInto's, whose snapshot then has no
+// Records of its own).
 func (a *Aggregator) Aggregate(now time.Time, records []core.Record) []*Series {
 	for i := range records {
 		a.Add(&records[i])

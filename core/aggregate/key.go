@@ -111,13 +111,11 @@ type keyer struct {
 	lastHandle unique.Handle[Labels]
 }
 
-// intern is intern with the keyer's one-entry cache.
+// intern is intern with the keyer's one-entry cache (which starts at the
+// empty labels and their zero handle).
 func (kr *keyer) intern(l Labels) unique.Handle[Labels] {
-	if l == (Labels{}) {
-		return unique.Handle[Labels]{}
-	}
 	if l != kr.last {
-		kr.last, kr.lastHandle = l, unique.Make(l)
+		kr.last, kr.lastHandle = l, intern(l)
 	}
 	return kr.lastHandle
 }

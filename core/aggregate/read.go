@@ -20,9 +20,9 @@ type streamSource interface {
 // ReadInto drains src for a. When src has ReadFunc, each record goes to
 // a.Add as the drain makes it, and the returned Snapshot's Records is nil:
 // a full table's records are never in memory at once. Otherwise it calls
-// Read and leaves the records in the Snapshot, for the caller to Add. Either
-// way the caller then Adds snap.Records and calls a.End(snap.Time); records
-// is how many the Read made. A ReadFunc that fails part way leaves the
+// Read and leaves the records in the Snapshot. Either way the caller then
+// calls a.Aggregate(snap.Time, snap.Records), which completes the call;
+// records is how many the Read made. A ReadFunc that fails part way leaves the
 // records it handed over in a's call in progress, and the next End reports
 // their deltas, as the kernel state they came from has already moved past
 // them.

@@ -82,12 +82,10 @@ func newConverter(cfg aggregate.Config, drops bool) (*converter, error) {
 // add emits one counter metric per series, stamped with the drain's time,
 // and returns how many. Every snapshot must pass through here, none
 // skipped: the series grow by the records' deltas. A snapshot read by
-// aggregate.ReadInto has no Records: they went into c.agg during the drain.
+// aggregate.ReadInto has no Records: they went into c.agg during the
+// drain, and Aggregate completes their call.
 func (c *converter) add(acc telegraf.Accumulator, snap core.Snapshot) int {
-	for i := range snap.Records {
-		c.agg.Add(&snap.Records[i])
-	}
-	series := c.agg.End(snap.Time)
+	series := c.agg.Aggregate(snap.Time, snap.Records)
 	for i := range series {
 		s := series[i]
 		m := c.metric(s)
